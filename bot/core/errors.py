@@ -1,0 +1,152 @@
+"""The one error tree of avatarbot.
+
+Every error a user can cause or a vendor can return is a subclass of ``AvatarBotError``.
+Each carries ``user_message``: a short text that is safe to show in a chat or on a page
+(never a secret, never a raw vendor payload).
+
+::
+
+    AvatarBotError
+    ├── ConfigError
+    ├── InvalidRequest            bad argument: duration, amount, avatar, mode ...
+    │   └── UnknownProvider
+    ├── TenantNotFound
+    ├── SessionNotFound
+    ├── SessionNotLive            the session has ended or has not started yet
+    ├── NotAllowed                role/user not allowed, admin command by a non-admin
+    ├── LimitReached              concurrent sessions, longest session, daily cap
+    │   └── InsufficientCredits
+    └── ProviderError             a vendor said no or did not answer (see ``retryable``)
+        ├── ProviderAuthError     the key is wrong or the account is blocked
+        ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
+        └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
+"""
+
+from __future__ import annotations
+
+
+class AvatarBotError(Exception):
+    """Root of every avatarbot error; ``user_message`` is safe to show to people."""
+
+    def __init__(self, user_message: str) -> None:
+        super().__init__(user_message)
+        self.user_message = user_message
+
+
+class ConfigError(AvatarBotError):
+    """The configuration is missing or invalid."""
+
+
+class InvalidRequest(AvatarBotError):
+    """A command argument is out of range or malformed."""
+
+
+class UnknownProvider(InvalidRequest):
+    """The named provider is not configured."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        options = ", ".join(sorted(available)) or "none"
+        super().__init__(f"Unknown provider {name!r}. Available: {options}.")
+        self.name = name
+
+
+class TenantNotFound(AvatarBotError):
+    """The tenant has never been seen (no grants, no limits)."""
+
+    def __init__(self, tenant: str) -> None:
+        super().__init__(f"Unknown tenant {tenant}.")
+        self.tenant = tenant
+
+
+class SessionNotFound(AvatarBotError):
+    """No session has this id (or it belongs to another tenant)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__("There is no such session.")
+        self.session_id = session_id
+
+
+class SessionNotLive(AvatarBotError):
+    """The session exists but is not live (ended, failed or still starting)."""
+
+    def __init__(self, session_id: str, state: str) -> None:
+        super().__init__(f"The session is {state}, not live.")
+        self.session_id = session_id
+        self.state = state
+
+
+class NotAllowed(AvatarBotError):
+    """The caller may not do this here."""
+
+
+class LimitReached(AvatarBotError):
+    """A tenant limit refuses the request."""
+
+
+class InsufficientCredits(LimitReached):
+    """The tenant's available credits do not cover the reservation."""
+
+    def __init__(self, available: int, required: int) -> None:
+        super().__init__(
+            f"Not enough credits: this needs {required}, {available} available. "
+            "Ask an admin to grant more, or start a shorter session."
+        )
+        self.available = available
+        self.required = required
+
+
+class ProviderError(AvatarBotError):
+    """A vendor call failed.
+
+    Args:
+        provider: the provider's name.
+        user_message: what to tell people.
+        status_code: HTTP status, when there was one.
+        code: the vendor's own error code, when there was one.
+        retryable: whether the same call may succeed later.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        user_message: str,
+        *,
+        status_code: int | None = None,
+        code: str | int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(user_message)
+        self.provider = provider
+        self.status_code = status_code
+        self.code = code
+        self.retryable = retryable
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(provider={self.provider!r}, status={self.status_code}, "
+            f"code={self.code!r}, retryable={self.retryable}, msg={self.user_message!r})"
+        )
+
+
+class ProviderAuthError(ProviderError):
+    """The vendor refused our credentials."""
+
+    def __init__(self, provider: str, user_message: str | None = None, **kw: object) -> None:
+        msg = user_message or f"The {provider} account key was refused; an operator must fix it."
+        super().__init__(provider, msg, retryable=False, **kw)  # type: ignore[arg-type]
+
+
+class ProviderUnavailable(ProviderError):
+    """The vendor timed out, failed or has no capacity now; a retry may help."""
+
+    def __init__(self, provider: str, user_message: str | None = None, **kw: object) -> None:
+        msg = user_message or f"{provider} is not answering right now; try again in a minute."
+        kw.setdefault("retryable", True)
+        super().__init__(provider, msg, **kw)  # type: ignore[arg-type]
+
+
+class ProviderRejected(ProviderError):
+    """The vendor refused this particular request."""
+
+    def __init__(self, provider: str, user_message: str, **kw: object) -> None:
+        super().__init__(provider, user_message, retryable=False, **kw)  # type: ignore[arg-type]

@@ -1,0 +1,115 @@
+"""Session events and the in-process hub that fans them out.
+
+The session service and the providers publish; the web viewer hub and the chat adapters
+subscribe. Publishing never blocks: a subscriber that falls behind loses its oldest events
+and is told so with a ``Dropped`` marker, the publisher never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from bot.core.models import SessionState, SessionSummary, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Event(BaseModel):
+    """Base of every session event."""
+
+    session_id: str
+    at: float = Field(default_factory=lambda: utcnow().timestamp())
+
+
+class StateChanged(Event):
+    """The session moved to a new state."""
+
+    kind: Literal["state"] = "state"
+    state: SessionState
+    reason: str | None = None
+    seconds_left: int = 0
+
+
+class Transcript(Event):
+    """A line of the conversation: what a person asked or had said, or what the avatar said."""
+
+    kind: Literal["transcript"] = "transcript"
+    speaker: Literal["user", "avatar", "system"]
+    text: str
+    author: str | None = None
+    # "ask", "say", or None for the avatar's own words
+    intent: str | None = None
+    final: bool = True
+
+
+class Warning(Event):  # noqa: A001 - the domain word; shadowing the builtin is intended here
+    """Something people should know before it happens ("2 minutes left")."""
+
+    kind: Literal["warning"] = "warning"
+    text: str
+    seconds_left: int | None = None
+
+
+class Ended(Event):
+    """The session ended; the summary says how long and what it cost."""
+
+    kind: Literal["ended"] = "ended"
+    summary: SessionSummary
+
+
+class Relay(Event):
+    """Messages for the viewer page to publish on the vendor's RTC data channel.
+
+    ``messages`` are already encoded and chunked by the adapter; ``bytes_per_second`` is the pace
+    the page must keep when sending them.
+    """
+
+    kind: Literal["relay"] = "relay"
+    messages: list[dict[str, Any]]
+    bytes_per_second: int = 0
+
+
+AnyEvent = StateChanged | Transcript | Warning | Ended | Relay
+
+
+class EventHub:
+    """In-process publish/subscribe keyed by session id (``None`` subscribes to all sessions)."""
+
+    def __init__(self, queue_size: int = 256) -> None:
+        self._queue_size = queue_size
+        self._subs: dict[str | None, set[asyncio.Queue[AnyEvent]]] = {}
+
+    def publish(self, event: AnyEvent) -> None:
+        """Deliver ``event`` to every subscriber of its session and to global subscribers."""
+        for key in (event.session_id, None):
+            for queue in self._subs.get(key, ()):
+                if queue.full():
+                    queue.get_nowait()
+                    log.warning("slow event subscriber; dropped an event", extra={"session": key})
+                queue.put_nowait(event)
+
+    @asynccontextmanager
+    async def subscribe(
+        self, session_id: str | None = None
+    ) -> AsyncIterator[asyncio.Queue[AnyEvent]]:
+        """Yield a queue receiving the session's events until the block exits."""
+        queue: asyncio.Queue[AnyEvent] = asyncio.Queue(self._queue_size)
+        self._subs.setdefault(session_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            subs = self._subs.get(session_id)
+            if subs is not None:
+                subs.discard(queue)
+                if not subs:
+                    del self._subs[session_id]
+
+    def subscriber_count(self, session_id: str | None = None) -> int:
+        """How many subscribers listen on ``session_id``."""
+        return len(self._subs.get(session_id, ()))

@@ -1,0 +1,1 @@
+"""Chat platforms: Discord and Slack adapters over the session service."""

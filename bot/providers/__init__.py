@@ -1,0 +1,1 @@
+"""Avatar providers: one adapter per vendor, and the built-in local avatar."""

@@ -1,0 +1,180 @@
+"""Settings: the only module that reads the environment.
+
+Values come from the process environment, then ``.env``, then the defaults below. Every key is
+documented in ``.env.example`` (a test keeps the two in step). Secrets are ``SecretStr`` and are
+unwrapped only where they are sent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.core.errors import ConfigError
+from bot.core.models import Limits, Pricing
+
+IdList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of avatarbot; the field name upper-cased is the environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- process, web, database
+    database_path: Path = Path("avatarbot.db")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: AnyHttpUrl | None = None
+    secret_key: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- vendors
+    a2e_api_key: SecretStr | None = None
+    a2e_base_url: AnyHttpUrl = AnyHttpUrl("https://video.a2e.ai")
+    akool_api_key: SecretStr | None = None
+    akool_base_url: AnyHttpUrl = AnyHttpUrl("https://openapi.akool.com")
+    heygen_api_key: SecretStr | None = None
+    heygen_base_url: AnyHttpUrl = AnyHttpUrl("https://api.heygen.com")
+    heygen_transport: Literal["livekit", "webrtc"] = "livekit"
+    vendor_timeout_s: float = Field(default=15.0, gt=0, le=120)
+
+    # --- pricing: credits per minute, billing granularity and minimum, per provider
+    a2e_credits_per_minute: int = Field(default=12, ge=0)
+    a2e_billing_granularity_s: int = Field(default=5, ge=1)
+    a2e_billing_minimum_s: int = Field(default=5, ge=0)
+    akool_credits_per_minute: int = Field(default=10, ge=0)
+    akool_billing_granularity_s: int = Field(default=60, ge=1)
+    akool_billing_minimum_s: int = Field(default=60, ge=0)
+    heygen_credits_per_minute: int = Field(default=2, ge=0)
+    heygen_billing_granularity_s: int = Field(default=1, ge=1)
+    heygen_billing_minimum_s: int = Field(default=30, ge=0)
+    local_credits_per_minute: int = Field(default=1, ge=0)
+    local_billing_granularity_s: int = Field(default=60, ge=1)
+    local_billing_minimum_s: int = Field(default=60, ge=0)
+
+    # --- default tenant limits (admins change them per tenant)
+    default_max_concurrent: int = Field(default=2, ge=0)
+    default_max_minutes: int = Field(default=30, ge=1, le=240)
+    default_daily_user_credits: int = Field(default=500, ge=0)
+    default_session_minutes: int = Field(default=10, ge=1, le=240)
+
+    # --- the web playground (tenant web:playground)
+    playground_enabled: bool = True
+    playground_credits: int = Field(default=100, ge=0)
+    playground_max_minutes: int = Field(default=5, ge=1)
+    playground_max_concurrent: int = Field(default=2, ge=0)
+
+    # --- session reaper
+    idle_timeout_s: int = Field(default=300, ge=30)
+    warn_before_end_s: int = Field(default=120, ge=0)
+    reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
+
+    # --- the built-in local avatar
+    local_video_width: int = Field(default=320, ge=64, le=1920)
+    local_video_height: int = Field(default=240, ge=64, le=1080)
+    local_video_fps: int = Field(default=15, ge=1, le=60)
+    local_ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    local_allow_loopback: bool = False
+
+    # --- Discord
+    discord_token: SecretStr | None = None
+    discord_api_base: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
+    discord_gateway_url: AnyHttpUrl | None = None
+    discord_guild_ids: IdList = Field(default_factory=list)
+
+    # --- Slack
+    slack_signing_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    slack_admin_user_ids: IdList = Field(default_factory=list)
+
+    # --- an OpenAI-compatible chat endpoint for the local avatar's answers
+    llm_base_url: AnyHttpUrl | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+
+    @field_validator("discord_guild_ids", "slack_admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("local_ice_servers", mode="before")
+    @classmethod
+    def _json_list(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return json.loads(v) if v.strip() else []
+        return v
+
+    # --- derived views
+    @property
+    def base_url(self) -> str:
+        """Absolute base for links, without a trailing slash."""
+        if self.public_url is not None:
+            return str(self.public_url).rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def pricing(self, provider: str) -> Pricing:
+        """The configured pricing of ``provider`` (``a2e``, ``akool``, ``heygen`` or ``local``)."""
+        return Pricing(
+            credits_per_minute=getattr(self, f"{provider}_credits_per_minute"),
+            granularity_s=getattr(self, f"{provider}_billing_granularity_s"),
+            minimum_s=getattr(self, f"{provider}_billing_minimum_s"),
+        )
+
+    def default_limits(self) -> Limits:
+        """Limits of a tenant that no admin has changed."""
+        return Limits(
+            max_concurrent=self.default_max_concurrent,
+            max_minutes=self.default_max_minutes,
+            daily_user_credits=self.default_daily_user_credits,
+        )
+
+    def playground_limits(self) -> Limits:
+        """Limits of the web playground tenant."""
+        return Limits(
+            max_concurrent=self.playground_max_concurrent,
+            max_minutes=self.playground_max_minutes,
+            daily_user_credits=self.playground_credits,
+        )
+
+    @property
+    def slack_enabled(self) -> bool:
+        """Whether enough is configured to run the Slack app."""
+        has_auth = self.slack_bot_token is not None or (
+            self.slack_client_id is not None and self.slack_client_secret is not None
+        )
+        return self.slack_signing_secret is not None and has_auth
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value (for tests and log redaction)."""
+        found = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+        return found
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings once; raise one ``ConfigError`` that lists every bad key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]).upper() or "(settings)"
+            lines.append(f"  {key}: {err['msg']}")
+        raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,1 @@
+"""The web layer: viewer pages, links, WebSocket hub, signalling and the playground."""
