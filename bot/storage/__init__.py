@@ -1,0 +1,5 @@
+"""Persistence: the aiosqlite store and its migrations."""
+
+from bot.storage.sqlite import SqliteStore
+
+__all__ = ["SqliteStore"]

@@ -1,0 +1,578 @@
+"""The SQLite store: tenants, limits, sessions, the two-phase credit ledger and chat bindings.
+
+One aiosqlite connection is the one writer. Each operation is a plain function run on that
+connection's own thread, so a read-then-write is one ``BEGIN IMMEDIATE`` transaction with no
+other coroutine interleaved (the same shape as datasette's ``execute_write_fn``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from bot.core.errors import (
+    InsufficientCredits,
+    InvalidRequest,
+    LimitReached,
+    NotAllowed,
+    SessionNotFound,
+    TenantNotFound,
+)
+from bot.core.models import (
+    Balance,
+    ChatBinding,
+    LedgerEntry,
+    Limits,
+    ProviderSession,
+    SessionRecord,
+    SessionState,
+    utcnow,
+)
+from bot.storage.migrations import apply_migrations
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MAX_GRANT = 10_000_000
+_OPEN = ("pending", "live", "ending")
+_JSON_FIELDS = ("handle", "viewer")
+_TIME_FIELDS = (
+    "created_at", "started_at", "expires_at", "ending_at", "ended_at", "last_activity_at",
+    "next_stop_at",
+)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _row_to_session(row: sqlite3.Row) -> SessionRecord:
+    data = dict(row)
+    for key in _JSON_FIELDS:
+        data[key] = json.loads(data[key]) if data[key] else None
+    data["handle"] = data["handle"] or {}
+    data["vendor_stopped"] = bool(data["vendor_stopped"])
+    return SessionRecord.model_validate(data)
+
+
+def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` inside one ``BEGIN IMMEDIATE`` transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return result
+
+
+class SqliteStore:
+    """Async facade over one SQLite file; every public method is one transaction."""
+
+    def __init__(self, db: aiosqlite.Connection, default_limits: Limits) -> None:
+        self._db = db
+        self._defaults = default_limits
+
+    @classmethod
+    async def open(cls, path: Path | str, default_limits: Limits | None = None) -> SqliteStore:
+        """Open (or create) the database at ``path`` and apply pending migrations."""
+        db = await aiosqlite.connect(str(path), isolation_level=None)
+        db.row_factory = sqlite3.Row
+        store = cls(db, default_limits or Limits())
+        await store.run(_configure)
+        applied = await store.run(apply_migrations)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        return store
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables."""
+        if self._db is None:
+            raise RuntimeError("store is closed")
+        # aiosqlite runs callables on its connection thread; this is how one function becomes
+        # one uninterrupted transaction.
+        return await self._db._execute(fn, self._db._conn, *args)  # noqa: SLF001
+
+    async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction."""
+        return await self.run(_tx, body)
+
+    # --- tenants and limits
+    async def ensure_tenant(self, tenant: str) -> None:
+        """Create the tenant if it does not exist yet."""
+        await self.write(lambda c: _ensure_tenant(c, tenant))
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        """Whether the tenant has been seen."""
+        return await self.run(_tenant_row, tenant) is not None
+
+    async def list_tenants(self) -> list[str]:
+        """Every tenant, sorted."""
+        sql = "SELECT tenant FROM tenants ORDER BY 1"
+        rows = await self.run(lambda c: c.execute(sql).fetchall())
+        return [r[0] for r in rows]
+
+    async def set_tenant_active(self, tenant: str, active: bool) -> None:
+        """Mark a tenant active or inactive (e.g. an uninstalled Slack workspace)."""
+        await self.write(
+            lambda c: c.execute(
+                "UPDATE tenants SET active = ? WHERE tenant = ?", (int(active), tenant)
+            )
+        )
+
+    async def get_limits(self, tenant: str) -> Limits:
+        """The tenant's limits, defaults filled in."""
+        return await self.run(lambda c: _limits(c, tenant, self._defaults))
+
+    async def set_limits(self, tenant: str, **changes: Any) -> Limits:
+        """Change some of a tenant's limits; ``None`` restores the default."""
+        return await self.write(lambda c: _set_limits(c, tenant, changes, self._defaults))
+
+    # --- ledger
+    async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
+        """Credit ``amount`` to the tenant (creating it if new)."""
+        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
+            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        return await self.write(lambda c: _grant(c, tenant, amount, actor, note))
+
+    async def balance(self, tenant: str) -> Balance:
+        """The tenant's cached balance."""
+        return await self.run(_balance, tenant)
+
+    async def history(self, tenant: str, limit: int = 50) -> list[LedgerEntry]:
+        """The tenant's newest ledger entries first."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT * FROM ledger WHERE tenant = ? ORDER BY id DESC LIMIT ?", (tenant, limit)
+            ).fetchall()
+        )
+        return [LedgerEntry.model_validate(dict(r)) for r in rows]
+
+    async def user_spent_today(self, tenant: str, user: str) -> int:
+        """Credits the user has reserved or used today (UTC)."""
+        return await self.run(_user_spent_today, tenant, user, utcnow())
+
+    # --- sessions
+    async def open_session(self, record: SessionRecord, roles: Iterable[str] = ()) -> SessionRecord:
+        """Insert a pending session and reserve its cost, if limits and credits allow."""
+        roles = list(roles)
+        return await self.write(lambda c: _open_session(c, record, roles, self._defaults))
+
+    async def mark_live(self, session_id: str, ps: ProviderSession) -> SessionRecord:
+        """Record the vendor session and move pending -> live."""
+        return await self.write(lambda c: _mark_live(c, session_id, ps))
+
+    async def fail_session(self, session_id: str, reason: str) -> SessionRecord:
+        """Move an open session to failed and release its whole reservation."""
+        return await self.write(lambda c: _fail(c, session_id, reason))
+
+    async def begin_end(self, session_id: str, reason: str, at: datetime) -> SessionRecord:
+        """Move pending/live -> ending (idempotent: an ending/ended session is returned as is)."""
+        return await self.write(lambda c: _begin_end(c, session_id, reason, at))
+
+    async def finish_session(self, session_id: str, settle: int) -> SessionRecord:
+        """Move ending -> ended: settle ``settle`` credits, release the rest (idempotent)."""
+        return await self.write(lambda c: _finish(c, session_id, settle))
+
+    async def schedule_stop_retry(self, session_id: str, next_at: datetime) -> SessionRecord:
+        """Count a failed vendor stop and set when to try again."""
+        def body(c: sqlite3.Connection) -> SessionRecord:
+            c.execute(
+                "UPDATE sessions SET stop_attempts = stop_attempts + 1, next_stop_at = ? "
+                "WHERE id = ?",
+                (_ts(next_at), session_id),
+            )
+            return _get(c, session_id)
+
+        return await self.write(body)
+
+    async def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
+        """Set plain fields (mode, knowledge, last_activity_at) of a session."""
+        allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+        values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+
+        def body(c: sqlite3.Connection) -> SessionRecord:
+            c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))
+            return _get(c, session_id)
+
+        return await self.write(body)
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        """The session, or ``SessionNotFound``."""
+        return await self.run(_get, session_id)
+
+    async def list_sessions(
+        self,
+        tenant: str | None = None,
+        states: Iterable[SessionState] | None = None,
+        limit: int = 50,
+    ) -> list[SessionRecord]:
+        """Sessions, newest first, filtered by tenant and states."""
+        where, args = [], []
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
+        if states is not None:
+            wanted = [s.value for s in states]
+            where.append(f"state IN ({','.join('?' * len(wanted))})")
+            args.extend(wanted)
+        sql = "SELECT * FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        rows = await self.run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [_row_to_session(r) for r in rows]
+
+    async def open_sessions(self) -> list[SessionRecord]:
+        """Every pending, live or ending session."""
+        states = [SessionState(s) for s in _OPEN]
+        return await self.list_sessions(states=states, limit=1_000_000)
+
+    # --- chat bindings
+    async def bind_chat(self, binding: ChatBinding) -> None:
+        """Remember which platform thread belongs to a session."""
+        await self.write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO chat_bindings VALUES (?, ?, ?, ?, ?)",
+                (binding.session_id, binding.platform, binding.channel_id, binding.thread_id,
+                 binding.message_id),
+            )
+        )
+
+    async def binding_for_thread(self, platform: str, thread_id: str) -> ChatBinding | None:
+        """The binding of a platform thread, if any."""
+        row = await self.run(
+            lambda c: c.execute(
+                "SELECT * FROM chat_bindings WHERE platform = ? AND thread_id = ?",
+                (platform, thread_id),
+            ).fetchone()
+        )
+        return ChatBinding.model_validate(dict(row)) if row else None
+
+    async def bindings_for_session(self, session_id: str) -> list[ChatBinding]:
+        """Every platform thread bound to a session."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT * FROM chat_bindings WHERE session_id = ?", (session_id,)
+            ).fetchall()
+        )
+        return [ChatBinding.model_validate(dict(r)) for r in rows]
+
+    # --- meta
+    async def get_meta(self, key: str) -> str | None:
+        """A value of the meta table."""
+        row = await self.run(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        )
+        return row[0] if row else None
+
+    async def get_or_set_meta(self, key: str, value: str) -> str:
+        """The stored value of ``key``, storing ``value`` first if there is none."""
+        def body(c: sqlite3.Connection) -> str:
+            c.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            return c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+        return await self.write(body)
+
+    # --- verification
+    async def verify(self) -> list[str]:
+        """Recompute every tenant from its entries; return every mismatch found."""
+        return await self.run(_verify)
+
+
+# ---------------------------------------------------------------- synchronous bodies
+
+
+def _configure(c: sqlite3.Connection) -> None:
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=NORMAL")
+    c.execute("PRAGMA foreign_keys=ON")
+    c.execute("PRAGMA busy_timeout=5000")
+
+
+def _tenant_row(c: sqlite3.Connection, tenant: str) -> sqlite3.Row | None:
+    return c.execute("SELECT * FROM tenants WHERE tenant = ?", (tenant,)).fetchone()
+
+
+def _ensure_tenant(c: sqlite3.Connection, tenant: str) -> None:
+    c.execute(
+        "INSERT OR IGNORE INTO tenants (tenant, created_at) VALUES (?, ?)", (tenant, _ts(utcnow()))
+    )
+    c.execute("INSERT OR IGNORE INTO balances (tenant) VALUES (?)", (tenant,))
+
+
+def _limits(c: sqlite3.Connection, tenant: str, defaults: Limits) -> Limits:
+    row = _tenant_row(c, tenant)
+    if row is None:
+        return defaults
+    data = defaults.model_dump()
+    for key in ("max_concurrent", "max_minutes", "daily_user_credits"):
+        if row[key] is not None:
+            data[key] = row[key]
+    for key in ("allowed_roles", "allowed_users"):
+        if row[key] is not None:
+            data[key] = json.loads(row[key])
+    return Limits.model_validate(data)
+
+
+def _set_limits(
+    c: sqlite3.Connection, tenant: str, changes: dict[str, Any], defaults: Limits
+) -> Limits:
+    if _tenant_row(c, tenant) is None:
+        raise TenantNotFound(tenant)
+    unknown = set(changes) - set(Limits.model_fields)
+    if unknown:
+        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}.")
+    merged = _limits(c, tenant, defaults).model_dump() | {
+        k: v for k, v in changes.items() if v is not None
+    }
+    try:
+        checked = Limits.model_validate(merged)
+    except ValueError as exc:
+        raise InvalidRequest(f"Bad limit value: {exc}.") from None
+    for key, value in changes.items():
+        stored = None if value is None else getattr(checked, key)
+        if isinstance(stored, list):
+            stored = json.dumps(stored)
+        c.execute(f"UPDATE tenants SET {key} = ? WHERE tenant = ?", (stored, tenant))
+    return _limits(c, tenant, defaults)
+
+
+def _balance(c: sqlite3.Connection, tenant: str) -> Balance:
+    row = c.execute(
+        "SELECT granted, settled, pending FROM balances WHERE tenant = ?", (tenant,)
+    ).fetchone()
+    if row is None:
+        raise TenantNotFound(tenant)
+    return Balance(granted=row[0], settled=row[1], pending=row[2])
+
+
+def _append(
+    c: sqlite3.Connection,
+    tenant: str,
+    kind: str,
+    amount: int,
+    session_id: str | None = None,
+    actor: str | None = None,
+    note: str | None = None,
+) -> None:
+    c.execute(
+        "INSERT INTO ledger (tenant, kind, amount, session_id, actor, note, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (tenant, kind, amount, session_id, actor, note, _ts(utcnow())),
+    )
+    column, sign = {
+        "grant": ("granted", 1), "reserve": ("pending", 1), "release": ("pending", -1),
+    }.get(kind, ("settled", 1))
+    if kind == "settle":
+        c.execute(
+            "UPDATE balances SET settled = settled + ?, pending = pending - ? WHERE tenant = ?",
+            (amount, amount, tenant),
+        )
+    else:
+        c.execute(
+            f"UPDATE balances SET {column} = {column} + ? WHERE tenant = ?", (sign * amount, tenant)
+        )
+
+
+def _grant(
+    c: sqlite3.Connection, tenant: str, amount: int, actor: str, note: str | None
+) -> Balance:
+    _ensure_tenant(c, tenant)
+    _append(c, tenant, "grant", amount, actor=actor, note=note)
+    return _balance(c, tenant)
+
+
+def _day_start(now: datetime) -> str:
+    return now.replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+
+
+def _user_spent_today(c: sqlite3.Connection, tenant: str, user: str, now: datetime) -> int:
+    row = c.execute(
+        "SELECT COALESCE(SUM(CASE WHEN state IN ('pending','live','ending') THEN reserved "
+        "ELSE COALESCE(settled, 0) END), 0) FROM sessions "
+        "WHERE tenant = ? AND started_by = ? AND created_at >= ?",
+        (tenant, user, _day_start(now)),
+    ).fetchone()
+    return int(row[0])
+
+
+def _check_start(
+    c: sqlite3.Connection, rec: SessionRecord, roles: list[str], limits: Limits
+) -> None:
+    tenant_row = _tenant_row(c, rec.tenant)
+    if tenant_row is not None and not tenant_row["active"]:
+        raise NotAllowed("This workspace is not active any more; reinstall the app.")
+    if limits.allowed_roles or limits.allowed_users:
+        if rec.started_by not in limits.allowed_users and not set(roles) & set(
+            limits.allowed_roles
+        ):
+            raise NotAllowed("You are not among the roles or people allowed to start sessions.")
+    if rec.requested_s > limits.max_minutes * 60:
+        raise LimitReached(f"Sessions here last at most {limits.max_minutes} minutes.")
+    running = c.execute(
+        "SELECT COUNT(*) FROM sessions WHERE tenant = ? AND state IN ('pending','live','ending')",
+        (rec.tenant,),
+    ).fetchone()[0]
+    if running >= limits.max_concurrent:
+        raise LimitReached(
+            f"{running} session(s) already running here (limit {limits.max_concurrent}); "
+            "stop one first."
+        )
+    spent = _user_spent_today(c, rec.tenant, rec.started_by, rec.created_at)
+    if spent + rec.reserved > limits.daily_user_credits:
+        raise LimitReached(
+            f"Your daily limit is {limits.daily_user_credits} credits; you have used {spent} "
+            f"today and this session needs {rec.reserved}."
+        )
+    available = _balance(c, rec.tenant).available
+    if available < rec.reserved:
+        raise InsufficientCredits(available=available, required=rec.reserved)
+
+
+def _open_session(
+    c: sqlite3.Connection, rec: SessionRecord, roles: list[str], defaults: Limits
+) -> SessionRecord:
+    _ensure_tenant(c, rec.tenant)
+    _check_start(c, rec, roles, _limits(c, rec.tenant, defaults))
+    data = rec.model_dump(mode="json", exclude={"viewer"})
+    data["handle"] = json.dumps(data["handle"])
+    data["vendor_stopped"] = int(data["vendor_stopped"])
+    cols = ", ".join(data)
+    c.execute(
+        f"INSERT INTO sessions ({cols}, viewer) VALUES ({', '.join('?' * len(data))}, NULL)",
+        tuple(data.values()),
+    )
+    _append(c, rec.tenant, "reserve", rec.reserved, session_id=rec.id, actor=rec.started_by)
+    return _get(c, rec.id)
+
+
+def _get(c: sqlite3.Connection, session_id: str) -> SessionRecord:
+    row = c.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is None:
+        raise SessionNotFound(session_id)
+    return _row_to_session(row)
+
+
+def _mark_live(c: sqlite3.Connection, session_id: str, ps: ProviderSession) -> SessionRecord:
+    rec = _get(c, session_id)
+    if rec.state is not SessionState.PENDING:
+        return rec
+    now = utcnow()
+    c.execute(
+        "UPDATE sessions SET state = 'live', started_at = ?, expires_at = ?, last_activity_at = ?, "
+        "provider_session_id = ?, handle = ?, viewer = ? WHERE id = ?",
+        (_ts(now), _ts(ps.expires_at), _ts(now), ps.provider_session_id, json.dumps(ps.handle),
+         ps.viewer.model_dump_json(), session_id),
+    )
+    return _get(c, session_id)
+
+
+def _fail(c: sqlite3.Connection, session_id: str, reason: str) -> SessionRecord:
+    rec = _get(c, session_id)
+    if not rec.state.is_open:
+        return rec
+    _append(c, rec.tenant, "release", rec.reserved, session_id=session_id, note=reason[:200])
+    c.execute(
+        "UPDATE sessions SET state = 'failed', failure_reason = ?, ended_at = ?, settled = 0 "
+        "WHERE id = ?",
+        (reason[:500], _ts(utcnow()), session_id),
+    )
+    return _get(c, session_id)
+
+
+def _begin_end(c: sqlite3.Connection, session_id: str, reason: str, at: datetime) -> SessionRecord:
+    rec = _get(c, session_id)
+    if rec.state in (SessionState.PENDING, SessionState.LIVE):
+        c.execute(
+            "UPDATE sessions SET state = 'ending', ending_at = ?, end_reason = ? WHERE id = ?",
+            (_ts(at), reason[:200], session_id),
+        )
+        rec = _get(c, session_id)
+    return rec
+
+
+def _finish(c: sqlite3.Connection, session_id: str, settle: int) -> SessionRecord:
+    rec = _get(c, session_id)
+    if rec.state is not SessionState.ENDING:
+        return rec
+    settle = max(0, min(settle, rec.reserved))
+    if settle:
+        _append(c, rec.tenant, "settle", settle, session_id=session_id)
+    if rec.reserved - settle:
+        _append(c, rec.tenant, "release", rec.reserved - settle, session_id=session_id)
+    c.execute(
+        "UPDATE sessions SET state = 'ended', ended_at = ?, settled = ?, vendor_stopped = 1, "
+        "next_stop_at = NULL WHERE id = ?",
+        (_ts(utcnow()), settle, session_id),
+    )
+    return _get(c, session_id)
+
+
+def _verify(c: sqlite3.Connection) -> list[str]:
+    problems: list[str] = []
+    sums = {
+        r["tenant"]: r
+        for r in c.execute(
+            "SELECT tenant, "
+            "SUM(CASE kind WHEN 'grant' THEN amount ELSE 0 END) AS granted, "
+            "SUM(CASE kind WHEN 'settle' THEN amount ELSE 0 END) AS settled, "
+            "SUM(CASE kind WHEN 'reserve' THEN amount WHEN 'settle' THEN -amount "
+            "WHEN 'release' THEN -amount ELSE 0 END) AS pending "
+            "FROM ledger GROUP BY tenant"
+        )
+    }
+    for row in c.execute("SELECT * FROM balances"):
+        tenant = row["tenant"]
+        s = sums.get(tenant)
+        derived = (s["granted"], s["settled"], s["pending"]) if s else (0, 0, 0)
+        cached = (row["granted"], row["settled"], row["pending"])
+        if derived != cached:
+            problems.append(f"{tenant}: cached {cached} != from entries {derived}")
+        if derived[2] < 0 or derived[0] - derived[1] - derived[2] < 0:
+            problems.append(f"{tenant}: negative pending or available {derived}")
+    problems.extend(_verify_sessions(c))
+    return problems
+
+
+def _verify_sessions(c: sqlite3.Connection) -> list[str]:
+    problems = []
+    rows = c.execute(
+        "SELECT s.id, s.tenant, s.state, s.reserved, s.settled, "
+        "SUM(CASE l.kind WHEN 'reserve' THEN l.amount ELSE 0 END) AS r, "
+        "SUM(CASE l.kind WHEN 'settle' THEN l.amount ELSE 0 END) AS st, "
+        "SUM(CASE l.kind WHEN 'release' THEN l.amount ELSE 0 END) AS rl "
+        "FROM sessions s LEFT JOIN ledger l ON l.session_id = s.id GROUP BY s.id"
+    )
+    for row in rows:
+        sid, state = row["id"], row["state"]
+        if row["r"] != row["reserved"]:
+            problems.append(f"session {sid}: reserved {row['reserved']} but entries say {row['r']}")
+        closed = state in ("ended", "failed")
+        if closed and row["st"] + row["rl"] != row["r"]:
+            problems.append(f"session {sid}: {state} but settle+release != reserve")
+        if closed and row["settled"] != row["st"]:
+            problems.append(f"session {sid}: settled {row['settled']} but entries say {row['st']}")
+        if not closed and row["st"] + row["rl"] != 0:
+            problems.append(f"session {sid}: {state} but already settled or released")
+    return problems
+
+
+__all__ = ["SqliteStore"]
