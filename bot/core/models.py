@@ -117,6 +117,9 @@ class Capabilities(BaseModel):
     max_duration_s: int = 3600
     multi_viewer: bool = False
     lists_sessions: bool = False
+    # Whether a live session outlives a restart of our process (vendor sessions do; the
+    # local avatar, which runs inside the process, does not).
+    survives_restart: bool = True
     pricing: Pricing
 
 

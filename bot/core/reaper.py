@@ -1,0 +1,198 @@
+"""The reaper: upkeep of open sessions so that no paid vendor session is left running by us.
+
+It ends sessions at expiry or when idle, keeps vendor sessions alive, retries vendor stops until
+they are confirmed, closes vendor sessions we do not know, and at startup finishes what a crash
+left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+
+from bot.core.errors import AvatarBotError, ProviderError
+from bot.core.events import Warning
+from bot.core.models import ProviderSession, SessionRecord, SessionState, ViewerInfo, utcnow
+from bot.core.service import SessionService
+
+log = logging.getLogger(__name__)
+
+
+class SessionReaper:
+    """Periodic upkeep of open sessions.
+
+    Args:
+        service: the session service whose sessions are kept.
+        idle_timeout_s: a live session with no chat for this long is ended (a warning comes
+            a minute before).
+        warn_before_end_s: when to warn that the session's time is nearly up.
+        interval_s: how often ``run`` ticks.
+        orphan_sweep_s: how often vendors are asked for sessions we do not know.
+        pending_timeout_s: a session still pending after this long is failed.
+    """
+
+    def __init__(
+        self,
+        service: SessionService,
+        *,
+        idle_timeout_s: int = 300,
+        warn_before_end_s: int = 120,
+        interval_s: float = 5.0,
+        orphan_sweep_s: float = 120.0,
+        pending_timeout_s: float = 120.0,
+    ) -> None:
+        self.service = service
+        self.idle_timeout_s = idle_timeout_s
+        self.warn_before_end_s = warn_before_end_s
+        self.interval_s = interval_s
+        self.orphan_sweep_s = orphan_sweep_s
+        self.pending_timeout_s = pending_timeout_s
+        self._warned: set[tuple[str, str]] = set()
+        self._kept_alive: dict[str, float] = {}
+        self._last_sweep = 0.0
+
+    async def run(self) -> None:
+        """Tick forever (until cancelled)."""
+        await self.reconcile()
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("reaper tick failed")
+
+    # ------------------------------------------------------------------ startup
+    async def reconcile(self) -> None:
+        """Finish what a crash left: pending sessions fail, lost sessions end, stops resume."""
+        for record in await self.service.store.open_sessions():
+            try:
+                await self._reconcile_one(record)
+            except AvatarBotError:
+                log.exception("could not reconcile session %s", record.id)
+        await self.sweep_orphans(force=True)
+
+    async def _reconcile_one(self, record: SessionRecord) -> None:
+        prov = self.service.providers.get(record.provider)
+        if record.state is SessionState.PENDING:
+            # The vendor may have started it; if so the orphan sweep (or its expiry) ends it.
+            ps = record.provider_session()
+            await self.service.store.fail_session(record.id, "The server restarted while starting.")
+            if ps is not None and prov is not None:
+                await self._stop_quietly(record.provider, ps)
+            return
+        survives = prov is not None and prov.capabilities.survives_restart
+        if record.state is SessionState.LIVE and not survives:
+            await self.service.stop(record.id, "the server restarted")
+        elif record.state is SessionState.ENDING:
+            await self.service.finish_ending(record)
+
+    # ------------------------------------------------------------------ periodic
+    async def tick(self, now: datetime | None = None) -> None:
+        """One pass over every open session."""
+        now = now or utcnow()
+        for record in await self.service.store.open_sessions():
+            try:
+                await self._tend(record, now)
+            except AvatarBotError as exc:
+                log.warning("reaper could not tend session %s: %r", record.id, exc)
+        await self.sweep_orphans()
+
+    async def _tend(self, record: SessionRecord, now: datetime) -> None:
+        if record.state is SessionState.LIVE:
+            await self._tend_live(record, now)
+        elif record.state is SessionState.ENDING:
+            if record.next_stop_at is None or record.next_stop_at <= now:
+                await self.service.finish_ending(record)
+        elif (now - record.created_at).total_seconds() > self.pending_timeout_s:
+            await self.service.store.fail_session(record.id, "The start never completed.")
+
+    async def _tend_live(self, record: SessionRecord, now: datetime) -> None:
+        assert record.expires_at is not None
+        left = (record.expires_at - now).total_seconds()
+        idle = (now - record.last_activity_at).total_seconds()
+        if left <= 0:
+            await self.service.stop(record.id, "time is up")
+        elif idle >= self.idle_timeout_s:
+            await self.service.stop(record.id, "nobody wrote for a while")
+        else:
+            self._warn_if_due(record, left, idle)
+            await self._keep_alive_if_due(record)
+
+    def _warn_if_due(self, record: SessionRecord, left: float, idle: float) -> None:
+        if left <= self.warn_before_end_s and record.requested_s > self.warn_before_end_s:
+            minutes = max(1, round(left / 60))
+            self._warn_once(record, "end", f"{minutes} minute(s) left.", int(left))
+        idle_left = self.idle_timeout_s - idle
+        if idle_left <= 60:
+            self._warn_once(
+                record, f"idle@{record.last_activity_at.isoformat()}",
+                "Nobody has written for a while: the session ends in a minute unless someone does.",
+                int(idle_left),
+            )
+
+    def _warn_once(self, record: SessionRecord, key: str, text: str, seconds_left: int) -> None:
+        if (record.id, key) in self._warned:
+            return
+        self._warned.add((record.id, key))
+        self.service.events.publish(
+            Warning(session_id=record.id, text=text, seconds_left=seconds_left)
+        )
+
+    async def _keep_alive_if_due(self, record: SessionRecord) -> None:
+        prov = self.service.providers.get(record.provider)
+        interval = prov.capabilities.keep_alive_interval_s if prov else None
+        ps = record.provider_session()
+        if prov is None or interval is None or ps is None:
+            return
+        last = self._kept_alive.get(record.id, 0.0)
+        if time.monotonic() - last < interval:
+            return
+        try:
+            await prov.keep_alive(ps)
+            self._kept_alive[record.id] = time.monotonic()
+        except ProviderError as exc:
+            log.warning("keep-alive failed for %s: %r", record.id, exc)
+
+    # ------------------------------------------------------------------ orphans
+    async def sweep_orphans(self, *, force: bool = False) -> list[str]:
+        """Stop vendor sessions that no open session of ours owns; return their vendor ids."""
+        if not force and time.monotonic() - self._last_sweep < self.orphan_sweep_s:
+            return []
+        self._last_sweep = time.monotonic()
+        open_records = await self.service.store.open_sessions()
+        stopped = []
+        for name, prov in self.service.providers.items():
+            if not prov.capabilities.lists_sessions:
+                continue
+            if any(r.provider == name and r.state is SessionState.PENDING for r in open_records):
+                continue  # a start is in flight: its vendor id is not recorded yet
+            known = {r.provider_session_id for r in open_records if r.provider == name}
+            try:
+                listed = await prov.list_open_sessions() or []
+            except ProviderError as exc:
+                log.warning("could not list %s sessions: %r", name, exc)
+                continue
+            for vendor_id in listed:
+                if vendor_id not in known:
+                    log.warning("stopping unknown %s session", name)
+                    if await self._stop_quietly(name, _orphan(name, vendor_id, prov.capabilities)):
+                        stopped.append(vendor_id)
+        return stopped
+
+    async def _stop_quietly(self, name: str, ps: ProviderSession) -> bool:
+        try:
+            await self.service.providers[name].stop(ps)
+            return True
+        except (ProviderError, TimeoutError) as exc:
+            log.warning("could not stop %s session: %r", name, exc)
+            return False
+
+
+def _orphan(provider: str, vendor_id: str, caps: object) -> ProviderSession:
+    transport = getattr(caps, "transport", "webrtc")
+    return ProviderSession(
+        session_id=f"orphan-{vendor_id}", provider=provider, provider_session_id=vendor_id,
+        viewer=ViewerInfo(transport=transport), expires_at=utcnow() + timedelta(seconds=1),
+    )

@@ -1,0 +1,459 @@
+"""The session service: starts, drives and ends avatar sessions, and keeps the credits right.
+
+Every platform (Discord, Slack, the web playground) calls this one service. It writes the session
+row and the credit reservation before calling the vendor, so a crash at any point leaves a record
+that ``SessionReaper`` can finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from bot.core.errors import (
+    AvatarBotError,
+    InvalidRequest,
+    ProviderError,
+    ProviderUnavailable,
+    SessionNotFound,
+    SessionNotLive,
+    UnknownProvider,
+)
+from bot.core.events import Ended, EventHub, StateChanged, Transcript
+from bot.core.models import (
+    AvatarInfo,
+    Balance,
+    Mode,
+    ProviderSession,
+    SessionRecord,
+    SessionState,
+    SessionSummary,
+    StartRequest,
+    utcnow,
+)
+from bot.core.ports import SessionStore
+from bot.core.provider import AvatarProvider, WebRTCSignalling
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT = 2000
+MAX_KNOWLEDGE = 20_000
+AVATAR_CACHE_S = 300.0
+
+
+class StartCommand(BaseModel):
+    """A request to start a session, as a platform received it."""
+
+    tenant: str
+    user: str
+    provider: str | None = None
+    avatar: str | None = None
+    minutes: int | None = None
+    mode: Mode = Mode.ASK
+    knowledge: str | None = None
+    roles: list[str] = Field(default_factory=list)
+
+
+class CreditsReport(BaseModel):
+    """What ``/avatar credits`` shows."""
+
+    tenant: str
+    balance: Balance
+    used_today_by_user: int
+    daily_user_credits: int
+
+
+class SessionService:
+    """Start, drive and stop sessions across every provider.
+
+    Args:
+        store: persistence for sessions and the ledger.
+        providers: the configured providers by name.
+        events: the hub that state, transcript and end events are published on.
+        default_minutes: session length when none is asked for.
+        start_timeout_s: how long a vendor may take to start a session.
+        stop_timeout_s: how long a vendor may take to stop one.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        providers: dict[str, AvatarProvider],
+        events: EventHub,
+        default_minutes: int = 10,
+        start_timeout_s: float = 45.0,
+        stop_timeout_s: float = 20.0,
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.events = events
+        self.default_minutes = default_minutes
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._avatar_cache: dict[str, tuple[float, list[AvatarInfo]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ lookups
+    def provider(self, name: str) -> AvatarProvider:
+        """The configured provider ``name`` or ``UnknownProvider``."""
+        try:
+            return self.providers[name]
+        except KeyError:
+            raise UnknownProvider(name, list(self.providers)) from None
+
+    async def list_avatars(self, provider: str | None = None) -> list[AvatarInfo]:
+        """Avatars of one provider or of all, cached for a few minutes."""
+        names = [provider] if provider else list(self.providers)
+        found: list[AvatarInfo] = []
+        for name in names:
+            found.extend(await self._avatars_of(name))
+        return found
+
+    async def _avatars_of(self, name: str) -> list[AvatarInfo]:
+        prov = self.provider(name)
+        cached = self._avatar_cache.get(name)
+        if cached and time.monotonic() - cached[0] < AVATAR_CACHE_S:
+            return cached[1]
+        avatars = await prov.list_avatars()
+        self._avatar_cache[name] = (time.monotonic(), avatars)
+        return avatars
+
+    async def find_avatar(self, ref: str | None, provider: str | None = None) -> AvatarInfo:
+        """Resolve ``provider:avatar``, an avatar id or a name; the first avatar when ``None``."""
+        if ref and ":" in ref and provider is None and ref.split(":", 1)[0] in self.providers:
+            provider, ref = ref.split(":", 1)
+        names = [provider] if provider else self._provider_order()
+        for name in names:
+            avatars = await self._avatars_of(name)
+            if not ref:
+                if avatars:
+                    return avatars[0]
+                continue
+            wanted = ref.strip().lower()
+            for avatar in avatars:
+                if wanted in (avatar.id.lower(), avatar.name.lower()):
+                    return avatar
+        raise InvalidRequest(
+            f"Unknown avatar {ref!r}. List them with `/avatar avatars`." if ref else
+            "No avatar is available."
+        )
+
+    def _provider_order(self) -> list[str]:
+        """Vendors first (in configuration order), the local avatar last."""
+        return sorted(self.providers, key=lambda n: n == "local")
+
+    # ------------------------------------------------------------------ start
+    async def start(self, cmd: StartCommand) -> SessionRecord:
+        """Reserve credits, start the vendor session and return the live record."""
+        avatar = await self.find_avatar(cmd.avatar, cmd.provider)
+        prov = self.provider(avatar.provider)
+        duration_s = self._duration(cmd.minutes, prov)
+        knowledge = _clean_knowledge(cmd.knowledge)
+        now = utcnow()
+        record = SessionRecord(
+            id=secrets.token_hex(8), tenant=cmd.tenant, provider=prov.name,
+            avatar_id=avatar.id, avatar_name=avatar.name, mode=cmd.mode,
+            state=SessionState.PENDING, requested_s=duration_s,
+            reserved=prov.capabilities.pricing.cost(duration_s), started_by=cmd.user,
+            created_at=now, last_activity_at=now, knowledge=knowledge,
+        )
+        record = await self.store.open_session(record, cmd.roles)
+        self._publish_state(record)
+        log.info("session starting", extra=_ctx(record))
+        request = StartRequest(
+            session_id=record.id, avatar_id=avatar.id, duration_s=duration_s,
+            mode=cmd.mode, knowledge=knowledge,
+        )
+        ps = await self._start_vendor(record, prov, request)
+        try:
+            record = await self.store.mark_live(record.id, ps)
+        except BaseException:
+            await asyncio.shield(self._abandon(record, prov, ps))
+            raise
+        self._publish_state(record)
+        log.info("session live", extra=_ctx(record))
+        return record
+
+    def _duration(self, minutes: int | None, prov: AvatarProvider) -> int:
+        minutes = self.default_minutes if minutes is None else minutes
+        if not isinstance(minutes, int) or minutes <= 0:
+            raise InvalidRequest("The length must be a whole number of minutes, at least 1.")
+        max_minutes = prov.capabilities.max_duration_s // 60
+        if minutes > max_minutes:
+            raise InvalidRequest(
+                f"{prov.display_name} sessions last at most {max_minutes} minutes."
+            )
+        return minutes * 60
+
+    async def _start_vendor(
+        self, record: SessionRecord, prov: AvatarProvider, request: StartRequest
+    ) -> ProviderSession:
+        try:
+            return await asyncio.wait_for(prov.start(request), self.start_timeout_s)
+        except BaseException as exc:
+            reason = _reason(exc, prov.display_name)
+            failed = await asyncio.shield(self.store.fail_session(record.id, reason))
+            self._publish_state(failed, reason)
+            log.warning("session failed to start: %r", exc, extra=_ctx(record))
+            if isinstance(exc, TimeoutError):
+                raise ProviderUnavailable(prov.name, reason) from None
+            raise
+
+    async def _abandon(
+        self, record: SessionRecord, prov: AvatarProvider, ps: ProviderSession
+    ) -> None:
+        """The vendor started but we could not record it: stop it so it costs nothing."""
+        try:
+            await asyncio.wait_for(prov.stop(ps), self.stop_timeout_s)
+        except Exception:
+            log.exception("could not stop an unrecorded vendor session", extra=_ctx(record))
+        try:
+            await self.store.fail_session(record.id, "could not record the session")
+        except Exception:
+            log.exception("could not mark session failed", extra=_ctx(record))
+
+    # ------------------------------------------------------------------ stop
+    async def stop(
+        self, session_id: str, reason: str = "stopped", *, tenant: str | None = None
+    ) -> SessionSummary:
+        """End a session (idempotent); returns its summary."""
+        record = await self.get(session_id, tenant=tenant)
+        async with self._lock(session_id):
+            if record.state.is_open:
+                record = await self.store.begin_end(session_id, reason, utcnow())
+                self._publish_state(record)
+                record = await self.finish_ending(record)
+        return self.summary(record)
+
+    async def finish_ending(self, record: SessionRecord) -> SessionRecord:
+        """Stop the vendor session of an ending record, then settle; retry later on failure."""
+        prov = self.providers.get(record.provider)
+        ps = record.provider_session()
+        if ps is not None and prov is not None:
+            try:
+                await asyncio.wait_for(prov.stop(ps), self.stop_timeout_s)
+            except (ProviderError, TimeoutError) as exc:
+                return await self._retry_stop_later(record, exc)
+        elif ps is not None:
+            log.error("provider %s is not configured; cannot stop its session", record.provider)
+            return await self._retry_stop_later(record, RuntimeError("provider missing"))
+        record = await self.store.finish_session(record.id, self.settlement(record))
+        self.events.publish(Ended(session_id=record.id, summary=self.summary(record)))
+        log.info("session ended", extra=_ctx(record))
+        return record
+
+    async def _retry_stop_later(self, record: SessionRecord, exc: BaseException) -> SessionRecord:
+        delay = min(300.0, 5.0 * 2 ** min(record.stop_attempts, 6))
+        next_at = utcnow().timestamp() + delay
+        log.warning("vendor stop failed (%r); retrying in %.0f s", exc, delay, extra=_ctx(record))
+        return await self.store.schedule_stop_retry(
+            record.id, datetime.fromtimestamp(next_at, tz=utcnow().tzinfo)
+        )
+
+    def settlement(self, record: SessionRecord) -> int:
+        """Credits a session owes: its use from going live to the end request, by pricing."""
+        if record.started_at is None:
+            return 0
+        end = record.ending_at or utcnow()
+        if record.expires_at is not None:
+            end = min(end, record.expires_at)
+        used_s = max(0.0, (end - record.started_at).total_seconds())
+        prov = self.providers.get(record.provider)
+        if prov is None:
+            return record.reserved
+        return min(record.reserved, prov.capabilities.pricing.cost(used_s))
+
+    def summary(self, record: SessionRecord) -> SessionSummary:
+        """The end summary of a session (settled figures once it has ended)."""
+        end = record.ending_at or record.ended_at or utcnow()
+        duration = (end - record.started_at).total_seconds() if record.started_at else 0
+        settled = record.settled or 0
+        closed = record.state in (SessionState.ENDED, SessionState.FAILED)
+        return SessionSummary(
+            session_id=record.id, tenant=record.tenant, provider=record.provider,
+            avatar_name=record.avatar_name, state=record.state, duration_s=int(max(0, duration)),
+            reserved=record.reserved, settled=settled,
+            released=record.reserved - settled if closed else 0,
+            reason=record.failure_reason or record.end_reason or "",
+        )
+
+    # ------------------------------------------------------------------ driving
+    async def get(self, session_id: str, *, tenant: str | None = None) -> SessionRecord:
+        """A session; ``SessionNotFound`` also when it belongs to another tenant."""
+        record = await self.store.get_session(session_id)
+        if tenant is not None and record.tenant != tenant:
+            raise SessionNotFound(session_id)
+        return record
+
+    async def live(self, session_id: str, *, tenant: str | None = None) -> SessionRecord:
+        """A live session, or ``SessionNotLive``."""
+        record = await self.get(session_id, tenant=tenant)
+        if record.state is not SessionState.LIVE:
+            raise SessionNotLive(session_id, record.state.value)
+        return record
+
+    async def say(self, session_id: str, text: str, *, author: str | None = None,
+                  tenant: str | None = None) -> None:
+        """Make the avatar speak ``text`` word for word."""
+        await self._drive(session_id, Mode.SAY, text, author, tenant)
+
+    async def ask(self, session_id: str, text: str, *, author: str | None = None,
+                  tenant: str | None = None) -> None:
+        """Ask the avatar ``text``; its answer comes back as transcript events."""
+        await self._drive(session_id, Mode.ASK, text, author, tenant)
+
+    async def send(self, session_id: str, text: str, *, author: str | None = None,
+                   tenant: str | None = None) -> Mode:
+        """Route a thread message: ``!say``/``!ask`` prefixes override the session's mode once."""
+        record = await self.live(session_id, tenant=tenant)
+        mode, body = parse_prefix(text, record.mode)
+        await self._drive(session_id, mode, body, author, tenant, record)
+        return mode
+
+    async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
+                     tenant: str | None, record: SessionRecord | None = None) -> None:
+        text = _clean_text(text)
+        record = record or await self.live(session_id, tenant=tenant)
+        prov, ps = self._provider_session(record)
+        if not getattr(prov.capabilities, mode.value):
+            raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
+        self.events.publish(Transcript(
+            session_id=session_id, speaker="user", text=text, author=author, intent=mode.value,
+        ))
+        await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+        await self.store.update_session(session_id, last_activity_at=utcnow())
+
+    async def interrupt(self, session_id: str, *, tenant: str | None = None) -> None:
+        """Stop the avatar's current speech."""
+        record = await self.live(session_id, tenant=tenant)
+        prov, ps = self._provider_session(record)
+        if not prov.capabilities.interrupt:
+            raise InvalidRequest(f"{prov.display_name} avatars cannot be interrupted.")
+        await prov.interrupt(ps)
+
+    async def set_context(self, session_id: str, text: str, *, tenant: str | None = None) -> None:
+        """Replace the knowledge the avatar answers from."""
+        knowledge = _clean_knowledge(text) or ""
+        record = await self.live(session_id, tenant=tenant)
+        prov, ps = self._provider_session(record)
+        if not prov.capabilities.set_context:
+            raise InvalidRequest(f"{prov.display_name} avatars take no knowledge text.")
+        await prov.set_context(ps, knowledge)
+        await self.store.update_session(session_id, knowledge=knowledge)
+
+    async def set_mode(self, session_id: str, mode: Mode, *, tenant: str | None = None) -> None:
+        """Set what plain thread messages do (ask or say)."""
+        await self.live(session_id, tenant=tenant)
+        await self.store.update_session(session_id, mode=mode.value)
+
+    def _provider_session(self, record: SessionRecord) -> tuple[AvatarProvider, ProviderSession]:
+        ps = record.provider_session()
+        if ps is None:
+            raise SessionNotLive(record.id, record.state.value)
+        return self.provider(record.provider), ps
+
+    # ------------------------------------------------------------------ viewer side
+    async def signalling(self, session_id: str) -> tuple[WebRTCSignalling, ProviderSession]:
+        """The WebRTC signalling of a live webrtc session (local avatar, HeyGen v1)."""
+        record = await self.live(session_id)
+        prov, ps = self._provider_session(record)
+        if ps.viewer.transport != "webrtc" or not isinstance(prov, WebRTCSignalling):
+            raise InvalidRequest("This session does not use WebRTC signalling.")
+        return prov, ps
+
+    async def viewer_data(self, session_id: str, payload: Any) -> list[Transcript]:
+        """Decode a data message a viewer received from the vendor and publish its lines."""
+        record = await self.live(session_id)
+        prov, ps = self._provider_session(record)
+        lines = prov.decode_viewer_data(ps, payload)
+        for line in lines:
+            self.events.publish(line)
+        return lines
+
+    # ------------------------------------------------------------------ credits
+    async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
+        """Credit a tenant's account."""
+        return await self.store.grant(tenant, amount, actor, note)
+
+    async def credits(self, tenant: str, user: str) -> CreditsReport:
+        """The tenant's balance and the user's use today."""
+        await self.store.ensure_tenant(tenant)
+        limits = await self.store.get_limits(tenant)
+        return CreditsReport(
+            tenant=tenant, balance=await self.store.balance(tenant),
+            used_today_by_user=await self.store.user_spent_today(tenant, user),
+            daily_user_credits=limits.daily_user_credits,
+        )
+
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Open sessions of one tenant or of all."""
+        records = await self.store.open_sessions()
+        return [r for r in records if tenant is None or r.tenant == tenant]
+
+    async def stop_all(self, reason: str, tenant: str | None = None) -> list[SessionSummary]:
+        """Stop every open session (of one tenant, or all); used at uninstall and shutdown."""
+        summaries = []
+        for record in await self.open_sessions(tenant):
+            try:
+                summaries.append(await self.stop(record.id, reason))
+            except AvatarBotError:
+                log.exception("could not stop session", extra=_ctx(record))
+        return summaries
+
+    # ------------------------------------------------------------------ helpers
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def _publish_state(self, record: SessionRecord, reason: str | None = None) -> None:
+        self.events.publish(StateChanged(
+            session_id=record.id, state=record.state,
+            reason=reason or record.failure_reason or record.end_reason,
+            seconds_left=record.seconds_left(),
+        ))
+
+
+def parse_prefix(text: str, default: Mode) -> tuple[Mode, str]:
+    """Split a ``!say``/``!ask`` prefix from a message; otherwise use ``default``."""
+    stripped = text.strip()
+    head, _, rest = stripped.partition(" ")
+    if head.lower() in ("!say", "!ask"):
+        return Mode(head[1:].lower()), rest.strip()
+    return default, stripped
+
+
+def _clean_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise InvalidRequest("There is nothing to say: the text is empty.")
+    if len(text) > MAX_TEXT:
+        raise InvalidRequest(f"That text is too long ({len(text)} characters, at most {MAX_TEXT}).")
+    return text
+
+
+def _clean_knowledge(text: str | None) -> str | None:
+    if text is None or not text.strip():
+        return None
+    if len(text) > MAX_KNOWLEDGE:
+        raise InvalidRequest(f"The knowledge text is too long (over {MAX_KNOWLEDGE:,} characters).")
+    return text.strip()
+
+
+def _reason(exc: BaseException, vendor: str) -> str:
+    if isinstance(exc, AvatarBotError):
+        return exc.user_message
+    if isinstance(exc, TimeoutError):
+        return f"{vendor} did not start the session in time."
+    if isinstance(exc, asyncio.CancelledError):
+        return "The start was cancelled."
+    return "The session could not start because of an internal error."
+
+
+def _ctx(record: SessionRecord) -> dict[str, str]:
+    return {"tenant": record.tenant, "session": record.id, "provider": record.provider}
