@@ -298,3 +298,12 @@ class ChatBinding(BaseModel):
     channel_id: str
     thread_id: str
     message_id: str | None = None
+
+
+class ComponentStatus(BaseModel):
+    """Whether a platform or provider is on, and why (for the startup banner and home page)."""
+
+    name: str
+    kind: Literal["platform", "provider", "web"]
+    enabled: bool
+    detail: str
