@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     idle_timeout_s: int = Field(default=300, ge=30)
     warn_before_end_s: int = Field(default=120, ge=0)
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
+    stop_sessions_on_shutdown: bool = True
 
     # --- the built-in local avatar
     local_video_width: int = Field(default=320, ge=64, le=1920)

@@ -1,0 +1,254 @@
+"""The composition root: the one module that imports every layer and wires them together.
+
+``build_services`` opens the shared parts (HTTP client, store, providers, session service) in one
+``AsyncExitStack``; ``run`` adds the web server, the chat platforms and the reaper in one
+``TaskGroup`` and shuts everything down cleanly on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+from aiohttp import web
+
+from bot.core.events import EventHub
+from bot.core.links import ViewerLinks
+from bot.core.models import PLAYGROUND, ComponentStatus
+from bot.core.provider import AvatarProvider
+from bot.core.reaper import SessionReaper
+from bot.core.service import SessionService
+from bot.settings import Settings
+from bot.storage import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything the platforms and the web layer are built from."""
+
+    settings: Settings
+    http: httpx.AsyncClient
+    store: SqliteStore
+    events: EventHub
+    providers: dict[str, AvatarProvider]
+    service: SessionService
+    reaper: SessionReaper
+    links: ViewerLinks
+
+
+def build_providers(
+    settings: Settings, http: httpx.AsyncClient, events: EventHub
+) -> dict[str, AvatarProvider]:
+    """The configured vendors plus the always-on local avatar."""
+    from bot.providers.local import LLMConfig, LocalProvider
+    from bot.providers.registry import build_vendor_providers
+
+    providers = build_vendor_providers(settings, http, events)
+    llm = None
+    if settings.llm_base_url and settings.llm_model:
+        llm = LLMConfig(
+            base_url=str(settings.llm_base_url), api_key=settings.llm_api_key,
+            model=settings.llm_model,
+        )
+    providers["local"] = LocalProvider(
+        events=events, pricing=settings.pricing("local"), width=settings.local_video_width,
+        height=settings.local_video_height, fps=settings.local_video_fps,
+        ice_servers=settings.local_ice_servers, allow_loopback=settings.local_allow_loopback,
+        llm=llm, http=http,
+    )
+    return providers
+
+
+def component_status(settings: Settings) -> list[ComponentStatus]:
+    """What is on and off, and why, for the startup banner, ``doctor`` and the home page."""
+    from bot.providers.registry import describe_vendors
+
+    items = [ComponentStatus(name="web", kind="web", enabled=True, detail=settings.base_url)]
+    for name, enabled, why in describe_vendors(settings):
+        items.append(ComponentStatus(name=name, kind="provider", enabled=enabled, detail=why))
+    items.append(ComponentStatus(
+        name="local", kind="provider", enabled=True,
+        detail="built-in avatar" + (" with an LLM" if settings.llm_base_url else ""),
+    ))
+    items.append(ComponentStatus(
+        name="discord", kind="platform", enabled=settings.discord_token is not None,
+        detail="token set" if settings.discord_token else "set DISCORD_TOKEN to enable",
+    ))
+    items.append(ComponentStatus(
+        name="slack", kind="platform", enabled=settings.slack_enabled,
+        detail=_slack_detail(settings),
+    ))
+    items.append(ComponentStatus(
+        name="playground", kind="web", enabled=settings.playground_enabled,
+        detail=f"{settings.playground_credits} credits a day" if settings.playground_enabled
+        else "PLAYGROUND_ENABLED is false",
+    ))
+    return items
+
+
+def _slack_detail(settings: Settings) -> str:
+    if settings.slack_enabled:
+        mode = "OAuth (many workspaces)" if settings.slack_client_id else "one workspace"
+        return mode + (", Socket Mode" if settings.slack_app_token else ", HTTP events")
+    if settings.slack_signing_secret is None:
+        return "set SLACK_SIGNING_SECRET and SLACK_BOT_TOKEN (or SLACK_CLIENT_ID/SECRET) to enable"
+    return "set SLACK_BOT_TOKEN, or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, to enable"
+
+
+@asynccontextmanager
+async def build_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open the shared services; everything closes when the block exits."""
+    async with AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(timeout=httpx.Timeout(settings.vendor_timeout_s))
+        )
+        store = await SqliteStore.open(settings.database_path, settings.default_limits())
+        stack.push_async_callback(store.close)
+        events = EventHub()
+        providers = build_providers(settings, http, events)
+        for provider in providers.values():
+            stack.push_async_callback(provider.aclose)
+        service = SessionService(
+            store=store, providers=providers, events=events,
+            default_minutes=settings.default_session_minutes,
+        )
+        reaper = SessionReaper(
+            service, idle_timeout_s=settings.idle_timeout_s,
+            warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
+        )
+        links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
+        await top_up_playground(settings, store)
+        yield Services(settings, http, store, events, providers, service, reaper, links)
+
+
+async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
+    """``SECRET_KEY``, or one made once and kept in the database so links survive restarts."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    return (await store.get_or_set_meta("link_secret", secrets.token_hex(32))).encode()
+
+
+async def top_up_playground(settings: Settings, store: SqliteStore) -> None:
+    """Give the playground its daily budget and limits (once per UTC day)."""
+    if not settings.playground_enabled:
+        return
+    tenant = str(PLAYGROUND)
+    await store.ensure_tenant(tenant)
+    limits = settings.playground_limits()
+    await store.set_limits(
+        tenant, max_concurrent=limits.max_concurrent, max_minutes=limits.max_minutes,
+        daily_user_credits=limits.daily_user_credits,
+    )
+    today = datetime.now(UTC).date().isoformat()
+    marker = secrets.token_hex(8)
+    if await store.get_or_set_meta(f"playground_topup:{today}", marker) != marker:
+        return  # already topped up today
+    missing = settings.playground_credits - (await store.balance(tenant)).available
+    if missing > 0:
+        await store.grant(tenant, missing, "system", "daily playground budget")
+
+
+async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run the whole product until SIGINT/SIGTERM."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stopping.set)
+    async with build_services(settings) as services, AsyncExitStack() as stack:
+        web_app = _build_web(services, stack)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        print_banner(settings)
+        async with asyncio.TaskGroup() as group:
+            started = [group.create_task(services.reaper.run(), name="reaper")]
+            started += await _start_platforms(services, stack, group)
+            if ready is not None:
+                ready.set()
+            await stopping.wait()
+            log.info("shutting down")
+            await _end_sessions(services)
+            for task in started:
+                task.cancel()
+
+
+def _build_web(services: Services, stack: AsyncExitStack) -> web.Application:
+    from web.app import create_app
+
+    settings = services.settings
+    web_app = create_app(
+        service=services.service, links=services.links, settings=settings,
+        status=component_status(settings),
+    )
+    if settings.slack_enabled:
+        from bot.platforms.slack import build_slack_app, mount_slack
+
+        bolt = build_slack_app(settings=settings, service=services.service, links=services.links)
+        mount_slack(web_app, bolt)
+        web_app["slack_bolt"] = bolt
+    return web_app
+
+
+async def _start_platforms(
+    services: Services, stack: AsyncExitStack, group: asyncio.TaskGroup
+) -> list[asyncio.Task[None]]:
+    settings = services.settings
+    started = []
+    if settings.discord_token is not None:
+        from bot.platforms.discord import build_discord_client
+
+        client = build_discord_client(
+            settings=settings, service=services.service, links=services.links
+        )
+        stack.push_async_callback(client.close)
+        token = settings.discord_token.get_secret_value()
+        started.append(group.create_task(_guard(client.start(token), "discord"), name="discord"))
+    if settings.slack_enabled and settings.slack_app_token is not None:
+        from bot.platforms.slack import build_slack_app, start_socket_mode
+
+        bolt = build_slack_app(settings=settings, service=services.service, links=services.links)
+        handler = await start_socket_mode(bolt, settings.slack_app_token.get_secret_value())
+        stack.push_async_callback(handler.close_async)
+    return started
+
+
+async def _guard(coro: object, name: str) -> None:
+    """Run a platform; a crash of one platform is logged and does not stop the others."""
+    try:
+        await coro  # type: ignore[misc]
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s stopped with an error", name)
+
+
+async def _end_sessions(services: Services) -> None:
+    """End sessions that cannot outlive the process, or all of them if so configured."""
+    for record in await services.service.open_sessions():
+        provider = services.providers.get(record.provider)
+        survives = provider is not None and provider.capabilities.survives_restart
+        if services.settings.stop_sessions_on_shutdown or not survives:
+            try:
+                await asyncio.wait_for(services.service.stop(record.id, "the server shut down"), 30)
+            except Exception:
+                log.exception("could not end session %s at shutdown", record.id)
+
+
+def print_banner(settings: Settings) -> None:
+    """Print what is on and off, and why."""
+    print(f"avatarbot is running on {settings.base_url}", flush=True)
+    for item in component_status(settings):
+        mark = "on " if item.enabled else "off"
+        print(f"  [{mark}] {item.kind:<8} {item.name:<10} {item.detail}", flush=True)

@@ -1,0 +1,222 @@
+"""The ``avatarbot`` command line: run the product, manage credits and sessions, run checks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from bot.core.errors import AvatarBotError, ConfigError
+from bot.core.models import SessionState, TenantId
+from bot.settings import Settings, load_settings
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        click.echo(exc.user_message, err=True)
+        sys.exit(2)
+
+
+def _tenant(text: str) -> str:
+    try:
+        return str(TenantId.parse(text))
+    except AvatarBotError as exc:
+        raise click.BadParameter(exc.user_message) from None
+
+
+def _async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command; typed errors become one clear line and exit code 1."""
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except AvatarBotError as exc:
+            click.echo(f"error: {exc.user_message}", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+async def _with_store(body: Callable[[Any], Awaitable[T]]) -> T:
+    from bot.storage import SqliteStore
+
+    settings = _settings()
+    store = await SqliteStore.open(settings.database_path, settings.default_limits())
+    try:
+        return await body(store)
+    finally:
+        await store.close()
+
+
+@click.group()
+@click.version_option(package_name="avatarbot")
+def main() -> None:
+    """Real-time talking avatars in Discord and Slack."""
+
+
+@main.command()
+def run() -> None:
+    """Start the web server, the configured platforms and the session reaper."""
+    from bot.app import run as run_app
+
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(run_app(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+# ---------------------------------------------------------------- credits
+@main.group()
+def credits() -> None:
+    """Grant and show credits; TENANT is discord:<guild>, slack:<team> or web:playground."""
+
+
+@credits.command("grant")
+@click.argument("tenant")
+@click.argument("amount", type=int)
+@click.option("--note", default=None, help="Why the credits were granted.")
+@_async
+async def credits_grant(tenant: str, amount: int, note: str | None) -> None:
+    """Add AMOUNT credits to TENANT."""
+    key = _tenant(tenant)
+    balance = await _with_store(lambda s: s.grant(key, amount, "cli", note))
+    click.echo(f"{key}: granted {amount}; available {balance.available}")
+
+
+@credits.command("show")
+@click.argument("tenant")
+@_async
+async def credits_show(tenant: str) -> None:
+    """Show TENANT's balance and limits."""
+    key = _tenant(tenant)
+
+    async def body(store: Any) -> None:
+        if not await store.tenant_exists(key):
+            raise AvatarBotError(f"Unknown tenant {key}.")
+        bal, limits = await store.balance(key), await store.get_limits(key)
+        click.echo(f"{key}: available {bal.available} (granted {bal.granted}, "
+                   f"used {bal.settled}, reserved {bal.pending})")
+        click.echo(f"  limits: {limits.max_concurrent} at once, {limits.max_minutes} min each, "
+                   f"{limits.daily_user_credits} credits per person per day")
+
+    await _with_store(body)
+
+
+@credits.command("history")
+@click.argument("tenant")
+@click.option("--limit", default=20, show_default=True)
+@_async
+async def credits_history(tenant: str, limit: int) -> None:
+    """List TENANT's newest ledger entries."""
+    key = _tenant(tenant)
+    entries = await _with_store(lambda s: s.history(key, limit))
+    for e in entries:
+        click.echo(f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.kind:<8} {e.amount:>8} "
+                   f"{e.session_id or '-':<18} {e.actor or ''} {e.note or ''}".rstrip())
+    if not entries:
+        click.echo(f"{key}: no entries")
+
+
+# ---------------------------------------------------------------- sessions
+@main.group()
+def sessions() -> None:
+    """List and stop sessions."""
+
+
+@sessions.command("list")
+@click.option("--tenant", default=None)
+@click.option("--all", "show_all", is_flag=True, help="Include ended and failed sessions.")
+@_async
+async def sessions_list(tenant: str | None, show_all: bool) -> None:
+    """List open sessions (or all with --all)."""
+    key = _tenant(tenant) if tenant else None
+    states = None if show_all else [SessionState.PENDING, SessionState.LIVE, SessionState.ENDING]
+    records = await _with_store(lambda s: s.list_sessions(key, states, 100))
+    for r in records:
+        click.echo(f"{r.id}  {r.state.value:<7} {r.tenant:<24} {r.provider:<7} "
+                   f"{r.avatar_name:<16} {r.requested_s // 60:>3} min  reserved {r.reserved}")
+    if not records:
+        click.echo("no sessions")
+
+
+@sessions.command("stop")
+@click.argument("session_id")
+@_async
+async def sessions_stop(session_id: str) -> None:
+    """Stop a session: ends the vendor session and settles its credits."""
+    from bot.app import build_services
+
+    async with build_services(_settings()) as services:
+        summary = await services.service.stop(session_id, "stopped from the command line")
+    click.echo(f"{summary.session_id}: {summary.state.value}, {summary.duration_s} s, "
+               f"settled {summary.settled}, released {summary.released}")
+
+
+# ---------------------------------------------------------------- ledger
+@main.group()
+def ledger() -> None:
+    """Check the credit ledger."""
+
+
+@ledger.command("verify")
+@_async
+async def ledger_verify() -> None:
+    """Recompute every tenant from its entries; exit 1 on any mismatch."""
+    problems = await _with_store(lambda s: s.verify())
+    for line in problems:
+        click.echo(f"MISMATCH {line}")
+    if problems:
+        sys.exit(1)
+    click.echo("ledger ok")
+
+
+# ---------------------------------------------------------------- discord
+@main.group()
+def discord() -> None:
+    """Discord helpers."""
+
+
+@discord.command("sync")
+@click.option("--guild", "guild_id", type=int, default=None, help="Sync to one guild at once.")
+@_async
+async def discord_sync(guild_id: int | None) -> None:
+    """Register the /avatar commands with Discord (globally, or in one guild)."""
+    from bot.platforms.discord.sync import sync_commands
+
+    settings = _settings()
+    if settings.discord_token is None:
+        raise ConfigError("DISCORD_TOKEN is not set.")
+    names = await sync_commands(settings, guild_id)
+    click.echo(f"synced {len(names)} command(s): {', '.join(names)}")
+
+
+# ---------------------------------------------------------------- doctor
+@main.command()
+@_async
+async def doctor() -> None:
+    """Check the configuration, the database and that configured services answer."""
+    from bot.app import component_status
+    from bot.doctor import run_checks
+
+    settings = _settings()
+    for item in component_status(settings):
+        click.echo(f"[{'on ' if item.enabled else 'off'}] {item.name:<10} {item.detail}")
+    failed = 0
+    for name, ok, detail in await run_checks(settings, espeak=shutil.which("espeak-ng")):
+        failed += not ok
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<18} {detail}")
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,59 @@
+"""``avatarbot doctor``: checks that what is configured can actually work here."""
+
+from __future__ import annotations
+
+import httpx
+
+from bot.settings import Settings
+from bot.storage import SqliteStore
+
+Check = tuple[str, bool, str]
+
+
+async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
+    """Run every check; each is (name, passed, detail). Secrets are never printed."""
+    checks = [await _database(settings)]
+    missing = "not found: the local avatar cannot speak (apt-get install espeak-ng)"
+    checks.append(("espeak-ng", espeak is not None, espeak or missing))
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        for name, url in _endpoints(settings):
+            checks.append(await _reachable(http, name, url))
+    return checks
+
+
+async def _database(settings: Settings) -> Check:
+    try:
+        store = await SqliteStore.open(settings.database_path, settings.default_limits())
+    except Exception as exc:  # any failure to open is what this check reports
+        return ("database", False, f"{settings.database_path}: {exc}")
+    try:
+        problems = await store.verify()
+    finally:
+        await store.close()
+    if problems:
+        detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
+        return ("database", False, detail)
+    return ("database", True, f"{settings.database_path} (ledger ok)")
+
+
+def _endpoints(settings: Settings) -> list[tuple[str, str]]:
+    found = []
+    for vendor in ("a2e", "akool", "heygen"):
+        if getattr(settings, f"{vendor}_api_key") is not None:
+            found.append((vendor, str(getattr(settings, f"{vendor}_base_url"))))
+    if settings.discord_token is not None:
+        found.append(("discord", str(settings.discord_api_base).rstrip("/") + "/gateway"))
+    if settings.slack_enabled:
+        found.append(("slack", str(settings.slack_api_url).rstrip("/") + "/api.test"))
+    if settings.llm_base_url is not None:
+        found.append(("llm", str(settings.llm_base_url)))
+    return found
+
+
+async def _reachable(http: httpx.AsyncClient, name: str, url: str) -> Check:
+    """Any HTTP answer counts: this checks the network path, not the credentials."""
+    try:
+        response = await http.get(url)
+    except httpx.HTTPError as exc:
+        return (name, False, f"{url} unreachable ({type(exc).__name__})")
+    return (name, True, f"{url} answered HTTP {response.status_code}")
