@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     """Every setting of avatarbot; the field name upper-cased is the environment variable."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        env_ignore_empty=True,
     )
 
     # --- process, web, database

@@ -1,0 +1,57 @@
+# Two commands matter: `make run` (the product) and `make test` (lint + the whole test suite).
+# Each installs what it needs first; a fresh Debian/Python machine needs nothing else.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+.PHONY: run test lint bench setup system-deps test-system-deps python-deps assets clean
+
+run: system-deps python-deps assets
+	$(BIN)/avatarbot run
+
+test: test-system-deps python-deps assets
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+lint: python-deps
+	$(BIN)/ruff check .
+
+bench: test-system-deps python-deps
+	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/local_avatar.py
+
+setup: test-system-deps python-deps assets
+
+# espeak-ng speaks for the local avatar; npm fetches the viewer's browser SDKs.
+system-deps:
+	@missing=""; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	ldconfig -p | grep -q 'libespeak-ng.so.1 ' || missing="$$missing libespeak-ng1"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
+	fi
+
+# The tests also drive Debian's Chromium (never a downloaded browser).
+test-system-deps: system-deps
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian packages: chromium"; \
+	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
+
+python-deps: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+assets:
+	@if [ -f web/assets/install.sh ]; then bash web/assets/install.sh; fi
+
+clean:
+	rm -rf $(VENV) web/static/vendor web/assets/node_modules test-artifacts
