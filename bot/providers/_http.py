@@ -1,0 +1,228 @@
+"""The one way adapters talk HTTP to a vendor: timeouts, envelopes, typed errors, retries.
+
+Every call carries an ``httpx.Timeout``; transport failures, timeouts, 429s and 5xx become
+``ProviderUnavailable`` (retryable); an adapter's ``error_for`` hook maps the vendor's own codes
+first. Nothing here logs or raises a header, a key or a response body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from bot.core.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from bot.core.retry import RetryPolicy, with_retry
+
+log = logging.getLogger(__name__)
+
+# Maps (HTTP status, parsed JSON object or {}) to a typed error, or None to use the defaults.
+ErrorHook = Callable[[int, dict[str, Any]], ProviderError | None]
+# Says whether a parsed 2xx body is the vendor's success envelope.
+SuccessCheck = Callable[[dict[str, Any]], bool]
+
+
+class VendorHTTP:
+    """A small JSON client bound to one vendor's base URL, auth headers and envelope.
+
+    Args:
+        provider: the provider's name, used in errors.
+        display_name: the vendor's name as people read it.
+        http: the shared client (its lifetime belongs to the caller).
+        base_url: the vendor's base URL.
+        headers: auth headers sent on every call unless a call overrides them.
+        is_success: whether a 2xx body is a success envelope.
+        error_for: the adapter's mapping of vendor codes to typed errors.
+        timeout_s: the bound of every call.
+        retry: how retryable failures are retried.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        display_name: str,
+        http: httpx.AsyncClient,
+        base_url: str,
+        headers: Mapping[str, str],
+        is_success: SuccessCheck,
+        error_for: ErrorHook,
+        timeout_s: float,
+        retry: RetryPolicy,
+    ) -> None:
+        self.provider = provider
+        self.display_name = display_name
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._headers = dict(headers)
+        self._is_success = is_success
+        self._error_for = error_for
+        self._timeout = httpx.Timeout(timeout_s)
+        self.retry = retry
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> dict[str, Any]:
+        """Send one request (retried when the failure is retryable) and return its JSON body.
+
+        Raises:
+            ProviderError: typed by ``error_for`` or by the HTTP status.
+        """
+
+        async def once() -> dict[str, Any]:
+            return await self._once(method, path, json_body, params, headers)
+
+        if not retry:
+            return await once()
+        return await with_retry(once, self.retry)
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        json_body: Any,
+        params: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        try:
+            resp = await self._http.request(
+                method,
+                self._base + path,
+                json=json_body,
+                params=params,
+                headers=dict(headers) if headers is not None else self._headers,
+                timeout=self._timeout,
+            )
+        except httpx.TimeoutException:
+            log.warning("%s %s timed out", self.provider, path)
+            raise ProviderUnavailable(
+                self.provider, f"{self.display_name} did not answer in time; try again in a minute."
+            ) from None
+        except httpx.HTTPError as exc:
+            log.warning("%s %s failed: %s", self.provider, path, type(exc).__name__)
+            raise ProviderUnavailable(
+                self.provider, f"{self.display_name} cannot be reached right now; try again soon."
+            ) from None
+        body = _parse(resp)
+        if resp.is_success and body is not None and self._is_success(body):
+            return body
+        log.info("%s %s answered HTTP %d code %r", self.provider, path, resp.status_code,
+                 (body or {}).get("code"))
+        raise self._error(resp.status_code, body)
+
+    def unreadable(self) -> ProviderUnavailable:
+        """The error for a success envelope whose ``data`` lacks what the adapter needs."""
+        return ProviderUnavailable(
+            self.provider, f"{self.display_name} gave an answer we could not read; try again soon."
+        )
+
+    def _error(self, status: int, body: dict[str, Any] | None) -> ProviderError:
+        mapped = self._error_for(status, body or {})
+        if mapped is not None:
+            return mapped
+        code = (body or {}).get("code")
+        name = self.display_name
+        if status in (401, 403):
+            return ProviderAuthError(self.provider, status_code=status, code=code)
+        if status == 429:
+            return ProviderUnavailable(
+                self.provider, f"{name} is rate limiting us; try again in a minute.",
+                status_code=status, code=code,
+            )
+        if status >= 500 or status == 408:
+            return ProviderUnavailable(self.provider, status_code=status, code=code)
+        if body is None:
+            return ProviderUnavailable(
+                self.provider, f"{name} gave an answer we could not read; try again soon.",
+                status_code=status,
+            )
+        return ProviderRejected(
+            self.provider, f"{name} refused the request.", status_code=status, code=code
+        )
+
+
+def _parse(resp: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = json.loads(resp.content)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def message_of(body: Mapping[str, Any]) -> str:
+    """The vendor's error text, lower-cased, for keyword checks (never shown to people)."""
+    for key in ("msg", "message", "error"):
+        value = body.get(key)
+        if isinstance(value, str):
+            return value.lower()
+        if isinstance(value, Mapping) and isinstance(value.get("message"), str):
+            return value["message"].lower()
+    return ""
+
+
+def decode_json(payload: Any) -> Any:
+    """Decode a data message the viewer relayed: bytes, text or already-parsed JSON.
+
+    Returns ``None`` for anything that is not JSON.
+    """
+    if isinstance(payload, bytes | bytearray):
+        try:
+            payload = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(payload, str):
+        try:
+            return json.loads(payload)
+        except ValueError:
+            return None
+    return payload
+
+
+class EchoFilter:
+    """Remembers the last texts we had an avatar say, to drop the vendor's echo of them.
+
+    A verbatim ``say`` is published as the avatar's line when it is sent; if the vendor later
+    reports the same words through the viewer, that report would show the line twice.
+    """
+
+    def __init__(self, keep: int = 8) -> None:
+        self._keep = keep
+        self._said: dict[str, list[str]] = {}
+
+    def said(self, session_id: str, text: str) -> None:
+        """Record that ``text`` was published as the avatar's words."""
+        recent = self._said.setdefault(session_id, [])
+        recent.append(_norm(text))
+        del recent[: -self._keep]
+
+    def is_echo(self, session_id: str, text: str) -> bool:
+        """Whether ``text`` repeats a recorded line (each record matches once)."""
+        recent = self._said.get(session_id, [])
+        norm = _norm(text)
+        if norm in recent:
+            recent.remove(norm)
+            return True
+        return False
+
+    def forget(self, session_id: str) -> None:
+        """Drop what is remembered for a session."""
+        self._said.pop(session_id, None)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()

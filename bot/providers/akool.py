@@ -1,0 +1,365 @@
+"""AKool live avatar (v4): REST sessions, Agora media, chat and commands over the data channel.
+
+Wire facts (``shared/docs/providers.md`` §3): base ``https://openapi.akool.com``, ``x-api-key``
+auth, envelope ``{code: 1000, msg, data}`` with business errors as HTTP 200 and another
+``code``. Credits are pre-charged for ``duration`` (at most 3600 s) and refunded on close. Text
+reaches the avatar only as Agora stream messages, at most 1 KB each and 6 KB/s, which the viewer
+page sends for us (``Relay`` events).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from bot.core.errors import (
+    InvalidRequest,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from bot.core.events import EventHub, Relay, Transcript
+from bot.core.models import (
+    AvatarInfo,
+    Capabilities,
+    Mode,
+    Pricing,
+    ProviderSession,
+    StartRequest,
+    ViewerInfo,
+    utcnow,
+)
+from bot.core.provider import ProviderBase
+from bot.core.retry import RetryPolicy
+from bot.providers._http import EchoFilter, VendorHTTP, decode_json
+
+log = logging.getLogger(__name__)
+
+_API = "/api/open/v4"
+MAX_CHUNK_BYTES = 950  # AKool's own demo keeps each encoded message under 1 KB this way
+# Agora allows 6 KB/s; at 5,000 B/s plus one 950-byte chunk, no 1 s window exceeds 6,000 bytes.
+BYTES_PER_SECOND = 5000
+MAX_DURATION_S = 3600
+MAX_KNOWLEDGE_CHARS = 10_000  # knowledge-base ``prompt`` limit [AK-kb]
+_OPEN_STATUSES = {1, 2}  # 1 queueing, 2 processing; 3 completed, 4 failed
+_MODE_TYPE = {Mode.SAY: 1, Mode.ASK: 2}  # 1 retelling (verbatim), 2 dialogue (LLM answers)
+_mids = itertools.count(1)
+
+
+def encoded_size(message: dict[str, Any]) -> int:
+    """Bytes of ``message`` as the page sends it (``JSON.stringify`` then UTF-8)."""
+    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _chat(mid: str, idx: int, fin: bool, text: str) -> dict[str, Any]:
+    return {"v": 2, "type": "chat", "mid": mid, "idx": idx, "fin": fin, "pld": {"text": text}}
+
+
+def chunk_chat(text: str, mid: str, limit: int = MAX_CHUNK_BYTES) -> list[dict[str, Any]]:
+    """Split ``text`` into chat messages sharing ``mid``, each at most ``limit`` encoded bytes.
+
+    Joining the chunks' ``pld.text`` in ``idx`` order gives back ``text`` exactly.
+    """
+    if not text:
+        raise InvalidRequest("There is nothing to send: the text is empty.")
+    # Worst-case envelope: a long idx and fin=false; each character then costs its JSON bytes.
+    budget = limit - encoded_size(_chat(mid, 10**9, False, ""))
+    if budget < 12:  # one escaped character is at most 6 bytes ("\u001f"), 4 for an emoji
+        raise ValueError("message id too long for the chunk limit")
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for ch in text:
+        cost = len(json.dumps(ch, ensure_ascii=False)[1:-1].encode())
+        if used + cost > budget:
+            pieces.append("".join(current))
+            current, used = [], 0
+        current.append(ch)
+        used += cost
+    pieces.append("".join(current))
+    last = len(pieces) - 1
+    return [_chat(mid, i, i == last, piece) for i, piece in enumerate(pieces)]
+
+
+def command(cmd: str, mid: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An AKool ``command`` stream message (``interrupt``, ``set-params`` ...)."""
+    pld: dict[str, Any] = {"cmd": cmd}
+    if data is not None:
+        pld["data"] = data
+    return {"v": 2, "type": "command", "mid": mid, "pld": pld}
+
+
+class _Credentials(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    agora_uid: int | str
+    agora_app_id: str
+    agora_channel: str
+    agora_token: str
+
+
+class _Session(BaseModel):
+    """``session/create`` and ``session/detail`` answer ``data``."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    status: int | None = None
+    credentials: _Credentials
+
+
+class _Avatar(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    avatar_id: str
+    name: str = ""
+    thumbnailUrl: str | None = None  # noqa: N815 - vendor field name
+    available: bool = True
+
+
+class AKoolProvider(ProviderBase):
+    """AKool avatars over Agora; chat and commands travel through the viewer's data channel."""
+
+    name = "akool"
+    display_name = "AKool"
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        http: httpx.AsyncClient,
+        events: EventHub,
+        pricing: Pricing,
+        base_url: str = "https://openapi.akool.com",
+        timeout_s: float = 15.0,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen model, safe as a default
+    ) -> None:
+        self.events = events
+        self.capabilities = Capabilities(
+            transport="agora", control="viewer", set_context=False, pricing=pricing,
+            max_duration_s=MAX_DURATION_S, lists_sessions=True,
+        )
+        self._api = VendorHTTP(
+            provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
+            headers={"x-api-key": api_key.get_secret_value()},
+            is_success=lambda body: body.get("code") == 1000,
+            error_for=_error_for, timeout_s=timeout_s, retry=retry,
+        )
+        self._modes: dict[str, int] = {}  # the mode_type each session was last set to
+        self._replies: dict[tuple[str, str, str], list[str]] = {}  # (session, from, mid) -> text
+        self._echo = EchoFilter()
+
+    async def list_avatars(self) -> list[AvatarInfo]:
+        """Return the available streaming avatars (first 100)."""
+        body = await self._api.call(
+            "GET", f"{_API}/liveAvatar/avatar/list", params={"platform": "open", "page": 1,
+                                                              "size": 100},
+        )
+        items = (body.get("data") or {}).get("result") or []
+        avatars = [_Avatar.model_validate(i) for i in items if isinstance(i, dict)]
+        return [
+            AvatarInfo(id=a.avatar_id, name=a.name or a.avatar_id, provider=self.name,
+                       preview_url=a.thumbnailUrl)
+            for a in avatars if a.available
+        ]
+
+    async def start(self, request: StartRequest) -> ProviderSession:
+        """Create a session; knowledge text becomes a knowledge base first."""
+        if request.duration_s > MAX_DURATION_S:
+            raise InvalidRequest(f"AKool sessions last at most {MAX_DURATION_S // 60} minutes.")
+        mode_type = _MODE_TYPE[request.mode]
+        body: dict[str, Any] = {
+            "avatar_id": request.avatar_id, "duration": request.duration_s,
+            "mode_type": mode_type, "stream_type": "agora",
+        }
+        if request.knowledge:
+            body["knowledge_id"] = await self._knowledge_base(request)
+        if request.voice:
+            body["voice_id"] = request.voice
+        if request.language:
+            body["language"] = request.language
+        answer = await self._api.call("POST", f"{_API}/liveAvatar/session/create", json_body=body)
+        session = self._to_session(request, answer)
+        self._modes[request.session_id] = mode_type
+        if answer["data"].get("status") == 4:
+            await self._close_quietly(session)
+            raise ProviderUnavailable(self.name, "AKool could not start the avatar; try again.")
+        return session
+
+    async def _knowledge_base(self, request: StartRequest) -> str:
+        text = request.knowledge or ""
+        if len(text) > MAX_KNOWLEDGE_CHARS:
+            raise InvalidRequest(
+                f"AKool takes at most {MAX_KNOWLEDGE_CHARS:,} characters of knowledge; "
+                f"this text has {len(text):,}."
+            )
+        answer = await self._api.call(
+            "POST", f"{_API}/knowledge/create",
+            json_body={"name": f"avatarbot {request.session_id}", "prompt": text},
+        )
+        return str(answer["data"]["_id"])
+
+    def _to_session(self, request: StartRequest, answer: dict[str, Any]) -> ProviderSession:
+        try:
+            data = _Session.model_validate(answer.get("data"))
+        except ValueError:
+            raise self._api.unreadable() from None
+        cred = data.credentials
+        return ProviderSession(
+            session_id=request.session_id, provider=self.name, provider_session_id=data.id,
+            viewer=ViewerInfo(transport="agora", app_id=cred.agora_app_id,
+                              channel=cred.agora_channel, token=cred.agora_token,
+                              uid=cred.agora_uid),
+            expires_at=utcnow() + timedelta(seconds=request.duration_s),
+            handle={"id": data.id, "mode_type": _MODE_TYPE[request.mode]}, raw=answer,
+        )
+
+    async def say(self, session: ProviderSession, text: str) -> None:
+        """Have the page send ``text`` in retelling mode (spoken verbatim)."""
+        self._relay(session, self._mode_switch(session, 1) + chunk_chat(text, _mid()))
+        self._echo.said(session.session_id, text)
+        self.events.publish(Transcript(session_id=session.session_id, speaker="avatar", text=text))
+
+    async def ask(self, session: ProviderSession, text: str) -> None:
+        """Have the page send ``text`` in dialogue mode; the reply comes back as ``bot`` chat."""
+        self._relay(session, self._mode_switch(session, 2) + chunk_chat(text, _mid()))
+
+    async def interrupt(self, session: ProviderSession) -> None:
+        """Have the page send the ``interrupt`` command."""
+        self._relay(session, [command("interrupt", _mid())])
+
+    async def set_context(self, session: ProviderSession, text: str) -> None:
+        """AKool binds a knowledge base only when a session is created."""
+        raise InvalidRequest(
+            "AKool avatars take knowledge only when the session starts; start a new session "
+            "with the knowledge instead."
+        )
+
+    def _mode_switch(self, session: ProviderSession, mode_type: int) -> list[dict[str, Any]]:
+        current = self._modes.get(session.session_id)
+        if current == mode_type:
+            return []
+        # After a restart the live mode is unknown, so it is set again before the next chat.
+        self._modes[session.session_id] = mode_type
+        return [command("set-params", _mid(), {"mode": mode_type})]
+
+    def _relay(self, session: ProviderSession, messages: list[dict[str, Any]]) -> None:
+        self.events.publish(Relay(
+            session_id=session.session_id, messages=messages, bytes_per_second=BYTES_PER_SECOND,
+        ))
+
+    async def stop(self, session: ProviderSession) -> None:
+        """Close the session (refunds unused credits); an already closed one counts as closed."""
+        vendor_id = str(session.handle.get("id") or session.provider_session_id)
+        try:
+            await self._api.call(
+                "POST", f"{_API}/liveAvatar/session/close", json_body={"id": vendor_id}
+            )
+        except ProviderRejected as exc:
+            if exc.code not in (1216, 1219):  # does not exist / already closed
+                raise
+        self._modes.pop(session.session_id, None)
+        self._echo.forget(session.session_id)
+        self._replies = {k: v for k, v in self._replies.items() if k[0] != session.session_id}
+
+    async def _close_quietly(self, session: ProviderSession) -> None:
+        try:
+            await self.stop(session)
+        except ProviderError as exc:
+            log.warning("could not close a failed AKool session: %r", exc)
+
+    async def list_open_sessions(self) -> list[str]:
+        """Vendor ids of sessions still queueing or running (up to 10 pages of 100)."""
+        found: list[str] = []
+        for page in range(1, 11):
+            body = await self._api.call(
+                "GET", f"{_API}/liveAvatar/session/list", params={"page": page, "size": 100}
+            )
+            data = body.get("data") or {}
+            # The docs show both ``result`` (OpenAPI) and ``data`` (an older page).
+            items = data.get("result") or data.get("data") or []
+            found += [str(i["_id"]) for i in items
+                      if isinstance(i, dict) and "_id" in i and i.get("status") in _OPEN_STATUSES]
+            if len(items) < 100:
+                break
+        return found
+
+    def decode_viewer_data(self, session: ProviderSession, payload: Any) -> list[Transcript]:
+        """Turn AKool stream messages into transcript lines (bot replies, user speech, acks)."""
+        msg = decode_json(payload)
+        if not isinstance(msg, dict) or msg.get("v") != 2 or not isinstance(msg.get("pld"), dict):
+            return []
+        if msg.get("type") == "chat":
+            return self._on_chat(session, msg)
+        if msg.get("type") == "command":
+            return _on_ack(session, msg["pld"])
+        return []
+
+    def _on_chat(self, session: ProviderSession, msg: dict[str, Any]) -> list[Transcript]:
+        pld = msg["pld"]
+        sender = pld.get("from")
+        if sender not in ("bot", "user") or not isinstance(pld.get("text"), str):
+            return []
+        key = (session.session_id, sender, str(msg.get("mid")))
+        parts = self._replies.setdefault(key, [])
+        parts.append(pld["text"])
+        if msg.get("fin") is False:
+            return []
+        text = "".join(self._replies.pop(key)).strip()
+        if not text or (sender == "bot" and self._echo.is_echo(session.session_id, text)):
+            return []
+        speaker = "avatar" if sender == "bot" else "user"
+        return [Transcript(session_id=session.session_id, speaker=speaker, text=text)]
+
+
+def _on_ack(session: ProviderSession, pld: dict[str, Any]) -> list[Transcript]:
+    cmd, code = pld.get("cmd"), pld.get("code")
+    if code is None or code == 1000:
+        if cmd == "interrupt" and code == 1000:
+            return [Transcript(session_id=session.session_id, speaker="system",
+                               text="The avatar stopped speaking.")]
+        return []
+    return [Transcript(session_id=session.session_id, speaker="system",
+                       text=f"AKool refused the {str(cmd)[:30]} command (code {code}).")]
+
+
+def _mid() -> str:
+    return f"msg-{int(time.time() * 1000)}-{next(_mids)}"
+
+
+_ERRORS: dict[int, tuple[type[ProviderError], str]] = {
+    1003: (ProviderRejected, "AKool refused the request's parameters."),
+    1005: (ProviderUnavailable, "AKool says we are going too fast; try again in a minute."),
+    1006: (ProviderRejected, "The AKool account is out of quota; an operator must top it up."),
+    1008: (ProviderRejected, "That avatar does not exist."),
+    1103: (ProviderRejected, "The AKool account is unpaid or overdue; an operator must fix it."),
+    1104: (ProviderRejected, "The AKool account is out of credits; an operator must top it up."),
+    1213: (ProviderRejected, "The AKool account needs a subscription for live avatars."),
+    1214: (ProviderUnavailable, "The AKool avatar is still being prepared; try again soon."),
+    1215: (ProviderUnavailable, "AKool has no free capacity right now; try again in a minute."),
+    1216: (ProviderRejected, "That AKool session does not exist any more."),
+    1218: (ProviderUnavailable, "AKool failed to process the request; try again soon."),
+    1219: (ProviderRejected, "That AKool session is already closed."),
+    1221: (ProviderRejected, "The AKool account is not subscribed to live avatars."),
+}
+_AUTH_CODES = {1009, 1101, 1102, 1200}
+
+
+def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
+    code = body.get("code")
+    if not isinstance(code, int) or code == 1000:
+        return None
+    if code in _AUTH_CODES:
+        return ProviderAuthError("akool", status_code=status, code=code)
+    if code in _ERRORS:
+        cls, text = _ERRORS[code]
+        return cls("akool", text, status_code=status, code=code)
+    return None

@@ -1,0 +1,328 @@
+"""HeyGen Interactive Avatar (``/v1/streaming.*``): LiveKit (v2) or raw WebRTC (v1) media.
+
+Wire facts (``shared/docs/providers.md`` §4): base ``https://api.heygen.com``, ``X-Api-Key``
+on server calls, envelope ``{code: 100, message, data}`` (``create_token`` answers
+``{error: null, data}``), errors as HTTP 4xx/5xx with ``{code, message}``. A session dies after
+120 s without activity unless ``streaming.keep_alive`` is called. For v1 the browser's SDP answer
+and ICE candidates travel through our server, so the key never reaches the browser.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from bot.core.errors import (
+    InvalidRequest,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRejected,
+)
+from bot.core.events import EventHub, Transcript
+from bot.core.models import (
+    AvatarInfo,
+    Capabilities,
+    Pricing,
+    ProviderSession,
+    StartRequest,
+    ViewerInfo,
+    utcnow,
+)
+from bot.core.provider import ProviderBase
+from bot.core.retry import RetryPolicy
+from bot.providers._http import EchoFilter, VendorHTTP, decode_json, message_of
+
+log = logging.getLogger(__name__)
+
+_V1 = "/v1"
+KEEP_ALIVE_S = 60  # well inside HeyGen's 120 s idle timeout
+_MAX_LINE_CHARS = 20_000
+
+
+class _NewSession(BaseModel):
+    """``streaming.new`` answer ``data`` (v1 fills ``sdp``/``ice_servers2``, v2 ``url``...)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str
+    sdp: dict[str, str] | None = None
+    ice_servers2: list[dict[str, Any]] | None = None
+    url: str | None = None
+    access_token: str | None = None
+
+
+class _Avatar(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    avatar_id: str
+    pose_name: str | None = None
+    normal_preview: str | None = None
+    status: str | None = None
+
+
+class HeyGenProvider(ProviderBase):
+    """HeyGen streaming avatars; also the WebRTC signalling relay for the v1 transport."""
+
+    name = "heygen"
+    display_name = "HeyGen"
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        http: httpx.AsyncClient,
+        events: EventHub,
+        pricing: Pricing,
+        base_url: str = "https://api.heygen.com",
+        transport: Literal["livekit", "webrtc"] = "livekit",
+        timeout_s: float = 15.0,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen model, safe as a default
+    ) -> None:
+        self.events = events
+        self.transport = transport
+        self.capabilities = Capabilities(
+            transport=transport, control="server", set_context=False, pricing=pricing,
+            keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
+        )
+        self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
+        self._api = VendorHTTP(
+            provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
+            headers=self._key_headers, is_success=_is_success, error_for=_error_for,
+            timeout_s=timeout_s, retry=retry,
+        )
+        self._answered: set[str] = set()  # v1 sessions whose browser answer reached HeyGen
+        self._pending_ice: dict[str, list[dict[str, Any]]] = {}
+        self._lines: dict[tuple[str, str], list[str]] = {}  # (session, speaker) -> pieces
+        self._echo = EchoFilter()
+
+    async def _post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return await self._api.call("POST", f"{_V1}/{path}", json_body=body, **kw)
+
+    async def list_avatars(self) -> list[AvatarInfo]:
+        """Return the account's active streaming avatars."""
+        body = await self._api.call("GET", f"{_V1}/streaming/avatar.list")
+        items = [_Avatar.model_validate(i) for i in body.get("data") or [] if isinstance(i, dict)]
+        return [
+            AvatarInfo(id=a.avatar_id, name=a.pose_name or a.avatar_id, provider=self.name,
+                       preview_url=a.normal_preview)
+            for a in items if (a.status or "ACTIVE").upper() == "ACTIVE"
+        ]
+
+    async def start(self, request: StartRequest) -> ProviderSession:
+        """``create_token`` then ``streaming.new`` (and ``streaming.start`` for LiveKit)."""
+        token_body = await self._post("streaming.create_token", {})
+        token = str((token_body.get("data") or {}).get("token") or "")
+        # streaming.new may be called once per session token, so it is never retried.
+        answer = await self._post(
+            "streaming.new", self._new_body(request), retry=False,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
+        )
+        try:
+            new = _NewSession.model_validate(answer.get("data"))
+        except ValueError:
+            raise self._api.unreadable() from None
+        session = self._to_session(request, new, answer)
+        if self.transport == "livekit":
+            try:
+                await self._post("streaming.start", {"session_id": new.session_id})
+            except BaseException:
+                await self._stop_quietly(session)
+                raise
+        return session
+
+    def _new_body(self, request: StartRequest) -> dict[str, Any]:
+        # The docs name the avatar ``avatar_id``, the SDK and v1 demo ``avatar_name``: send both.
+        body: dict[str, Any] = {
+            "avatar_id": request.avatar_id, "avatar_name": request.avatar_id,
+            "quality": "medium", "activity_idle_timeout": 120,
+        }
+        if self.transport == "livekit":
+            body["version"] = "v2"
+        if request.knowledge:
+            body["knowledge_base"] = request.knowledge
+        if request.voice:
+            body["voice"] = {"voice_id": request.voice}
+        if request.language:
+            body["language"] = request.language
+        return body
+
+    def _to_session(
+        self, request: StartRequest, new: _NewSession, answer: dict[str, Any]
+    ) -> ProviderSession:
+        handle: dict[str, Any] = {"session_id": new.session_id, "transport": self.transport}
+        if self.transport == "livekit":
+            viewer = ViewerInfo(transport="livekit", url=new.url, token=new.access_token)
+        else:
+            viewer = ViewerInfo(transport="webrtc", ice_servers=new.ice_servers2 or [])
+            handle["offer"] = (new.sdp or {}).get("sdp", "")
+        return ProviderSession(
+            session_id=request.session_id, provider=self.name,
+            provider_session_id=new.session_id, viewer=viewer,
+            expires_at=utcnow() + timedelta(seconds=request.duration_s), handle=handle,
+            raw=answer,
+        )
+
+    async def say(self, session: ProviderSession, text: str) -> None:
+        """A ``repeat`` task: the avatar speaks ``text``, so it is the avatar's line too."""
+        await self._task(session, text, "repeat")
+        self._echo.said(session.session_id, text)
+        self.events.publish(Transcript(session_id=session.session_id, speaker="avatar", text=text))
+
+    async def ask(self, session: ProviderSession, text: str) -> None:
+        """A ``chat`` task; the answer's words arrive only through the viewer's data channel."""
+        await self._task(session, text, "chat")
+
+    async def _task(self, session: ProviderSession, text: str, task_type: str) -> None:
+        await self._post("streaming.task", {
+            "session_id": _sid(session), "text": text, "task_type": task_type,
+            "task_mode": "async",
+        })
+
+    async def interrupt(self, session: ProviderSession) -> None:
+        """Stop the current speech."""
+        await self._post("streaming.interrupt", {"session_id": _sid(session)})
+
+    async def set_context(self, session: ProviderSession, text: str) -> None:
+        """HeyGen takes its knowledge base only in ``streaming.new``."""
+        raise InvalidRequest(
+            "HeyGen avatars take knowledge only when the session starts; start a new session "
+            "with the knowledge instead."
+        )
+
+    async def keep_alive(self, session: ProviderSession) -> None:
+        """Reset HeyGen's idle timer."""
+        await self._post("streaming.keep_alive", {"session_id": _sid(session)})
+
+    async def stop(self, session: ProviderSession) -> None:
+        """End the session; one that is already closed or unknown counts as stopped."""
+        try:
+            await self._post("streaming.stop", {"session_id": _sid(session)})
+        except ProviderRejected as exc:
+            if exc.user_message != _GONE:
+                raise
+        self._forget(session.session_id, _sid(session))
+
+    async def _stop_quietly(self, session: ProviderSession) -> None:
+        try:
+            await self.stop(session)
+        except ProviderError as exc:
+            log.warning("could not stop a half-started HeyGen session: %r", exc)
+
+    def _forget(self, session_id: str, vendor_id: str) -> None:
+        self._answered.discard(vendor_id)
+        self._pending_ice.pop(vendor_id, None)
+        self._echo.forget(session_id)
+        for key in [k for k in self._lines if k[0] == session_id]:
+            del self._lines[key]
+
+    async def list_open_sessions(self) -> list[str]:
+        """Vendor ids of the account's active sessions (``streaming.list``)."""
+        body = await self._api.call("GET", f"{_V1}/streaming.list")
+        sessions = (body.get("data") or {}).get("sessions") or []
+        return [str(s["session_id"]) for s in sessions if isinstance(s, dict) and "session_id" in s]
+
+    # ------------------------------------------------------------------ v1 WebRTC signalling
+    async def viewer_offer(self, session: ProviderSession, viewer_id: str) -> dict[str, str]:
+        """The server offer that ``streaming.new`` returned."""
+        offer = session.handle.get("offer")
+        if not offer:
+            raise InvalidRequest("This HeyGen session does not use WebRTC signalling.")
+        return {"type": "offer", "sdp": str(offer)}
+
+    async def viewer_answer(self, session: ProviderSession, viewer_id: str, sdp: str) -> None:
+        """Forward the browser's answer to ``streaming.start``, then any buffered candidates."""
+        sid = _sid(session)
+        if sid in self._answered:
+            raise InvalidRequest("This HeyGen session already has its one viewer.")
+        await self._post("streaming.start",
+                         {"session_id": sid, "sdp": {"type": "answer", "sdp": sdp}})
+        self._answered.add(sid)
+        for candidate in self._pending_ice.pop(sid, []):
+            await self._post("streaming.ice", {"session_id": sid, "candidate": candidate})
+
+    async def viewer_candidate(
+        self, session: ProviderSession, viewer_id: str, candidate: dict[str, Any] | None
+    ) -> None:
+        """Forward one browser candidate to ``streaming.ice`` (buffered until the answer)."""
+        if candidate is None or not candidate.get("candidate"):
+            return  # end of candidates: HeyGen has no message for it
+        sid = _sid(session)
+        wire = {k: candidate.get(k) for k in
+                ("candidate", "sdpMid", "sdpMLineIndex", "usernameFragment")}
+        if sid not in self._answered:
+            self._pending_ice.setdefault(sid, []).append(wire)
+            return
+        await self._post("streaming.ice", {"session_id": sid, "candidate": wire})
+
+    async def viewer_leave(self, session: ProviderSession, viewer_id: str) -> None:
+        """Drop buffered candidates; HeyGen keeps the session until it is stopped."""
+        self._pending_ice.pop(_sid(session), None)
+
+    # ------------------------------------------------------------------ viewer data
+    def decode_viewer_data(self, session: ProviderSession, payload: Any) -> list[Transcript]:
+        """Turn ``avatar_talking_message``/``user_talking_message`` pieces into whole lines."""
+        msg = decode_json(payload)
+        if not isinstance(msg, dict):
+            return []
+        kind = str(msg.get("type") or msg.get("event_type") or "")
+        speaker = "avatar" if kind.startswith("avatar_") else "user"
+        key = (session.session_id, speaker)
+        if kind in ("avatar_talking_message", "user_talking_message"):
+            piece = msg.get("message")
+            parts = self._lines.setdefault(key, [])
+            if isinstance(piece, str) and sum(map(len, parts)) < _MAX_LINE_CHARS:
+                parts.append(piece)
+            return []
+        if kind not in ("avatar_end_message", "user_end_message"):
+            return []
+        text = "".join(self._lines.pop(key, [])).strip()
+        if not text or (speaker == "avatar" and self._echo.is_echo(session.session_id, text)):
+            return []
+        return [Transcript(session_id=session.session_id, speaker=speaker, text=text)]
+
+
+def _sid(session: ProviderSession) -> str:
+    return str(session.handle.get("session_id") or session.provider_session_id)
+
+
+def _is_success(body: dict[str, Any]) -> bool:
+    if "code" in body:
+        return body["code"] in (100, 1000)
+    return body.get("error") is None  # create_token: {error: null, data: {...}}
+
+
+_GONE = "That HeyGen session has already ended."
+_CODES: dict[int, tuple[type[ProviderError], str]] = {
+    400112: (ProviderRejected, "HeyGen refused this avatar or voice for streaming; try another."),
+    10013: (ProviderRejected, "That avatar does not exist."),
+    10003: (ProviderRejected, "That HeyGen avatar is too old for streaming; pick another."),
+    400014: (ProviderRejected, "That HeyGen avatar is too old for streaming; pick another."),
+    40001: (ProviderRejected, "HeyGen refused the request's parameters."),
+    400175: (ProviderRejected, "HeyGen refused the request's parameters."),
+}
+
+
+def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
+    code, msg = body.get("code"), message_of(body)
+    if code in (40009, 400599) or status == 401:
+        return ProviderAuthError("heygen", status_code=status, code=code)
+    if "concurrent" in msg:
+        return ProviderRejected(
+            "heygen", "HeyGen's limit of concurrent sessions is reached; end another session "
+            "or try later.", status_code=status, code=code,
+        )
+    if "credit" in msg or "quota" in msg:
+        return ProviderRejected(
+            "heygen", "The HeyGen account is out of credits; an operator must top it up.",
+            status_code=status, code=code,
+        )
+    if "session" in msg and ("closed" in msg or "not found" in msg or "not exist" in msg):
+        return ProviderRejected("heygen", _GONE, status_code=status, code=code)
+    if isinstance(code, int) and code in _CODES:
+        cls, text = _CODES[code]
+        return cls("heygen", text, status_code=status, code=code)
+    return None
