@@ -1,0 +1,393 @@
+"""The built-in local avatar: a drawn face that speaks with espeak-ng, served over aiortc.
+
+Signalling is server-offer (as HeyGen v1): ``viewer_offer`` returns a complete offer (aiortc does
+not trickle), the browser answers and trickles its candidates, which are buffered until the
+answer is applied. Each session renders and encodes once; every viewer gets its own peer
+connection carrying the same packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from bot.core.errors import (
+    ConfigError,
+    InvalidRequest,
+    LimitReached,
+    ProviderError,
+    ProviderRejected,
+    SessionNotLive,
+)
+from bot.core.events import EventHub, Transcript
+from bot.core.models import (
+    AvatarInfo,
+    Capabilities,
+    Pricing,
+    ProviderSession,
+    StartRequest,
+    ViewerInfo,
+    utcnow,
+)
+from bot.core.provider import ProviderBase
+from bot.providers.local import loopback
+from bot.providers.local.answer import (
+    LLM_DOWN,
+    ChatClient,
+    LLMConfig,
+    LLMError,
+    answer_from_knowledge,
+    retrieve,
+)
+from bot.providers.local.face import DEFAULT_LOOK, LOOKS, Face, Look
+from bot.providers.local.media import FanoutTrack, SessionMedia
+from bot.providers.local.speech import Utterance, Voice, synthesize, voice_exists
+
+log = logging.getLogger(__name__)
+
+MAX_VIEWERS = 40  # one process serves about 30 viewers in all (browser-and-webrtc.md)
+_CODECS = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}
+
+
+@dataclass
+class _Viewer:
+    pc: RTCPeerConnection
+    tracks: list[FanoutTrack]
+    answered: bool = False
+    pending: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Session:
+    session_id: str
+    look: Look
+    voice: Voice
+    media: SessionMedia
+    knowledge: str | None
+    viewers: dict[str, _Viewer] = field(default_factory=dict)
+
+
+def _ice_servers(servers: list[dict[str, Any]]) -> list[RTCIceServer]:
+    out = []
+    for i, server in enumerate(servers):
+        urls = server.get("urls") if isinstance(server, dict) else None
+        if not urls or not isinstance(urls, str | list):
+            raise ConfigError(f"LOCAL_ICE_SERVERS entry {i} needs 'urls' (a string or a list).")
+        out.append(RTCIceServer(
+            urls=urls, username=server.get("username"), credential=server.get("credential"),
+        ))
+    return out
+
+
+class LocalProvider(ProviderBase):
+    """The embedded avatar, always available, needing no vendor account.
+
+    Args:
+        events: where the avatar's words are published as transcript lines.
+        pricing: what a minute of it costs.
+        width, height, fps: the video size and rate.
+        ice_servers: ICE servers for both ends (empty: nothing leaves the machine).
+        allow_loopback: also gather 127.0.0.1 candidates (tests, one-machine trials).
+        llm: an OpenAI-compatible chat endpoint for ``ask``; without it answers come from the
+            session's knowledge text.
+        http: the shared HTTP client for the chat endpoint.
+    """
+
+    name = "local"
+    display_name = "Local avatar"
+
+    def __init__(
+        self, *, events: EventHub, pricing: Pricing, width: int = 320, height: int = 240,
+        fps: int = 15, ice_servers: list[dict[str, Any]] | None = None,
+        allow_loopback: bool = False, llm: LLMConfig | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if width % 2 or height % 2 or width < 64 or height < 64 or not 1 <= fps <= 60:
+            raise ConfigError("Local avatar video must be even-sized, at least 64x64, 1-60 fps.")
+        self.events = events
+        self.width, self.height, self.fps = width, height, fps
+        self._ice_dicts = [dict(s) for s in (ice_servers or [])]
+        self._ice = _ice_servers(self._ice_dicts)
+        self.capabilities = Capabilities(
+            transport="webrtc", control="server", multi_viewer=True, lists_sessions=False,
+            survives_restart=False, pricing=pricing,
+        )
+        self._own_http = http is None and llm is not None
+        self._http = http or (httpx.AsyncClient() if llm is not None else None)
+        self._chat = ChatClient(llm, self._http) if llm is not None and self._http else None
+        self._loopback = allow_loopback
+        if allow_loopback:
+            loopback.acquire()
+        self._render_pool = ThreadPoolExecutor(2, thread_name_prefix="local-avatar-render")
+        self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="local-avatar-speech")
+        self._sessions: dict[str, _Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ catalogue
+    async def list_avatars(self) -> list[AvatarInfo]:
+        """The built-in looks."""
+        return [
+            AvatarInfo(id=lk.id, name=lk.name, provider=self.name, description=lk.description)
+            for lk in LOOKS.values()
+        ]
+
+    # ------------------------------------------------------------------ life
+    async def start(self, request: StartRequest) -> ProviderSession:
+        """Create the session's avatar; its media runs until ``stop``."""
+        if self._closed:
+            raise ProviderRejected(self.name, "The local avatar is shutting down.")
+        look = LOOKS.get(request.avatar_id or DEFAULT_LOOK)
+        if look is None:
+            names = ", ".join(f"{lk.name} ({lk.id})" for lk in LOOKS.values())
+            raise ProviderRejected(self.name, f"Unknown local avatar. Choose one of: {names}.")
+        voice = await self._pick_voice(look, request)
+        loop = asyncio.get_running_loop()
+        face = await loop.run_in_executor(
+            self._render_pool, Face, look, self.width, self.height, secrets.randbits(32)
+        )
+        media = SessionMedia(face, self.fps, self._render_pool)
+        local_id = f"local-{secrets.token_hex(8)}"
+        self._sessions[local_id] = _Session(request.session_id, look, voice, media,
+                                            request.knowledge)
+        media.start()
+        log.info("local avatar started", extra={"session": request.session_id, "look": look.id})
+        return ProviderSession(
+            session_id=request.session_id, provider=self.name, provider_session_id=local_id,
+            viewer=ViewerInfo(transport="webrtc", ice_servers=self._ice_dicts),
+            expires_at=utcnow() + timedelta(seconds=request.duration_s),
+            handle={"avatar_id": look.id, "voice": voice.name},
+        )
+
+    async def _pick_voice(self, look: Look, request: StartRequest) -> Voice:
+        voice = look.voice
+        if request.voice:
+            voice = Voice(request.voice.strip(), voice.rate, voice.pitch)
+        elif request.language:
+            variant = voice.name.partition("+")[2]
+            name = request.language.strip().lower() + (f"+{variant}" if variant else "")
+            voice = Voice(name, voice.rate, voice.pitch)
+        if voice == look.voice:
+            return voice
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._speech_pool, voice_exists, voice):
+            return voice
+        if request.voice:
+            raise ProviderRejected(self.name, f"The local avatar has no voice {request.voice!r}.")
+        log.info("no espeak-ng voice for language %r; using the look's voice", request.language)
+        return look.voice
+
+    async def stop(self, session: ProviderSession) -> None:
+        """Close every viewer and the session's media; unknown sessions are already stopped."""
+        sess = self._sessions.pop(session.provider_session_id, None)
+        if sess is None:
+            return
+        for viewer_id in list(sess.viewers):
+            await self._drop_viewer(sess, viewer_id)
+        await sess.media.aclose()
+        log.info("local avatar stopped", extra={"session": sess.session_id})
+
+    async def aclose(self) -> None:
+        """Stop every session and release threads and the HTTP client (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for local_id in list(self._sessions):
+            sess = self._sessions[local_id]
+            await self.stop(_ref(sess.session_id, local_id))
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._render_pool.shutdown(wait=True, cancel_futures=True)
+        self._speech_pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+        if self._loopback:
+            loopback.release()
+
+    def _live(self, session: ProviderSession) -> _Session:
+        sess = self._sessions.get(session.provider_session_id)
+        if sess is None:
+            # e.g. the process restarted: the avatar lived inside the old one
+            raise SessionNotLive(session.session_id, "ended")
+        return sess
+
+    # ------------------------------------------------------------------ driving
+    async def say(self, session: ProviderSession, text: str) -> None:
+        """Speak ``text`` word for word (after whatever is being said)."""
+        await self._speak(self._live(session), session, text)
+
+    async def ask(self, session: ProviderSession, text: str) -> None:
+        """Answer ``text`` from the knowledge text, or through the chat endpoint."""
+        sess = self._live(session)
+        if not text.strip():
+            raise InvalidRequest("Ask a question: the text is empty.")
+        if self._chat is None:
+            answer = answer_from_knowledge(sess.knowledge, text)
+        else:
+            try:
+                answer = await self._chat.answer(sess.knowledge, text)
+            except LLMError as exc:
+                log.warning("local avatar chat endpoint failed: %s", exc)
+                found = retrieve(sess.knowledge, text)
+                answer = f"{LLM_DOWN} From my notes: {found}" if found else LLM_DOWN
+        await self._speak(self._live(session), session, answer)
+
+    async def _speak(self, sess: _Session, session: ProviderSession, text: str) -> None:
+        text = " ".join(text.split())
+        if not text:
+            raise InvalidRequest("There is nothing to say: the text is empty.")
+        loop = asyncio.get_running_loop()
+        try:
+            utterance: Utterance = await loop.run_in_executor(
+                self._speech_pool, synthesize, text, sess.voice
+            )
+        except ValueError as exc:
+            raise ProviderError(self.name, "The local avatar could not speak that.") from exc
+        self._live(session).media.speak(utterance)
+        self.events.publish(Transcript(session_id=sess.session_id, speaker="avatar", text=text))
+
+    async def interrupt(self, session: ProviderSession) -> None:
+        """Stop speaking at once (the next 20 ms audio packet is silent)."""
+        self._live(session).media.interrupt()
+
+    async def set_context(self, session: ProviderSession, text: str) -> None:
+        """Replace the knowledge text ``ask`` answers from."""
+        self._live(session).knowledge = text.strip() or None
+
+    # ------------------------------------------------------------------ signalling
+    async def viewer_offer(self, session: ProviderSession, viewer_id: str) -> dict[str, str]:
+        """A new peer connection for ``viewer_id`` and its complete offer."""
+        sess = self._live(session)
+        if viewer_id in sess.viewers:
+            await self._drop_viewer(sess, viewer_id)
+        if len(sess.viewers) >= MAX_VIEWERS:
+            raise LimitReached("This avatar already has as many viewers as it can serve.")
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice))
+        viewer = _Viewer(pc, [])
+        sess.viewers[viewer_id] = viewer
+        try:
+            for kind in ("audio", "video"):
+                track = sess.media.subscribe(kind)
+                viewer.tracks.append(track)
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+                codecs = RTCRtpSender.getCapabilities(kind).codecs
+                transceiver.setCodecPreferences(
+                    [c for c in codecs if c.mimeType.lower() in _CODECS[kind]]
+                )
+                # aiortc asks its own encoder for a keyframe on PLI/FIR; ours is shared
+                transceiver.sender._send_keyframe = sess.media.request_keyframe
+            pc.on("connectionstatechange", lambda: self._on_state(sess, viewer_id, pc))
+            await pc.setLocalDescription(await pc.createOffer())
+        except BaseException:
+            await self._drop_viewer(sess, viewer_id)
+            raise
+        return {"type": "offer", "sdp": pc.localDescription.sdp}
+
+    async def viewer_answer(self, session: ProviderSession, viewer_id: str, sdp: str) -> None:
+        """Apply the viewer's answer, then the candidates that came before it."""
+        sess = self._live(session)
+        viewer = self._viewer(sess, viewer_id)
+        if viewer.answered:
+            raise InvalidRequest("This viewer has already answered; ask for a new offer.")
+        if not isinstance(sdp, str) or "m=" not in sdp:
+            raise InvalidRequest("The viewer's answer is not an SDP description.")
+        try:
+            await viewer.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise InvalidRequest("The viewer's answer does not match the offer.") from exc
+        viewer.answered = True
+        pending, viewer.pending = viewer.pending, []
+        for candidate in pending:
+            await viewer.pc.addIceCandidate(candidate)
+
+    async def viewer_candidate(
+        self, session: ProviderSession, viewer_id: str, candidate: dict[str, Any] | None
+    ) -> None:
+        """Apply (or, before the answer, keep) one trickled candidate; ``None`` ends them."""
+        viewer = self._viewer(self._live(session), viewer_id)
+        parsed = _parse_candidate(candidate)
+        if viewer.answered:
+            await viewer.pc.addIceCandidate(parsed)
+        else:
+            viewer.pending.append(parsed)
+
+    async def viewer_leave(self, session: ProviderSession, viewer_id: str) -> None:
+        """Close the viewer's peer connection (unknown viewers are already gone)."""
+        sess = self._sessions.get(session.provider_session_id)
+        if sess is not None:
+            await self._drop_viewer(sess, viewer_id)
+
+    def viewer_count(self, session: ProviderSession) -> int:
+        """How many viewers the session has now."""
+        sess = self._sessions.get(session.provider_session_id)
+        return len(sess.viewers) if sess else 0
+
+    def _viewer(self, sess: _Session, viewer_id: str) -> _Viewer:
+        viewer = sess.viewers.get(viewer_id)
+        if viewer is None:
+            raise InvalidRequest("Unknown viewer: ask for a new offer first.")
+        return viewer
+
+    def _on_state(self, sess: _Session, viewer_id: str, pc: RTCPeerConnection) -> None:
+        if pc.connectionState in ("failed", "closed"):
+            viewer = sess.viewers.get(viewer_id)
+            if viewer is not None and viewer.pc is pc:
+                task = asyncio.get_running_loop().create_task(self._drop_viewer(sess, viewer_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _drop_viewer(self, sess: _Session, viewer_id: str) -> None:
+        viewer = sess.viewers.pop(viewer_id, None)
+        if viewer is None:
+            return
+        for track in viewer.tracks:
+            track.stop()
+        await viewer.pc.close()
+
+
+def _parse_candidate(candidate: dict[str, Any] | None) -> Any:
+    """A browser ``RTCIceCandidateInit`` as aiortc's candidate (``None``: end of candidates)."""
+    if candidate is None:
+        return None
+    if not isinstance(candidate, dict):
+        raise InvalidRequest("A candidate must be an object with a 'candidate' string.")
+    text = candidate.get("candidate")
+    if not isinstance(text, str):
+        raise InvalidRequest("A candidate must be an object with a 'candidate' string.")
+    if not text.strip():
+        return None  # the browser's end-of-candidates marker
+    try:
+        parsed = candidate_from_sdp(text.strip().removeprefix("candidate:"))
+    except (ValueError, IndexError) as exc:
+        raise InvalidRequest("The candidate is not a valid ICE candidate line.") from exc
+    parsed.sdpMid = candidate.get("sdpMid")
+    index = candidate.get("sdpMLineIndex")
+    parsed.sdpMLineIndex = index if isinstance(index, int) else None
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    return parsed
+
+
+def _ref(session_id: str, local_id: str) -> ProviderSession:
+    """A minimal session reference for internal ``stop`` calls."""
+    return ProviderSession(
+        session_id=session_id, provider="local", provider_session_id=local_id,
+        viewer=ViewerInfo(transport="webrtc"), expires_at=utcnow(),
+    )
