@@ -1,0 +1,81 @@
+"""The aiohttp application factory of the web layer.
+
+``create_app`` builds the app over the core services; the composition root owns its lifecycle
+(runner, site, shutdown). The app closes its own viewer sockets and rooms on shutdown. Other
+route groups (Slack) are added to the same app by the composition root.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from bot.core.links import ViewerLinks
+from bot.core.models import ComponentStatus, SessionState
+from bot.core.service import SessionService
+from bot.settings import Settings
+from web import home, viewer
+from web.context import STATIC, WEB, WebContext, make_templates
+from web.hub import ViewerHub
+from web.metrics import WebMetrics
+from web.security import RateLimits, add_security_headers
+
+
+def create_app(
+    *,
+    service: SessionService,
+    links: ViewerLinks,
+    settings: Settings,
+    status: list[ComponentStatus],
+    rate_limits: RateLimits | None = None,
+) -> web.Application:
+    """Build the web app: home and playground, viewer pages, WebSocket, signalling, metrics.
+
+    Args:
+        service: the session service.
+        links: signs and checks viewer links.
+        settings: the process settings.
+        status: what is configured and what is missing, for the home page.
+        rate_limits: per-IP limits (defaults suit production).
+    """
+    # Signalling bodies carry SDP; nothing we accept is larger than this.
+    app = web.Application(client_max_size=256 * 1024)
+    metrics = WebMetrics()
+    hub = ViewerHub(service, metrics)
+    limits = rate_limits or RateLimits()
+    app[WEB] = WebContext(
+        service=service, links=links, settings=settings, status=list(status), hub=hub,
+        metrics=metrics, limits=limits, buckets=limits.buckets(), templates=make_templates(),
+    )
+    metrics.viewers.set_function(hub.count)
+    app.on_response_prepare.append(add_security_headers)
+    app.on_shutdown.append(_close_hub)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    home.setup(app)
+    viewer.setup(app)
+    app.router.add_static("/static/", STATIC, name="static", append_version=False)
+    return app
+
+
+async def _close_hub(app: web.Application) -> None:
+    await app[WEB].hub.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers and its store can be read."""
+    ctx = request.app[WEB]
+    try:
+        await ctx.service.open_sessions()
+    except Exception:
+        return web.json_response({"ok": False}, status=503)
+    return web.json_response({"ok": True})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    """Prometheus text format."""
+    ctx = request.app[WEB]
+    records = await ctx.service.open_sessions()
+    ctx.metrics.live_sessions.set(sum(1 for r in records if r.state is SessionState.LIVE))
+    body = generate_latest(ctx.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

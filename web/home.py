@@ -1,0 +1,150 @@
+"""The home page (what is configured, live sessions) and the playground.
+
+The playground starts a local-avatar session in the ``web:playground`` tenant for the browser
+that asks (a random id in a cookie is its user), with that tenant's own credits and limits, and
+sends the browser to the session's viewer with a host link: a chat box for say/ask and a stop
+button. Only a host-role link may drive a session.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from bot.core.errors import AvatarBotError, LimitReached, NotAllowed, ProviderError
+from bot.core.models import PLAYGROUND, SessionState
+from bot.core.service import MAX_TEXT, StartCommand
+from web.context import WEB, WebContext
+from web.viewer import session_for, too_many
+
+log = logging.getLogger(__name__)
+
+COOKIE = "avatarbot_pg"
+PROVIDER = "local"
+MAX_KNOWLEDGE = 5000
+# A host link outlives its session by this much, so the ended summary stays reachable.
+LINK_GRACE_S = 3600
+
+
+def setup(app: web.Application) -> None:
+    """Register the home page and playground routes."""
+    app.router.add_get("/", home)
+    app.router.add_post("/playground/start", start)
+    app.router.add_post("/playground/{token}/{action}", drive)
+
+
+def playground_state(ctx: WebContext) -> tuple[bool, str]:
+    """Whether the playground can start sessions, and what to say when it cannot."""
+    if not ctx.settings.playground_enabled:
+        return False, "The playground is turned off on this server."
+    if PROVIDER not in ctx.service.providers:
+        return False, "The playground needs the built-in local avatar, which is not running."
+    return True, ""
+
+
+async def home(request: web.Request) -> web.Response:
+    """What is configured, how many sessions are live, and the playground."""
+    ctx = request.app[WEB]
+    open_sessions = await ctx.service.open_sessions()
+    live = sum(1 for r in open_sessions if r.state is SessionState.LIVE)
+    enabled, why = playground_state(ctx)
+    resp = ctx.render(
+        "home.html", status_items=ctx.status, live=live, playground=enabled,
+        playground_why=why, minutes=ctx.settings.playground_max_minutes,
+    )
+    if COOKIE not in request.cookies:
+        resp.set_cookie(COOKIE, secrets.token_hex(12), max_age=365 * 86400, httponly=True,
+                        samesite="Strict", secure=request.secure, path="/")
+    return resp
+
+
+def _error(message: str, status: int) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Refuse cross-site posts: the browser's ``Origin`` must be ours when it sends one."""
+    origin = request.headers.get("Origin")
+    return origin is None or origin == f"{request.scheme}://{request.host}"
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+async def start(request: web.Request) -> web.Response:
+    """``POST /playground/start``: start a local-avatar session; answer with its host link."""
+    ctx = request.app[WEB]
+    if not ctx.buckets["playground"].allow(request.remote or "unknown"):
+        return too_many(ctx, "playground", page=False)
+    if not _same_origin(request):
+        return _error("Cross-site requests are refused.", 403)
+    enabled, why = playground_state(ctx)
+    if not enabled:
+        return _error(why, 403)
+    browser = request.cookies.get(COOKIE, "")
+    if not (8 <= len(browser) <= 64 and browser.isalnum()):
+        return _error("Open the home page first (the playground needs its cookie).", 400)
+    body = await _body(request)
+    knowledge = body.get("knowledge")
+    if knowledge is not None and (not isinstance(knowledge, str) or len(knowledge) > MAX_KNOWLEDGE):
+        return _error(f"The knowledge text must be at most {MAX_KNOWLEDGE} characters.", 400)
+    try:
+        record = await ctx.service.start(StartCommand(
+            tenant=str(PLAYGROUND), user=f"web:{browser}", provider=PROVIDER,
+            minutes=ctx.settings.playground_max_minutes, knowledge=knowledge or None,
+        ))
+    except (LimitReached, NotAllowed) as exc:
+        return _error(exc.user_message, 429)
+    except ProviderError as exc:
+        return _error(exc.user_message, 502)
+    except AvatarBotError as exc:
+        return _error(exc.user_message, 400)
+    ctx.metrics.playground_starts.inc()
+    expires = (record.expires_at.timestamp() if record.expires_at else 0) + LINK_GRACE_S
+    token = ctx.links.token(record.id, expires, role="host")
+    return web.json_response({"url": f"/v/{token}", "session_id": record.id})
+
+
+async def drive(request: web.Request) -> web.Response:
+    """``POST /playground/<token>/{say|ask|interrupt|stop}``: host links only."""
+    ctx = request.app[WEB]
+    if not ctx.buckets["playground"].allow(request.remote or "unknown"):
+        return too_many(ctx, "playground", page=False)
+    if not _same_origin(request):
+        return _error("Cross-site requests are refused.", 403)
+    action = request.match_info["action"]
+    if action not in ("say", "ask", "interrupt", "stop"):
+        raise web.HTTPNotFound()
+    found = await session_for(ctx, request.match_info["token"])
+    if found is None:
+        return _error("not found", 404)
+    claims, record = found
+    if claims.role != "host":
+        return _error("This link may watch, not drive, the avatar.", 403)
+    try:
+        if action == "stop":
+            await ctx.service.stop(record.id, "stopped from the web page", tenant=record.tenant)
+            return web.json_response({"ok": True})
+        if action == "interrupt":
+            await ctx.service.interrupt(record.id, tenant=record.tenant)
+            return web.json_response({"ok": True})
+        text = (await _body(request)).get("text")
+        if not isinstance(text, str) or len(text) > MAX_TEXT:
+            return _error(f"Send a text of at most {MAX_TEXT} characters.", 400)
+        method = ctx.service.say if action == "say" else ctx.service.ask
+        await method(record.id, text, author="You", tenant=record.tenant)
+    except ProviderError as exc:
+        return _error(exc.user_message, 502)
+    except AvatarBotError as exc:
+        return _error(exc.user_message, 409)
+    return web.json_response({"ok": True})

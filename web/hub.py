@@ -1,0 +1,239 @@
+"""The viewer hub: one room per watched session, fanning session events out to its pages.
+
+A room subscribes to the session's events while at least one page is connected. Every page gets
+state, countdown, warnings, transcript lines and the end. ``Relay`` events (messages a vendor
+driven through the RTC data channel needs sent) go only to the room's *active* viewer: vendor
+sessions hand out one viewer credential, so only one tab holds the media at a time (the newest,
+or the one that took it back). Sessions whose provider serves many viewers (the local avatar)
+keep every tab playing; the newest tab is still the one that relays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from bot.core.errors import AvatarBotError
+from bot.core.events import AnyEvent, Ended, Relay, StateChanged, Transcript, Warning
+from bot.core.service import SessionService
+from web.metrics import WebMetrics
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 5.0
+
+
+@dataclass(eq=False)
+class Viewer:
+    """One connected viewer page."""
+
+    id: str
+    session_id: str
+    ws: web.WebSocketResponse
+    # Whether the provider holds a WebRTC peer for this viewer (dropped when it leaves).
+    signalled: bool = False
+
+
+@dataclass(eq=False)
+class _Room:
+    session_id: str
+    multi_viewer: bool
+    viewers: dict[str, Viewer] = field(default_factory=dict)
+    active: str | None = None
+    pump: asyncio.Task[None] | None = None
+
+
+def event_message(event: AnyEvent) -> dict[str, Any] | None:
+    """The JSON a page receives for a session event (``Relay`` is handled separately)."""
+    if isinstance(event, StateChanged):
+        return {"type": "state", "state": event.state.value, "reason": event.reason,
+                "seconds_left": event.seconds_left}
+    if isinstance(event, Transcript):
+        return {"type": "transcript", "speaker": event.speaker, "text": event.text,
+                "author": event.author, "intent": event.intent, "final": event.final}
+    if isinstance(event, Warning):
+        return {"type": "warning", "text": event.text, "seconds_left": event.seconds_left}
+    if isinstance(event, Ended):
+        s = event.summary
+        # Only what the page shows: no tenant id, no credit figures.
+        return {"type": "end", "summary": {
+            "state": s.state.value, "duration_s": s.duration_s, "avatar_name": s.avatar_name,
+            "provider": s.provider, "reason": s.reason,
+        }}
+    return None
+
+
+class ViewerHub:
+    """Connected viewer pages by session.
+
+    Args:
+        service: the session service (for WebRTC peers to drop when a viewer leaves).
+        metrics: counters for messages sent.
+    """
+
+    def __init__(self, service: SessionService, metrics: WebMetrics) -> None:
+        self._service = service
+        self._metrics = metrics
+        self._rooms: dict[str, _Room] = {}
+        self._closing = False
+
+    # ------------------------------------------------------------------ membership
+    def count(self) -> int:
+        """Connected viewers across all sessions."""
+        return sum(len(room.viewers) for room in self._rooms.values())
+
+    def find(self, session_id: str, viewer_id: str) -> Viewer | None:
+        """The connected viewer ``viewer_id`` of ``session_id``."""
+        room = self._rooms.get(session_id)
+        return room.viewers.get(viewer_id) if room else None
+
+    def is_active(self, viewer: Viewer) -> bool:
+        """Whether ``viewer`` holds the media (always, for multi-viewer sessions)."""
+        room = self._rooms.get(viewer.session_id)
+        if room is None or viewer.id not in room.viewers:
+            return False
+        return room.multi_viewer or room.active == viewer.id
+
+    def is_relay_target(self, viewer: Viewer) -> bool:
+        """Whether ``viewer`` is the one page that relays data-channel messages."""
+        room = self._rooms.get(viewer.session_id)
+        return room is not None and room.active == viewer.id
+
+    async def join(
+        self, session_id: str, ws: web.WebSocketResponse, *, multi_viewer: bool
+    ) -> Viewer:
+        """Add a page; it becomes the active viewer, and older tabs are told when displaced."""
+        if self._closing:
+            raise RuntimeError("the viewer hub is closed")
+        viewer = Viewer(id=secrets.token_hex(8), session_id=session_id, ws=ws)
+        room = self._rooms.get(session_id)
+        if room is None:
+            room = _Room(session_id=session_id, multi_viewer=multi_viewer)
+            self._rooms[session_id] = room
+            room.pump = asyncio.create_task(self._pump(room), name=f"viewer-pump-{session_id}")
+        room.viewers[viewer.id] = viewer
+        await self._activate(room, viewer)
+        return viewer
+
+    async def take_over(self, viewer: Viewer) -> None:
+        """Make ``viewer`` the active one again ("watch here")."""
+        room = self._rooms.get(viewer.session_id)
+        if room is not None and viewer.id in room.viewers and room.active != viewer.id:
+            await self._activate(room, viewer)
+            await self.send(viewer, {"type": "active"})
+
+    async def _activate(self, room: _Room, viewer: Viewer) -> None:
+        previous = room.viewers.get(room.active) if room.active else None
+        room.active = viewer.id
+        if previous is None or room.multi_viewer:
+            return
+        # One credential: the older tab must let go of the media.
+        await self.send(previous, {"type": "superseded"})
+        await self._drop_peer(previous)
+
+    async def leave(self, viewer: Viewer) -> None:
+        """Remove a page (its socket closed); the room ends with its last viewer."""
+        room = self._rooms.get(viewer.session_id)
+        if room is None or room.viewers.pop(viewer.id, None) is None:
+            return
+        await self._drop_peer(viewer)
+        if room.active == viewer.id:
+            # The newest remaining tab inherits the relay; a single-credential tab must ask
+            # for the media back itself (it may have been closed by its user on purpose).
+            room.active = next(reversed(room.viewers), None) if room.multi_viewer else None
+        if not room.viewers:
+            await self._close_room(room)
+
+    async def _drop_peer(self, viewer: Viewer) -> None:
+        if not viewer.signalled:
+            return
+        viewer.signalled = False
+        try:
+            signalling, ps = await self._service.signalling(viewer.session_id)
+            await signalling.viewer_leave(ps, viewer.id)
+        except AvatarBotError:
+            pass  # the session ended: its peers are gone with it
+        except Exception:
+            log.exception("could not drop a viewer's peer", extra={"session": viewer.session_id})
+
+    async def _close_room(self, room: _Room) -> None:
+        if self._rooms.get(room.session_id) is room:
+            del self._rooms[room.session_id]
+        if room.pump is not None and room.pump is not asyncio.current_task():
+            room.pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await room.pump
+
+    # ------------------------------------------------------------------ sending
+    async def send(self, viewer: Viewer, message: dict[str, Any]) -> bool:
+        """Send one JSON message; a page that cannot take it in time is disconnected."""
+        if viewer.ws.closed:
+            return False
+        try:
+            await asyncio.wait_for(viewer.ws.send_json(message), SEND_TIMEOUT_S)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            log.info("viewer send failed (%s); closing it", type(exc).__name__,
+                     extra={"session": viewer.session_id})
+            await viewer.ws.close(code=WSCloseCode.GOING_AWAY)
+            return False
+        self._metrics.ws_messages.labels("out").inc()
+        return True
+
+    async def broadcast(self, session_id: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to every page of a session."""
+        room = self._rooms.get(session_id)
+        if room is not None:
+            for viewer in list(room.viewers.values()):
+                await self.send(viewer, message)
+
+    async def _pump(self, room: _Room) -> None:
+        async with self._service.events.subscribe(room.session_id) as queue:
+            while True:
+                event = await queue.get()
+                try:
+                    await self._deliver(room, event)
+                except Exception:
+                    log.exception("could not deliver a session event",
+                                  extra={"session": room.session_id})
+                if isinstance(event, Ended):
+                    await self._end_room(room)
+                    return
+
+    async def _deliver(self, room: _Room, event: AnyEvent) -> None:
+        if isinstance(event, Relay):
+            target = room.viewers.get(room.active) if room.active else None
+            if target is None:
+                log.warning("relay messages but no active viewer; dropped",
+                            extra={"session": room.session_id})
+                return
+            await self.send(target, {"type": "relay", "messages": event.messages,
+                                     "bytes_per_second": event.bytes_per_second})
+            return
+        message = event_message(event)
+        if message is not None:
+            for viewer in list(room.viewers.values()):
+                await self.send(viewer, message)
+
+    async def _end_room(self, room: _Room) -> None:
+        """The session ended: close every page's socket (they show the summary)."""
+        if self._rooms.get(room.session_id) is room:
+            del self._rooms[room.session_id]
+        for viewer in list(room.viewers.values()):
+            await viewer.ws.close(code=WSCloseCode.OK, message=b"ended")
+
+    # ------------------------------------------------------------------ shutdown
+    async def close(self) -> None:
+        """Close every page's socket and stop every room (idempotent)."""
+        self._closing = True
+        rooms = list(self._rooms.values())
+        for room in rooms:
+            for viewer in list(room.viewers.values()):
+                await viewer.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        for room in rooms:
+            await self._close_room(room)

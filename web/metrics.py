@@ -1,0 +1,36 @@
+"""Prometheus metrics of the web layer, in a registry of the app's own (tests build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class WebMetrics:
+    """The web layer's counters and gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.live_sessions = Gauge(
+            "avatarbot_live_sessions", "Sessions that are live now", registry=self.registry
+        )
+        self.viewers = Gauge(
+            "avatarbot_viewers", "Viewer pages connected by WebSocket", registry=self.registry
+        )
+        self.ws_messages = Counter(
+            "avatarbot_ws_messages", "WebSocket messages", ["direction"], registry=self.registry
+        )
+        self.ws_dropped = Counter(
+            "avatarbot_ws_dropped", "Page messages dropped (bad, oversized or too fast)",
+            ["reason"], registry=self.registry,
+        )
+        self.link_rejected = Counter(
+            "avatarbot_link_rejected", "Viewer links refused (bad, tampered or expired)",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "avatarbot_rate_limited", "Requests refused by a rate limit", ["endpoint"],
+            registry=self.registry,
+        )
+        self.playground_starts = Counter(
+            "avatarbot_playground_starts", "Playground sessions started", registry=self.registry
+        )

@@ -1,0 +1,394 @@
+// The avatarbot viewer page: one page for three transports (webrtc with a server offer, agora,
+// livekit), a WebSocket for state, countdown, transcript and the relay of vendor data messages.
+// No framework, no inline script (the CSP allows only our own files).
+"use strict";
+
+(function () {
+  const cfg = JSON.parse(document.getElementById("viewer-config").textContent);
+  const $ = (id) => document.getElementById(id);
+  const video = $("video");
+  const statusEl = $("status");
+  const STATUS_TEXT = {
+    connecting: "Connecting…", live: "Live", reconnecting: "Reconnecting…", ended: "Ended",
+    failed: "Could not connect", elsewhere: "In another tab", pending: "Starting…",
+  };
+
+  // State shared with the test suite and devtools (no secrets: the page already holds these).
+  const viewer = {
+    transport: cfg.transport, status: "connecting", viewerId: null, active: false,
+    pc: null, agora: null, room: null, relayed: 0, reported: 0, ended: false,
+  };
+  window.avatarViewer = viewer;
+
+  let ws = null;
+  let wsRetry = 0;
+  let media = null;  // the running transport: {stop: async () => {}}
+  let secondsLeft = cfg.seconds_left || 0;
+  let deadline = Date.now() + secondsLeft * 1000;
+
+  // ------------------------------------------------------------------ status and countdown
+  function setStatus(name, detail) {
+    viewer.status = name;
+    statusEl.className = "status " + name;
+    statusEl.textContent = detail || STATUS_TEXT[name] || name;
+  }
+
+  function setCountdown(seconds) {
+    secondsLeft = Math.max(0, seconds | 0);
+    deadline = Date.now() + secondsLeft * 1000;
+    renderCountdown();
+  }
+
+  function renderCountdown() {
+    const left = viewer.ended ? 0 : Math.max(0, Math.round((deadline - Date.now()) / 1000));
+    const m = Math.floor(left / 60), s = left % 60;
+    $("countdown").textContent = m + ":" + String(s).padStart(2, "0");
+    $("countdown").classList.toggle("low", left > 0 && left <= 60);
+  }
+  const countdownTimer = setInterval(renderCountdown, 1000);
+
+  function showNotice(text) {
+    const el = $("notice");
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  // ------------------------------------------------------------------ transcript
+  function addLine(line) {
+    const li = document.createElement("li");
+    li.className = "line " + line.speaker + (line.final === false ? " partial" : "");
+    const who = document.createElement("span");
+    who.className = "who";
+    if (line.speaker === "user") {
+      const verb = line.intent === "say" ? "had the avatar say" : line.intent === "ask" ? "asked" : "said";
+      who.textContent = (line.author || "Someone") + " " + verb;
+    } else if (line.speaker === "avatar") {
+      who.textContent = cfg.avatar;
+    } else {
+      who.textContent = "Note";
+    }
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = line.text;
+    li.append(who, text);
+    const list = $("transcript");
+    list.append(li);
+    while (list.children.length > 200) list.firstElementChild.remove();
+    $("transcript-empty").hidden = true;
+    li.scrollIntoView({block: "nearest"});
+  }
+
+  // ------------------------------------------------------------------ playback
+  function attachTracks(tracks) {
+    let stream = video.srcObject;
+    if (!(stream instanceof MediaStream)) {
+      stream = new MediaStream();
+      video.srcObject = stream;
+    }
+    for (const track of tracks) {
+      for (const old of stream.getTracks()) {
+        if (old.kind === track.kind && old !== track) stream.removeTrack(old);
+      }
+      if (!stream.getTracks().includes(track)) stream.addTrack(track);
+    }
+    play();
+  }
+
+  function play() {
+    video.muted = false;
+    video.play().then(() => { $("unmute").hidden = true; }).catch(() => {
+      // Autoplay with sound was refused: play muted and offer a tap to unmute.
+      video.muted = true;
+      video.play().catch(() => {});
+      $("unmute").hidden = false;
+    });
+  }
+
+  $("unmute").addEventListener("click", () => {
+    video.muted = false;
+    video.play().catch(() => {});
+    $("unmute").hidden = true;
+  });
+
+  function clearVideo() {
+    const stream = video.srcObject;
+    if (stream instanceof MediaStream) stream.getTracks().forEach((t) => stream.removeTrack(t));
+    video.srcObject = null;
+  }
+
+  // ------------------------------------------------------------------ transports
+  async function post(path, body) {
+    const resp = await fetch("/v/" + encodeURIComponent(cfg.token) + path, {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify(body), credentials: "same-origin", cache: "no-store",
+    });
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok) throw new Error(data.error || ("HTTP " + resp.status));
+    return data;
+  }
+
+  async function startWebRTC() {
+    const viewerId = viewer.viewerId;
+    const pc = new RTCPeerConnection({iceServers: cfg.media.ice_servers || []});
+    viewer.pc = pc;
+    let answered = false;
+    const early = [];
+    const sendCandidate = (c) =>
+      post("/webrtc/candidate", {viewer_id: viewerId, candidate: c}).catch(() => {});
+    pc.onicecandidate = (ev) => {
+      const c = ev.candidate ? ev.candidate.toJSON() : null;
+      // Candidates go after the answer, so the server never sees them before it.
+      if (answered) sendCandidate(c); else early.push(c);
+    };
+    pc.ontrack = (ev) => attachTracks([ev.track]);
+    pc.onconnectionstatechange = () => {
+      if (pc !== viewer.pc) return;
+      const s = pc.connectionState;
+      if (s === "connected") setStatus("live");
+      else if (s === "disconnected") setStatus("reconnecting");
+      else if (s === "failed") setStatus("failed", "Could not connect to the video");
+    };
+    const offer = await post("/webrtc/offer", {viewer_id: viewerId});
+    await pc.setRemoteDescription(offer);
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    await post("/webrtc/answer", {viewer_id: viewerId, sdp: pc.localDescription.sdp});
+    answered = true;
+    early.splice(0).forEach(sendCandidate);
+    return {
+      stop: async () => {
+        viewer.pc = null;
+        pc.close();
+        await post("/webrtc/leave", {viewer_id: viewerId}).catch(() => {});
+      },
+    };
+  }
+
+  async function startAgora() {
+    const m = cfg.media;
+    if (!window.AgoraRTC) throw new Error("the Agora SDK did not load");
+    // "rtc" mode: every member may subscribe and send data-stream messages (AKool's demo does
+    // the same); we never publish tracks of our own.
+    const client = window.AgoraRTC.createClient({mode: "rtc", codec: "vp8"});
+    viewer.agora = client;
+    client.on("user-published", async (user, mediaType) => {
+      await client.subscribe(user, mediaType);
+      const track = mediaType === "video" ? user.videoTrack : user.audioTrack;
+      if (track) attachTracks([track.getMediaStreamTrack()]);
+      setStatus("live");
+    });
+    client.on("stream-message", (uid, data) => reportData(data));
+    client.on("connection-state-change", (state) => {
+      if (client !== viewer.agora) return;
+      if (state === "RECONNECTING") setStatus("reconnecting");
+      else if (state === "CONNECTED" && viewer.status === "reconnecting") setStatus("live");
+    });
+    await client.join(m.app_id, m.channel, m.token, m.uid);
+    if (viewer.status !== "live") setStatus("connecting", "Waiting for the avatar…");
+    return {
+      stop: async () => {
+        viewer.agora = null;
+        await client.leave().catch(() => {});
+      },
+    };
+  }
+
+  async function startLiveKit() {
+    const LK = window.LivekitClient;
+    if (!LK) throw new Error("the LiveKit SDK did not load");
+    const room = new LK.Room({adaptiveStream: true, dynacast: false});
+    viewer.room = room;
+    room.on(LK.RoomEvent.TrackSubscribed, (track) => attachTracks([track.mediaStreamTrack]));
+    room.on(LK.RoomEvent.DataReceived, (payload) => reportData(payload));
+    room.on(LK.RoomEvent.Reconnecting, () => setStatus("reconnecting"));
+    room.on(LK.RoomEvent.Reconnected, () => setStatus("live"));
+    await room.connect(cfg.media.url, cfg.media.token);
+    setStatus("live");
+    return {
+      stop: async () => {
+        viewer.room = null;
+        await room.disconnect().catch(() => {});
+      },
+    };
+  }
+
+  const TRANSPORTS = {webrtc: startWebRTC, agora: startAgora, livekit: startLiveKit};
+
+  async function startMedia() {
+    if (media || viewer.ended || !TRANSPORTS[cfg.transport]) return;
+    media = {stop: async () => {}};
+    setStatus("connecting");
+    try {
+      media = await TRANSPORTS[cfg.transport]();
+    } catch (err) {
+      media = null;
+      console.warn("media failed", err);
+      setStatus("failed", "Could not connect");
+      showNotice("Could not connect to the avatar's video. Reload the page to try again.");
+    }
+  }
+
+  async function stopMedia() {
+    const running = media;
+    media = null;
+    if (running) await running.stop();
+    clearVideo();
+  }
+
+  // ------------------------------------------------------------------ relay (vendor data channel)
+  const decoder = new TextDecoder();
+  function reportData(data) {
+    let text = typeof data === "string" ? data : decoder.decode(data);
+    let payload = text;
+    try { payload = JSON.parse(text); } catch (e) { /* not JSON: pass the text on */ }
+    viewer.reported += 1;
+    send({type: "data", payload: payload});
+  }
+
+  const relayQueue = [];
+  let relayBusy = false;
+  function relay(messages, bytesPerSecond) {
+    for (const m of messages) relayQueue.push({text: JSON.stringify(m), bps: bytesPerSecond});
+    if (!relayBusy) drainRelay();
+  }
+
+  async function drainRelay() {
+    relayBusy = true;
+    while (relayQueue.length && viewer.agora) {
+      const {text, bps} = relayQueue.shift();
+      try {
+        await viewer.agora.sendStreamMessage(text, false);
+        viewer.relayed += 1;
+      } catch (err) {
+        console.warn("could not send a data message", err);
+      }
+      // Keep the vendor's pace (AKool: at most about 6 KB/s on Agora's data stream).
+      if (bps > 0) await new Promise((r) => setTimeout(r, (text.length / bps) * 1000));
+    }
+    relayBusy = false;
+  }
+
+  // ------------------------------------------------------------------ websocket
+  function send(obj) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    ws = new WebSocket(scheme + location.host + "/v/" + encodeURIComponent(cfg.token) + "/ws");
+    ws.onmessage = (ev) => {
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      handle(msg);
+    };
+    ws.onclose = () => {
+      ws = null;
+      if (viewer.ended) return;
+      // The server went away or the network dropped: start over when it is back.
+      stopMedia();
+      setStatus("reconnecting");
+      wsRetry = Math.min(wsRetry + 1, 6);
+      setTimeout(connect, 500 * 2 ** wsRetry);
+    };
+  }
+
+  function handle(msg) {
+    switch (msg.type) {
+      case "hello":
+        wsRetry = 0;
+        viewer.viewerId = msg.viewer_id;
+        viewer.active = msg.active;
+        setCountdown(msg.seconds_left);
+        if (msg.state === "pending") { setStatus("pending"); return; }
+        if (msg.active) startMedia();
+        break;
+      case "state":
+        if (msg.state === "live" && !cfg.transport) { location.reload(); return; }
+        if (msg.state === "live") setCountdown(msg.seconds_left);
+        if (msg.state === "ending") setStatus("ended", "Ending…");
+        if (msg.state === "failed") setStatus("failed", "The session failed");
+        break;
+      case "transcript":
+        addLine(msg);
+        break;
+      case "warning":
+        $("warning").textContent = msg.text;
+        $("warning").hidden = false;
+        if (typeof msg.seconds_left === "number") setCountdown(msg.seconds_left);
+        break;
+      case "relay":
+        relay(msg.messages || [], msg.bytes_per_second || 0);
+        break;
+      case "superseded":
+        viewer.active = false;
+        stopMedia();
+        setStatus("elsewhere");
+        $("elsewhere").hidden = false;
+        break;
+      case "active":
+        viewer.active = true;
+        $("elsewhere").hidden = true;
+        startMedia();
+        break;
+      case "end":
+        end(msg.summary);
+        break;
+    }
+  }
+
+  $("take-back").addEventListener("click", () => send({type: "takeover"}));
+
+  function end(summary) {
+    if (viewer.ended) return;
+    viewer.ended = true;
+    clearInterval(countdownTimer);
+    renderCountdown();
+    stopMedia();
+    setStatus("ended");
+    $("elsewhere").hidden = true;
+    $("unmute").hidden = true;
+    let text = "The session has ended.";
+    if (summary) {
+      const m = Math.floor(summary.duration_s / 60), s = summary.duration_s % 60;
+      text += " It lasted " + (m ? m + " min " : "") + s + " s.";
+    }
+    showNotice(text);
+    const chat = $("chat");
+    if (chat) chat.querySelectorAll("textarea, button").forEach((el) => { el.disabled = true; });
+    if (ws) ws.close();
+  }
+
+  window.addEventListener("pagehide", () => { if (media) media.stop(); });
+
+  // ------------------------------------------------------------------ host chat box
+  const chat = $("chat");
+  if (chat) {
+    const call = async (action, body) => {
+      const resp = await fetch("/playground/" + encodeURIComponent(cfg.token) + "/" + action, {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify(body || {}), credentials: "same-origin",
+      });
+      const data = await resp.json().catch(() => ({}));
+      const err = $("chat-error");
+      err.hidden = resp.ok;
+      err.textContent = resp.ok ? "" : (data.error || "Something went wrong.");
+      return resp.ok;
+    };
+    chat.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const action = ev.submitter && ev.submitter.value === "say" ? "say" : "ask";
+      const box = $("chat-text");
+      const text = box.value.trim();
+      if (!text) return;
+      if (await call(action, {text})) box.value = "";
+    });
+    $("chat-text").addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask").click(); }
+    });
+    $("stop").addEventListener("click", () => call("stop"));
+  }
+
+  setStatus(cfg.state === "pending" ? "pending" : "connecting");
+  renderCountdown();
+  connect();
+})();

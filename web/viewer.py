@@ -1,0 +1,305 @@
+"""Viewer routes: the page at ``/v/<token>``, its WebSocket and the WebRTC signalling.
+
+A token that is malformed, forged, expired or names an unknown session gets the same plain
+404 page. An ended session shows its summary. The page gets only what the browser needs to
+join the media (never a vendor API key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from bot.core.errors import AvatarBotError, ProviderError, SessionNotFound
+from bot.core.links import LinkClaims
+from bot.core.models import SessionRecord, SessionState
+from web.context import WEB, WebContext
+from web.hub import Viewer
+from web.security import CSP_KEY, TokenBucket, client_ip, origin_of
+
+log = logging.getLogger(__name__)
+
+# A page message larger than this is dropped (AKool data messages are under 1 KB; A2E's QA
+# answers arrive in pieces). The socket itself refuses frames over WS_MAX_FRAME.
+MAX_PAGE_MESSAGE = 16 * 1024
+WS_MAX_FRAME = 64 * 1024
+MAX_SDP = 64 * 1024
+MAX_CANDIDATE = 2048
+WS_HEARTBEAT_S = 25.0
+
+
+def setup(app: web.Application) -> None:
+    """Register the viewer routes."""
+    app.router.add_get("/v/{token}", viewer_page)
+    app.router.add_get("/v/{token}/ws", viewer_socket)
+    app.router.add_post("/v/{token}/webrtc/{action}", signalling)
+
+
+# ---------------------------------------------------------------------------- helpers
+def not_found(ctx: WebContext) -> web.Response:
+    """The one answer for every bad link: it says nothing about why."""
+    ctx.metrics.link_rejected.inc()
+    return ctx.render("not_found.html", status=404)
+
+
+def too_many(ctx: WebContext, endpoint: str, *, page: bool = True) -> web.Response:
+    """429 with a retry hint."""
+    ctx.metrics.rate_limited.labels(endpoint).inc()
+    headers = {"Retry-After": "10"}
+    if page:
+        resp = ctx.render("message.html", status=429, title="Slow down",
+                          text="Too many requests from your network. Try again in a few seconds.")
+        resp.headers.update(headers)
+        return resp
+    return web.json_response({"error": "Too many requests; try again shortly."}, status=429,
+                             headers=headers)
+
+
+def limited(ctx: WebContext, request: web.Request, bucket: str) -> bool:
+    """Whether the caller's IP is over the limit of ``bucket``."""
+    return not ctx.buckets[bucket].allow(client_ip(request))
+
+
+async def session_for(ctx: WebContext, token: str) -> tuple[LinkClaims, SessionRecord] | None:
+    """The claims and session of a valid token, or ``None`` (never a reason)."""
+    claims = ctx.links.verify(token)
+    if claims is None:
+        return None
+    try:
+        record = await ctx.service.get(claims.session_id)
+    except SessionNotFound:
+        return None
+    return claims, record
+
+
+def vendor_name(ctx: WebContext, provider: str) -> str:
+    """The display name of a provider (its id when it is no longer configured)."""
+    prov = ctx.service.providers.get(provider)
+    return prov.display_name if prov is not None else provider
+
+
+def multi_viewer(ctx: WebContext, provider: str) -> bool:
+    """Whether a provider's sessions serve many viewers at once."""
+    prov = ctx.service.providers.get(provider)
+    return bool(prov is not None and prov.capabilities.multi_viewer)
+
+
+def page_config(ctx: WebContext, token: str, claims: LinkClaims,
+                record: SessionRecord) -> dict[str, Any]:
+    """What the page script needs: only what a browser must have to join the media."""
+    viewer = record.viewer
+    media: dict[str, Any] = {}
+    if viewer is not None:
+        if viewer.transport == "agora":
+            media = {"app_id": viewer.app_id, "channel": viewer.channel, "token": viewer.token,
+                     "uid": viewer.uid}
+        elif viewer.transport == "livekit":
+            media = {"url": viewer.url, "token": viewer.token}
+        else:
+            media = {"ice_servers": viewer.ice_servers}
+    return {
+        "token": token,
+        "role": claims.role,
+        "transport": viewer.transport if viewer else None,
+        "media": media,
+        "avatar": record.avatar_name,
+        "vendor": vendor_name(ctx, record.provider),
+        "state": record.state.value,
+        "seconds_left": record.seconds_left(),
+        "multi_viewer": multi_viewer(ctx, record.provider),
+    }
+
+
+def format_duration(seconds: int) -> str:
+    """``3 min 05 s`` style."""
+    minutes, secs = divmod(max(0, int(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+# ---------------------------------------------------------------------------- page
+async def viewer_page(request: web.Request) -> web.Response:
+    """The viewer page, the ended summary, or the plain 404."""
+    ctx = request.app[WEB]
+    if limited(ctx, request, "pages"):
+        return too_many(ctx, "page")
+    found = await session_for(ctx, request.match_info["token"])
+    if found is None:
+        return not_found(ctx)
+    claims, record = found
+    if not record.state.is_open:
+        summary = ctx.service.summary(record)
+        return ctx.render(
+            "ended.html", avatar=record.avatar_name, vendor=vendor_name(ctx, record.provider),
+            duration=format_duration(summary.duration_s),
+            failed=record.state is SessionState.FAILED, reason=summary.reason,
+        )
+    config = page_config(ctx, request.match_info["token"], claims, record)
+    if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
+        origin = origin_of(record.viewer.url)
+        if origin:
+            request[CSP_KEY] = [origin]
+    return ctx.render("viewer.html", config=config, host=claims.role == "host")
+
+
+# ---------------------------------------------------------------------------- websocket
+async def viewer_socket(request: web.Request) -> web.StreamResponse:
+    """The page's WebSocket: events out; takeover and relayed data messages in."""
+    ctx = request.app[WEB]
+    if limited(ctx, request, "websocket"):
+        return too_many(ctx, "websocket", page=False)
+    found = await session_for(ctx, request.match_info["token"])
+    if found is None:
+        return not_found(ctx)
+    _, record = found
+    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, max_msg_size=WS_MAX_FRAME)
+    await ws.prepare(request)
+    if not record.state.is_open:
+        await ws.send_json({"type": "end", "summary": None})
+        await ws.close()
+        return ws
+    viewer = await ctx.hub.join(record.id, ws, multi_viewer=multi_viewer(ctx, record.provider))
+    try:
+        await ctx.hub.send(viewer, {
+            "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
+            "state": record.state.value, "seconds_left": record.seconds_left(),
+        })
+        await _read_loop(ctx, viewer, ws)
+    finally:
+        await ctx.hub.leave(viewer)
+    return ws
+
+
+async def _read_loop(ctx: WebContext, viewer: Viewer, ws: web.WebSocketResponse) -> None:
+    bucket = TokenBucket(*ctx.limits.ws_messages)
+    async for msg in ws:
+        if msg.type is not WSMsgType.TEXT:
+            if msg.type is WSMsgType.ERROR:
+                log.info("viewer socket error: %r", ws.exception(),
+                         extra={"session": viewer.session_id})
+            else:
+                _drop(ctx, viewer, "binary")
+            continue
+        ctx.metrics.ws_messages.labels("in").inc()
+        if not bucket.allow(viewer.id):
+            _drop(ctx, viewer, "rate")
+            continue
+        if len(msg.data) > MAX_PAGE_MESSAGE:
+            _drop(ctx, viewer, "oversized")
+            continue
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            _drop(ctx, viewer, "not_json")
+            continue
+        if not isinstance(data, dict):
+            _drop(ctx, viewer, "not_object")
+            continue
+        await _handle(ctx, viewer, data)
+
+
+def _drop(ctx: WebContext, viewer: Viewer, reason: str) -> None:
+    ctx.metrics.ws_dropped.labels(reason).inc()
+    log.warning("dropped a viewer message (%s)", reason, extra={"session": viewer.session_id})
+
+
+async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None:
+    kind = data.get("type")
+    if kind == "ping":
+        await ctx.hub.send(viewer, {"type": "pong"})
+    elif kind == "takeover":
+        await ctx.hub.take_over(viewer)
+    elif kind == "data":
+        if not ctx.hub.is_relay_target(viewer):
+            _drop(ctx, viewer, "not_active")
+            return
+        try:
+            await ctx.service.viewer_data(viewer.session_id, data.get("payload"))
+        except AvatarBotError as exc:
+            log.info("viewer data refused: %s", exc.user_message,
+                     extra={"session": viewer.session_id})
+        except Exception:
+            # A provider that cannot decode a message must not take the socket down.
+            log.exception("viewer data could not be decoded", extra={"session": viewer.session_id})
+    else:
+        _drop(ctx, viewer, "unknown_type")
+
+
+# ---------------------------------------------------------------------------- signalling
+async def signalling(request: web.Request) -> web.Response:
+    """``POST /v/<token>/webrtc/{offer|answer|candidate|leave}`` for a connected viewer."""
+    ctx = request.app[WEB]
+    if limited(ctx, request, "signalling"):
+        return too_many(ctx, "signalling", page=False)
+    action = request.match_info["action"]
+    if action not in ("offer", "answer", "candidate", "leave"):
+        raise web.HTTPNotFound()
+    found = await session_for(ctx, request.match_info["token"])
+    if found is None:
+        return web.json_response({"error": "not found"}, status=404)
+    body = await _json_body(request)
+    if body is None:
+        return web.json_response({"error": "bad request"}, status=400)
+    viewer = ctx.hub.find(found[1].id, str(body.get("viewer_id", "")))
+    if viewer is None:
+        return web.json_response({"error": "unknown viewer"}, status=409)
+    if action != "leave" and not ctx.hub.is_active(viewer):
+        return web.json_response({"error": "watching in another tab"}, status=409)
+    try:
+        return await _signal(ctx, viewer, action, body)
+    except ProviderError as exc:
+        log.warning("signalling failed: %r", exc, extra={"session": viewer.session_id})
+        return web.json_response({"error": exc.user_message}, status=502)
+    except AvatarBotError as exc:
+        return web.json_response({"error": exc.user_message}, status=409)
+
+
+async def _signal(ctx: WebContext, viewer: Viewer, action: str,
+                  body: dict[str, Any]) -> web.Response:
+    sig, ps = await ctx.service.signalling(viewer.session_id)
+    if action == "offer":
+        viewer.signalled = True
+        offer = await sig.viewer_offer(ps, viewer.id)
+        return web.json_response({"type": offer["type"], "sdp": offer["sdp"]})
+    if action == "answer":
+        sdp = body.get("sdp")
+        if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP:
+            return web.json_response({"error": "bad answer"}, status=400)
+        await sig.viewer_answer(ps, viewer.id, sdp)
+    elif action == "candidate":
+        candidate = _candidate(body.get("candidate"))
+        if candidate is False:
+            return web.json_response({"error": "bad candidate"}, status=400)
+        await sig.viewer_candidate(ps, viewer.id, candidate or None)
+    else:
+        viewer.signalled = False
+        await sig.viewer_leave(ps, viewer.id)
+    return web.json_response({"ok": True})
+
+
+def _candidate(raw: Any) -> dict[str, Any] | None | bool:
+    """A browser ICE candidate, ``None`` for end-of-candidates, ``False`` when malformed."""
+    if raw is None or (isinstance(raw, dict) and not raw.get("candidate")):
+        return None
+    if not isinstance(raw, dict):
+        return False
+    cand, mid, index = raw.get("candidate"), raw.get("sdpMid"), raw.get("sdpMLineIndex")
+    if not isinstance(cand, str) or len(cand) > MAX_CANDIDATE:
+        return False
+    if mid is not None and (not isinstance(mid, str) or len(mid) > 64):
+        return False
+    if index is not None and (not isinstance(index, int) or not 0 <= index < 64):
+        return False
+    return {"candidate": cand, "sdpMid": mid, "sdpMLineIndex": index}
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | None:
+    if request.content_length is not None and request.content_length > MAX_SDP + 4096:
+        return None
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
