@@ -1,0 +1,161 @@
+"""One ``case`` fixture per adapter + fake vendor, so the contract suite runs against each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from bot.core.events import AnyEvent, EventHub, Relay, Transcript
+from bot.core.models import Pricing, ProviderSession, StartRequest
+from bot.core.provider import AvatarProvider
+from bot.core.retry import RetryPolicy
+from bot.providers.a2e import A2EProvider
+from bot.providers.akool import AKoolProvider
+from bot.providers.heygen import HeyGenProvider
+from tests.fakes.a2e import FakeA2E
+from tests.fakes.akool import FakeAKool
+from tests.fakes.heygen import FakeHeyGen
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, total_s=10)
+TIMEOUT_S = 0.5
+PRICING = Pricing(credits_per_minute=10, granularity_s=60, minimum_s=60)
+CASES = ["a2e", "akool", "heygen-livekit", "heygen-webrtc"]
+
+
+@dataclass
+class Case:
+    """An adapter wired to its fake vendor, with vendor-neutral views of what the vendor saw."""
+
+    name: str
+    fake: Any
+    provider: AvatarProvider
+    events: EventHub
+    avatar_id: str
+    queue: asyncio.Queue[AnyEvent] | None = None
+    _seen: list[AnyEvent] = field(default_factory=list)
+    _clock: dict[str, float] = field(default_factory=dict)
+    _delivered: int = 0
+    _vendor_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seen(self) -> list[AnyEvent]:
+        """Every event published so far."""
+        while self.queue is not None and not self.queue.empty():
+            self._seen.append(self.queue.get_nowait())
+        return self._seen
+
+    def request(self, **kw: Any) -> StartRequest:
+        base = {"session_id": uuid.uuid4().hex, "avatar_id": self.avatar_id, "duration_s": 300}
+        return StartRequest(**{**base, **kw})
+
+    async def start(self, **kw: Any) -> ProviderSession:
+        """Start a session and, for raw WebRTC, complete the browser's half of signalling."""
+        ps = self.track(await self.provider.start(self.request(**kw)))
+        if self.name == "heygen-webrtc":
+            offer = await self.provider.viewer_offer(ps, "viewer-1")  # type: ignore[attr-defined]
+            assert offer["type"] == "offer"
+            await self.provider.viewer_answer(ps, "viewer-1", "v=0 browser-answer")  # type: ignore[attr-defined]
+        return ps
+
+    def pump(self) -> None:
+        """Play the viewer page: send every new Relay's messages at the pace it asks for."""
+        relays = [e for e in self.seen if isinstance(e, Relay)][self._delivered:]
+        self._delivered += len(relays)
+        for relay in relays:
+            channel = self.fake.channel(self._vendor_ids[relay.session_id])
+            at = self._clock.get(relay.session_id, 0.0)
+            for msg in relay.messages:
+                raw = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+                channel.send(raw, at=at)
+                at += len(raw) / relay.bytes_per_second
+            self._clock[relay.session_id] = at
+
+    def track(self, ps: ProviderSession) -> ProviderSession:
+        self._vendor_ids[ps.session_id] = ps.provider_session_id
+        return ps
+
+    def said(self, ps: ProviderSession) -> list[str]:
+        """Texts the vendor was told to speak verbatim."""
+        vid = self.track(ps).provider_session_id
+        if self.name == "a2e":
+            return self.fake.rooms[vid].spoken
+        if self.name == "akool":
+            self.pump()
+            return self.fake.channel(vid).said
+        return [t["text"] for t in self.fake.sessions[vid].tasks if t["task_type"] == "repeat"]
+
+    def asked(self, ps: ProviderSession) -> list[str]:
+        """Questions the vendor was asked."""
+        vid = self.track(ps).provider_session_id
+        if self.name == "a2e":
+            return self.fake.rooms[vid].asked
+        if self.name == "akool":
+            self.pump()
+            return self.fake.channel(vid).asked
+        return [t["text"] for t in self.fake.sessions[vid].tasks if t["task_type"] != "repeat"]
+
+    def viewer_messages(self, ps: ProviderSession) -> list[str]:
+        """Data messages the vendor sent to the viewer page (taken, so each is seen once)."""
+        vid = self.track(ps).provider_session_id
+        if self.name == "akool":
+            self.pump()
+            box = self.fake.channel(vid).outbox
+        else:
+            box = self.fake.viewer_messages.get(vid, [])
+        taken = list(box)
+        box.clear()
+        return taken
+
+    def open_vendor_ids(self) -> list[str]:
+        if self.name == "a2e":
+            return self.fake.open_rooms()
+        return self.fake.open_sessions()
+
+    def transcripts(self, session_id: str, speaker: str | None = None) -> list[Transcript]:
+        return [e for e in self.seen if isinstance(e, Transcript) and e.session_id == session_id
+                and (speaker is None or e.speaker == speaker)]
+
+
+def build(name: str, fake: Any, http: httpx.AsyncClient, events: EventHub,
+          key: str | None = None, **kw: Any) -> AvatarProvider:
+    common = {"api_key": SecretStr(key or fake.api_key), "http": http, "events": events,
+              "pricing": PRICING, "base_url": fake.url, "timeout_s": TIMEOUT_S,
+              "retry": FAST_RETRY, **kw}
+    if name == "a2e":
+        return A2EProvider(**common)
+    if name == "akool":
+        return AKoolProvider(**common)
+    return HeyGenProvider(transport=name.split("-")[1], **common)
+
+
+def make_fake(name: str) -> Any:
+    return {"a2e": FakeA2E, "akool": FakeAKool}.get(name, FakeHeyGen)(hang_s=5.0)
+
+
+AVATARS = {"a2e": "676e1f054c86ff839eae2cc3", "akool": "dvp_Tristan_cloth2_1080P",
+           "heygen-livekit": "Anna_public_3_20240108", "heygen-webrtc": "Anna_public_3_20240108"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+@pytest.fixture(params=CASES)
+async def case(request: pytest.FixtureRequest, http: httpx.AsyncClient) -> AsyncIterator[Case]:
+    name = request.param
+    events = EventHub(queue_size=10_000)
+    async with make_fake(name) as fake:
+        provider = build(name, fake, http, events)
+        async with events.subscribe(None) as queue:
+            yield Case(name, fake, provider, events, AVATARS[name], queue=queue)
+        await provider.aclose()
