@@ -1,0 +1,337 @@
+"""The Slack adapter: a slack-bolt ``AsyncApp`` on our aiohttp app, single- or multi-workspace.
+
+``build_slack_app`` makes the app; ``mount_slack`` adds ``/slack/events``, ``/slack/install`` and
+``/slack/oauth_redirect`` to the web app and runs the thread relay for as long as the web app
+runs; ``start_socket_mode`` connects over Socket Mode instead of public HTTP (development).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import weakref
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.errors import ConfigError
+from bot.core.links import ViewerLinks
+from bot.core.service import SessionService
+from bot.platforms.slack import commands, events
+from bot.platforms.slack.installation_store import (
+    SqliteInstallationStore,
+    SqliteOAuthStateStore,
+    SqlStore,
+    remember_event,
+)
+from bot.platforms.slack.threads import ThreadRelay
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BOT_SCOPES = [
+    "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
+    "groups:history", "reactions:write", "users:read",
+]
+ADMIN_CACHE_S = 60.0
+# Events that end an installation; they must pass even after the workspace's tokens are gone.
+_UNINSTALL_EVENTS = ("app_uninstalled", "tokens_revoked")
+_ADAPTERS: weakref.WeakKeyDictionary[AsyncApp, SlackAdapter] = weakref.WeakKeyDictionary()
+
+
+class SlackAdapter:
+    """What the Slack listeners share: the core, the stores, tokens, the relay.
+
+    Args:
+        settings: the process settings.
+        service: the session service.
+        links: the viewer link signer.
+        min_interval_s: least time between two thread posts of one workspace.
+    """
+
+    def __init__(self, *, settings: Settings, service: SessionService, links: ViewerLinks,
+                 min_interval_s: float = 1.0) -> None:
+        if settings.slack_signing_secret is None:
+            raise ConfigError("SLACK_SIGNING_SECRET is required for Slack.")
+        self.settings = settings
+        self.service = service
+        self.links = links
+        self.store: SqlStore = service.store  # type: ignore[assignment]
+        self.api_url = str(settings.slack_api_url)
+        self.bot_token = (
+            settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+        )
+        self.multi = (
+            settings.slack_client_id is not None and settings.slack_client_secret is not None
+        )
+        if not self.multi and self.bot_token is None:
+            raise ConfigError(
+                "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
+                "SLACK_CLIENT_SECRET (OAuth, many workspaces)."
+            )
+        self.installations: SqliteInstallationStore | None = None
+        if self.multi:
+            self.installations = SqliteInstallationStore(self.store, settings.slack_client_id or "")
+        self.verifier = SignatureVerifier(settings.slack_signing_secret.get_secret_value())
+        self.relay = ThreadRelay(service, self.token_for, self.client, min_interval_s)
+        self._single_team: str | None = None
+        self._admins: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    # ------------------------------------------------------------------ clients and tokens
+    def client(self, token: str | None = None) -> AsyncWebClient:
+        """A Web API client on ``SLACK_API_URL`` that retries 429s after ``Retry-After``."""
+        return AsyncWebClient(
+            token=token, base_url=self.api_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            ],
+        )
+
+    async def single_team(self) -> str | None:
+        """The team of ``SLACK_BOT_TOKEN`` (from ``auth.test``, asked once)."""
+        if self._single_team is None and self.bot_token is not None:
+            resp = await self.client(self.bot_token).auth_test()
+            self._single_team = resp.get("team_id")
+        return self._single_team
+
+    async def token_for(self, team: str) -> str | None:
+        """The bot token of a workspace, or None when it is not installed."""
+        if self.installations is None:
+            return self.bot_token if team == await self.single_team() else None
+        bot = await self.installations.async_find_bot(enterprise_id=None, team_id=team)
+        return bot.bot_token if bot is not None else None
+
+    async def knows_team(self, team: str, enterprise: str | None) -> bool:
+        """Whether requests from this workspace may be served."""
+        if self.installations is None:
+            return team == await self.single_team()
+        bot = await self.installations.async_find_bot(enterprise_id=enterprise, team_id=team)
+        return bot is not None
+
+    # ------------------------------------------------------------------ people
+    async def is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
+        """Workspace admins and owners (``users.info``), or ids in ``SLACK_ADMIN_USER_IDS``."""
+        if self.is_operator(user):
+            return True
+        cached = self._admins.get((team, user))
+        if cached and time.monotonic() - cached[0] < ADMIN_CACHE_S:
+            return cached[1]
+        info = (await client.users_info(user=user)).get("user") or {}
+        admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+        self._admins[(team, user)] = (time.monotonic(), admin)
+        return admin
+
+    def is_operator(self, user: str) -> bool:
+        """Whether ``user`` is one of the operators named in the settings."""
+        return user in self.settings.slack_admin_user_ids
+
+    # ------------------------------------------------------------------ bolt middleware
+    async def gate(self, body: dict[str, Any], context: Any, next: Any) -> BoltResponse | None:  # noqa: A002
+        """Refuse unknown workspaces (401) and drop Events API redeliveries (before authorize)."""
+        kind = body.get("type")
+        if kind in ("url_verification", "ssl_check") or body.get("ssl_check"):
+            await next()
+            return None
+        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        uninstall = kind == "event_callback" and event.get("type") in _UNINSTALL_EVENTS
+        team = context.team_id
+        if team is None:
+            return BoltResponse(status=400, body="no team in the request")
+        if not uninstall and not await self.knows_team(team, context.enterprise_id):
+            log.warning("request from an unknown Slack workspace refused",
+                        extra={"tenant": f"slack:{team}"})
+            return BoltResponse(status=401, body="unknown workspace")
+        event_id = body.get("event_id")
+        if kind == "event_callback" and event_id:
+            if not await remember_event(self.store, str(event_id), team):
+                log.info("duplicate Slack event %s ignored", event_id)
+                return BoltResponse(status=200, body="")
+        await next()
+        return None
+
+
+def build_slack_app(*, settings: Settings, service: SessionService, links: ViewerLinks,
+                    min_interval_s: float = 1.0) -> AsyncApp:
+    """Build the Slack app: listeners, authorization, OAuth (when configured) and the relay.
+
+    Args:
+        settings: needs ``SLACK_SIGNING_SECRET`` and either ``SLACK_BOT_TOKEN`` or
+            ``SLACK_CLIENT_ID`` + ``SLACK_CLIENT_SECRET``; ``SLACK_API_URL`` is the Web API base.
+        service: the session service.
+        links: signs viewer links.
+        min_interval_s: least time between two thread posts of one workspace.
+    """
+    adapter = SlackAdapter(settings=settings, service=service, links=links,
+                           min_interval_s=min_interval_s)
+    secret = settings.slack_signing_secret.get_secret_value()  # type: ignore[union-attr]
+    kwargs: dict[str, Any] = {
+        "signing_secret": secret, "before_authorize": adapter.gate, "name": "avatarbot",
+        "logger": logging.getLogger("bot.platforms.slack.bolt"),
+    }
+    if adapter.installations is not None:
+        client_secret = settings.slack_client_secret.get_secret_value()  # type: ignore[union-attr]
+        kwargs["client"] = adapter.client()
+        kwargs["oauth_settings"] = AsyncOAuthSettings(
+            client_id=settings.slack_client_id, client_secret=client_secret, scopes=BOT_SCOPES,
+            user_scopes=[], installation_store=adapter.installations,
+            state_store=SqliteOAuthStateStore(adapter.store),
+            redirect_uri=(
+                f"{settings.base_url}/slack/oauth_redirect" if settings.public_url else None
+            ),
+            logger=logging.getLogger("bot.platforms.slack.oauth"),
+        )
+        # The stock authorize calls auth.test on every request; its cache is keyed by token,
+        # and the store is asked first, so an uninstalled workspace is still refused.
+        kwargs["authorize"] = AsyncInstallationStoreAuthorize(
+            logger=kwargs["logger"], installation_store=adapter.installations,
+            client_id=settings.slack_client_id, client_secret=client_secret,
+            cache_enabled=True, client=kwargs["client"], bot_only=True,
+        )
+        kwargs["installation_store_bot_only"] = True
+    else:
+        kwargs["client"] = adapter.client(adapter.bot_token)
+    app = AsyncApp(**kwargs)
+    commands.register(app, adapter)
+    events.register(app, adapter)
+
+    @app.error
+    async def on_error(error: Exception) -> None:
+        log.error("unhandled error in a Slack listener", exc_info=error)
+
+    _ADAPTERS[app] = adapter
+    return app
+
+
+def adapter_of(bolt_app: AsyncApp) -> SlackAdapter:
+    """The adapter behind an app made by ``build_slack_app``."""
+    return _ADAPTERS[bolt_app]
+
+
+# ---------------------------------------------------------------------- HTTP
+
+
+def _parse(raw: bytes, content_type: str) -> dict[str, Any] | None:
+    """The request body as Bolt will read it, or None when it is malformed."""
+    try:
+        text = raw.decode("utf-8")
+        if content_type == "application/json" or text.startswith("{"):
+            body = json.loads(text)
+            return body if isinstance(body, dict) and isinstance(body.get("type"), str) else None
+        if content_type != "application/x-www-form-urlencoded":
+            return None
+        form = dict(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+        if "payload" in form:
+            body = json.loads(form["payload"])
+            return body if isinstance(body, dict) and isinstance(body.get("type"), str) else None
+        return form if form.get("command") or form.get("ssl_check") else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _verified(adapter: SlackAdapter, raw: bytes, request: web.Request) -> bool:
+    timestamp = request.headers.get("X-Slack-Request-Timestamp")
+    signature = request.headers.get("X-Slack-Signature")
+    if not timestamp or not signature or not timestamp.isdigit():
+        return False
+    return adapter.verifier.is_valid(body=raw, timestamp=timestamp, signature=signature)
+
+
+def _events_handler(bolt_app: AsyncApp, adapter: SlackAdapter) -> Any:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        # Checked here as well as by Bolt: a forged or stale request must not even be parsed.
+        if not _verified(adapter, raw, request):
+            return web.json_response({"error": "invalid request signature"}, status=401)
+        if _parse(raw, request.content_type) is None:
+            return web.json_response({"error": "malformed request body"}, status=400)
+        bolt_req = AsyncBoltRequest(
+            body=raw.decode("utf-8"), query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+        return await to_aiohttp_response(await bolt_app.async_dispatch(bolt_req))
+
+    return handle
+
+
+def _oauth_handler(bolt_app: AsyncApp, install: bool) -> Any:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        flow = bolt_app.oauth_flow
+        if flow is None:
+            return web.Response(
+                status=404, text="This bot runs in one workspace (SLACK_BOT_TOKEN); "
+                "there is nothing to install.",
+            )
+        bolt_req = await to_bolt_request(request)
+        resp = await (flow.handle_installation(bolt_req) if install else
+                      flow.handle_callback(bolt_req))
+        return await to_aiohttp_response(resp)
+
+    return handle
+
+
+def mount_slack(web_app: web.Application, bolt_app: AsyncApp) -> None:
+    """Serve the Slack routes on ``web_app``; the thread relay runs while ``web_app`` runs."""
+    adapter = adapter_of(bolt_app)
+    web_app.router.add_post("/slack/events", _events_handler(bolt_app, adapter))
+    web_app.router.add_get("/slack/install", _oauth_handler(bolt_app, install=True))
+    web_app.router.add_get("/slack/oauth_redirect", _oauth_handler(bolt_app, install=False))
+
+    async def relay_lifetime(_: web.Application) -> Any:
+        await adapter.relay.start()
+        yield
+        await adapter.relay.aclose()
+
+    web_app.cleanup_ctx.append(relay_lifetime)
+
+
+class SocketModeConnection:
+    """A running Socket Mode connection; ``aclose()`` ends it (idempotent)."""
+
+    def __init__(self, handler: Any, adapter: SlackAdapter, owns_relay: bool) -> None:
+        self._handler = handler
+        self._adapter = adapter
+        self._owns_relay = owns_relay
+
+    async def aclose(self) -> None:
+        """Disconnect, and stop the relay if this connection started it."""
+        if self._handler is not None:
+            handler, self._handler = self._handler, None
+            await handler.close_async()
+            if self._owns_relay:
+                await self._adapter.relay.aclose()
+
+
+async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeConnection:
+    """Connect over Socket Mode (``SLACK_APP_TOKEN``, ``xapp-...``): no public URL needed.
+
+    Socket Mode apps cannot be listed in the Slack Marketplace; use HTTP + OAuth in production.
+    """
+    from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+    adapter = adapter_of(bolt_app)
+    owns_relay = not adapter.relay.running
+    await adapter.relay.start()
+    handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=adapter.client())
+    try:
+        await handler.connect_async()
+    except (SlackApiError, OSError):
+        if owns_relay:
+            await adapter.relay.aclose()
+        raise
+    return SocketModeConnection(handler, adapter, owns_relay)

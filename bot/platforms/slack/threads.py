@@ -1,0 +1,345 @@
+"""Session threads: people's thread messages go to the avatar, the avatar's words come back.
+
+Outgoing messages of one workspace go through one outbox that sends at most one Web API call
+per ``min_interval_s`` (``chat.postMessage`` allows about one message per second per channel,
+``chat.update`` is Tier 3, about 50 per minute per workspace). Lines that pile up for the same
+thread are merged into one message. A 429 is retried after its ``Retry-After`` by slack-sdk's
+``AsyncRateLimitErrorRetryHandler`` on the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.errors import SessionNotFound
+from bot.core.events import AnyEvent, Ended, StateChanged, Transcript, Warning
+from bot.core.models import SessionState
+from bot.core.service import SessionService
+from bot.platforms.slack import blocks
+
+log = logging.getLogger(__name__)
+
+TokenSource = Callable[[str], Awaitable[str | None]]
+ClientFactory = Callable[[str], AsyncWebClient]
+PENDING_CAP = 50
+PENDING_TTL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a session's lines go: a workspace, a channel and the anchor message's thread."""
+
+    team: str
+    channel: str
+    thread_ts: str
+    avatar_name: str
+
+
+def thread_key(channel: str, thread_ts: str) -> str:
+    """The ``ChatBinding.thread_id`` of a Slack thread (ts values are unique per channel only)."""
+    return f"{channel}:{thread_ts}"
+
+
+@dataclass
+class Post:
+    """One Web API call of the outbox: a thread message, or an update of the anchor message."""
+
+    channel: str
+    thread_ts: str
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    update: bool = False
+    mergeable: bool = False
+
+
+@dataclass
+class _Pending:
+    since: float
+    events: list[AnyEvent] = field(default_factory=list)
+
+
+class Outbox:
+    """The throttled sender of one workspace."""
+
+    def __init__(self, team: str, send: Callable[[str, Post], Awaitable[None]],
+                 min_interval_s: float) -> None:
+        self.team = team
+        self._send = send
+        self._interval = min_interval_s
+        self._queue: collections.deque[Post] = collections.deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._next_at = 0.0
+        self.task = asyncio.create_task(self._run(), name=f"slack-outbox-{team}")
+
+    def put(self, post: Post) -> None:
+        """Queue a call."""
+        self._queue.append(post)
+        self._idle.clear()
+        self._wake.set()
+
+    async def drained(self) -> None:
+        """Wait until everything queued has been sent."""
+        await self._idle.wait()
+
+    def _take(self) -> Post:
+        post = self._queue.popleft()
+        while (
+            post.mergeable and self._queue and self._queue[0].mergeable
+            and (self._queue[0].channel, self._queue[0].thread_ts) == (post.channel, post.thread_ts)
+            and len(post.text) + len(self._queue[0].text) < blocks.MAX_TEXT
+        ):
+            post = Post(post.channel, post.thread_ts, post.text + "\n" + self._queue.popleft().text,
+                        mergeable=True)
+        return post
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = self._next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            post = self._take()
+            try:
+                await self._send(self.team, post)
+            except SlackApiError as exc:
+                log.warning("Slack refused a thread post: %s", exc.response.get("error"),
+                            extra={"tenant": f"slack:{self.team}"})
+            except Exception:
+                log.exception("could not post into a Slack thread",
+                              extra={"tenant": f"slack:{self.team}"})
+            self._next_at = time.monotonic() + self._interval
+
+
+class ThreadRelay:
+    """Posts the avatar's words, warnings and end summaries into each session's Slack thread.
+
+    Args:
+        service: the session service (its ``events`` hub is subscribed to, all sessions).
+        tokens: the bot token of a team id, or ``None`` when the workspace is gone.
+        client_for: builds a Web API client for a token.
+        min_interval_s: least time between two calls of one workspace.
+    """
+
+    def __init__(self, service: SessionService, tokens: TokenSource, client_for: ClientFactory,
+                 min_interval_s: float = 1.0) -> None:
+        self._service = service
+        self._tokens = tokens
+        self._client_for = client_for
+        self._interval = min_interval_s
+        self._targets: dict[str, Target | None] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._outboxes: dict[str, Outbox] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Subscribe to the event hub (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._consume(), name="slack-thread-relay")
+            await self._ready.wait()
+
+    @property
+    def running(self) -> bool:
+        """Whether the relay is subscribed."""
+        return self._task is not None
+
+    async def aclose(self, drain_timeout_s: float = 5.0) -> None:
+        """Send what is queued (for at most ``drain_timeout_s``), then stop (idempotent)."""
+        if self._task is None:
+            return
+        await asyncio.sleep(0)  # let the consumer take events published just before
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout_s):
+                for outbox in list(self._outboxes.values()):
+                    await outbox.drained()
+        tasks = [self._task, *(o.task for o in self._outboxes.values())]
+        self._task, self._outboxes = None, {}
+        self._ready.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ binding
+    def bound(self, session_id: str, target: Target) -> None:
+        """Tell the relay a session's thread; lines published before it was known follow now."""
+        self._targets[session_id] = target
+        pending = self._pending.pop(session_id, None)
+        for event in pending.events if pending else ():
+            self._dispatch(target, event)
+
+    def post(self, target: Target, text: str) -> None:
+        """Queue a line of the adapter's own into a session thread, behind the avatar's words."""
+        self._outbox(target.team).put(Post(target.channel, target.thread_ts, text))
+
+    # ------------------------------------------------------------------ consuming
+    async def _consume(self) -> None:
+        async with self._service.events.subscribe(None) as queue:
+            self._ready.set()
+            while True:
+                event = await queue.get()
+                try:
+                    await self._handle(event)
+                except Exception:
+                    log.exception("the Slack relay could not handle an event")
+
+    async def _handle(self, event: AnyEvent) -> None:
+        if not _wanted(event):
+            return
+        sid = event.session_id
+        if sid not in self._targets:
+            if sid in self._pending:
+                self._hold(sid, event)
+                return
+            try:
+                found = await self._resolve(sid)
+            except _NotYet:
+                if sid not in self._targets:  # ``bound()`` may have run while we looked
+                    self._hold(sid, event)
+                    return
+            else:
+                self._targets.setdefault(sid, found)
+        target = self._targets[sid]
+        if _final(event):
+            self._targets.pop(sid, None)
+        if target is not None:
+            self._dispatch(target, event)
+
+    async def _resolve(self, sid: str) -> Target | None:
+        store = self._service.store
+        try:
+            record = await store.get_session(sid)
+        except SessionNotFound:
+            return None
+        if not record.tenant.startswith("slack:"):
+            return None
+        for binding in await store.bindings_for_session(sid):
+            if binding.platform == "slack":
+                return Target(record.tenant.split(":", 1)[1], binding.channel_id,
+                              binding.message_id or binding.thread_id.rsplit(":", 1)[-1],
+                              record.avatar_name)
+        if record.state.is_open:
+            # Started from Slack but the thread is not bound yet: ``bound()`` will come.
+            raise _NotYet
+        return None
+
+    def _hold(self, sid: str, event: AnyEvent) -> None:
+        now = time.monotonic()
+        for old in [s for s, p in self._pending.items() if now - p.since > PENDING_TTL_S]:
+            del self._pending[old]
+        pending = self._pending.setdefault(sid, _Pending(since=now))
+        if _final(event):
+            del self._pending[sid]  # ended before any thread existed: nothing to say it in
+        elif len(pending.events) < PENDING_CAP:
+            pending.events.append(event)
+
+    def _dispatch(self, target: Target, event: AnyEvent) -> None:
+        outbox = self._outbox(target.team)
+        channel, ts = target.channel, target.thread_ts
+        if isinstance(event, Transcript):
+            if event.speaker == "avatar":
+                text = f"*{blocks.escape(target.avatar_name)}:* {blocks.escape(event.text)}"
+            else:
+                text = f"_{blocks.escape(event.text)}_"
+            for piece in blocks.split(text):
+                outbox.put(Post(channel, ts, piece, mergeable=True))
+        elif isinstance(event, Warning):
+            outbox.put(Post(channel, ts, f":hourglass_flowing_sand: {blocks.escape(event.text)}"))
+        elif isinstance(event, Ended):
+            text = blocks.summary_text(event.summary)
+            outbox.put(Post(channel, ts, text))
+            outbox.put(Post(channel, ts, text, blocks.session_ended(event.summary), update=True))
+        elif isinstance(event, StateChanged):  # failed after going live
+            text = f":x: The session failed: {blocks.escape(event.reason or 'unknown reason')}"
+            outbox.put(Post(channel, ts, text))
+            outbox.put(Post(channel, ts, text, [_section(text)], update=True))
+
+    def _outbox(self, team: str) -> Outbox:
+        outbox = self._outboxes.get(team)
+        if outbox is None:
+            outbox = self._outboxes[team] = Outbox(team, self._send, self._interval)
+        return outbox
+
+    async def _send(self, team: str, post: Post) -> None:
+        token = await self._tokens(team)
+        if token is None:
+            log.info("no Slack token for a workspace; a thread line is dropped",
+                     extra={"tenant": f"slack:{team}"})
+            return
+        client = self._client_for(token)
+        if post.update:
+            await client.chat_update(channel=post.channel, ts=post.thread_ts, text=post.text,
+                                     blocks=post.blocks)
+        else:
+            await client.chat_postMessage(channel=post.channel, thread_ts=post.thread_ts,
+                                          text=post.text, unfurl_links=False, unfurl_media=False)
+
+
+class _NotYet(Exception):
+    """The session is a Slack one whose thread is not bound yet."""
+
+
+def _wanted(event: AnyEvent) -> bool:
+    if isinstance(event, Transcript):
+        # People's own lines are already in the thread; partial lines are followed by a final one.
+        return event.speaker != "user" and event.final and bool(event.text.strip())
+    if isinstance(event, StateChanged):
+        return event.state is SessionState.FAILED
+    return isinstance(event, Warning | Ended)
+
+
+def _final(event: AnyEvent) -> bool:
+    return isinstance(event, Ended | StateChanged)
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+async def route_thread_message(service: SessionService, team: str, event: dict[str, Any],
+                               ) -> tuple[str, str] | None:
+    """Send a person's thread message to its session; ``(session id, mode)`` or None if unbound.
+
+    Raises the service's typed errors (session ended, text too long ...).
+    """
+    binding = await service.store.binding_for_thread(
+        "slack", thread_key(event["channel"], event["thread_ts"])
+    )
+    if binding is None:
+        return None
+    author = event.get("user")
+    mode = await service.send(binding.session_id, blocks.plain(event.get("text") or ""),
+                              author=author, tenant=f"slack:{team}")
+    return binding.session_id, mode.value
+
+
+def is_person_thread_reply(event: dict[str, Any]) -> bool:
+    """A new message by a person, inside a thread (not an edit, delete, bot post or the root)."""
+    return (
+        event.get("subtype") in (None, "file_share")
+        and not event.get("bot_id")
+        and bool(event.get("user"))
+        and bool(event.get("thread_ts"))
+        and event.get("thread_ts") != event.get("ts")
+    )
+
+
+__all__ = [
+    "Post", "Target", "ThreadRelay", "is_person_thread_reply", "route_thread_message", "thread_key",
+]

@@ -1,0 +1,261 @@
+"""A fake Slack Web API (and response_url endpoint) on an ephemeral port, for offline tests.
+
+It speaks the wire format slack-sdk uses: ``POST /api/<method>`` with a bearer token (JSON or
+form body), JSON answers with ``ok``/``error``, HTTP 429 with ``Retry-After``. It keeps just
+enough state to behave like Slack where the bot depends on it: which tokens belong to which
+workspace, which channels the bot is in, posted messages and their ``ts``, users' admin flags,
+OAuth codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class ApiCall:
+    """One request the fake received."""
+
+    method: str
+    params: dict[str, Any]
+    token: str | None
+    at: float = field(default_factory=time.monotonic)
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class Workspace:
+    """A workspace the fake knows, with its bot."""
+
+    team_id: str
+    token: str
+    bot_user_id: str
+    bot_id: str
+    channels: set[str] = field(default_factory=set)
+
+
+class FakeSlack:
+    """The fake server. ``await start()``, use ``api_url`` as ``SLACK_API_URL``, ``await close()``."""
+
+    def __init__(self) -> None:
+        self.calls: list[ApiCall] = []
+        self.responses: list[tuple[str, dict[str, Any]]] = []
+        self.workspaces: dict[str, Workspace] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.oauth_codes: dict[str, dict[str, Any]] = {}
+        self.client_credentials: tuple[str, str] | None = None
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.revoked: set[str] = set()
+        self._failures: dict[str, list[tuple[int, dict[str, str], dict[str, Any]]]] = {}
+        self._ts = itertools.count(1)
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> FakeSlack:
+        """Listen on 127.0.0.1, on a free port."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{key}", self._response_url)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base to give slack-sdk."""
+        return f"{self.url}/api/"
+
+    def response_url(self, key: str = "r1") -> str:
+        """A ``response_url`` for a command or action payload."""
+        return f"{self.url}/response/{key}"
+
+    # ------------------------------------------------------------------ set-up
+    def add_workspace(self, team_id: str, token: str, *, channels: tuple[str, ...] = (),
+                      bot_user_id: str = "UBOT", bot_id: str = "BBOT") -> Workspace:
+        """Register a workspace whose bot token is ``token`` and that is in ``channels``."""
+        ws = Workspace(team_id, token, bot_user_id, bot_id, set(channels))
+        self.workspaces[token] = ws
+        return ws
+
+    def add_user(self, user_id: str, *, admin: bool = False, owner: bool = False) -> None:
+        """Register a person; ``admin``/``owner`` are what ``users.info`` reports."""
+        self.users[user_id] = {
+            "id": user_id, "name": user_id.lower(), "is_admin": admin, "is_owner": owner,
+            "is_primary_owner": False, "is_bot": False,
+        }
+
+    def add_oauth_code(self, code: str, team_id: str, token: str, installer: str) -> None:
+        """Make ``oauth.v2.access`` turn ``code`` into an install of ``team_id`` with ``token``."""
+        self.oauth_codes[code] = {"team_id": team_id, "token": token, "installer": installer}
+
+    def fail_next(self, method: str, *, status: int = 429, retry_after: int = 1,
+                  times: int = 1, error: str = "ratelimited") -> None:
+        """Answer the next ``times`` calls of ``method`` with an error (a 429 by default)."""
+        headers = {"Retry-After": str(retry_after)} if status == 429 else {}
+        body = {"ok": False, "error": error}
+        self._failures.setdefault(method, []).extend([(status, headers, body)] * times)
+
+    # ------------------------------------------------------------------ inspection
+    def called(self, method: str) -> list[ApiCall]:
+        """Every call of ``method`` so far."""
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[ApiCall]:
+        """Wait until ``method`` has been called ``count`` times; return those calls."""
+        async with asyncio.timeout(timeout):
+            while len(self.called(method)) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.called(method)
+
+    async def wait_for_response(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
+        """Wait until ``count`` bodies were posted to response URLs; return them."""
+        async with asyncio.timeout(timeout):
+            while len(self.responses) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return [body for _, body in self.responses]
+
+    # ------------------------------------------------------------------ handlers
+    async def _response_url(self, request: web.Request) -> web.Response:
+        self.responses.append((request.match_info["key"], await request.json()))
+        self._changed.set()
+        return web.Response(text="ok")
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            params.update(await request.json())
+        elif request.can_read_body:
+            params.update(dict(await request.post()))
+        return params
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else params.get("token")
+        call = ApiCall(method, params, token)
+        self.calls.append(call)
+        self._changed.set()
+        failures = self._failures.get(method)
+        if failures:
+            status, headers, body = failures.pop(0)
+            return web.json_response(body, status=status, headers=headers)
+        call.result = self._answer(method, params, token, auth)
+        return web.json_response(call.result)
+
+    def _answer(self, method: str, params: dict[str, Any], token: str | None,
+                auth: str) -> dict[str, Any]:
+        if method == "oauth.v2.access":
+            return self._oauth(params, auth)
+        ws = self.workspaces.get(token or "")
+        if ws is None or token in self.revoked:
+            return {"ok": False, "error": "token_revoked" if token in self.revoked
+                    else "invalid_auth"}
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return {"ok": False, "error": "unknown_method"}
+        return handler(ws, params)
+
+    # ------------------------------------------------------------------ methods
+    def _auth_test(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True, "url": f"https://{ws.team_id.lower()}.slack.com/", "team": ws.team_id,
+            "user": "avatarbot", "team_id": ws.team_id, "user_id": ws.bot_user_id,
+            "bot_id": ws.bot_id, "is_enterprise_install": False,
+        }
+
+    def _member_error(self, ws: Workspace, channel: str) -> dict[str, Any] | None:
+        if channel in ws.channels:
+            return None
+        return {"ok": False, "error": "not_in_channel" if channel.startswith("C")
+                else "channel_not_found"}
+
+    def _chat_postMessage(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel", "")
+        error = self._member_error(ws, channel)
+        if error:
+            return error
+        if not params.get("text") and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        ts = f"{1_700_000_000 + next(self._ts)}.000100"
+        message = {"ts": ts, "text": params.get("text"), "blocks": params.get("blocks"),
+                   "thread_ts": params.get("thread_ts"), "bot_id": ws.bot_id}
+        self.messages[(channel, ts)] = message
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _chat_update(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        key = (params.get("channel", ""), params.get("ts", ""))
+        if key not in self.messages:
+            return {"ok": False, "error": "message_not_found"}
+        self.messages[key].update(text=params.get("text"), blocks=params.get("blocks"))
+        return {"ok": True, "channel": key[0], "ts": key[1], "text": params.get("text")}
+
+    def _chat_postEphemeral(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        error = self._member_error(ws, params.get("channel", ""))
+        if error:
+            return error
+        return {"ok": True, "message_ts": f"{1_700_000_000 + next(self._ts)}.000200"}
+
+    def _conversations_join(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel", "")
+        if not channel.startswith("C"):
+            return {"ok": False, "error": "method_not_supported_for_channel_type"}
+        ws.channels.add(channel)
+        return {"ok": True, "channel": {"id": channel, "is_member": True}}
+
+    def _users_info(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(params.get("user", ""))
+        if user is None:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": user}
+
+    def _reactions_add(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+        if not (params.get("channel") and params.get("timestamp") and params.get("name")):
+            return {"ok": False, "error": "no_item_specified"}
+        return {"ok": True}
+
+    def _oauth(self, params: dict[str, Any], auth: str) -> dict[str, Any]:
+        client_id, client_secret = params.get("client_id"), params.get("client_secret")
+        if auth.startswith("Basic "):
+            client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
+        if self.client_credentials != (client_id, client_secret):
+            return {"ok": False, "error": "invalid_client_id"}
+        grant = self.oauth_codes.pop(params.get("code", ""), None)
+        if grant is None:
+            return {"ok": False, "error": "invalid_code"}
+        self.add_workspace(grant["team_id"], grant["token"], bot_user_id=f"UB{grant['team_id']}",
+                           bot_id=f"BB{grant['team_id']}")
+        return {
+            "ok": True, "app_id": "A0AVATAR", "authed_user": {"id": grant["installer"]},
+            "scope": "commands,chat:write", "token_type": "bot", "access_token": grant["token"],
+            "bot_user_id": f"UB{grant['team_id']}",
+            "team": {"id": grant["team_id"], "name": f"Team {grant['team_id']}"},
+            "enterprise": None, "is_enterprise_install": False,
+        }
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON, as Slack sends it."""
+    return json.dumps(obj, separators=(",", ":"))

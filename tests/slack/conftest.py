@@ -1,0 +1,175 @@
+"""A real Slack app (slack-bolt on our aiohttp app, on an ephemeral port), a fake Slack Web API,
+a real SQLite store and session service with the in-memory FakeProvider."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+from bot.core.events import EventHub
+from bot.core.links import ViewerLinks
+from bot.core.service import SessionService
+from bot.platforms.slack import build_slack_app, mount_slack
+from bot.settings import Settings
+from bot.storage.sqlite import SqliteStore
+from tests.fakes.provider import FakeProvider
+from tests.fakes.slack import FakeSlack, dumps
+
+SECRET = "test-signing-secret-0123456789abcdef"
+TEAM = "T1"
+TOKEN = "xoxb-1-team-one"
+CHANNEL = "C1"
+LINK_SECRET = b"link-secret-for-tests-0123456789"
+
+
+@dataclass
+class Stack:
+    store: SqliteStore
+    hub: EventHub
+    provider: FakeProvider
+    service: SessionService
+    links: ViewerLinks
+
+
+@pytest.fixture
+async def fake_slack():
+    fake = await FakeSlack().start()
+    fake.add_workspace(TEAM, TOKEN, channels=(CHANNEL,))
+    fake.add_user("U1")
+    fake.add_user("U2")
+    fake.add_user("UADMIN", admin=True)
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def stack(tmp_path):
+    store = await SqliteStore.open(tmp_path / "t.db")
+    hub = EventHub()
+    provider = FakeProvider(hub)
+    service = SessionService(store=store, providers={"fake": provider}, events=hub)
+    yield Stack(store, hub, provider, service, ViewerLinks(LINK_SECRET, "http://viewer.test"))
+    await store.close()
+
+
+def sign(body: str, *, ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
+    """The headers Slack sends with a request: v0 HMAC-SHA256 over ``v0:<ts>:<body>``."""
+    stamp = str(int(time.time()) if ts is None else ts)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature or ""}
+
+
+class SlackHarness:
+    """Signed HTTP requests into the real app, as Slack would send them."""
+
+    def __init__(self, fake: FakeSlack, stack: Stack, url: str, bolt: Any) -> None:
+        self.fake = fake
+        self.stack = stack
+        self.url = url
+        self.bolt = bolt
+        self.http = aiohttp.ClientSession()
+        self._events = 0
+
+    async def post(self, body: str, content_type: str, *, headers: dict[str, str] | None = None,
+                   path: str = "/slack/events") -> tuple[int, str]:
+        hdrs = {"Content-Type": content_type, **(sign(body) if headers is None else headers)}
+        async with self.http.post(self.url + path, data=body.encode(), headers=hdrs) as resp:
+            return resp.status, await resp.text()
+
+    def command_body(self, text: str, *, user: str = "U1", channel: str = CHANNEL,
+                     team: str = TEAM, key: str = "r1") -> str:
+        return urllib.parse.urlencode({
+            "token": "legacy", "team_id": team, "team_domain": "one", "channel_id": channel,
+            "channel_name": "general", "user_id": user, "user_name": user.lower(),
+            "command": "/avatar", "text": text, "api_app_id": "A0AVATAR",
+            "response_url": self.fake.response_url(key), "trigger_id": "1.2.3",
+        })
+
+    async def command(self, text: str, **kw: Any) -> tuple[int, str]:
+        return await self.post(self.command_body(text, **kw),
+                               "application/x-www-form-urlencoded")
+
+    def event_body(self, event: dict[str, Any], *, team: str = TEAM,
+                   event_id: str | None = None) -> str:
+        self._events += 1
+        return dumps({
+            "token": "legacy", "team_id": team, "api_app_id": "A0AVATAR", "type": "event_callback",
+            "event_id": event_id or f"Ev{self._events:04d}", "event_time": int(time.time()),
+            "event": event,
+            "authorizations": [{"enterprise_id": None, "team_id": team, "user_id": "UBOT",
+                                "is_bot": True, "is_enterprise_install": False}],
+        })
+
+    async def event(self, event: dict[str, Any], *, retry: int | None = None,
+                    **kw: Any) -> tuple[int, str]:
+        body = self.event_body(event, **kw)
+        headers = sign(body)
+        if retry is not None:
+            headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        return await self.post(body, "application/json", headers=headers)
+
+    async def thread_message(self, text: str, thread_ts: str, *, user: str = "U1",
+                             channel: str = CHANNEL, **kw: Any) -> tuple[int, str]:
+        ts = f"{time.time():.6f}"
+        return await self.event({
+            "type": "message", "channel": channel, "user": user, "text": text, "ts": ts,
+            "thread_ts": thread_ts, "channel_type": "channel", "event_ts": ts,
+        }, **kw)
+
+    async def action(self, action_id: str, value: str, *, user: str = "U1", team: str = TEAM,
+                     channel: str = CHANNEL, message_ts: str = "1.0") -> tuple[int, str]:
+        payload = {
+            "type": "block_actions", "team": {"id": team, "domain": "one"},
+            "user": {"id": user, "username": user.lower(), "team_id": team},
+            "api_app_id": "A0AVATAR", "token": "legacy", "trigger_id": "1.2.3",
+            "channel": {"id": channel, "name": "general"},
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+            "message": {"ts": message_ts, "type": "message"},
+            "response_url": self.fake.response_url("action"),
+            "actions": [{"action_id": action_id, "block_id": "b", "value": value,
+                         "type": "button", "action_ts": "1.1"}],
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, "application/x-www-form-urlencoded")
+
+
+@pytest.fixture
+async def make_slack(fake_slack, stack):
+    made: list[tuple[SlackHarness, web.AppRunner]] = []
+
+    async def make(*, min_interval_s: float = 0.01, **overrides: Any) -> SlackHarness:
+        values: dict[str, Any] = {
+            "slack_signing_secret": SECRET, "slack_bot_token": TOKEN,
+            "slack_api_url": fake_slack.api_url, "public_url": "http://viewer.test",
+        }
+        settings = Settings(_env_file=None, **(values | overrides))
+        bolt = build_slack_app(settings=settings, service=stack.service, links=stack.links,
+                               min_interval_s=min_interval_s)
+        web_app = web.Application()
+        mount_slack(web_app, bolt)
+        runner = web.AppRunner(web_app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        harness = SlackHarness(fake_slack, stack, f"http://127.0.0.1:{port}", bolt)
+        made.append((harness, runner))
+        return harness
+
+    yield make
+    for harness, runner in made:
+        await harness.http.close()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def slack(make_slack):
+    return await make_slack()
