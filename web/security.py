@@ -23,7 +23,7 @@ VENDOR_CONNECT = (
 )
 
 # Request key under which a handler lists extra connect-src origins for its page.
-CSP_KEY = "avatarbot.extra_connect_src"
+CSP_KEY = web.RequestKey("avatarbot_extra_connect_src", list)
 
 
 def content_security_policy(extra_connect: list[str] | tuple[str, ...] = ()) -> str:
@@ -43,6 +43,19 @@ def content_security_policy(extra_connect: list[str] | tuple[str, ...] = ()) -> 
         "form-action 'self'",
         "frame-ancestors 'none'",
     ))
+
+
+def connect_origins(url: str) -> list[str]:
+    """The origins a LiveKit URL is reached on: the wss one and its https twin.
+
+    livekit-client checks a failed connection with an HTTPS request to the same host.
+    """
+    origin = origin_of(url)
+    if origin is None:
+        return []
+    scheme, rest = origin.split("://", 1)
+    twin = {"ws": "http", "wss": "https", "http": "ws", "https": "wss"}[scheme]
+    return [origin, f"{twin}://{rest}"]
 
 
 def origin_of(url: str) -> str | None:

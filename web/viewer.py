@@ -18,7 +18,7 @@ from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState
 from web.context import WEB, WebContext
 from web.hub import Viewer
-from web.security import CSP_KEY, TokenBucket, client_ip, origin_of
+from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ async def viewer_page(request: web.Request) -> web.Response:
         )
     config = page_config(ctx, request.match_info["token"], claims, record)
     if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
-        origin = origin_of(record.viewer.url)
-        if origin:
-            request[CSP_KEY] = [origin]
+        request[CSP_KEY] = connect_origins(record.viewer.url)
     return ctx.render("viewer.html", config=config, host=claims.role == "host")
 
 
@@ -300,6 +298,6 @@ async def _json_body(request: web.Request) -> dict[str, Any] | None:
         return None
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, ConnectionError):
         return None
     return body if isinstance(body, dict) else None

@@ -208,13 +208,13 @@ class PageSocket:
         self.received: list[dict[str, Any]] = []
         self.raw: list[str] = []
 
-    async def next(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+    async def next(self, kind: str, wait: float = 5.0) -> dict[str, Any]:
         """The next message of type ``kind`` (earlier unread ones of that type first)."""
         for msg in self.received:
             if msg["type"] == kind and not msg.get("_seen"):
                 msg["_seen"] = True
                 return msg
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             while True:
                 msg = await self.ws.receive()
                 if msg.type is not aiohttp.WSMsgType.TEXT:
@@ -226,8 +226,8 @@ class PageSocket:
                     data["_seen"] = True
                     return data
 
-    async def closed(self, timeout: float = 5.0) -> aiohttp.WSMessage:
-        async with asyncio.timeout(timeout):
+    async def closed(self, wait: float = 5.0) -> aiohttp.WSMessage:
+        async with asyncio.timeout(wait):
             while True:
                 msg = await self.ws.receive()
                 if msg.type is aiohttp.WSMsgType.TEXT:

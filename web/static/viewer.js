@@ -16,7 +16,7 @@
   // State shared with the test suite and devtools (no secrets: the page already holds these).
   const viewer = {
     transport: cfg.transport, status: "connecting", viewerId: null, active: false,
-    pc: null, agora: null, room: null, relayed: 0, reported: 0, ended: false,
+    pc: null, agora: null, room: null, relayed: 0, reported: 0, ended: false, error: null,
   };
   window.avatarViewer = viewer;
 
@@ -127,10 +127,15 @@
     return data;
   }
 
-  async function startWebRTC() {
+  async function startWebRTC(attempt) {
     const viewerId = viewer.viewerId;
     const pc = new RTCPeerConnection({iceServers: cfg.media.ice_servers || []});
     viewer.pc = pc;
+    attempt.stopFn = async () => {
+      if (viewer.pc === pc) viewer.pc = null;
+      pc.close();
+      await post("/webrtc/leave", {viewer_id: viewerId}).catch(() => {});
+    };
     let answered = false;
     const early = [];
     const sendCandidate = (c) =>
@@ -155,22 +160,19 @@
     await post("/webrtc/answer", {viewer_id: viewerId, sdp: pc.localDescription.sdp});
     answered = true;
     early.splice(0).forEach(sendCandidate);
-    return {
-      stop: async () => {
-        viewer.pc = null;
-        pc.close();
-        await post("/webrtc/leave", {viewer_id: viewerId}).catch(() => {});
-      },
-    };
   }
 
-  async function startAgora() {
+  async function startAgora(attempt) {
     const m = cfg.media;
     if (!window.AgoraRTC) throw new Error("the Agora SDK did not load");
     // "rtc" mode: every member may subscribe and send data-stream messages (AKool's demo does
     // the same); we never publish tracks of our own.
     const client = window.AgoraRTC.createClient({mode: "rtc", codec: "vp8"});
     viewer.agora = client;
+    attempt.stopFn = async () => {
+      if (viewer.agora === client) viewer.agora = null;
+      await client.leave().catch(() => {});
+    };
     client.on("user-published", async (user, mediaType) => {
       await client.subscribe(user, mediaType);
       const track = mediaType === "video" ? user.videoTrack : user.audioTrack;
@@ -185,44 +187,46 @@
     });
     await client.join(m.app_id, m.channel, m.token, m.uid);
     if (viewer.status !== "live") setStatus("connecting", "Waiting for the avatar…");
-    return {
-      stop: async () => {
-        viewer.agora = null;
-        await client.leave().catch(() => {});
-      },
-    };
   }
 
-  async function startLiveKit() {
+  async function startLiveKit(attempt) {
     const LK = window.LivekitClient;
     if (!LK) throw new Error("the LiveKit SDK did not load");
     const room = new LK.Room({adaptiveStream: true, dynacast: false});
     viewer.room = room;
+    attempt.stopFn = async () => {
+      if (viewer.room === room) viewer.room = null;
+      await room.disconnect().catch(() => {});
+    };
     room.on(LK.RoomEvent.TrackSubscribed, (track) => attachTracks([track.mediaStreamTrack]));
     room.on(LK.RoomEvent.DataReceived, (payload) => reportData(payload));
     room.on(LK.RoomEvent.Reconnecting, () => setStatus("reconnecting"));
     room.on(LK.RoomEvent.Reconnected, () => setStatus("live"));
     await room.connect(cfg.media.url, cfg.media.token);
     setStatus("live");
-    return {
-      stop: async () => {
-        viewer.room = null;
-        await room.disconnect().catch(() => {});
-      },
-    };
   }
 
   const TRANSPORTS = {webrtc: startWebRTC, agora: startAgora, livekit: startLiveKit};
 
   async function startMedia() {
     if (media || viewer.ended || !TRANSPORTS[cfg.transport]) return;
-    media = {stop: async () => {}};
+    // One attempt at the media; stopping it works even while it is still connecting.
+    const attempt = {cancelled: false, stopFn: null};
+    attempt.stop = async () => {
+      attempt.cancelled = true;
+      if (attempt.stopFn) await attempt.stopFn();
+    };
+    media = attempt;
     setStatus("connecting");
     try {
-      media = await TRANSPORTS[cfg.transport]();
+      await TRANSPORTS[cfg.transport](attempt);
     } catch (err) {
-      media = null;
+      viewer.error = (err && (err.code || err.name)) ? (err.code || err.name) + ": " + err.message
+        : String(err);
       console.warn("media failed", err);
+      if (attempt.cancelled) return;
+      if (media === attempt) media = null;
+      if (attempt.stopFn) attempt.stopFn().catch(() => {});
       setStatus("failed", "Could not connect");
       showNotice("Could not connect to the avatar's video. Reload the page to try again.");
     }

@@ -1,0 +1,316 @@
+"""The viewer page in real headless Chromium: WebRTC against the real local avatar, the Agora path
+(a fake ``AgoraRTC`` in place of the bundle, and the real bundle offline), LiveKit offline, tabs,
+the playground, and screenshots at desktop and phone width (saved under ``test-artifacts/``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.web.conftest import ARTIFACTS, ROOT, chromium_args, ensure_bundles, guard_page, web_stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+FAKE_AGORA = (ROOT / "tests/fakes/agora_fake.js").read_text()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    ensure_bundles()
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=chromium_args())
+        yield b
+        await b.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def stack(tmp_path: Path) -> AsyncIterator[Any]:
+    async with web_stack(tmp_path, vendors=("akool", "heygen"), local=True) as s:
+        yield s
+
+
+async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, int] = DESKTOP,
+                    fake_agora: bool = False) -> tuple[Any, Any, list[str]]:
+    ctx = await browser.new_context(viewport=viewport, is_mobile=viewport is PHONE,
+                                    has_touch=viewport is PHONE)
+    page = await ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text
+            else None)
+    aborted = await guard_page(page, stack.url)
+    if fake_agora:
+        await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
+            status=200, content_type="application/javascript", body=FAKE_AGORA))
+    await page.goto(url)
+    page.aborted = aborted  # type: ignore[attr-defined]
+    return ctx, page, errors
+
+
+async def until(page: Any, condition: str, timeout_ms: int = 5_000, arg: Any = None) -> None:
+    """Wait until a JS condition holds (as a function: the page's CSP forbids eval)."""
+    await page.wait_for_function(f"(arg) => ({condition})", arg=arg, timeout=timeout_ms)
+
+
+async def shot(page: Any, name: str) -> None:
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+# Counts the pixels of the open mouth's dark inside (the local avatar paints it (70, 25, 30))
+# in the mouth region of a copy of the current video frame.
+MOUTH_PIXELS = """() => {
+  const v = document.getElementById('video');
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth; c.height = v.videoHeight;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0);
+  const d = g.getImageData(125, 118, 70, 50).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const r = d[i], gg = d[i + 1], b = d[i + 2];
+    if (r < 130 && r > gg + 20 && gg < 70 && b < 80) n++;
+  }
+  return n;
+}"""
+
+STATS = """async () => {
+  const s = await window.avatarViewer.pc.getStats();
+  const out = {};
+  s.forEach((r) => { if (r.type === 'inbound-rtp') out[r.kind] = r; });
+  return {framesDecoded: out.video ? out.video.framesDecoded : 0,
+          frameWidth: out.video ? out.video.frameWidth : 0,
+          audioPackets: out.audio ? out.audio.packetsReceived : 0,
+          audioLevel: out.audio ? (out.audio.audioLevel || 0) : 0};
+}"""
+
+
+async def sample_mouth(page: Any, seconds: float) -> int:
+    best = 0
+    for _ in range(int(seconds / 0.1)):
+        best = max(best, await page.evaluate(MOUTH_PIXELS))
+        await asyncio.sleep(0.1)
+    return best
+
+
+async def test_webrtc_local_avatar_plays_speaks_and_ends(browser: Any, stack: Any) -> None:
+    record = await stack.start("local", minutes=3)
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id))
+    try:
+        await until(page, "window.avatarViewer.status === 'live'", 10_000)
+        await until(page, "document.getElementById('video').videoWidth > 0")
+        await asyncio.sleep(0.5)
+        stats = await page.evaluate(STATS)
+        assert stats["framesDecoded"] > 0 and stats["frameWidth"] == 320
+        assert await page.text_content("#avatar-name") == record.avatar_name
+        assert await page.text_content("#vendor") == "Local avatar"
+        # The unmute button stays hidden: the browser may autoplay with sound here.
+        assert await page.is_hidden("#unmute")
+
+        idle_mouth = await sample_mouth(page, 1.0)
+        countdown_before = await page.text_content("#countdown")
+        await stack.service.say(record.id, "Hello there, I am the local avatar and I am talking.",
+                                author="Tester")
+        speaking_mouth = await sample_mouth(page, 1.5)
+        assert speaking_mouth > max(20, 3 * idle_mouth), (idle_mouth, speaking_mouth)
+        stats = await page.evaluate(STATS)
+        assert stats["audioPackets"] > 0 and stats["audioLevel"] > 0.01, stats
+
+        line = page.locator("#transcript .line.user").first
+        await line.wait_for()
+        assert "Tester had the avatar say" in await line.text_content()
+        assert "I am the local avatar" in await line.text_content()
+        countdown_after = await page.text_content("#countdown")
+        assert countdown_before != countdown_after and countdown_after.startswith(("2:", "1:"))
+        await shot(page, "viewer-webrtc-desktop")
+
+        await stack.service.stop(record.id, "test over")
+        await until(page, "window.avatarViewer.status === 'ended'", 5_000)
+        assert await page.text_content("#status") == "Ended"
+        assert "The session has ended" in await page.text_content("#notice")
+        assert await page.text_content("#countdown") == "0:00"
+        assert errors == [] and page.aborted == []
+    finally:
+        await ctx.close()
+
+
+async def test_webrtc_viewer_at_phone_width(browser: Any, stack: Any) -> None:
+    record = await stack.start("local", minutes=2)
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id), viewport=PHONE)
+    try:
+        await until(page, "window.avatarViewer.status === 'live'", 10_000)
+        await stack.service.ask(record.id, "What can you do?", author="Sam")
+        await page.locator("#transcript .line.avatar").first.wait_for(timeout=10_000)
+        # Nothing sticks out sideways at phone width.
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"]
+        box = await page.locator("#video").bounding_box()
+        assert box is not None and box["width"] >= PHONE["width"] - 40
+        await shot(page, "viewer-webrtc-phone")
+        assert errors == []
+    finally:
+        await ctx.close()
+
+
+async def agora_sent(page: Any) -> list[dict[str, Any]]:
+    return await page.evaluate("window.__agoraFake.sent")
+
+
+async def test_agora_joins_plays_relays_and_reports(browser: Any, stack: Any) -> None:
+    record = await stack.start("akool", minutes=3)
+    viewer = record.viewer
+    fake = stack.vendors["akool"]
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id), fake_agora=True)
+    try:
+        await until(page, "window.__agoraFake.joins.length === 1")
+        joins = await page.evaluate("window.__agoraFake.joins")
+        assert joins == [[viewer.app_id, viewer.channel, viewer.token, viewer.uid]]
+        await until(page, "window.avatarViewer.status === 'live'")
+        await until(page, "document.getElementById('video').videoWidth === 320")
+        t0 = await page.evaluate("document.getElementById('video').currentTime")
+        await asyncio.sleep(0.4)
+        assert await page.evaluate("document.getElementById('video').currentTime") > t0
+
+        # say: the page publishes the adapter's messages on the data stream, at the vendor's pace.
+        long_text = "This sentence is long enough to need several data messages. " * 30
+        await stack.service.say(record.id, long_text.strip(), author="Ann")
+        await until(page, "window.__agoraFake.sent.length >= 4", 10_000)
+        await asyncio.sleep(0.3)
+        sent = await agora_sent(page)
+        channel = fake.channel(record.provider_session_id)
+        for item in sent:
+            channel.send(item["text"].encode(), at=item["t"] / 1000)
+        assert channel.violations == []
+        assert channel.said == [long_text.strip()]
+        assert all(item["needRetry"] is False for item in sent)
+
+        # ask: the avatar's reply arrives on the data stream; the page reports it back.
+        await stack.service.ask(record.id, "What are your opening hours?", author="Ann")
+        await until(page, f"window.__agoraFake.sent.length > {len(sent)}")
+        await asyncio.sleep(0.3)
+        for item in (await agora_sent(page))[len(sent):]:
+            channel.send(item["text"].encode(), at=item["t"] / 1000)
+        assert channel.asked == ["What are your opening hours?"]
+        assert channel.outbox, "the fake avatar answered nothing"
+        for message in channel.outbox:
+            await page.evaluate("(m) => window.__agoraFake.deliver(m)", message)
+        reply = json.loads(channel.outbox[-1])["pld"]["text"]
+        avatar_lines = page.locator("#transcript .line.avatar")
+        await page.wait_for_function(
+            "(t) => [...document.querySelectorAll('#transcript .line.avatar')]"
+            ".some((li) => li.textContent.includes(t))", arg=reply[:20], timeout=5_000)
+        assert await avatar_lines.count() >= 1
+        await shot(page, "viewer-agora-desktop")
+        assert errors == [] and page.aborted == []
+    finally:
+        await ctx.close()
+
+
+async def test_agora_newest_tab_takes_over_and_the_old_one_can_take_it_back(
+    browser: Any, stack: Any
+) -> None:
+    record = await stack.start("akool", minutes=2)
+    link = stack.link(record.id)
+    ctx1, first, _ = await open_page(browser, stack, link, fake_agora=True)
+    ctx2, second, _ = await open_page(browser, stack, link, fake_agora=True, viewport=PHONE)
+    try:
+        await until(second, "window.avatarViewer.status === 'live'")
+        await until(first, "window.avatarViewer.status === 'elsewhere'")
+        assert await first.is_visible("text=You are watching in another tab.")
+        assert await first.evaluate("window.__agoraFake.left") == 1
+        await shot(second, "viewer-agora-phone")
+
+        # The relay goes to the active tab only.
+        await stack.service.say(record.id, "Only one tab sends this.", author="Ann")
+        await until(second, "window.__agoraFake.sent.length >= 1")
+        assert await first.evaluate("window.__agoraFake.sent.length") == 0
+
+        await first.click("#take-back")
+        await until(first, "window.avatarViewer.status === 'live'")
+        assert await first.evaluate("window.__agoraFake.joins.length") == 2
+        await until(second, "window.avatarViewer.status === 'elsewhere'")
+        assert await second.is_visible("#take-back")
+    finally:
+        await ctx1.close()
+        await ctx2.close()
+
+
+async def test_real_agora_bundle_loads_offline_and_leave_aborts_join(
+    browser: Any, stack: Any
+) -> None:
+    record = await stack.start("akool", minutes=2)
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id))
+    try:
+        await until(page, "window.AgoraRTC && window.avatarViewer.agora")
+        assert (await page.evaluate("window.AgoraRTC.VERSION")).startswith("4.24")
+        await asyncio.sleep(0.5)
+        # Offline, join() never settles: the page keeps saying it is connecting.
+        assert await page.evaluate("window.avatarViewer.status") == "connecting"
+        await page.evaluate("window.avatarViewer.agora.leave()")
+        await until(page, "window.avatarViewer.error !== null", 5_000)
+        assert "OPERATION_ABORTED" in await page.evaluate("window.avatarViewer.error")
+        assert await page.text_content("#status") == "Could not connect"
+        assert not [e for e in errors if "Content Security Policy" in e]
+    finally:
+        await ctx.close()
+
+
+async def test_livekit_bundle_offline_shows_could_not_connect(browser: Any, stack: Any) -> None:
+    record = await stack.start("heygen", minutes=2)
+    assert record.viewer is not None and record.viewer.transport == "livekit"
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id))
+    try:
+        await until(page, "window.avatarViewer.status === 'failed'", 10_000)
+        assert await page.evaluate("typeof window.LivekitClient.Room") == "function"
+        assert await page.text_content("#status") == "Could not connect"
+        assert "Could not connect to the avatar's video" in await page.text_content("#notice")
+        await shot(page, "viewer-livekit-failed-desktop")
+        assert not [e for e in errors if "Content Security Policy" in e]
+    finally:
+        await ctx.close()
+
+
+async def test_playground_from_home_page_to_ended_summary(browser: Any, stack: Any) -> None:
+    for name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+        ctx, page, errors = await open_page(browser, stack, stack.url + "/", viewport=viewport)
+        try:
+            assert await page.is_visible("text=What is configured")
+            await shot(page, f"home-{name}")
+            await page.fill("#knowledge", "The shop opens at nine.")
+            await page.click("#start")
+            await page.wait_for_url("**/v/**")
+            await until(page, "window.avatarViewer.status === 'live'", 10_000)
+            await page.fill("#chat-text", "Welcome to the playground!")
+            await page.click("#say")
+            line = page.locator("#transcript .line.user").first
+            await line.wait_for()
+            assert "You had the avatar say" in await line.text_content()
+            await page.fill("#chat-text", "When does the shop open?")
+            await page.click("#ask")
+            await page.wait_for_function(
+                "() => [...document.querySelectorAll('#transcript .line.avatar')]"
+                ".some((li) => /nine/i.test(li.textContent))", timeout=10_000)
+            await shot(page, f"playground-{name}")
+            await page.click("#stop")
+            await until(page, "window.avatarViewer.status === 'ended'")
+            await page.reload()
+            assert await page.is_visible("#summary")
+            assert "Ended" in await page.text_content("#summary")
+            await shot(page, f"ended-{name}")
+            await page.goto(stack.url + "/v/not-a-real-token")
+            await shot(page, f"not-found-{name}")
+            assert errors == []
+        finally:
+            await ctx.close()
