@@ -1,0 +1,176 @@
+"""The Discord client: discord.py's gateway ``Client`` wired to the session service.
+
+Endpoints: discord.py keeps the REST base in the class attribute ``discord.http.Route.BASE``
+(read whenever a route is built, including interaction callbacks and webhook edits) and the
+gateway in ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``; neither has a per-instance
+setting. ``apply_endpoints`` sets both from the settings just before login/connect. They are
+therefore process-wide, which fits: a process runs one Discord client. When only
+``DISCORD_API_BASE`` is overridden, the gateway is read from ``GET /gateway/bot`` on that base.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import discord
+import yarl
+from discord import app_commands
+
+from bot.core.links import ViewerLinks
+from bot.core.service import SessionService
+from bot.platforms.discord.commands import build_avatar_group
+from bot.platforms.discord.errors import reply_error
+from bot.platforms.discord.threads import ThreadRelay, route_message
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_BASE = "https://discord.com/api/v10"
+MESSAGE_CONTENT_HELP = (
+    "Discord refused the Message Content intent (gateway close 4014), so the bot cannot read "
+    "messages in session threads.\n"
+    "To enable it: open https://discord.com/developers/applications, pick this bot's "
+    "application, go to 'Bot', turn on 'MESSAGE CONTENT INTENT' under 'Privileged Gateway "
+    "Intents', save, and restart avatarbot. (Bots in 100 or more servers need Discord's "
+    "approval for it.)\n"
+    "Until then the bot keeps running in mention mode: slash commands work, and thread "
+    "messages reach the avatar only when they @mention the bot."
+)
+
+
+def bot_intents() -> discord.Intents:
+    """Guilds, guild messages and message content (thread messages need the latter)."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.message_content = True
+    return intents
+
+
+def apply_endpoints(settings: Settings) -> None:
+    """Point discord.py's REST base (and gateway, if set) at the configured URLs."""
+    discord.http.Route.BASE = str(settings.discord_api_base).rstrip("/")
+    if settings.discord_gateway_url is not None:
+        gateway = _ws_url(str(settings.discord_gateway_url))
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+
+
+def _ws_url(url: str) -> yarl.URL:
+    """Gateway URLs may be given as http(s); the WebSocket scheme is ws(s)."""
+    parsed = yarl.URL(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parsed.scheme, parsed.scheme)
+    return parsed.with_scheme(scheme)
+
+
+class AvatarBot(discord.Client):
+    """The Discord adapter: ``/avatar`` commands, session threads and the Stop button.
+
+    Args:
+        settings: the process settings (token, endpoints).
+        service: the session service every command calls.
+        links: signs the viewer links put on the session message.
+    """
+
+    def __init__(self, *, settings: Settings, service: SessionService, links: ViewerLinks,
+                 **options: Any) -> None:
+        super().__init__(intents=bot_intents(), allowed_mentions=discord.AllowedMentions.none(),
+                         **options)
+        self.settings = settings
+        self.service = service
+        self.links = links
+        self.mention_mode = False
+        self.tree = app_commands.CommandTree(self)
+        self.tree.add_command(build_avatar_group(self))
+        self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+        self.relay = ThreadRelay(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def login(self, token: str) -> None:
+        """Apply the endpoint overrides, then log in."""
+        apply_endpoints(self.settings)
+        await super().login(token)
+
+    async def setup_hook(self) -> None:
+        """Register the persistent Stop button and start relaying avatar words."""
+        from bot.platforms.discord.views import StopButton
+
+        self.add_dynamic_items(StopButton)
+        self.relay.start()
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        """Connect; on close 4014 explain the intent and reconnect without it (mention mode)."""
+        await self._resolve_gateway()
+        try:
+            await super().connect(reconnect=reconnect)
+        except discord.PrivilegedIntentsRequired:
+            if not self._connection._intents.message_content:
+                raise
+            log.error(MESSAGE_CONTENT_HELP)
+            print(MESSAGE_CONTENT_HELP, file=sys.stderr)
+            # discord.py has no public setter; IDENTIFY reads this object's value.
+            self._connection._intents.message_content = False
+            self.mention_mode = True
+            await super().connect(reconnect=reconnect)
+
+    async def _resolve_gateway(self) -> None:
+        if self.settings.discord_gateway_url is not None:
+            return
+        if str(self.settings.discord_api_base).rstrip("/") == DEFAULT_API_BASE:
+            return
+        _shards, url, _limit = await self.http.get_bot_gateway()
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = _ws_url(url)
+
+    async def close(self) -> None:
+        """Stop relaying, then close the gateway and HTTP session."""
+        await self.relay.close()
+        await super().close()
+
+    # ------------------------------------------------------------------ events
+    async def on_message(self, message: discord.Message) -> None:
+        """Forward people's messages in session threads to the avatar."""
+        await route_message(self, message)
+
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        """Archiving or locking a session's thread ends the session."""
+        meta = payload.data.get("thread_metadata") or {}
+        if meta.get("locked"):
+            await self._end_for_thread(payload.thread_id, "thread locked")
+        elif meta.get("archived"):
+            await self._end_for_thread(payload.thread_id, "thread archived")
+
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        """Deleting a session's thread ends the session."""
+        await self._end_for_thread(payload.thread_id, "thread deleted")
+
+    async def _end_for_thread(self, thread_id: int, reason: str) -> None:
+        binding = await self.service.store.binding_for_thread("discord", str(thread_id))
+        if binding is None:
+            return
+        record = await self.service.get(binding.session_id)
+        if record.state.is_open:
+            log.info("ending session %s: %s", record.id, reason)
+            await self.service.stop(record.id, reason)
+
+    async def on_stop_click(self, interaction: discord.Interaction, session_id: str) -> None:
+        """The session message's Stop button was clicked (see ``views.StopButton``)."""
+        from bot.platforms.discord.commands import AvatarCommands
+
+        try:
+            text = await AvatarCommands(self).stop_session(interaction, session_id)
+            await interaction.edit_original_response(content=text)
+        except Exception as exc:
+            await reply_error(interaction, exc)
+
+    async def _on_tree_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        await reply_error(interaction, error)
+
+
+def build_discord_client(
+    *, settings: Settings, service: SessionService, links: ViewerLinks
+) -> AvatarBot:
+    """The Discord client the composition root starts with ``await client.start(token)``."""
+    return AvatarBot(settings=settings, service=service, links=links)

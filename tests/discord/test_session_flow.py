@@ -1,0 +1,64 @@
+"""End-to-end: /avatar start -> public message + thread -> chat both ways -> Stop -> summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.core.models import SessionState
+from tests.discord.conftest import TENANT, Bot, Stack, callback, final_text, is_ephemeral
+from tests.fakes.discord import FakeDiscord
+
+
+async def start_session(fake: FakeDiscord, member: dict[str, Any], **options: Any):
+    pending = await fake.slash(member, "start", **options)
+    body = await callback(pending)
+    assert body["type"] == 5 and is_ephemeral(body)  # deferred, thinking, only for the caller
+    reply = await final_text(fake, pending)
+    thread = await fake.wait_for(lambda: fake.threads() and fake.threads()[-1])
+    anchor = fake.messages[thread["id"]]
+    return reply, anchor, thread
+
+
+async def test_start_chat_stop(fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict) -> None:
+    await stack.store.grant(TENANT, 100, "test")
+    reply, anchor, thread = await start_session(fake, alice, avatar="fake:ava-1", minutes=5)
+
+    assert "Ava" in reply and f"<#{thread['id']}>" in reply
+    # the public anchor message: embed + link button + Stop button
+    assert not anchor["flags"] & 64 and anchor["channel_id"] == fake.channel_id
+    embed = anchor["embeds"][0]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Vendor"] == "Fake" and fields["Length"] == "5 min"
+    assert fields["Ends"].startswith("<t:") and fields["Started by"] == f"<@{alice['user']['id']}>"
+    buttons = anchor["components"][0]["components"]
+    assert buttons[0]["style"] == 5 and buttons[0]["url"].startswith("http://viewer.test/v/")
+    (record,) = await stack.service.open_sessions(TENANT)
+    assert buttons[1]["custom_id"] == f"avatar:stop:{record.id}"
+    assert record.state is SessionState.LIVE and record.started_by == alice["user"]["id"]
+
+    # a message in the thread reaches the avatar as "ask"; its answer comes back in the thread
+    asked = await fake.user_message(alice, thread["id"], "what is two plus two?")
+    answer = await fake.wait_for(lambda: [
+        m for m in fake.channel_messages(thread["id"]) if "You asked: what is two plus two?"
+        in m["content"]])
+    assert answer[0]["author"]["id"] == fake.bot_user["id"]
+    assert answer[0]["allowed_mentions"] == {"parse": []}
+    assert stack.provider.called("ask") == ["what is two plus two?"]
+    await fake.wait_for(lambda: asked["reactions"])
+    # !say overrides the mode once
+    await fake.user_message(alice, thread["id"], "!say Hello everyone")
+    await fake.wait_for(lambda: stack.provider.called("say") == ["Hello everyone"])
+
+    # Stop button -> summary in the thread, credits settled, ledger consistent
+    click = await fake.click(alice, anchor, f"avatar:stop:{record.id}")
+    assert is_ephemeral(await callback(click))
+    assert "Stopped Ava: credits used 1, refunded 4" in await final_text(fake, click)
+    summary = await fake.wait_for(lambda: [
+        m for m in fake.channel_messages(thread["id"]) if m["content"].startswith("🏁")])
+    assert "credits used 1, refunded 4" in summary[0]["content"]
+    done = await stack.service.get(record.id)
+    assert done.state is SessionState.ENDED and done.settled == 1
+    assert (await stack.store.balance(TENANT)).available == 99
+    assert await stack.store.verify() == []
+    # the anchor's Stop button is now disabled
+    await fake.wait_for(lambda: anchor["components"][0]["components"][-1].get("disabled"))
