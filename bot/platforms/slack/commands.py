@@ -154,7 +154,8 @@ async def cmd_start(call: Call) -> str | None:
     """Start a session; its channel message (with buttons) anchors the session thread."""
     avatar, minutes, mode = parse_start(call.args)
     adapter = call.adapter
-    await ensure_member(call, f":hourglass_flowing_sand: Starting {avatar or 'an avatar'}…")
+    found = await adapter.service.find_avatar(avatar)  # an unknown name fails before anything
+    await ensure_member(call, f":hourglass_flowing_sand: Starting {found.name}…")
     record = await adapter.service.start(StartCommand(
         tenant=call.tenant, user=call.user, avatar=avatar, minutes=minutes, mode=mode,
     ))
