@@ -43,7 +43,7 @@ class Workspace:
 
 
 class FakeSlack:
-    """The fake server. ``await start()``, use ``api_url`` as ``SLACK_API_URL``, ``await close()``."""
+    """The fake server: ``start()``, give ``api_url`` as ``SLACK_API_URL``, then ``close()``."""
 
     def __init__(self) -> None:
         self.calls: list[ApiCall] = []
@@ -120,17 +120,17 @@ class FakeSlack:
         """Every call of ``method`` so far."""
         return [c for c in self.calls if c.method == method]
 
-    async def wait_for(self, method: str, count: int = 1, timeout: float = 5.0) -> list[ApiCall]:
+    async def wait_for(self, method: str, count: int = 1, within: float = 5.0) -> list[ApiCall]:
         """Wait until ``method`` has been called ``count`` times; return those calls."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(self.called(method)) < count:
                 self._changed.clear()
                 await self._changed.wait()
         return self.called(method)
 
-    async def wait_for_response(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
+    async def wait_for_response(self, count: int = 1, within: float = 5.0) -> list[dict]:
         """Wait until ``count`` bodies were posted to response URLs; return them."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(self.responses) < count:
                 self._changed.clear()
                 await self._changed.wait()
