@@ -86,8 +86,8 @@ class Viewer:
         await self.provider.viewer_answer(self.session, self.viewer_id,
                                           "\r\n".join(stripped) + "\r\n")
 
-    async def wait_first_frame(self, timeout: float = 5.0) -> float:
-        return await asyncio.wait_for(asyncio.shield(self.first_frame), timeout)
+    async def wait_first_frame(self, within: float = 5.0) -> float:
+        return await asyncio.wait_for(asyncio.shield(self.first_frame), within)
 
     async def close(self) -> None:
         await self.pc.close()
@@ -96,6 +96,15 @@ class Viewer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def eventually(predicate, within: float = 3.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``within`` seconds pass; return its last value."""
+    for _ in range(int(within / step)):
+        if predicate():
+            return True
+        await asyncio.sleep(step)
+    return bool(predicate())
 
 
 @pytest.fixture

@@ -339,6 +339,15 @@ class LocalProvider(ProviderBase):
         sess = self._sessions.get(session.provider_session_id)
         return len(sess.viewers) if sess else 0
 
+    def media_stats(self, session: ProviderSession) -> dict[str, int]:
+        """Counters of the session's media: viewers, frames drawn, audio packets encoded."""
+        sess = self._live(session)
+        return {
+            "viewers": len(sess.viewers),
+            "frames_rendered": sess.media.frames_rendered,
+            "audio_packets": sess.media.audio_packets,
+        }
+
     def _viewer(self, sess: _Session, viewer_id: str) -> _Viewer:
         viewer = sess.viewers.get(viewer_id)
         if viewer is None:
@@ -373,9 +382,12 @@ def _parse_candidate(candidate: dict[str, Any] | None) -> Any:
         raise InvalidRequest("A candidate must be an object with a 'candidate' string.")
     if not text.strip():
         return None  # the browser's end-of-candidates marker
+    line = text.strip().removeprefix("candidate:")
     try:
-        parsed = candidate_from_sdp(text.strip().removeprefix("candidate:"))
-    except (ValueError, IndexError) as exc:
+        if len(line.split()) < 8:  # aiortc only asserts this
+            raise ValueError(line)
+        parsed = candidate_from_sdp(line)
+    except (ValueError, IndexError, AssertionError) as exc:
         raise InvalidRequest("The candidate is not a valid ICE candidate line.") from exc
     parsed.sdpMid = candidate.get("sdpMid")
     index = candidate.get("sdpMLineIndex")

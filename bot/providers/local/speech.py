@@ -185,7 +185,13 @@ def synthesize(text: str, voice: Voice) -> Utterance:
         pcm, phonemes = _ENGINE.synth(text, voice)
         rate = _ENGINE.sample_rate
     samples = resample(pcm, rate, OUT_RATE)
-    return Utterance(text, samples, phonemes, visemes_for(phonemes))
+    visemes = visemes_for(phonemes)
+    # espeak-ng sends no event for the pause it adds at the end: close the mouth when sound stops
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
+    end_ms = int((loud[-1] + 1) * 1000 / rate) if len(loud) else 0
+    if visemes and end_ms > visemes[-1][0] and visemes[-1][1] != "rest":
+        visemes.append((end_ms, "rest"))
+    return Utterance(text, samples, phonemes, visemes)
 
 
 def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

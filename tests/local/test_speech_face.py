@@ -1,0 +1,69 @@
+"""espeak-ng synthesis with phoneme timings, visemes, and the drawn looks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bot.providers.local.face import LOOKS, VISEME_SHAPES, Face, mouth_at
+from bot.providers.local.speech import OUT_RATE, Voice, synthesize, viseme_of, voice_exists
+
+
+def test_speech_has_audio_and_increasing_phoneme_timings():
+    u = synthesize("Hello world, how are you?", Voice("en-us", rate=170))
+    assert u.samples.dtype == np.int16
+    assert 0.8 < len(u.samples) / OUT_RATE < 3.5  # a short sentence, at 48 kHz
+    assert np.abs(u.samples).max() > 3000
+    starts = [p.start_ms for p in u.phonemes]
+    assert len(starts) >= 10 and starts == sorted(starts)
+    assert starts[-1] <= u.duration_ms + 5
+    assert any("h" in p.ipa for p in u.phonemes[:2])
+    # the mouth shuts after the last sound
+    assert u.visemes[-1][1] == "rest"
+
+
+def test_speaking_rate_changes_length():
+    slow = synthesize("The quick brown fox jumps over the lazy dog.", Voice("en-us", rate=120))
+    fast = synthesize("The quick brown fox jumps over the lazy dog.", Voice("en-us", rate=240))
+    assert len(slow.samples) > 1.5 * len(fast.samples)
+
+
+def test_every_look_has_a_working_voice_and_its_own_colours():
+    assert len(LOOKS) >= 3
+    for look in LOOKS.values():
+        assert voice_exists(look.voice), look.voice
+    assert len({(lk.skin, lk.hair, lk.bg_top) for lk in LOOKS.values()}) == len(LOOKS)
+    assert len({lk.voice for lk in LOOKS.values()}) == len(LOOKS)
+    assert not voice_exists(Voice("no-such-voice"))
+
+
+def test_visemes_follow_phonemes():
+    assert viseme_of("p") == "closed" and viseme_of("m") == "closed"
+    assert viseme_of("aɪ") == "open" and viseme_of("uː") == "round"
+    assert viseme_of("") == "rest"
+    steps = [(0, "closed"), (100, "open"), (300, "rest")]
+    assert mouth_at(steps, 50).open == 0
+    assert mouth_at(steps, 200).open == VISEME_SHAPES["open"].open
+    assert 0 < mouth_at(steps, 120).open < 1  # eases from one shape to the next
+    assert mouth_at(steps, 400).open == 0
+
+
+def test_face_mouth_and_blink_change_the_picture():
+    face = Face(LOOKS["ada"], 320, 240, seed=3)
+    rest = face.render(0.0)
+    assert rest.shape == (240, 320, 3) and rest.dtype == np.uint8
+    talking = face.render(0.0, VISEME_SHAPES["open"], speaking=False)
+    diff = np.abs(rest.astype(int) - talking.astype(int)).sum(axis=2) > 30
+    ys, xs = np.nonzero(diff)
+    assert diff.sum() > 150
+    assert ys.min() > 120 and ys.max() < 165  # only the mouth changed
+    blink_at = face._next_blink + 0.1
+    closed = face.render(blink_at)
+    assert np.abs(face.render(0.0).astype(int) - closed.astype(int)).max() > 60
+    # not a test pattern: a picture with many colours and a smooth background
+    assert len(np.unique(rest.reshape(-1, 3), axis=0)) > 500
+
+
+def test_face_scales_to_other_sizes():
+    for w, h in ((640, 480), (160, 120)):
+        img = Face(LOOKS["kai"], w, h).render(1.0, VISEME_SHAPES["mid"], True)
+        assert img.shape == (h, w, 3)
