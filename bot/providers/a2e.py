@@ -107,6 +107,7 @@ class A2EProvider(ProviderBase):
 
     async def start(self, request: StartRequest) -> ProviderSession:
         """Book an Agora room for ``duration_s`` (A2E charges the whole window up front)."""
+        _check_knowledge(request.knowledge or "")
         body = await self._api.call(
             "POST", f"{_API}/agora-token",
             json_body={"avatar_id": request.avatar_id, "expire_seconds": request.duration_s},
@@ -150,11 +151,7 @@ class A2EProvider(ProviderBase):
 
     async def set_context(self, session: ProviderSession, text: str) -> None:
         """Replace the QA context (at most 5,000 characters)."""
-        if len(text) > MAX_KNOWLEDGE_CHARS:
-            raise InvalidRequest(
-                f"A2E takes at most {MAX_KNOWLEDGE_CHARS:,} characters of knowledge; "
-                f"this text has {len(text):,}. Shorten it and try again."
-            )
+        _check_knowledge(text)
         await self._post("set-qa-context", session, text)
 
     async def stop(self, session: ProviderSession) -> None:
@@ -201,6 +198,14 @@ class A2EProvider(ProviderBase):
         if not text.strip():
             return []
         return [Transcript(session_id=session.session_id, speaker="avatar", text=text, final=final)]
+
+
+def _check_knowledge(text: str) -> None:
+    if len(text) > MAX_KNOWLEDGE_CHARS:
+        raise InvalidRequest(
+            f"A2E takes at most {MAX_KNOWLEDGE_CHARS:,} characters of knowledge; "
+            f"this text has {len(text):,}. Shorten it and try again."
+        )
 
 
 def _channel(session: ProviderSession) -> str:

@@ -70,6 +70,8 @@ def chunk_chat(text: str, mid: str, limit: int = MAX_CHUNK_BYTES) -> list[dict[s
     """
     if not text:
         raise InvalidRequest("There is nothing to send: the text is empty.")
+    # A lone surrogate cannot be sent as UTF-8; it carries no character, so it becomes U+FFFD.
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     # Worst-case envelope: a long idx and fin=false; each character then costs its JSON bytes.
     budget = limit - encoded_size(_chat(mid, 10**9, False, ""))
     if budget < 12:  # one escaped character is at most 6 bytes ("\u001f"), 4 for an emoji

@@ -96,6 +96,10 @@ class FakeVendor:
         """Serve fault ``kind`` for the next ``times`` requests (whose path ends with ``path``)."""
         self._state.faults.append(Fault(kind, path, times))
 
+    def clear_faults(self) -> None:
+        """Forget faults not yet served."""
+        self._state.faults.clear()
+
     def calls(self, path: str | None = None) -> list[Recorded]:
         """Requests received, optionally only those whose path ends with ``path``."""
         return [r for r in self._state.requests if path is None or r.path.endswith(path)]

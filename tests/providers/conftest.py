@@ -28,6 +28,10 @@ FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, total_
 TIMEOUT_S = 0.5
 PRICING = Pricing(credits_per_minute=10, granularity_s=60, minimum_s=60)
 CASES = ["a2e", "akool", "heygen-livekit", "heygen-webrtc"]
+START_PATH_BY_CASE = {"a2e": "/agora-token", "akool": "/session/create",
+                      "heygen-livekit": "/streaming.new", "heygen-webrtc": "/streaming.new"}
+LIST_PATH_BY_CASE = {"a2e": "/all_avatars", "akool": "/avatar/list",
+                     "heygen-livekit": "/avatar.list", "heygen-webrtc": "/avatar.list"}
 
 
 @dataclass

@@ -16,12 +16,16 @@ from bot.core.errors import (
 )
 from bot.core.models import ProviderSession, ViewerInfo, utcnow
 from bot.core.provider import AvatarProvider, WebRTCSignalling
-from tests.providers.conftest import FAST_RETRY, Case, build
+from tests.providers.conftest import (
+    FAST_RETRY,
+    LIST_PATH_BY_CASE,
+    START_PATH_BY_CASE,
+    Case,
+    build,
+)
 
-START_PATH = {"a2e": "/agora-token", "akool": "/session/create",
-              "heygen-livekit": "/streaming.new", "heygen-webrtc": "/streaming.new"}
-LIST_PATH = {"a2e": "/all_avatars", "akool": "/avatar/list",
-             "heygen-livekit": "/avatar.list", "heygen-webrtc": "/avatar.list"}
+START_PATH = START_PATH_BY_CASE
+LIST_PATH = LIST_PATH_BY_CASE
 
 
 def orphan_view(case: Case, vendor_id: str) -> ProviderSession:
@@ -243,7 +247,7 @@ async def test_vendor_error_codes_become_typed_errors_people_understand(case: Ca
         case.fake.fail(kind, times=10, path=START_PATH[case.name])
         with pytest.raises(error) as err:
             await case.provider.start(case.request())
-        case.fake._state.faults.clear()
+        case.fake.clear_faults()
         assert err.value.retryable is retryable, kind
         assert text in err.value.user_message, kind
         calls = len(case.fake.calls(START_PATH[case.name])) - before

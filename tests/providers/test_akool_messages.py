@@ -1,0 +1,179 @@
+"""AKool data-channel messages: chunking, pacing, mode switches and decoding."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from bot.core.errors import InvalidRequest
+from bot.core.events import EventHub, Relay
+from bot.core.models import ProviderSession, ViewerInfo, utcnow
+from bot.providers.akool import (
+    BYTES_PER_SECOND,
+    MAX_CHUNK_BYTES,
+    AKoolProvider,
+    chunk_chat,
+    encoded_size,
+)
+from tests.fakes.akool import DataChannel
+from tests.providers.conftest import PRICING, Case
+
+# Text that stresses the byte budget: 4-byte emoji, 3-byte CJK, characters JSON must escape.
+hard_text = st.text(
+    alphabet=st.one_of(
+        st.characters(exclude_categories=["Cs"]),
+        st.sampled_from("👋🏽👨‍👩‍👧‍👦中文字漢字한국어\"\\\n\t\x00\x1f"),
+    ),
+    min_size=1,
+    max_size=3000,
+)
+
+
+def page_bytes(message: dict) -> bytes:
+    """What the viewer page sends: JSON.stringify then UTF-8."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@given(hard_text)
+@settings(max_examples=300, deadline=None)
+def test_any_text_splits_into_chunks_of_at_most_950_bytes_that_reassemble_exactly(text):
+    chunks = chunk_chat(text, "msg-1732240000000-17")
+    assert all(len(page_bytes(c)) <= MAX_CHUNK_BYTES for c in chunks)
+    assert all(encoded_size(c) == len(page_bytes(c)) for c in chunks)
+    assert "".join(c["pld"]["text"] for c in chunks) == text
+    assert [c["idx"] for c in chunks] == list(range(len(chunks)))
+    assert [c["fin"] for c in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert {c["mid"] for c in chunks} == {"msg-1732240000000-17"}
+    assert all(c["v"] == 2 and c["type"] == "chat" and c["pld"]["text"] for c in chunks)
+
+
+@pytest.mark.parametrize("unit", ["a", "é", "中", "👋", "\n", "\x01"])
+def test_twenty_kilobytes_of_one_character_fill_chunks_without_waste(unit):
+    text = unit * (20_000 // len(unit.encode()))
+    chunks = chunk_chat(text, "m")
+    assert "".join(c["pld"]["text"] for c in chunks) == text
+    assert all(len(page_bytes(c)) <= MAX_CHUNK_BYTES for c in chunks)
+    # Every chunk but the last is nearly full: no more messages than needed.
+    assert all(len(page_bytes(c)) > MAX_CHUNK_BYTES - 12 for c in chunks[:-1])
+
+
+@given(st.lists(hard_text, min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_sending_at_the_relays_pace_never_exceeds_six_kilobytes_a_second(texts):
+    """The viewer sends each Relay's messages spaced by size / bytes_per_second."""
+    events = EventHub(queue_size=10_000)
+    channel = DataChannel(mode=2)
+    provider = AKoolProvider(api_key=SecretStr("k"), http=None, events=events,  # type: ignore[arg-type]
+                             pricing=PRICING)
+    ps = _session()
+    subscription = events.subscribe("s1")  # kept: dropping it would end the subscription
+    queue = run_now(subscription.__aenter__())
+    for text in texts:
+        run_now(provider.ask(ps, text))
+    relays = [queue.get_nowait() for _ in range(queue.qsize())]
+    at = 0.0
+    for relay in relays:
+        assert 0 < relay.bytes_per_second <= 6000
+        for msg in relay.messages:
+            raw = page_bytes(msg)
+            channel.send(raw, at=at)
+            at += len(raw) / relay.bytes_per_second
+    assert channel.violations == []
+    assert channel.asked == texts
+
+
+def run_now(coro):
+    """Run a coroutine that never waits (the adapter's relay methods only publish)."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the coroutine waited for something")
+
+
+def test_the_pace_leaves_room_for_one_whole_chunk_within_the_agora_limit():
+    assert BYTES_PER_SECOND + MAX_CHUNK_BYTES <= 6000
+
+
+def test_lone_surrogates_become_replacement_characters_instead_of_breaking_the_encoding():
+    chunks = chunk_chat("a\ud800b\U0001F44Bc", "m")
+    assert "".join(c["pld"]["text"] for c in chunks) == "a\ufffdb\U0001F44Bc"
+
+
+def test_empty_text_is_refused_clearly():
+    with pytest.raises(InvalidRequest, match="empty"):
+        chunk_chat("", "m")
+
+
+def _session() -> ProviderSession:
+    return ProviderSession(session_id="s1", provider="akool", provider_session_id="v1",
+                           viewer=ViewerInfo(transport="agora"),
+                           expires_at=utcnow() + timedelta(minutes=5), handle={"id": "v1"})
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_say_and_ask_switch_the_avatar_mode_only_when_needed(case: Case):
+    ps = await case.start(mode="ask")
+    await case.provider.ask(ps, "First question?")
+    await case.provider.say(ps, "Read this out.")
+    await case.provider.say(ps, "And this.")
+    await case.provider.ask(ps, "Second question?")
+    case.pump()
+    channel = case.fake.channel(ps.provider_session_id)
+    assert channel.asked == ["First question?", "Second question?"]
+    assert channel.said == ["Read this out.", "And this."]
+    modes = [c["data"]["mode"] for c in channel.commands if c["cmd"] == "set-params"]
+    assert modes == [1, 2]
+    assert channel.violations == []
+    body = case.fake.calls("/session/create")[-1].json
+    assert body["mode_type"] == 2 and body["stream_type"] == "agora"
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_a_long_question_travels_in_chunks_and_its_answer_comes_back_whole(case):
+    ps = await case.start()
+    question = "Tell me about 東京 🗼 " * 300
+    await case.provider.ask(ps, question)
+    relay = [e for e in case.seen if isinstance(e, Relay)][-1]
+    assert len(relay.messages) > 5
+    assert case.asked(ps) == [question]
+    lines = [t for m in case.viewer_messages(ps) for t in case.provider.decode_viewer_data(ps, m)]
+    assert [t.text for t in lines] == [f"You asked: {question}.".strip()]
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_the_vendor_echo_of_a_retold_text_is_not_shown_twice(case):
+    ps = await case.start(mode="say")
+    case.fake.channel(ps.provider_session_id).echo_retelling = True
+    await case.provider.say(ps, "Welcome everyone.")
+    echoed = [t for m in case.viewer_messages(ps) for t in case.provider.decode_viewer_data(ps, m)]
+    assert echoed == []
+    assert [t.text for t in case.transcripts(ps.session_id, "avatar")] == ["Welcome everyone."]
+
+
+def test_user_speech_and_failed_commands_are_decoded():
+    provider = AKoolProvider(api_key=SecretStr("k"), http=None, events=EventHub(),  # type: ignore[arg-type]
+                             pricing=PRICING)
+    ps = _session()
+    user = {"v": 2, "type": "chat", "mid": "u1", "idx": 0, "fin": True,
+            "pld": {"from": "user", "text": "hello avatar"}}
+    [line] = provider.decode_viewer_data(ps, json.dumps(user).encode())
+    assert (line.speaker, line.text) == ("user", "hello avatar")
+    nack = {"v": 2, "type": "command", "mid": "c1",
+            "pld": {"cmd": "set-params", "code": 1003, "msg": "bad"}}
+    [line] = provider.decode_viewer_data(ps, nack)
+    assert line.speaker == "system" and "refused the set-params command" in line.text
+    assert provider.decode_viewer_data(ps, {**user, "v": 1}) == []
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_sessions_longer_than_an_hour_are_refused_before_any_charge(case):
+    with pytest.raises(InvalidRequest, match="at most 60 minutes"):
+        await case.provider.start(case.request(duration_s=3601))
+    assert case.fake.calls("/session/create") == []
+    assert case.provider.capabilities.max_duration_s == 3600
