@@ -160,8 +160,8 @@ class FakeSlack:
         self._changed.set()
         failures = self._failures.get(method)
         if failures:
-            status, headers, body = failures.pop(0)
-            return web.json_response(body, status=status, headers=headers)
+            status, headers, call.result = failures.pop(0)
+            return web.json_response(call.result, status=status, headers=headers)
         call.result = self._answer(method, params, token, auth)
         return web.json_response(call.result)
 

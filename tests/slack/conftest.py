@@ -3,6 +3,7 @@ a real SQLite store and session service with the in-memory FakeProvider."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -29,6 +30,13 @@ TEAM = "T1"
 TOKEN = "xoxb-1-team-one"
 CHANNEL = "C1"
 LINK_SECRET = b"link-secret-for-tests-0123456789"
+
+
+async def eventually(check: Any, within: float = 5.0) -> None:
+    """Wait until ``await check()`` is true (work after an ack runs in the background)."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - polling SQLite and the fake's records
+            await asyncio.sleep(0.02)
 
 
 @dataclass

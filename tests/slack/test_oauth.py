@@ -1,0 +1,141 @@
+"""Multi-workspace mode: the OAuth install flow against the fake oauth.v2.access, uninstalls."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+import pytest
+
+from bot.core.errors import NotAllowed
+from bot.core.models import SessionState
+from bot.core.service import StartCommand
+from bot.platforms.slack import adapter_of
+from tests.slack.conftest import eventually
+
+CLIENT_ID = "1234.5678"
+CLIENT_SECRET = "client-secret-abc"
+TEAM2, TOKEN2 = "T2", "xoxb-2-team-two"
+
+
+@pytest.fixture
+async def multi(make_slack, fake_slack):
+    fake_slack.client_credentials = (CLIENT_ID, CLIENT_SECRET)
+    return await make_slack(slack_bot_token=None, slack_client_id=CLIENT_ID,
+                            slack_client_secret=CLIENT_SECRET)
+
+
+async def begin_install(slack) -> tuple[str, str]:
+    """GET /slack/install: the state in the authorize URL and in the browser cookie."""
+    async with slack.http.get(slack.url + "/slack/install") as resp:
+        assert resp.status == 200
+        html = await resp.text()
+        cookie = resp.headers["Set-Cookie"]
+    url = re.search(r'href="(https://slack\.com/oauth/v2/authorize\?[^"]+)"', html).group(1)
+    query = urllib.parse.parse_qs(urllib.parse.urlparse(url.replace("&amp;", "&")).query)
+    assert query["client_id"] == [CLIENT_ID]
+    assert "commands" in query["scope"][0].split(",")
+    state = query["state"][0]
+    assert f"slack-app-oauth-state={state}" in cookie
+    return state, cookie.split(";")[0]
+
+
+async def finish_install(slack, state: str, cookie: str | None, code: str = "code-1"):
+    headers = {"Cookie": cookie} if cookie else {}
+    query = urllib.parse.urlencode({"code": code, "state": state})
+    async with slack.http.get(f"{slack.url}/slack/oauth_redirect?{query}",
+                              headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def install(slack) -> None:
+    slack.fake.add_oauth_code("code-1", TEAM2, TOKEN2, installer="U20")
+    state, cookie = await begin_install(slack)
+    status, _ = await finish_install(slack, state, cookie)
+    assert status == 200
+
+
+async def test_install_flow_then_commands_use_the_new_token(multi):
+    fake, store = multi.fake, multi.stack.store
+    # not installed yet: the workspace is refused
+    status, _ = await multi.command("credits", team=TEAM2)
+    assert status == 401
+
+    await install(multi)
+    (access,) = fake.called("oauth.v2.access")
+    assert access.params["code"] == "code-1"
+    assert [c.token for c in fake.called("auth.test")] == [TOKEN2]
+    bot = await adapter_of(multi.bolt).installations.async_find_bot(
+        enterprise_id=None, team_id=TEAM2)
+    assert bot.bot_token == TOKEN2 and bot.bot_id == "BBT2"
+    assert await store.tenant_exists(f"slack:{TEAM2}")
+
+    await store.grant(f"slack:{TEAM2}", 100, "test")
+    status, _ = await multi.command("start Bob", team=TEAM2, channel="C2")
+    assert status == 200
+    (post,) = await fake.wait_for("chat.postMessage")
+    assert post.token == TOKEN2 and post.params["channel"] == "C2"
+    assert "*Bob*" in post.params["blocks"][0]["text"]["text"]
+
+
+async def test_state_is_single_use_and_bound_to_the_browser(multi):
+    multi.fake.add_oauth_code("code-1", TEAM2, TOKEN2, installer="U20")
+    state, cookie = await begin_install(multi)
+    status, _ = await finish_install(multi, state, None)
+    assert status == 400  # no cookie: another browser
+    status, _ = await finish_install(multi, "forged-state", "slack-app-oauth-state=forged-state")
+    assert status == 401
+    assert multi.fake.called("oauth.v2.access") == []
+    status, _ = await finish_install(multi, state, cookie)
+    assert status == 200
+    status, _ = await finish_install(multi, state, cookie)
+    assert status == 401  # used up
+    assert len(multi.fake.called("oauth.v2.access")) == 1
+
+
+async def test_bad_code_installs_nothing(multi):
+    state, cookie = await begin_install(multi)
+    status, _ = await finish_install(multi, state, cookie, code="wrong")
+    assert status == 401
+    assert not await multi.stack.store.tenant_exists(f"slack:{TEAM2}")
+
+
+@pytest.mark.parametrize("event", [
+    {"type": "app_uninstalled"},
+    {"type": "tokens_revoked", "tokens": {"bot": ["UBT2"]}},
+])
+async def test_uninstall_ends_sessions_and_refuses_the_workspace(multi, event):
+    fake, store, provider = multi.fake, multi.stack.store, multi.stack.provider
+    await install(multi)
+    await store.grant(f"slack:{TEAM2}", 100, "test")
+    await multi.command("start", team=TEAM2, channel="C2")
+    (post,) = await fake.wait_for("chat.postMessage")
+    session_id = post.params["blocks"][1]["elements"][1]["value"]
+
+    fake.revoked.add(TOKEN2)  # Slack has already revoked the token when it tells us
+    status, _ = await multi.event(event, team=TEAM2)
+    assert status == 200
+
+    async def ended() -> bool:
+        return (await store.get_session(session_id)).state is SessionState.ENDED
+
+    await eventually(ended)
+    assert provider.called("stop")
+    assert (await store.balance(f"slack:{TEAM2}")).pending == 0
+    assert await store.verify() == []
+    assert await adapter_of(multi.bolt).installations.async_find_bot(
+        enterprise_id=None, team_id=TEAM2) is None
+    status, _ = await multi.command("start", team=TEAM2, channel="C2")
+    assert status == 401
+    # the tenant is inactive: the core refuses it too, whatever path a start would take
+    with pytest.raises(NotAllowed):
+        await multi.stack.service.start(StartCommand(tenant=f"slack:{TEAM2}", user="U20"))
+
+    # installing again brings the workspace back, with its credits
+    fake.revoked.discard(TOKEN2)
+    fake.add_oauth_code("code-2", TEAM2, TOKEN2, installer="U20")
+    state, cookie = await begin_install(multi)
+    assert (await finish_install(multi, state, cookie, code="code-2"))[0] == 200
+    await multi.command("start", team=TEAM2, channel="C2")
+    await fake.wait_for("chat.postMessage", 2)
+    assert len(await store.open_sessions()) == 1

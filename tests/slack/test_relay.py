@@ -1,0 +1,107 @@
+"""The avatar's words in the thread: escaped, merged, throttled per workspace, 429s retried."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.core.events import StateChanged, Transcript, Warning
+from bot.core.models import SessionState
+from bot.core.service import StartCommand
+from tests.slack.conftest import TEAM, eventually
+
+TENANT = f"slack:{TEAM}"
+
+
+async def start(slack) -> tuple[str, str]:
+    await slack.stack.store.grant(TENANT, 100, "test")
+    await slack.command("start")
+    (post,) = await slack.fake.wait_for("chat.postMessage")
+    return post.params["blocks"][1]["elements"][1]["value"], post.result["ts"]
+
+
+def thread_posts(slack, ts: str) -> list:
+    return [c for c in slack.fake.called("chat.postMessage")
+            if c.params.get("thread_ts") == ts and c.result and c.result["ok"]]
+
+
+async def test_words_are_escaped_so_the_avatar_cannot_ping_anyone(slack):
+    sid, ts = await start(slack)
+    slack.stack.hub.publish(Transcript(session_id=sid, speaker="avatar",
+                                       text="<!channel> fish & <@U1>"))
+    slack.stack.hub.publish(Warning(session_id=sid, text="2 minutes left", seconds_left=120))
+    await eventually(lambda: _count(slack, ts, 2))
+    first, second = (p.params["text"] for p in thread_posts(slack, ts))
+    assert first == "*Ava:* &lt;!channel&gt; fish &amp; &lt;@U1&gt;"
+    assert second == ":hourglass_flowing_sand: 2 minutes left"
+
+
+async def _count(slack, ts: str, n: int) -> bool:
+    return len(thread_posts(slack, ts)) >= n
+
+
+async def test_posts_are_spaced_and_piled_up_lines_merged(make_slack):
+    slack = await make_slack(min_interval_s=0.3)
+    sid, ts = await start(slack)
+    for i in range(6):
+        slack.stack.hub.publish(Transcript(session_id=sid, speaker="avatar", text=f"line {i}"))
+        await asyncio.sleep(0.05)
+    await eventually(lambda: _has_all(slack, ts, 6))
+    posts = thread_posts(slack, ts)
+    assert 2 <= len(posts) < 6  # merged while waiting for the next slot
+    gaps = [b.at - a.at for a, b in zip(posts, posts[1:], strict=False)]
+    assert all(gap >= 0.28 for gap in gaps), gaps
+    text = "\n".join(p.params["text"] for p in posts)
+    assert [line for line in text.splitlines()] == [f"*Ava:* line {i}" for i in range(6)]
+
+
+async def _has_all(slack, ts: str, n: int) -> bool:
+    return sum(p.params["text"].count("line ") for p in thread_posts(slack, ts)) >= n
+
+
+async def test_rate_limited_post_is_retried_after_retry_after(slack):
+    sid, ts = await start(slack)
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=1)
+    slack.stack.hub.publish(Transcript(session_id=sid, speaker="avatar", text="patience"))
+    await eventually(lambda: _count(slack, ts, 1), within=5)
+    limited, ok = slack.fake.called("chat.postMessage")[-2:]
+    assert limited.result == {"ok": False, "error": "ratelimited"}
+    assert ok.params["text"] == "*Ava:* patience"
+    assert ok.at - limited.at >= 0.95  # waited Retry-After: 1
+
+
+async def test_lines_said_before_the_thread_exists_follow_it(slack, stack):
+    async def greet_when_live() -> None:
+        async with stack.hub.subscribe(None) as queue:
+            while True:
+                event = await queue.get()
+                if isinstance(event, StateChanged) and event.state is SessionState.LIVE:
+                    stack.hub.publish(Transcript(session_id=event.session_id, speaker="avatar",
+                                                 text="Hello, I am ready"))
+                    return
+
+    greeter = asyncio.create_task(greet_when_live())
+    await asyncio.sleep(0)
+    sid, ts = await start(slack)
+    await greeter
+    await eventually(lambda: _count(slack, ts, 1))
+    assert thread_posts(slack, ts)[0].params["text"] == "*Ava:* Hello, I am ready"
+
+
+async def test_session_ended_elsewhere_posts_the_summary(slack):
+    sid, ts = await start(slack)
+    await slack.stack.service.stop(sid, "expired")
+    await eventually(lambda: _count(slack, ts, 1))
+    assert "ended after" in thread_posts(slack, ts)[0].params["text"]
+    assert "(expired)" in thread_posts(slack, ts)[0].params["text"]
+    (update,) = await slack.fake.wait_for("chat.update")
+    assert update.params["ts"] == ts
+
+
+async def test_sessions_of_other_platforms_are_not_posted(slack, stack):
+    await stack.store.grant("discord:1", 100, "test")
+    record = await stack.service.start(StartCommand(tenant="discord:1", user="d"))
+    await stack.service.ask(record.id, "hi")
+    await stack.service.stop(record.id)
+    await asyncio.sleep(0.2)
+    assert slack.fake.called("chat.postMessage") == []
+    assert slack.fake.called("chat.update") == []
