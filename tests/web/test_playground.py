@@ -1,0 +1,119 @@
+"""The home page and the playground: status, live count, starting a local-avatar session in the
+web:playground tenant, host-only driving, its own limits, and the switch that turns it off."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.core.models import PLAYGROUND, SessionState
+from tests.web.conftest import page_socket, web_stack
+from web.home import COOKIE
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Any]:
+    async with web_stack(tmp_path, vendors=("akool",), local=True) as s:
+        yield s
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    # unsafe=True: keep cookies from an IP address host (the test server).
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as c:
+        yield c
+
+
+async def _start(client: aiohttp.ClientSession, url: str, **body: Any) -> tuple[int, dict]:
+    async with client.post(url + "/playground/start", json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_home_lists_status_and_live_sessions(stack: Any, client: Any) -> None:
+    async with client.get(stack.url + "/") as resp:
+        html = await resp.text()
+        assert resp.status == 200 and COOKIE in resp.cookies
+        assert resp.cookies[COOKIE]["httponly"] and resp.cookies[COOKIE]["samesite"] == "Strict"
+    for item in ("local", "akool", "heygen", "set HEYGEN_API_KEY to enable", "discord",
+                 "set DISCORD_TOKEN to enable"):
+        assert item in html
+    assert '<strong id="live-count">0</strong> live sessions' in html
+    await stack.start("akool")
+    async with client.get(stack.url + "/") as resp:
+        assert '<strong id="live-count">1</strong> live session ' in await resp.text()
+    async with client.get(stack.url + "/healthz") as resp:
+        assert resp.status == 200 and (await resp.json())["ok"] is True
+    async with client.get(stack.url + "/metrics") as resp:
+        assert "avatarbot_live_sessions 1.0" in await resp.text()
+
+
+async def test_playground_starts_a_local_session_that_only_its_host_link_drives(
+    stack: Any, client: Any
+) -> None:
+    status, body = await _start(client, stack.url)
+    assert status == 400 and "home page" in body["error"]  # no cookie yet
+    await client.get(stack.url + "/")
+    browser_id = next(c.value for c in client.cookie_jar if c.key == COOKIE)
+    status, body = await _start(client, stack.url, knowledge="We sell tea.")
+    assert status == 200 and body["url"].startswith("/v/")
+    record = await stack.service.get(body["session_id"])
+    assert record.tenant == str(PLAYGROUND) and record.provider == "local"
+    assert record.started_by == f"web:{browser_id}" and record.knowledge == "We sell tea."
+    assert record.requested_s == stack.settings.playground_max_minutes * 60
+
+    host = body["url"].split("/v/")[1]
+    async with client.get(stack.url + body["url"]) as resp:
+        page = await resp.text()
+        assert 'id="chat"' in page and '"role": "host"' in page
+    viewer_link = stack.link(record.id)
+    async with client.get(viewer_link) as resp:
+        assert 'id="chat"' not in await resp.text()
+    viewer = viewer_link.split("/v/")[1]
+    async with client.post(f"{stack.url}/playground/{viewer}/say", json={"text": "hi"}) as resp:
+        assert resp.status == 403
+    async with client.post(f"{stack.url}/playground/bogus/say", json={"text": "hi"}) as resp:
+        assert resp.status == 404
+    async with client.post(f"{stack.url}/playground/{host}/say", json={"text": "hi"},
+                           headers={"Origin": "https://evil.example"}) as resp:
+        assert resp.status == 403
+
+    async with page_socket(client, viewer_link) as ps:
+        await ps.next("hello")
+        async with client.post(f"{stack.url}/playground/{host}/ask",
+                               json={"text": "What do you sell?"}) as resp:
+            assert resp.status == 200
+        asked = await ps.next("transcript")
+        assert asked["author"] == "You" and asked["intent"] == "ask"
+        answer = await ps.next("transcript", wait=10)
+        assert answer["speaker"] == "avatar" and "tea" in answer["text"].lower()
+        async with client.post(f"{stack.url}/playground/{host}/say", json={"text": ""}) as resp:
+            assert resp.status == 409 and "empty" in (await resp.json())["error"]
+        async with client.post(f"{stack.url}/playground/{host}/stop", json={}) as resp:
+            assert resp.status == 200
+        await ps.next("end")
+    assert (await stack.service.get(record.id)).state is SessionState.ENDED
+
+
+async def test_playground_has_its_own_limits(stack: Any, client: Any) -> None:
+    await client.get(stack.url + "/")
+    for _ in range(stack.settings.playground_max_concurrent):
+        status, _ = await _start(client, stack.url)
+        assert status == 200
+    status, body = await _start(client, stack.url)
+    assert status == 429 and body["error"]
+    # Other tenants are untouched by the playground's limits.
+    assert (await stack.start("akool")).state is SessionState.LIVE
+
+
+async def test_disabled_playground_says_so(tmp_path: Path, client: Any) -> None:
+    async with web_stack(tmp_path, vendors=(), local=True, playground_enabled=False) as stack:
+        async with client.get(stack.url + "/") as resp:
+            html = await resp.text()
+        assert "The playground is turned off on this server." in html and "start-form" not in html
+        status, body = await _start(client, stack.url)
+        assert status == 403 and "turned off" in body["error"]
+        assert await stack.service.open_sessions() == []

@@ -1,0 +1,205 @@
+"""The viewer WebSocket hub: takeover for one-credential sessions, all tabs for the local avatar,
+relay to the active tab only, page data reported as transcript, bad input dropped, clean end and
+shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.web.conftest import page_socket, web_stack
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Any]:
+    async with web_stack(tmp_path, vendors=("akool",), local=True) as s:
+        yield s
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as c:
+        yield c
+
+
+async def _metric(client: aiohttp.ClientSession, url: str, line: str) -> float:
+    async with client.get(url + "/metrics") as resp:
+        for row in (await resp.text()).splitlines():
+            if row.startswith(line + " "):
+                return float(row.split()[-1])
+    return 0.0
+
+
+async def test_newest_tab_takes_over_and_relay_goes_to_the_active_tab_only(
+    stack: Any, client: Any
+) -> None:
+    record = await stack.start("akool")
+    link = stack.link(record.id)
+    async with page_socket(client, link) as first:
+        assert (await first.next("hello"))["active"] is True
+        async with page_socket(client, link) as second:
+            assert (await second.next("hello"))["active"] is True
+            await first.next("superseded")
+
+            await stack.service.say(record.id, "Hello from the thread", author="ann")
+            relay = await second.next("relay")
+            texts = [m["pld"].get("text") for m in relay["messages"] if m["type"] == "chat"]
+            assert texts == ["Hello from the thread"] and relay["bytes_per_second"] > 0
+            # Both tabs show the transcript, only the active one relays.
+            assert (await first.next("transcript"))["text"] == "Hello from the thread"
+            assert (await second.next("transcript"))["text"] == "Hello from the thread"
+            assert not [m for m in first.received if m["type"] == "relay"]
+
+            # The displaced tab takes the media back.
+            await first.ws.send_json({"type": "takeover"})
+            await first.next("active")
+            await second.next("superseded")
+            await stack.service.ask(record.id, "Are you there?", author="ann")
+            assert (await first.next("relay"))["messages"][-1]["pld"]["text"] == "Are you there?"
+            await asyncio.sleep(0.1)
+            assert len([m for m in second.received if m["type"] == "relay"]) == 1
+
+
+async def test_local_avatar_serves_every_tab_at_once(stack: Any, client: Any) -> None:
+    record = await stack.start("local")
+    link = stack.link(record.id)
+    async with page_socket(client, link) as first, page_socket(client, link) as second:
+        assert (await first.next("hello"))["active"] is True
+        assert (await second.next("hello"))["active"] is True
+        await stack.service.say(record.id, "Everyone hears this.", author="bo")
+        for ps in (first, second):
+            line = await ps.next("transcript")
+            assert line["speaker"] == "user" and line["author"] == "bo" and line["intent"] == "say"
+        assert not [m for m in first.received if m["type"] == "superseded"]
+        assert await _metric(client, stack.url, "avatarbot_viewers") == 2.0
+
+
+async def test_page_data_messages_become_transcript_lines(stack: Any, client: Any) -> None:
+    record = await stack.start("akool")
+    link = stack.link(record.id)
+    async with page_socket(client, link) as watcher:
+        await watcher.next("hello")
+        async with page_socket(client, link) as active:
+            await active.next("hello")
+            reply = {"v": 2, "type": "chat", "mid": "m1", "idx": 0, "fin": True,
+                     "pld": {"from": "bot", "text": "We open at nine."}}
+            # A displaced tab's reports are ignored (it holds no media).
+            await watcher.ws.send_json({"type": "data", "payload": reply})
+            await active.ws.send_json({"type": "data", "payload": json.dumps(reply)})
+            for ps in (active, watcher):
+                line = await ps.next("transcript")
+                assert line["speaker"] == "avatar" and line["text"] == "We open at nine."
+            await asyncio.sleep(0.1)
+            lines = [m for m in watcher.received if m["type"] == "transcript"]
+            assert len(lines) == 1
+
+
+async def test_bad_page_messages_are_dropped_and_the_socket_lives_on(
+    stack: Any, client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = await stack.start("akool")
+    link = stack.link(record.id)
+    caplog.set_level(logging.WARNING, logger="web.viewer")
+    async with page_socket(client, link) as ps:
+        await ps.next("hello")
+        await ps.ws.send_bytes(b"\x00\x01binary")
+        await ps.ws.send_str("{not json")
+        await ps.ws.send_str("[1, 2, 3]")
+        await ps.ws.send_str(json.dumps({"type": "data", "payload": "x" * 20_000}))
+        await ps.ws.send_str(json.dumps({"type": "launch-missiles"}))
+        await ps.ws.send_json({"type": "data", "payload": {"v": 99, "junk": [None]}})
+        await ps.ws.send_json({"type": "data", "payload": "\udcff-not-json"})
+        await ps.ws.send_json({"type": "ping"})
+        await ps.next("pong")
+        reasons = " ".join(r.getMessage() for r in caplog.records)
+        for reason in ("binary", "not_json", "not_object", "oversized", "unknown_type"):
+            assert reason in reasons
+        # The hub still delivers.
+        await stack.service.say(record.id, "still here", author="ann")
+        assert (await ps.next("transcript"))["text"] == "still here"
+    assert await _metric(client, stack.url, 'avatarbot_ws_dropped_total{reason="oversized"}') == 1
+
+
+async def test_a_frame_over_the_socket_limit_closes_only_that_socket(
+    stack: Any, client: Any
+) -> None:
+    record = await stack.start("akool")
+    link = stack.link(record.id)
+    async with page_socket(client, link) as calm:
+        await calm.next("hello")
+        async with page_socket(client, link) as flood:
+            await flood.next("hello")
+            await calm.next("superseded")
+            await flood.ws.send_str("y" * 200_000)
+            closed = await flood.closed()
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        await stack.service.say(record.id, "the hub survived", author="ann")
+        assert (await calm.next("transcript"))["text"] == "the hub survived"
+        await calm.ws.send_json({"type": "takeover"})
+        await calm.next("active")
+
+
+async def test_page_flooding_messages_is_throttled(stack: Any, client: Any) -> None:
+    record = await stack.start("akool")
+    async with page_socket(client, stack.link(record.id)) as ps:
+        await ps.next("hello")
+        for _ in range(200):
+            await ps.ws.send_json({"type": "ping"})
+        await asyncio.sleep(0.3)
+        pongs = 0
+        while True:
+            try:
+                msg = await asyncio.wait_for(ps.ws.receive_json(), 0.3)
+            except TimeoutError:
+                break
+            pongs += msg["type"] == "pong"
+        assert 50 <= pongs < 200
+    assert await _metric(client, stack.url, 'avatarbot_ws_dropped_total{reason="rate"}') > 0
+
+
+async def test_shutdown_closes_every_viewer_socket(stack: Any, client: Any) -> None:
+    record = await stack.start("akool")
+    async with page_socket(client, stack.link(record.id)) as ps:
+        await ps.next("hello")
+        await stack.app.shutdown()
+        closed = await ps.closed()
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert closed.data == aiohttp.WSCloseCode.GOING_AWAY or ps.ws.close_code == 1001
+
+
+async def test_webrtc_signalling_refuses_strangers_and_bad_bodies(stack: Any, client: Any) -> None:
+    local = await stack.start("local")
+    akool = await stack.start("akool")
+    link = stack.link(local.id)
+    async with page_socket(client, link) as ps:
+        hello = await ps.next("hello")
+        vid = hello["viewer_id"]
+        async with client.post(link + "/webrtc/offer", json={"viewer_id": "someone-else"}) as r:
+            assert r.status == 409
+        async with client.post(link + "/webrtc/offer", data=b"{oops",
+                               headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400
+        async with client.post(link + "/webrtc/explode", json={"viewer_id": vid}) as r:
+            assert r.status == 404
+        async with client.post(link + "/webrtc/offer", json={"viewer_id": vid}) as r:
+            offer = await r.json()
+            assert r.status == 200 and offer["type"] == "offer" and "m=video" in offer["sdp"]
+        async with client.post(link + "/webrtc/candidate",
+                               json={"viewer_id": vid, "candidate": {"candidate": 5}}) as r:
+            assert r.status == 400
+        async with client.post(link + "/webrtc/answer", json={"viewer_id": vid, "sdp": ""}) as r:
+            assert r.status == 400
+        async with client.post(link + "/webrtc/leave", json={"viewer_id": vid}) as r:
+            assert r.status == 200
+    akool_link = stack.link(akool.id)
+    async with page_socket(client, akool_link) as ps:
+        vid = (await ps.next("hello"))["viewer_id"]
+        async with client.post(akool_link + "/webrtc/offer", json={"viewer_id": vid}) as r:
+            assert r.status == 409 and "WebRTC" in (await r.json())["error"]
