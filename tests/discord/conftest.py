@@ -13,7 +13,6 @@ import pytest
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
-from bot.platforms.discord import build_discord_client
 from bot.platforms.discord.client import AvatarBot
 from bot.settings import Settings
 from bot.storage.sqlite import SqliteStore
@@ -94,7 +93,9 @@ class Bot:
 
 async def run_bot(fake: FakeDiscord, stack: Stack, settings: Settings) -> Bot:
     fake.reset_ready()
-    client = build_discord_client(settings=settings, service=stack.service, links=stack.links)
+    # discord.py waits guild_ready_timeout (2 s) for more GUILD_CREATEs before on_ready
+    client = AvatarBot(settings=settings, service=stack.service, links=stack.links,
+                       guild_ready_timeout=0.05)
     client.relay.edit_interval_s = 0.2  # keep the suite fast; the throttle itself is tested
     task = asyncio.create_task(client.start(TOKEN))
     await fake.wait_ready()
@@ -129,9 +130,9 @@ def admin(fake: FakeDiscord) -> dict[str, Any]:
     return fake.add_member(fake.user("root"), [], ADMIN_PERMS | MEMBER_PERMS)
 
 
-async def callback(pending: PendingInteraction, timeout: float = 5) -> dict[str, Any]:
+async def callback(pending: PendingInteraction) -> dict[str, Any]:
     """The interaction's first response body (raises if it missed the 3-second deadline)."""
-    return await asyncio.wait_for(asyncio.shield(pending.callback), timeout)
+    return await asyncio.wait_for(asyncio.shield(pending.callback), 5)
 
 
 async def final_text(fake: FakeDiscord, pending: PendingInteraction) -> str:

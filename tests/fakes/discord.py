@@ -84,6 +84,7 @@ class FakeDiscord:
         self.interactions: dict[str, PendingInteraction] = {}
         self.deadline_s = 3.0
         self.reject_message_content = False
+        self.hide_threads = False  # leave threads out of GUILD_CREATE (an uncached thread)
         self.identifies: list[dict[str, Any]] = []
         self.rate_limits: list[tuple[str, str, float]] = []  # (method, path regex, retry_after)
         self.limited: list[Call] = []
@@ -224,7 +225,9 @@ class FakeDiscord:
                         {"message": "You are being rate limited.", "retry_after": retry_after,
                          "global": False, "code": 0},
                         status=429,
+                        # discord.py treats a 429 without ``Via`` as a Cloudflare ban (no retry).
                         headers={"Retry-After": str(retry_after), "X-RateLimit-Scope": "user",
+                                 "Via": "1.1 google",
                                  "X-RateLimit-Remaining": "0", "X-RateLimit-Limit": "5",
                                  "X-RateLimit-Reset-After": str(retry_after),
                                  "X-RateLimit-Bucket": "fake"},
@@ -459,7 +462,8 @@ class FakeDiscord:
             "roles": self.roles, "emojis": [], "stickers": [], "features": [],
             "member_count": len(self.members), "members": list(self.members.values()),
             "channels": [c for c in self.channels.values() if c["type"] == 0],
-            "threads": [t for t in self.threads() if not t["thread_metadata"]["archived"]],
+            "threads": [] if self.hide_threads else [
+                t for t in self.threads() if not t["thread_metadata"]["archived"]],
             "presences": [], "voice_states": [], "large": False, "unavailable": False,
             "joined_at": _now_iso(), "verification_level": 0, "default_message_notifications": 0,
             "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "premium_tier": 0,

@@ -124,6 +124,7 @@ class AvatarCommands:
         prov = self.service.provider(info.provider)
         minutes = cmd.minutes or self.service.default_minutes
         cost = prov.capabilities.pricing.cost(minutes * 60)
+        await self.store.ensure_tenant(cmd.tenant)
         limits = await self.store.get_limits(cmd.tenant)
         if (limits.allowed_roles or limits.allowed_users) and cmd.user not in limits.allowed_users \
                 and not set(cmd.roles) & set(limits.allowed_roles):
