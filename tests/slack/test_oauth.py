@@ -137,5 +137,10 @@ async def test_uninstall_ends_sessions_and_refuses_the_workspace(multi, event):
     state, cookie = await begin_install(multi)
     assert (await finish_install(multi, state, cookie, code="code-2"))[0] == 200
     await multi.command("start", team=TEAM2, channel="C2")
-    await fake.wait_for("chat.postMessage", 2)
+
+    async def anchored() -> bool:
+        anchors = [c for c in fake.called("chat.postMessage") if c.params.get("blocks")]
+        return len(anchors) == 2 and anchors[1].result["ok"]
+
+    await eventually(anchored)
     assert len(await store.open_sessions()) == 1

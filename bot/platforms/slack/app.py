@@ -192,6 +192,7 @@ def build_slack_app(*, settings: Settings, service: SessionService, links: Viewe
         kwargs["oauth_settings"] = AsyncOAuthSettings(
             client_id=settings.slack_client_id, client_secret=client_secret, scopes=BOT_SCOPES,
             user_scopes=[], installation_store=adapter.installations,
+            installation_store_bot_only=True,
             state_store=SqliteOAuthStateStore(adapter.store),
             redirect_uri=(
                 f"{settings.base_url}/slack/oauth_redirect" if settings.public_url else None
