@@ -322,6 +322,11 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
         )
     if "session" in msg and ("closed" in msg or "not found" in msg or "not exist" in msg):
         return ProviderRejected("heygen", _GONE, status_code=status, code=code)
+    if "state wrong" in msg:  # e.g. "session state wrong: new": no viewer has connected yet
+        return ProviderRejected(
+            "heygen", "The HeyGen avatar is not connected yet; open the viewer link first.",
+            status_code=status, code=code,
+        )
     if isinstance(code, int) and code in _CODES:
         cls, text = _CODES[code]
         return cls("heygen", text, status_code=status, code=code)

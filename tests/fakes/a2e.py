@@ -63,6 +63,10 @@ class FakeA2E(FakeVendor):
         """Every Agora token handed out."""
         return [r.token for r in self.rooms.values()]
 
+    def settings_overrides(self) -> dict[str, Any]:
+        """Keyword arguments for ``load_settings`` that point the app at this fake."""
+        return {"a2e_api_key": self.api_key, "a2e_base_url": self.url}
+
     # ------------------------------------------------------------------ wire
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_get(f"{API}/all_avatars", self._all_avatars)

@@ -151,6 +151,10 @@ class FakeAKool(FakeVendor):
         """Start a session behind our back (an orphan); return its id."""
         return self._create(avatar_id, duration, 2, None).id
 
+    def settings_overrides(self) -> dict[str, Any]:
+        """Keyword arguments for ``load_settings`` that point the app at this fake."""
+        return {"akool_api_key": self.api_key, "akool_base_url": self.url}
+
     # ------------------------------------------------------------------ wire
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_get(f"{API}/liveAvatar/avatar/list", self._avatar_list)

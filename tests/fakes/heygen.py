@@ -81,6 +81,10 @@ class FakeHeyGen(FakeVendor):
         self.sessions[session.id] = session
         return session.id
 
+    def settings_overrides(self) -> dict[str, Any]:
+        """Keyword arguments for ``load_settings`` that point the app at this fake."""
+        return {"heygen_api_key": self.api_key, "heygen_base_url": self.url}
+
     # ------------------------------------------------------------------ wire
     def routes(self, router: web.UrlDispatcher) -> None:
         router.add_post(f"{V1}/streaming.create_token", self._create_token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -148,9 +149,12 @@ AVATARS = {"a2e": "676e1f054c86ff839eae2cc3", "akool": "dvp_Tristan_cloth2_1080P
            "heygen-livekit": "Anna_public_3_20240108", "heygen-webrtc": "Anna_public_3_20240108"}
 
 
+_TLS = ssl.create_default_context()  # loading the CA store is slow: once per test run
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=_TLS) as client:
         yield client
 
 

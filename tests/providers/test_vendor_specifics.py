@@ -182,11 +182,13 @@ async def test_heygen_concurrency_limit_is_reported_not_retried(http):
         assert not err.value.retryable
 
 
-def test_the_registry_builds_only_vendors_with_a_key(http=None):
+async def test_the_registry_builds_only_vendors_with_a_key(http, monkeypatch):
+    for name in ("A2E", "AKOOL", "HEYGEN"):
+        monkeypatch.delenv(f"{name}_API_KEY", raising=False)
     settings = Settings(_env_file=None, akool_api_key=SecretStr("ak"),
                         heygen_api_key=SecretStr("hg"), heygen_transport="webrtc",
                         akool_base_url="http://127.0.0.1:9/")
-    providers = build_vendor_providers(settings, http, EventHub())  # type: ignore[arg-type]
+    providers = build_vendor_providers(settings, http, EventHub())
     assert sorted(providers) == ["akool", "heygen"]
     assert providers["heygen"].capabilities.transport == "webrtc"
     assert providers["akool"].capabilities.pricing == settings.pricing("akool")
@@ -194,3 +196,25 @@ def test_the_registry_builds_only_vendors_with_a_key(http=None):
     assert rows["a2e"] == (False, "off: A2E_API_KEY is not set")
     assert rows["heygen"][0] and "webrtc" in rows["heygen"][1]
     assert "ak" not in rows["akool"][1].replace("akool", "")
+
+
+async def test_fakes_hand_out_settings_that_build_working_providers(http, monkeypatch):
+    for name in ("A2E", "AKOOL", "HEYGEN"):
+        monkeypatch.delenv(f"{name}_API_KEY", raising=False)
+    from tests.fakes.a2e import FakeA2E
+
+    async with FakeA2E() as a2e, FakeAKool() as akool, FakeHeyGen() as heygen:
+        overrides = {**a2e.settings_overrides(), **akool.settings_overrides(),
+                     **heygen.settings_overrides()}
+        settings = Settings(_env_file=None, **overrides)
+        providers = build_vendor_providers(settings, http, EventHub())
+        assert sorted(providers) == ["a2e", "akool", "heygen"]
+        for provider in providers.values():
+            assert await provider.list_avatars()
+
+
+@pytest.mark.parametrize("case", ["heygen-webrtc"], indirect=True)
+async def test_asking_before_the_webrtc_viewer_connects_says_to_open_the_viewer(case: Case):
+    ps = await case.provider.start(case.request())
+    with pytest.raises(ProviderRejected, match="open the viewer link first"):
+        await case.provider.ask(ps, "Hello?")
