@@ -106,9 +106,14 @@ class ViewerHub:
         return room is not None and room.active == viewer.id
 
     async def join(
-        self, session_id: str, ws: web.WebSocketResponse, *, multi_viewer: bool
+        self, session_id: str, ws: web.WebSocketResponse, *, multi_viewer: bool,
+        take_over: bool = True,
     ) -> Viewer:
-        """Add a page; it becomes the active viewer, and older tabs are told when displaced."""
+        """Add a page; it becomes the active viewer, and older tabs are told when displaced.
+
+        ``take_over=False`` (a displaced tab reconnecting) joins without taking the media, unless
+        nobody holds it.
+        """
         if self._closing:
             raise RuntimeError("the viewer hub is closed")
         viewer = Viewer(id=secrets.token_hex(8), session_id=session_id, ws=ws)
@@ -118,7 +123,8 @@ class ViewerHub:
             self._rooms[session_id] = room
             room.pump = asyncio.create_task(self._pump(room), name=f"viewer-pump-{session_id}")
         room.viewers[viewer.id] = viewer
-        await self._activate(room, viewer)
+        if take_over or room.active not in room.viewers:
+            await self._activate(room, viewer)
         return viewer
 
     async def take_over(self, viewer: Viewer) -> None:

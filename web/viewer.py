@@ -158,8 +158,18 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
         await ws.send_json({"type": "end", "summary": None})
         await ws.close()
         return ws
-    viewer = await ctx.hub.join(record.id, ws, multi_viewer=multi_viewer(ctx, record.provider))
+    viewer = await ctx.hub.join(
+        record.id, ws, multi_viewer=multi_viewer(ctx, record.provider),
+        take_over=request.query.get("passive") != "1",
+    )
     try:
+        # The session may have ended between the check above and the join (its end event
+        # then went by before this page's room listened).
+        record = await ctx.service.get(record.id)
+        if not record.state.is_open:
+            await ws.send_json({"type": "end", "summary": None})
+            await ws.close()
+            return ws
         await ctx.hub.send(viewer, {
             "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
             "state": record.state.value, "seconds_left": record.seconds_left(),

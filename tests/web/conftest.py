@@ -238,8 +238,9 @@ class PageSocket:
 
 
 @asynccontextmanager
-async def page_socket(client: aiohttp.ClientSession, link: str) -> AsyncIterator[PageSocket]:
-    url = link.replace("http://", "ws://") + "/ws"
+async def page_socket(client: aiohttp.ClientSession, link: str,
+                      query: str = "") -> AsyncIterator[PageSocket]:
+    url = link.replace("http://", "ws://") + "/ws" + query
     async with client.ws_connect(url) as ws:
         yield PageSocket(ws)
 

@@ -229,6 +229,7 @@ async def test_agora_newest_tab_takes_over_and_the_old_one_can_take_it_back(
         await until(second, "window.avatarViewer.status === 'live'")
         await until(first, "window.avatarViewer.status === 'elsewhere'")
         assert await first.is_visible("text=You are watching in another tab.")
+        await shot(first, "viewer-elsewhere-desktop")
         assert await first.evaluate("window.__agoraFake.left") == 1
         await shot(second, "viewer-agora-phone")
 
@@ -314,3 +315,29 @@ async def test_playground_from_home_page_to_ended_summary(browser: Any, stack: A
             assert errors == []
         finally:
             await ctx.close()
+
+
+async def test_blocked_autoplay_offers_tap_to_unmute(stack: Any) -> None:
+    from playwright.async_api import async_playwright
+
+    record = await stack.start("akool", minutes=2)
+    # A browser with the default autoplay policy, as real visitors have it.
+    args = [a for a in chromium_args() if not a.startswith("--autoplay-policy")]
+    async with async_playwright() as p:
+        strict = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                         args=args)
+        try:
+            ctx, page, errors = await open_page(strict, stack, stack.link(record.id),
+                                                viewport=PHONE, fake_agora=True)
+            await until(page, "window.avatarViewer.status === 'live'")
+            unmute = page.locator("#unmute")
+            await unmute.wait_for(state="visible")
+            assert await page.evaluate("document.getElementById('video').muted") is True
+            await shot(page, "viewer-unmute-phone")
+            await unmute.click()
+            await unmute.wait_for(state="hidden")
+            assert await page.evaluate("document.getElementById('video').muted") is False
+            assert await page.evaluate("document.getElementById('video').paused") is False
+            assert errors == []
+        finally:
+            await strict.close()

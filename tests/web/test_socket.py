@@ -67,6 +67,25 @@ async def test_newest_tab_takes_over_and_relay_goes_to_the_active_tab_only(
             assert len([m for m in second.received if m["type"] == "relay"]) == 1
 
 
+async def test_a_displaced_tab_reconnecting_passively_does_not_take_the_media(
+    stack: Any, client: Any
+) -> None:
+    record = await stack.start("akool")
+    link = stack.link(record.id)
+    async with page_socket(client, link) as active:
+        await active.next("hello")
+        async with page_socket(client, link, "?passive=1") as passive:
+            assert (await passive.next("hello"))["active"] is False
+            await stack.service.say(record.id, "for the active tab", author="ann")
+            await active.next("relay")
+            await asyncio.sleep(0.1)
+            assert not [m for m in active.received if m["type"] == "superseded"]
+            assert not [m for m in passive.received if m["type"] == "relay"]
+    # With nobody holding the media, even a passive page gets it.
+    async with page_socket(client, link, "?passive=1") as alone:
+        assert (await alone.next("hello"))["active"] is True
+
+
 async def test_local_avatar_serves_every_tab_at_once(stack: Any, client: Any) -> None:
     record = await stack.start("local")
     link = stack.link(record.id)

@@ -146,6 +146,11 @@
       if (answered) sendCandidate(c); else early.push(c);
     };
     pc.ontrack = (ev) => attachTracks([ev.track]);
+    // HeyGen v1 talks about its speech on a data channel it opens; report what it says.
+    pc.ondatachannel = (ev) => {
+      ev.channel.binaryType = "arraybuffer";
+      ev.channel.onmessage = (m) => reportData(m.data);
+    };
     pc.onconnectionstatechange = () => {
       if (pc !== viewer.pc) return;
       const s = pc.connectionState;
@@ -279,7 +284,10 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    ws = new WebSocket(scheme + location.host + "/v/" + encodeURIComponent(cfg.token) + "/ws");
+    // A tab that was displaced by another one reconnects without taking the media back.
+    const passive = viewer.viewerId !== null && !viewer.active ? "?passive=1" : "";
+    ws = new WebSocket(
+      scheme + location.host + "/v/" + encodeURIComponent(cfg.token) + "/ws" + passive);
     ws.onmessage = (ev) => {
       let msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
@@ -304,7 +312,8 @@
         viewer.active = msg.active;
         setCountdown(msg.seconds_left);
         if (msg.state === "pending") { setStatus("pending"); return; }
-        if (msg.active) startMedia();
+        $("elsewhere").hidden = msg.active;
+        if (msg.active) startMedia(); else setStatus("elsewhere");
         break;
       case "state":
         if (msg.state === "live" && !cfg.transport) { location.reload(); return; }
