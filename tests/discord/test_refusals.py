@@ -43,7 +43,7 @@ async def test_daily_cap(fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict)
 
 async def test_role_not_allowed(fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict) -> None:
     await stack.store.grant(TENANT, 100, "test")
-    staff = fake.add_role("staff")
+    staff = await fake.add_role("staff")
     await stack.store.set_limits(TENANT, allowed_roles=[staff])
     text = await refused(fake, stack, await fake.slash(alice, "start"))
     assert "not among the roles" in text

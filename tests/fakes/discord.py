@@ -146,10 +146,12 @@ class FakeDiscord:
             "hoist": False, "managed": False, "mentionable": False, "flags": 0,
         }
 
-    def add_role(self, name: str, perms: int = 0) -> str:
-        """Add a guild role; returns its id."""
+    async def add_role(self, name: str, perms: int = 0) -> str:
+        """Create a guild role (GUILD_ROLE_CREATE to connected clients); returns its id."""
         rid = self.snowflake()
-        self.roles.append(self._role(rid, name, perms))
+        role = self._role(rid, name, perms)
+        self.roles.append(role)
+        await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": self.guild_id, "role": role})
         return rid
 
     def add_member(

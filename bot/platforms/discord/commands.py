@@ -394,7 +394,8 @@ def build_avatar_group(bot: AvatarBot | None) -> app_commands.Group:
     """The ``/avatar`` group; ``bot`` may be ``None`` when only syncing the definitions."""
     impl = AvatarCommands(bot) if bot is not None else None
     group = app_commands.Group(
-        name="avatar", description="Talk with a real-time avatar", guild_only=True
+        name="avatar", description="Talk with a real-time avatar", guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
     )
     admin = app_commands.Group(
         name="admin", description="Credits, limits and access (Manage Server only)", parent=group

@@ -24,7 +24,7 @@ async def sync_commands(settings: Settings, guild_id: int | None) -> list[str]:
     """
     if settings.discord_token is None:
         raise ConfigError("DISCORD_TOKEN is not set.")
-    client = discord.Client(intents=discord.Intents.none())
+    client = discord.Client(intents=discord.Intents(guilds=True))
     tree = app_commands.CommandTree(client)
     tree.add_command(build_avatar_group(None))
     guilds = [guild_id] if guild_id is not None else [int(g) for g in settings.discord_guild_ids]
