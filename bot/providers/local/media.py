@@ -186,13 +186,13 @@ class SessionMedia:
         return mouth_at(cur.visemes, self._pos * 1000 / OUT_RATE), True
 
     # ------------------------------------------------------------------ clocks
-    async def _tick(self, n: int, period: float) -> int:
-        """Sleep until tick ``n``; a clock that fell far behind skips ahead instead of bursting."""
+    async def _tick(self, n: int, period: float, max_late: float) -> int:
+        """Sleep until tick ``n``; a clock more than ``max_late`` s behind skips ahead."""
         now = time.monotonic()
         due = self._t0 + n * period
         if due - now > 0:
             await asyncio.sleep(due - now)
-        elif now - due > 5 * period:
+        elif now - due > max_late:
             n = int((now - self._t0) / period)
         return n
 
@@ -200,7 +200,7 @@ class SessionMedia:
         loop = asyncio.get_running_loop()
         period, n = 1.0 / self.fps, 0
         while True:
-            n = await self._tick(n, period)
+            n = await self._tick(n, period, 0.2)  # late frames are stale: skip
             if self._tracks:
                 mouth, speaking = self._mouth_now()
                 key, self._want_key = self._want_key, False
@@ -224,7 +224,7 @@ class SessionMedia:
     async def _audio_loop(self) -> None:
         n = 0
         while True:
-            n = await self._tick(n, AUDIO_PERIOD)
+            n = await self._tick(n, AUDIO_PERIOD, 1.0)  # catch up: lost audio is heard
             pcm = self._next_samples()
             if any(t.kind == "audio" for t in self._tracks):
                 frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
