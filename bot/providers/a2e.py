@@ -217,7 +217,7 @@ _GONE = "That A2E session has already ended."
 
 
 def _is_gone(exc: ProviderError) -> bool:
-    return exc.user_message == _GONE
+    return exc.user_message == _GONE or exc.status_code == 404
 
 
 def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:

@@ -9,10 +9,7 @@ page sends for us (``Relay`` events).
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -40,63 +37,15 @@ from bot.core.models import (
 from bot.core.provider import ProviderBase
 from bot.core.retry import RetryPolicy
 from bot.providers._http import EchoFilter, VendorHTTP, decode_json
+from bot.providers.akool_wire import BYTES_PER_SECOND, ack_lines, chunk_chat, command, new_mid
 
 log = logging.getLogger(__name__)
 
 _API = "/api/open/v4"
-MAX_CHUNK_BYTES = 950  # AKool's own demo keeps each encoded message under 1 KB this way
-# Agora allows 6 KB/s; at 5,000 B/s plus one 950-byte chunk, no 1 s window exceeds 6,000 bytes.
-BYTES_PER_SECOND = 5000
 MAX_DURATION_S = 3600
 MAX_KNOWLEDGE_CHARS = 10_000  # knowledge-base ``prompt`` limit [AK-kb]
 _OPEN_STATUSES = {1, 2}  # 1 queueing, 2 processing; 3 completed, 4 failed
 _MODE_TYPE = {Mode.SAY: 1, Mode.ASK: 2}  # 1 retelling (verbatim), 2 dialogue (LLM answers)
-_mids = itertools.count(1)
-
-
-def encoded_size(message: dict[str, Any]) -> int:
-    """Bytes of ``message`` as the page sends it (``JSON.stringify`` then UTF-8)."""
-    return len(json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode())
-
-
-def _chat(mid: str, idx: int, fin: bool, text: str) -> dict[str, Any]:
-    return {"v": 2, "type": "chat", "mid": mid, "idx": idx, "fin": fin, "pld": {"text": text}}
-
-
-def chunk_chat(text: str, mid: str, limit: int = MAX_CHUNK_BYTES) -> list[dict[str, Any]]:
-    """Split ``text`` into chat messages sharing ``mid``, each at most ``limit`` encoded bytes.
-
-    Joining the chunks' ``pld.text`` in ``idx`` order gives back ``text`` exactly.
-    """
-    if not text:
-        raise InvalidRequest("There is nothing to send: the text is empty.")
-    # A lone surrogate cannot be sent as UTF-8; it carries no character, so it becomes U+FFFD.
-    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    # Worst-case envelope: a long idx and fin=false; each character then costs its JSON bytes.
-    budget = limit - encoded_size(_chat(mid, 10**9, False, ""))
-    if budget < 12:  # one escaped character is at most 6 bytes ("\u001f"), 4 for an emoji
-        raise ValueError("message id too long for the chunk limit")
-    pieces: list[str] = []
-    current: list[str] = []
-    used = 0
-    for ch in text:
-        cost = len(json.dumps(ch, ensure_ascii=False)[1:-1].encode())
-        if used + cost > budget:
-            pieces.append("".join(current))
-            current, used = [], 0
-        current.append(ch)
-        used += cost
-    pieces.append("".join(current))
-    last = len(pieces) - 1
-    return [_chat(mid, i, i == last, piece) for i, piece in enumerate(pieces)]
-
-
-def command(cmd: str, mid: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """An AKool ``command`` stream message (``interrupt``, ``set-params`` ...)."""
-    pld: dict[str, Any] = {"cmd": cmd}
-    if data is not None:
-        pld["data"] = data
-    return {"v": 2, "type": "command", "mid": mid, "pld": pld}
 
 
 class _Credentials(BaseModel):
@@ -226,17 +175,17 @@ class AKoolProvider(ProviderBase):
 
     async def say(self, session: ProviderSession, text: str) -> None:
         """Have the page send ``text`` in retelling mode (spoken verbatim)."""
-        self._relay(session, self._mode_switch(session, 1) + chunk_chat(text, _mid()))
+        self._relay(session, self._mode_switch(session, 1) + chunk_chat(text, new_mid()))
         self._echo.said(session.session_id, text)
         self.events.publish(Transcript(session_id=session.session_id, speaker="avatar", text=text))
 
     async def ask(self, session: ProviderSession, text: str) -> None:
         """Have the page send ``text`` in dialogue mode; the reply comes back as ``bot`` chat."""
-        self._relay(session, self._mode_switch(session, 2) + chunk_chat(text, _mid()))
+        self._relay(session, self._mode_switch(session, 2) + chunk_chat(text, new_mid()))
 
     async def interrupt(self, session: ProviderSession) -> None:
         """Have the page send the ``interrupt`` command."""
-        self._relay(session, [command("interrupt", _mid())])
+        self._relay(session, [command("interrupt", new_mid())])
 
     async def set_context(self, session: ProviderSession, text: str) -> None:
         """AKool binds a knowledge base only when a session is created."""
@@ -251,7 +200,7 @@ class AKoolProvider(ProviderBase):
             return []
         # After a restart the live mode is unknown, so it is set again before the next chat.
         self._modes[session.session_id] = mode_type
-        return [command("set-params", _mid(), {"mode": mode_type})]
+        return [command("set-params", new_mid(), {"mode": mode_type})]
 
     def _relay(self, session: ProviderSession, messages: list[dict[str, Any]]) -> None:
         self.events.publish(Relay(
@@ -302,7 +251,7 @@ class AKoolProvider(ProviderBase):
         if msg.get("type") == "chat":
             return self._on_chat(session, msg)
         if msg.get("type") == "command":
-            return _on_ack(session, msg["pld"])
+            return ack_lines(session.session_id, msg["pld"])
         return []
 
     def _on_chat(self, session: ProviderSession, msg: dict[str, Any]) -> list[Transcript]:
@@ -320,21 +269,6 @@ class AKoolProvider(ProviderBase):
             return []
         speaker = "avatar" if sender == "bot" else "user"
         return [Transcript(session_id=session.session_id, speaker=speaker, text=text)]
-
-
-def _on_ack(session: ProviderSession, pld: dict[str, Any]) -> list[Transcript]:
-    cmd, code = pld.get("cmd"), pld.get("code")
-    if code is None or code == 1000:
-        if cmd == "interrupt" and code == 1000:
-            return [Transcript(session_id=session.session_id, speaker="system",
-                               text="The avatar stopped speaking.")]
-        return []
-    return [Transcript(session_id=session.session_id, speaker="system",
-                       text=f"AKool refused the {str(cmd)[:30]} command (code {code}).")]
-
-
-def _mid() -> str:
-    return f"msg-{int(time.time() * 1000)}-{next(_mids)}"
 
 
 _ERRORS: dict[int, tuple[type[ProviderError], str]] = {

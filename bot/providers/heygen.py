@@ -202,7 +202,7 @@ class HeyGenProvider(ProviderBase):
         try:
             await self._post("streaming.stop", {"session_id": _sid(session)})
         except ProviderRejected as exc:
-            if exc.user_message != _GONE:
+            if exc.user_message != _GONE and exc.status_code != 404:
                 raise
         self._forget(session.session_id, _sid(session))
 

@@ -13,10 +13,10 @@ from pydantic import SecretStr
 from bot.core.errors import InvalidRequest
 from bot.core.events import EventHub, Relay
 from bot.core.models import ProviderSession, ViewerInfo, utcnow
-from bot.providers.akool import (
+from bot.providers.akool import AKoolProvider
+from bot.providers.akool_wire import (
     BYTES_PER_SECOND,
     MAX_CHUNK_BYTES,
-    AKoolProvider,
     chunk_chat,
     encoded_size,
 )
