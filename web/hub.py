@@ -230,16 +230,19 @@ class ViewerHub:
         """The session ended: close every page's socket (they show the summary)."""
         if self._rooms.get(room.session_id) is room:
             del self._rooms[room.session_id]
-        for viewer in list(room.viewers.values()):
-            await viewer.ws.close(code=WSCloseCode.OK, message=b"ended")
+        # At once, so that one slow page does not hold up the others' close handshakes.
+        await asyncio.gather(*(
+            v.ws.close(code=WSCloseCode.OK, message=b"ended") for v in list(room.viewers.values())
+        ), return_exceptions=True)
 
     # ------------------------------------------------------------------ shutdown
     async def close(self) -> None:
         """Close every page's socket and stop every room (idempotent)."""
         self._closing = True
         rooms = list(self._rooms.values())
-        for room in rooms:
-            for viewer in list(room.viewers.values()):
-                await viewer.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+        await asyncio.gather(*(
+            v.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+            for room in rooms for v in list(room.viewers.values())
+        ), return_exceptions=True)
         for room in rooms:
             await self._close_room(room)

@@ -278,6 +278,10 @@ async def test_livekit_bundle_offline_shows_could_not_connect(browser: Any, stac
         assert await page.text_content("#status") == "Could not connect"
         assert "Could not connect to the avatar's video" in await page.text_content("#notice")
         await shot(page, "viewer-livekit-failed-desktop")
+        # "Try again" makes a new attempt (which fails the same way, offline).
+        await page.click("#retry")
+        await until(page, "window.avatarViewer.status === 'failed'", 10_000)
+        assert await page.is_visible("#retry")
         assert not [e for e in errors if "Content Security Policy" in e]
     finally:
         await ctx.close()

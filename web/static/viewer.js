@@ -47,11 +47,16 @@
   }
   const countdownTimer = setInterval(renderCountdown, 1000);
 
-  function showNotice(text) {
-    const el = $("notice");
-    el.textContent = text;
-    el.hidden = !text;
+  function showNotice(text, retry) {
+    $("notice-text").textContent = text;
+    $("notice").hidden = !text;
+    $("retry").hidden = !retry;
   }
+
+  $("retry").addEventListener("click", () => {
+    showNotice("");
+    startMedia();
+  });
 
   // ------------------------------------------------------------------ transcript
   function addLine(line) {
@@ -233,7 +238,7 @@
       if (media === attempt) media = null;
       if (attempt.stopFn) attempt.stopFn().catch(() => {});
       setStatus("failed", "Could not connect");
-      showNotice("Could not connect to the avatar's video. Reload the page to try again.");
+      showNotice("Could not connect to the avatar's video.", true);
     }
   }
 
