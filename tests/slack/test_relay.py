@@ -15,7 +15,7 @@ TENANT = f"slack:{TEAM}"
 async def start(slack) -> tuple[str, str]:
     await slack.stack.store.grant(TENANT, 100, "test")
     await slack.command("start")
-    (post,) = await slack.fake.wait_for("chat.postMessage")
+    post = (await slack.fake.wait_for("chat.postMessage"))[0]  # the anchor comes first
     return post.params["blocks"][1]["elements"][1]["value"], post.result["ts"]
 
 
