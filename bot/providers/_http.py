@@ -138,14 +138,17 @@ class VendorHTTP:
         code = (body or {}).get("code")
         name = self.display_name
         if status in (401, 403):
-            return ProviderAuthError(self.provider, status_code=status, code=code)
+            return auth_error(self.provider, name, status, code)
         if status == 429:
             return ProviderUnavailable(
                 self.provider, f"{name} is rate limiting us; try again in a minute.",
                 status_code=status, code=code,
             )
         if status >= 500 or status == 408:
-            return ProviderUnavailable(self.provider, status_code=status, code=code)
+            return ProviderUnavailable(
+                self.provider, f"{name} is not answering right now; try again in a minute.",
+                status_code=status, code=code,
+            )
         if body is None:
             return ProviderUnavailable(
                 self.provider, f"{name} gave an answer we could not read; try again soon.",
@@ -154,6 +157,14 @@ class VendorHTTP:
         return ProviderRejected(
             self.provider, f"{name} refused the request.", status_code=status, code=code
         )
+
+
+def auth_error(provider: str, display_name: str, status: int, code: Any) -> ProviderAuthError:
+    """The error for a refused key: people learn an operator must act, never the key."""
+    return ProviderAuthError(
+        provider, f"The {display_name} account key was refused; an operator must fix it.",
+        status_code=status, code=code,
+    )
 
 
 def _parse(resp: httpx.Response) -> dict[str, Any] | None:

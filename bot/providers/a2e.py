@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bot.core.errors import (
     InvalidRequest,
-    ProviderAuthError,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -34,7 +33,7 @@ from bot.core.models import (
 )
 from bot.core.provider import ProviderBase
 from bot.core.retry import RetryPolicy
-from bot.providers._http import VendorHTTP, decode_json, message_of
+from bot.providers._http import VendorHTTP, auth_error, decode_json, message_of
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +225,7 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
     if not body or code == 0:
         return None
     if status in (401, 403) or ("token" in msg and ("invalid" in msg or "expired" in msg)):
-        return ProviderAuthError("a2e", status_code=status, code=code)
+        return auth_error("a2e", "A2E", status, code)
     if "occupied" in msg or "busy" in msg:
         return ProviderUnavailable(
             "a2e", "A2E has no free capacity right now; try again in a minute.",

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from bot.core.errors import (
     InvalidRequest,
-    ProviderAuthError,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -36,7 +35,7 @@ from bot.core.models import (
 )
 from bot.core.provider import ProviderBase
 from bot.core.retry import RetryPolicy
-from bot.providers._http import EchoFilter, VendorHTTP, decode_json
+from bot.providers._http import EchoFilter, VendorHTTP, auth_error, decode_json
 from bot.providers.akool_wire import BYTES_PER_SECOND, ack_lines, chunk_chat, command, new_mid
 
 log = logging.getLogger(__name__)
@@ -294,7 +293,7 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
     if not isinstance(code, int) or code == 1000:
         return None
     if code in _AUTH_CODES:
-        return ProviderAuthError("akool", status_code=status, code=code)
+        return auth_error("akool", "AKool", status, code)
     if code in _ERRORS:
         cls, text = _ERRORS[code]
         return cls("akool", text, status_code=status, code=code)

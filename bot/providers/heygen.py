@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from bot.core.errors import (
     InvalidRequest,
-    ProviderAuthError,
     ProviderError,
     ProviderRejected,
 )
@@ -34,7 +33,7 @@ from bot.core.models import (
 )
 from bot.core.provider import ProviderBase
 from bot.core.retry import RetryPolicy
-from bot.providers._http import EchoFilter, VendorHTTP, decode_json, message_of
+from bot.providers._http import EchoFilter, VendorHTTP, auth_error, decode_json, message_of
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +125,9 @@ class HeyGenProvider(ProviderBase):
         except ValueError:
             raise self._api.unreadable() from None
         session = self._to_session(request, new, answer)
+        if not (new.url and new.access_token if self.transport == "livekit" else new.sdp):
+            await self._stop_quietly(session)
+            raise self._api.unreadable()
         if self.transport == "livekit":
             try:
                 await self._post("streaming.start", {"session_id": new.session_id})
@@ -309,7 +311,7 @@ _CODES: dict[int, tuple[type[ProviderError], str]] = {
 def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
     code, msg = body.get("code"), message_of(body)
     if code in (40009, 400599) or status == 401:
-        return ProviderAuthError("heygen", status_code=status, code=code)
+        return auth_error("heygen", "HeyGen", status, code)
     if "concurrent" in msg:
         return ProviderRejected(
             "heygen", "HeyGen's limit of concurrent sessions is reached; end another session "
