@@ -59,6 +59,10 @@ class FakeSlack:
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        # Socket Mode: app-level tokens, the connected socket, and the acks it sent back
+        self.app_tokens: set[str] = set()
+        self.socket: web.WebSocketResponse | None = None
+        self.socket_acks: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> FakeSlack:
@@ -66,6 +70,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -136,7 +141,35 @@ class FakeSlack:
                 await self._changed.wait()
         return [body for _, body in self.responses]
 
+    async def socket_request(self, envelope: dict[str, Any], within: float = 5.0) -> dict:
+        """Push a Socket Mode envelope to the connected app; return its ack."""
+        async with asyncio.timeout(within):
+            while self.socket is None:
+                self._changed.clear()
+                await self._changed.wait()
+            await self.socket.send_str(json.dumps(envelope))
+            while True:
+                for ack in self.socket_acks:
+                    if ack.get("envelope_id") == envelope["envelope_id"]:
+                        return ack
+                self._changed.clear()
+                await self._changed.wait()
+
     # ------------------------------------------------------------------ handlers
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1,
+                                      "connection_info": {"app_id": "A0AVATAR"}}))
+        self.socket = ws
+        self._changed.set()
+        async for msg in ws:
+            if msg.type.name == "TEXT":
+                self.socket_acks.append(json.loads(msg.data))
+                self._changed.set()
+        self.socket = None
+        return ws
+
     async def _response_url(self, request: web.Request) -> web.Response:
         self.responses.append((request.match_info["key"], await request.json()))
         self._changed.set()
@@ -169,6 +202,10 @@ class FakeSlack:
                 auth: str) -> dict[str, Any]:
         if method == "oauth.v2.access":
             return self._oauth(params, auth)
+        if method == "apps.connections.open":
+            if token not in self.app_tokens:
+                return {"ok": False, "error": "invalid_auth"}
+            return {"ok": True, "url": self.url.replace("http", "ws", 1) + "/socket"}
         ws = self.workspaces.get(token or "")
         if ws is None or token in self.revoked:
             return {"ok": False, "error": "token_revoked" if token in self.revoked

@@ -334,12 +334,22 @@ async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeCon
     from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
     adapter = adapter_of(bolt_app)
+    client = adapter.client()
+    # slack-sdk retries a refused token forever inside connect(); ask once here to fail clearly.
+    try:
+        opened = await client.apps_connections_open(app_token=app_token)
+    except SlackApiError as exc:
+        raise ConfigError(
+            f"SLACK_APP_TOKEN was refused by Slack ({exc.response.get('error')})."
+        ) from None
+    handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=client)
+    handler.client.wss_uri = opened["url"]  # the URL just issued; it is good for one connection
     owns_relay = not adapter.relay.running
     await adapter.relay.start()
-    handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=adapter.client())
     try:
         await handler.connect_async()
-    except (SlackApiError, OSError):
+    except BaseException:
+        await handler.close_async()
         if owns_relay:
             await adapter.relay.aclose()
         raise
