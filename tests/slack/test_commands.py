@@ -1,0 +1,65 @@
+"""The session commands from the channel, and what they leave in logs."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from slack_sdk.signature import SignatureVerifier
+
+from bot.core.models import Mode
+from tests.slack.conftest import SECRET, TEAM, TOKEN, sign
+from tests.slack.test_refusals import ephemeral
+
+TENANT = f"slack:{TEAM}"
+
+
+def test_test_signatures_match_slack_sdk():
+    body = "command=/avatar&text=start"
+    headers = sign(body, ts=1_700_000_000)
+    expected = SignatureVerifier(SECRET).generate_signature(timestamp="1700000000", body=body)
+    assert headers["X-Slack-Signature"] == expected
+    assert expected == "v0=" + hmac.new(SECRET.encode(), b"v0:1700000000:" + body.encode(),
+                                        hashlib.sha256).hexdigest()
+
+
+async def test_session_commands_in_the_channel(slack, caplog):
+    caplog.set_level(logging.DEBUG)
+    stack, fake = slack.stack, slack.fake
+    await stack.store.grant(TENANT, 100, "test")
+    await slack.command("start Bob 3 say")
+    (post,) = await fake.wait_for("chat.postMessage")
+    sid, ts = post.params["blocks"][1]["elements"][1]["value"], post.result["ts"]
+    record = await stack.store.get_session(sid)
+    assert record.avatar_id == "bob-2" and record.mode is Mode.SAY and record.requested_s == 180
+
+    assert "Sent to the avatar" in await ephemeral(slack, "say Good morning, all")
+    assert stack.provider.called("say") == ["Good morning, all"]
+    assert "answer comes in the session's thread" in await ephemeral(slack, "ask why?")
+    assert stack.provider.called("ask") == ["why?"]
+    assert "now *ask*" in await ephemeral(slack, "mode ask")
+    assert (await stack.store.get_session(sid)).mode is Mode.ASK
+    assert "Interrupted" in await ephemeral(slack, "interrupt")
+    assert stack.provider.called("interrupt")
+    link = await ephemeral(slack, "link")
+    token = link.split("/v/", 1)[1].split("|", 1)[0]
+    assert stack.links.verify(token).session_id == sid
+    listing = await ephemeral(slack, "avatars")
+    assert "*Ava* — `ava-1`" in listing and "*Bob* — `bob-2`" in listing
+    credits = await ephemeral(slack, "credits")
+    assert "*97* credits available" in credits and "3 held by running sessions" in credits
+    assert "Mode must be ask or say" in await ephemeral(slack, "mode shout")
+
+    # what the avatar said (the words it was given, its answer) came back into the thread
+    posts = [c for c in fake.called("chat.postMessage") if c.params.get("thread_ts") == ts]
+    said = "\n".join(p.params["text"] for p in posts).splitlines()  # lines may be merged
+    assert said[:2] == ["*Bob:* Good morning, all", "*Bob:* You asked: why?. I know: nothing."]
+
+    assert "Stopped" in await ephemeral(slack, f"stop {sid}")
+    assert "already ended" in await ephemeral(slack, f"stop {sid}")
+    assert "There is no such session" in await ephemeral(slack, "stop nosuchid")
+    assert await stack.store.verify() == []
+    logs = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in (TOKEN, SECRET):
+        assert secret not in logs
