@@ -140,3 +140,16 @@ async def test_answers_within_deadline_while_a_vendor_is_slow(
     assert time.monotonic() - started < 1.0
     assert (await callback(pending))["type"] == 5  # deferred before the deadline
     assert "Started **Ava**" in await final_text(fake, pending)
+
+
+async def test_gateway_found_through_the_api_base(
+    fake: FakeDiscord, stack: Stack, tmp_path: Path
+) -> None:
+    """With only DISCORD_API_BASE set, the gateway URL comes from GET /gateway/bot."""
+    settings = make_settings(fake, tmp_path, discord_gateway_url=None)
+    bot = await run_bot(fake, stack, settings)
+    try:
+        assert fake.calls_to("GET", r"^/gateway/bot$")
+        assert bot.client.is_ready() and fake.identifies
+    finally:
+        await bot.close()

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core.models import SessionState
-from tests.discord.conftest import TENANT, Bot, Stack, callback, final_text, is_ephemeral
+from tests.discord.conftest import (
+    TENANT,
+    TOKEN,
+    Bot,
+    Stack,
+    callback,
+    final_text,
+    is_ephemeral,
+)
 from tests.fakes.discord import FakeDiscord
 
 
@@ -62,3 +70,36 @@ async def test_start_chat_stop(fake: FakeDiscord, stack: Stack, bot: Bot, alice:
     assert await stack.store.verify() == []
     # the anchor's Stop button is now disabled
     await fake.wait_for(lambda: anchor["components"][0]["components"][-1].get("disabled"))
+
+
+async def test_bots_and_own_messages_are_not_forwarded(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    await stack.store.grant(TENANT, 100, "test")
+    _, _, thread = await start_session(fake, alice)
+    other_bot = fake.add_member(fake.user("otherbot", bot=True), [])
+    await fake.user_message(other_bot, thread["id"], "I am a bot")
+    await fake.user_message(fake.members[fake.bot_user["id"]], thread["id"], "I am me")
+    await fake.user_message(alice, thread["id"], "I am a person")
+    await fake.wait_for(lambda: stack.provider.called("ask"))
+    await fake.wait_for(lambda: [m for m in fake.channel_messages(thread["id"])
+                                 if "You asked: I am a person" in m["content"]])
+    # the bot's own answer came back over the gateway too, and was not forwarded either
+    assert stack.provider.called("ask") == ["I am a person"]
+
+
+async def test_thread_creation_refused_stops_the_session(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict, caplog
+) -> None:
+    await stack.store.grant(TENANT, 100, "test")
+    fake.fail("POST", r"/threads$", 403, 50013)
+    pending = await fake.slash(alice, "start", minutes=5)
+    assert (await callback(pending))["type"] == 5
+    text = await final_text(fake, pending)
+    assert "lack a permission" in text
+    (record,) = await stack.store.list_sessions()
+    assert record.state is SessionState.ENDED and record.end_reason.startswith("could not open")
+    assert stack.provider.open == {}
+    assert (await stack.store.balance(TENANT)).pending == 0
+    assert await stack.store.verify() == []
+    assert TOKEN not in caplog.text

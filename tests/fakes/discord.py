@@ -88,6 +88,8 @@ class FakeDiscord:
         self.identifies: list[dict[str, Any]] = []
         self.rate_limits: list[tuple[str, str, float]] = []  # (method, path regex, retry_after)
         self.limited: list[Call] = []
+        self.faults: list[tuple[str, str, int, int]] = []  # (method, path regex, status, code)
+        self.failed: list[Call] = []
         self._sockets: set[web.WebSocketResponse] = set()
         self._seq = 0
         self._ready = asyncio.Event()
@@ -234,6 +236,11 @@ class FakeDiscord:
                                  "X-RateLimit-Reset-After": str(retry_after),
                                  "X-RateLimit-Bucket": "fake"},
                     )
+            for i, (method, pattern, status, code) in enumerate(self.faults):
+                if method == request.method and re.search(pattern, call.path):
+                    del self.faults[i]
+                    self.failed.append(call)
+                    return _json({"message": "fake fault", "code": code}, status=status)
             request[CALL_KEY] = call
             self.calls.append(call)
             try:
@@ -366,7 +373,10 @@ class FakeDiscord:
             return _json({"message": "Thread is locked", "code": 50083}, 403)
         if meta and meta.get("archived"):
             meta["archived"] = False  # Discord unarchives a thread when the bot posts in it
-        return _json(self.message(cid, self.bot_user, call.body or {}))
+        msg = self.message(cid, self.bot_user, call.body or {})
+        # Discord echoes the bot's own messages on the gateway too; the bot must ignore them.
+        await self.dispatch("MESSAGE_CREATE", msg)
+        return _json(msg)
 
     async def _edit_message(self, call: Call, cid: str, mid: str) -> web.Response:
         msg = self.messages.get(mid)
@@ -552,6 +562,10 @@ class FakeDiscord:
         return pending
 
     # ------------------------------------------------------------------ channel events
+    def fail(self, method: str, pattern: str, status: int = 403, code: int = 50013) -> None:
+        """Answer the next ``method`` call whose path matches ``pattern`` with an error."""
+        self.faults.append((method, pattern, status, code))
+
     async def user_message(self, member: dict[str, Any], channel_id: str, content: str,
                            *, mentions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """A person posts ``content`` in ``channel_id`` (MESSAGE_CREATE)."""
