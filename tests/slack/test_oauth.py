@@ -144,3 +144,41 @@ async def test_uninstall_ends_sessions_and_refuses_the_workspace(multi, event):
 
     await eventually(anchored)
     assert len(await store.open_sessions()) == 1
+
+
+async def test_single_workspace_uninstall_then_restart_with_a_new_token(make_slack, fake_slack):
+    from tests.slack.conftest import TEAM
+
+    slack = await make_slack()
+    store = slack.stack.store
+    await store.grant(f"slack:{TEAM}", 100, "test")
+    await slack.command("start")
+    await fake_slack.wait_for("chat.postMessage")
+    status, _ = await slack.event({"type": "app_uninstalled"})
+    assert status == 200
+
+    async def all_ended() -> bool:
+        return await store.open_sessions() == []
+
+    await eventually(all_ended)
+    with pytest.raises(NotAllowed, match="not active"):
+        await slack.stack.service.start(StartCommand(tenant=f"slack:{TEAM}", user="U1"))
+
+    # reinstalled: the operator restarts with the new token; the first request reactivates
+    fake_slack.add_workspace(TEAM, "xoxb-1-new", channels=("C1",))
+    again = await make_slack(slack_bot_token="xoxb-1-new")
+    await again.command("start")
+
+    async def anchored() -> bool:
+        return any(c.token == "xoxb-1-new" and c.result["ok"]
+                   for c in fake_slack.called("chat.postMessage"))
+
+    await eventually(anchored)
+    assert (await store.balance(f"slack:{TEAM}")).pending > 0
+
+
+async def test_events_nobody_listens_for_are_acknowledged(slack):
+    status, _ = await slack.event({"type": "reaction_added", "user": "U1", "reaction": "tada",
+                                   "item": {"type": "message", "channel": "C1", "ts": "1.0"}})
+    assert status == 200
+    assert slack.stack.provider.calls == []

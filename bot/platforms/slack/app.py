@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BOT_SCOPES = [
     "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
-    "groups:history", "reactions:write", "users:read",
+    "groups:history", "im:history", "reactions:write", "users:read",
 ]
 ADMIN_CACHE_S = 60.0
 MAX_CLOCK_SKEW_S = 300  # Slack's rule: refuse requests stamped more than 5 minutes off
@@ -106,10 +106,22 @@ class SlackAdapter:
         )
 
     async def single_team(self) -> str | None:
-        """The team of ``SLACK_BOT_TOKEN`` (from ``auth.test``, asked once)."""
+        """The team of ``SLACK_BOT_TOKEN`` (``auth.test``, asked until it answers once).
+
+        A token that works means the app is installed: the workspace is (re)activated, since an
+        earlier uninstall marked it inactive and reinstalling gave this new token.
+        """
         if self._single_team is None and self.bot_token is not None:
-            resp = await self.client(self.bot_token).auth_test()
-            self._single_team = resp.get("team_id")
+            try:
+                resp = await self.client(self.bot_token).auth_test()
+            except SlackApiError as exc:
+                log.error("SLACK_BOT_TOKEN was refused by Slack: %s", exc.response.get("error"))
+                return None
+            team = resp.get("team_id")
+            if team:
+                await self.store.ensure_tenant(f"slack:{team}")
+                await self.store.set_tenant_active(f"slack:{team}", True)
+            self._single_team = team
         return self._single_team
 
     async def token_for(self, team: str) -> str | None:

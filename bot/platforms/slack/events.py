@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncApp
@@ -54,6 +55,12 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         if tokens.get("bot"):
             await _uninstall(adapter, context.team_id, context.enterprise_id,
                              "the bot's token was revoked")
+
+    @app.event(re.compile(".*"))
+    async def on_other(event: dict[str, Any]) -> None:
+        # Registered last: any other subscribed event is acknowledged (Slack would redeliver an
+        # unhandled one, answered 404, and eventually turn the subscription off).
+        log.debug("Slack event %s ignored", event.get("type"))
 
 
 async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
