@@ -1,0 +1,98 @@
+"""Ledger throughput: reserve+settle pairs per second through the real store, against the ceiling.
+
+The ceiling is the same transactions (the store's own SQL bodies) run with plain ``sqlite3`` in one
+thread, no event loop, on a file with the same settings (WAL, synchronous=NORMAL). Target: the
+store reaches at least half the ceiling's throughput.
+
+Run: .venv/bin/python bench/ledger.py [pairs]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bot.core.models import Limits, Mode, SessionRecord, SessionState, utcnow
+from bot.storage import SqliteStore
+from bot.storage import sqlite as impl
+from bot.storage.migrations import apply_migrations
+
+LIMITS = Limits(max_concurrent=10**9, daily_user_credits=10**12, max_minutes=240)
+TENANT = "discord:1"
+
+
+def record(i: int) -> SessionRecord:
+    now = utcnow()
+    return SessionRecord(
+        id=f"s{i}", tenant=TENANT, provider="local", avatar_id="a", avatar_name="A",
+        mode=Mode.ASK, state=SessionState.PENDING, requested_s=600, reserved=10,
+        started_by=f"u{i % 50}", created_at=now, last_activity_at=now,
+    )
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100)[int(p) - 1] * 1000 if len(values) > 1 else 0.0
+
+
+def ceiling(path: Path, pairs: int) -> tuple[float, list[float]]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    impl._configure(conn)
+    apply_migrations(conn)
+    impl._tx(conn, lambda c: impl._grant(c, TENANT, 10**9, "bench", None))
+    lat = []
+    start = time.perf_counter()
+    for i in range(pairs):
+        t0 = time.perf_counter()
+        rec = record(i)
+        impl._tx(conn, lambda c, r=rec: impl._open_session(c, r, [], LIMITS))
+        impl._tx(conn, lambda c, r=rec: impl._begin_end(c, r.id, "stop", utcnow()))
+        impl._tx(conn, lambda c, r=rec: impl._finish(c, r.id, 3))
+        lat.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return pairs / elapsed, lat
+
+
+async def through_store(path: Path, pairs: int, clients: int) -> tuple[float, list[float]]:
+    store = await SqliteStore.open(path, LIMITS)
+    await store.grant(TENANT, 10**7, "bench")
+    lat: list[float] = []
+
+    async def client(k: int) -> None:
+        for i in range(k, pairs, clients):
+            t0 = time.perf_counter()
+            rec = record(i)
+            await store.open_session(rec)
+            await store.begin_end(rec.id, "stop", utcnow())
+            await store.finish_session(rec.id, 3)
+            lat.append(time.perf_counter() - t0)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    elapsed = time.perf_counter() - start
+    assert await store.verify() == []
+    await store.close()
+    return pairs / elapsed, lat
+
+
+def main() -> None:
+    pairs = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
+    with tempfile.TemporaryDirectory() as tmp:
+        base_rate, base_lat = ceiling(Path(tmp) / "ceiling.db", pairs)
+        print(f"plain sqlite3, one thread : {base_rate:8.0f} pairs/s  "
+              f"p50 {pct(base_lat, 50):.2f} ms  p99 {pct(base_lat, 99):.2f} ms")
+        for clients in (1, 16):
+            rate, lat = asyncio.run(through_store(Path(tmp) / f"store{clients}.db", pairs, clients))
+            print(f"SqliteStore, {clients:>2} client(s) : {rate:8.0f} pairs/s  "
+                  f"p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  "
+                  f"= {rate / base_rate:.0%} of the ceiling")
+
+
+if __name__ == "__main__":
+    main()
