@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -14,6 +13,7 @@ import click
 
 from bot.core.errors import AvatarBotError, ConfigError
 from bot.core.models import SessionState, TenantId
+from bot.logs import configure_logging
 from bot.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -69,9 +69,7 @@ def run() -> None:
     from bot.app import run as run_app
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.secrets())
     try:
         asyncio.run(run_app(settings))
     except KeyboardInterrupt:

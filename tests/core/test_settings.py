@@ -72,3 +72,18 @@ def test_pricing_defaults_follow_the_vendors():
 def test_public_url_builds_absolute_links(monkeypatch):
     monkeypatch.setenv("PUBLIC_URL", "https://avatars.example.org/")
     assert load_settings().base_url == "https://avatars.example.org"
+
+
+def test_log_lines_never_carry_a_configured_secret(capsys):
+    import logging
+
+    from bot.logs import configure_logging
+
+    configure_logging("INFO", ["sk-live-123456", "xoxb-abcdef"])
+    log = logging.getLogger("avatarbot.test")
+    log.info("calling vendor with key %s", "sk-live-123456")
+    log.warning("token xoxb-abcdef refused")
+    err = capsys.readouterr().err
+    assert "sk-live-123456" not in err and "xoxb-abcdef" not in err
+    assert "calling vendor with key ***" in err and "token *** refused" in err
+    logging.getLogger().handlers.clear()
