@@ -197,6 +197,8 @@ async def test_a_wrong_key_is_an_auth_error_that_is_not_retried(case: Case, http
     assert not err.value.retryable
     assert len(case.fake.calls(LIST_PATH[case.name])) == 1
     assert "wrong-key-123" not in str(err.value) and "wrong-key-123" not in repr(err.value)
+    assert err.value.user_message == (
+        f"The {case.provider.display_name} account key was refused; an operator must fix it.")
 
 
 GENERIC_FAULTS = [
