@@ -153,3 +153,14 @@ async def test_gateway_found_through_the_api_base(
         assert bot.client.is_ready() and fake.identifies
     finally:
         await bot.close()
+
+
+async def test_the_fake_refuses_a_late_first_answer(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    """The deadline check in the fake can fail: an answer after it is refused with 10062."""
+    fake.deadline_s = 0.0
+    pending = await fake.slash(alice, "credits")
+    with pytest.raises(TimeoutError, match="3-second deadline"):
+        await callback(pending)
+    assert not [m for m in fake.messages.values() if "credits available" in m["content"]]

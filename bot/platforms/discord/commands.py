@@ -34,6 +34,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 # Time the pre-defer checks may spend on a vendor's avatar list (Discord wants a first answer
 # within 3 s; past this, the authoritative checks run after the defer instead).
 QUICK_S = 1.5
+PRECHECK_S = 2.0
 AUTOCOMPLETE_S = 2.0
 THREAD_ARCHIVE_MIN = 60
 # What the bot needs in the channel to run a session there.
@@ -87,7 +88,10 @@ class AvatarCommands:
         if not isinstance(channel, discord.TextChannel):
             raise InvalidRequest("Start sessions in a text channel (not in a thread or a DM).")
         self._check_bot_permissions(interaction.app_permissions)
-        info = await self._precheck(cmd)
+        try:
+            info = await asyncio.wait_for(self._precheck(cmd), PRECHECK_S)
+        except TimeoutError:
+            info = None  # never miss the deadline: the service checks everything again
         await interaction.response.defer(ephemeral=True, thinking=True)
         record = await self.service.start(cmd)
         try:
