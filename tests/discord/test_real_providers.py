@@ -119,3 +119,34 @@ async def test_a2e_vendor(fake: FakeDiscord, tmp_path: Path, alice: dict,
         finally:
             await bot.close()
             await stack.close()
+
+
+async def test_a2e_session_survives_a_restart(fake: FakeDiscord, tmp_path: Path, alice: dict,
+                                              http: httpx.AsyncClient) -> None:
+    async with FakeA2E() as vendor:
+        def make(hub: EventHub) -> A2EProvider:
+            return A2EProvider(api_key=SecretStr(vendor.api_key), http=http, events=hub,
+                               pricing=PRICING, base_url=vendor.url, timeout_s=2.0)
+
+        settings = make_settings(fake, tmp_path)
+        first = await ProviderStack(tmp_path / "t.db", "a2e", make).open()
+        bot = await run_bot(fake, first, settings)
+        await first.store.grant(TENANT, 100, "test")
+        _, anchor, thread = await start_session(fake, alice, minutes=2)
+        (record,) = await first.service.open_sessions(TENANT)
+        await bot.close()
+        await first.close()
+
+        second = await ProviderStack(tmp_path / "t.db", "a2e", make).open()
+        bot = await run_bot(fake, second, settings)
+        try:
+            room = vendor.rooms[record.provider_session_id]
+            await fake.user_message(alice, thread["id"], "!say I am back")
+            await fake.wait_for(lambda: room.spoken == ["I am back"])
+            click = await fake.click(alice, anchor, f"avatar:stop:{record.id}")
+            assert "Stopped Linda" in await final_text(fake, click)
+            assert room.left
+            assert await second.store.verify() == []
+        finally:
+            await bot.close()
+            await second.close()

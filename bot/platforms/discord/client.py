@@ -20,7 +20,7 @@ from discord import app_commands
 
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
-from bot.platforms.discord.commands import build_avatar_group
+from bot.platforms.discord.commands import AvatarCommands, build_avatar_group
 from bot.platforms.discord.errors import reply_error
 from bot.platforms.discord.threads import ThreadRelay, route_message
 from bot.settings import Settings
@@ -82,7 +82,8 @@ class AvatarBot(discord.Client):
         self.links = links
         self.mention_mode = False
         self.tree = app_commands.CommandTree(self)
-        self.tree.add_command(build_avatar_group(self))
+        self.commands = AvatarCommands(self)
+        self.tree.add_command(build_avatar_group(self.commands))
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.relay = ThreadRelay(self)
 
@@ -155,10 +156,8 @@ class AvatarBot(discord.Client):
 
     async def on_stop_click(self, interaction: discord.Interaction, session_id: str) -> None:
         """The session message's Stop button was clicked (see ``views.StopButton``)."""
-        from bot.platforms.discord.commands import AvatarCommands
-
         try:
-            text = await AvatarCommands(self).stop_session(interaction, session_id)
+            text = await self.commands.stop_session(interaction, session_id)
             await interaction.edit_original_response(content=text)
         except Exception as exc:
             await reply_error(interaction, exc)

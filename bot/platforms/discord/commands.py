@@ -1,7 +1,8 @@
 """The ``/avatar`` command group (guild-only) and what each command does.
 
-Commands are defined once by ``build_avatar_group``; the running client passes itself so the
-callbacks reach the session service, and ``sync.py`` passes ``None`` (definitions only).
+Commands are defined once by ``build_avatar_group``; the running client passes its
+``AvatarCommands`` so the callbacks reach the session service, and ``sync.py`` passes ``None``
+(definitions only).
 Every refusal is raised as an ``AvatarBotError`` and turned into an ephemeral reply by
 ``errors.reply_error`` (the tree's error handler), so no command answers errors on its own.
 """
@@ -394,9 +395,8 @@ class AvatarCommands:
         )
 
 
-def build_avatar_group(bot: AvatarBot | None) -> app_commands.Group:
-    """The ``/avatar`` group; ``bot`` may be ``None`` when only syncing the definitions."""
-    impl = AvatarCommands(bot) if bot is not None else None
+def build_avatar_group(impl: AvatarCommands | None) -> app_commands.Group:
+    """The ``/avatar`` group; ``impl`` is ``None`` when only syncing the definitions."""
     group = app_commands.Group(
         name="avatar", description="Talk with a real-time avatar", guild_only=True,
         allowed_contexts=app_commands.AppCommandContext(guild=True),
