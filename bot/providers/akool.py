@@ -155,7 +155,10 @@ class AKoolProvider(ProviderBase):
             "POST", f"{_API}/knowledge/create",
             json_body={"name": f"avatarbot {request.session_id}", "prompt": text},
         )
-        return str(answer["data"]["_id"])
+        kid = (answer.get("data") or {}).get("_id")
+        if not kid:
+            raise self._api.unreadable()
+        return str(kid)
 
     def _to_session(self, request: StartRequest, answer: dict[str, Any]) -> ProviderSession:
         try:
