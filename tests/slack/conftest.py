@@ -171,6 +171,7 @@ async def make_slack(fake_slack, stack):
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         harness = SlackHarness(fake_slack, stack, f"http://127.0.0.1:{port}", bolt)
+        harness.settings = settings
         made.append((harness, runner))
         return harness
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bot.core.errors import ConfigError
@@ -43,3 +45,28 @@ async def test_commands_arrive_over_the_socket(slack):
 async def test_a_refused_app_token_is_a_clear_config_error(slack):
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN was refused by Slack"):
         await start_socket_mode(slack.bolt, "xapp-wrong")
+
+
+async def test_a_second_app_for_socket_mode_does_not_post_twice(slack):
+    """The composition root may build one app for HTTP and another for Socket Mode."""
+    from bot.platforms.slack import build_slack_app
+
+    fake, stack = slack.fake, slack.stack
+    fake.app_tokens.add("xapp-1-dev")
+    await stack.store.grant(f"slack:{TEAM}", 100, "test")
+    second = build_slack_app(settings=slack.settings, service=stack.service, links=stack.links,
+                             min_interval_s=0.01)
+    conn = await start_socket_mode(second, "xapp-1-dev")
+    try:
+        await fake.socket_request(slash("e1", "start", fake))
+        (anchor,) = await fake.wait_for("chat.postMessage")
+        ts = anchor.result["ts"]
+        await slack.thread_message("only once?", ts)  # over HTTP, into the first app
+        await fake.wait_for("reactions.add")
+        posts = await fake.wait_for("chat.postMessage", 2)
+        await asyncio.sleep(0.2)
+        answers = [c for c in fake.called("chat.postMessage") if c.params.get("thread_ts") == ts]
+        assert len(answers) == 1 and "You asked: only once?" in answers[0].params["text"]
+        assert len(posts) == 2
+    finally:
+        await conn.close_async()

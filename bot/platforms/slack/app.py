@@ -54,6 +54,9 @@ MAX_CLOCK_SKEW_S = 300  # Slack's rule: refuse requests stamped more than 5 minu
 # Events that end an installation; they must pass even after the workspace's tokens are gone.
 _UNINSTALL_EVENTS = ("app_uninstalled", "tokens_revoked")
 _ADAPTERS: weakref.WeakKeyDictionary[AsyncApp, SlackAdapter] = weakref.WeakKeyDictionary()
+# One relay posts for a session service, however many app objects were built for it (an HTTP
+# app and a Socket Mode app in one process would otherwise post every line twice).
+_RUNNING: weakref.WeakKeyDictionary[SessionService, ThreadRelay] = weakref.WeakKeyDictionary()
 
 
 class SlackAdapter:
@@ -137,6 +140,25 @@ class SlackAdapter:
             return team == await self.single_team()
         bot = await self.installations.async_find_bot(enterprise_id=enterprise, team_id=team)
         return bot is not None
+
+    # ------------------------------------------------------------------ the relay
+    def active_relay(self) -> ThreadRelay:
+        """The relay that posts for this adapter's service (its own, or another app's)."""
+        return _RUNNING.get(self.service, self.relay)
+
+    async def start_relay(self) -> bool:
+        """Start this adapter's relay unless one already runs for the service; True if started."""
+        if self.service in _RUNNING:
+            return False
+        _RUNNING[self.service] = self.relay
+        await self.relay.start()
+        return True
+
+    async def stop_relay(self) -> None:
+        """Stop this adapter's relay (after sending what is queued)."""
+        if _RUNNING.get(self.service) is self.relay:
+            del _RUNNING[self.service]
+        await self.relay.aclose()
 
     # ------------------------------------------------------------------ people
     async def is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
@@ -314,9 +336,10 @@ def mount_slack(web_app: web.Application, bolt_app: AsyncApp) -> None:
     web_app.router.add_get("/slack/oauth_redirect", _oauth_handler(bolt_app, install=False))
 
     async def relay_lifetime(_: web.Application) -> Any:
-        await adapter.relay.start()
+        started = await adapter.start_relay()
         yield
-        await adapter.relay.aclose()
+        if started:
+            await adapter.stop_relay()
 
     web_app.cleanup_ctx.append(relay_lifetime)
 
@@ -335,7 +358,9 @@ class SocketModeConnection:
             handler, self._handler = self._handler, None
             await handler.close_async()
             if self._owns_relay:
-                await self._adapter.relay.aclose()
+                await self._adapter.stop_relay()
+
+    close_async = aclose  # the name slack-bolt's own handlers use
 
 
 async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeConnection:
@@ -356,13 +381,12 @@ async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeCon
         ) from None
     handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=client)
     handler.client.wss_uri = opened["url"]  # the URL just issued; it is good for one connection
-    owns_relay = not adapter.relay.running
-    await adapter.relay.start()
+    owns_relay = await adapter.start_relay()
     try:
         await handler.connect_async()
     except BaseException:
         await handler.close_async()
         if owns_relay:
-            await adapter.relay.aclose()
+            await adapter.stop_relay()
         raise
     return SocketModeConnection(handler, adapter, owns_relay)

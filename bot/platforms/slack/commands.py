@@ -182,7 +182,7 @@ async def _announce(call: Call, record: SessionRecord) -> None:
         session_id=record.id, platform="slack", channel_id=call.channel,
         thread_id=thread_key(call.channel, ts), message_id=ts,
     ))
-    adapter.relay.bound(record.id, Target(call.team, call.channel, ts, record.avatar_name))
+    adapter.active_relay().bound(record.id, Target(call.team, call.channel, ts, record.avatar_name))
 
 
 # ---------------------------------------------------------------------- driving a session

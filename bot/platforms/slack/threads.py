@@ -204,9 +204,8 @@ class ThreadRelay:
             return
         sid = event.session_id
         if sid not in self._targets:
-            if sid in self._pending:
-                self._hold(sid, event)
-                return
+            # Asked again for each event while a Slack session's thread is unknown: ``bound()``
+            # normally says it first, but another app object may have bound it.
             try:
                 found = await self._resolve(sid)
             except _NotYet:
@@ -215,6 +214,10 @@ class ThreadRelay:
                     return
             else:
                 self._targets.setdefault(sid, found)
+            held = self._pending.pop(sid, None)
+            target = self._targets[sid]
+            for early in held.events if held and target else ():
+                self._dispatch(target, early)
         target = self._targets[sid]
         if _final(event):
             self._targets.pop(sid, None)
