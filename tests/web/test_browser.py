@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from bot.core.reaper import SessionReaper
 from tests.web.conftest import ARTIFACTS, ROOT, chromium_args, ensure_bundles, guard_page, web_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -153,6 +155,12 @@ async def test_webrtc_viewer_at_phone_width(browser: Any, stack: Any) -> None:
         await until(page, "window.avatarViewer.status === 'live'", 10_000)
         await stack.service.ask(record.id, "What can you do?", author="Sam")
         await page.locator("#transcript .line.avatar").first.wait_for(timeout=10_000)
+        # The reaper's "time is nearly up" warning shows, and the countdown follows it.
+        reaper = SessionReaper(stack.service, warn_before_end_s=60, idle_timeout_s=3600)
+        await reaper.tick(now=record.expires_at - timedelta(seconds=50))
+        await page.locator("#warning").wait_for(state="visible")
+        assert await page.text_content("#warning") == "1 minute(s) left."
+        assert await page.text_content("#countdown") in ("0:50", "0:49")
         # Nothing sticks out sideways at phone width.
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"]

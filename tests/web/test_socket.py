@@ -222,3 +222,21 @@ async def test_webrtc_signalling_refuses_strangers_and_bad_bodies(stack: Any, cl
         vid = (await ps.next("hello"))["viewer_id"]
         async with client.post(akool_link + "/webrtc/offer", json={"viewer_id": vid}) as r:
             assert r.status == 409 and "WebRTC" in (await r.json())["error"]
+
+
+async def test_reaper_warning_and_expiry_reach_the_page(stack: Any, client: Any) -> None:
+    from datetime import timedelta
+
+    from bot.core.reaper import SessionReaper
+
+    record = await stack.start("akool", minutes=5)
+    reaper = SessionReaper(stack.service, warn_before_end_s=120, idle_timeout_s=3600)
+    async with page_socket(client, stack.link(record.id)) as ps:
+        assert 290 <= (await ps.next("hello"))["seconds_left"] <= 300
+        await reaper.tick(now=record.expires_at - timedelta(seconds=100))
+        warning = await ps.next("warning")
+        assert warning["text"] == "2 minute(s) left." and warning["seconds_left"] == 100
+        await reaper.tick(now=record.expires_at + timedelta(seconds=1))
+        end = await ps.next("end")
+        assert end["summary"]["state"] == "ended"
+        await ps.closed()
