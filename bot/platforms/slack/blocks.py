@@ -19,6 +19,7 @@ HELP = """*Talking avatars* — `/avatar <command>`
 • `ask <text>` / `say <text>` — ask the avatar, or make it say the words
 • `mode ask|say` — what plain messages in the thread do (`!ask` / `!say` override once)
 • `interrupt` — stop the avatar mid-sentence
+• `context <text>` — the text the avatar answers questions from
 • `link` — the viewer link again
 • `avatars` — the avatars you can start
 • `credits` — this workspace's credits and your use today

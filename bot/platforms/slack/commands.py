@@ -229,6 +229,15 @@ async def cmd_interrupt(call: Call) -> str | None:
     return ":raised_hand: Interrupted."
 
 
+async def cmd_context(call: Call) -> str | None:
+    """Give the avatar the text it answers from (replaces what it had)."""
+    if not call.rest:
+        raise InvalidRequest("Usage: `/avatar context <the text the avatar answers from>`.")
+    record = await channel_session(call)
+    await call.adapter.service.set_context(record.id, call.rest, tenant=call.tenant)
+    return f":books: The avatar now answers from your text ({len(call.rest):,} characters)."
+
+
 async def cmd_link(call: Call) -> str | None:
     """The viewer link of the channel's session."""
     record = await channel_session(call)
@@ -336,7 +345,7 @@ _ADMIN: dict[str, Callable[[Call, list[str]], Awaitable[str | None]]] = {
 
 HANDLERS: dict[str, Handler] = {
     "start": cmd_start, "stop": cmd_stop, "say": cmd_say, "ask": cmd_ask, "mode": cmd_mode,
-    "interrupt": cmd_interrupt, "link": cmd_link, "avatars": cmd_avatars,
+    "interrupt": cmd_interrupt, "context": cmd_context, "link": cmd_link, "avatars": cmd_avatars,
     "credits": cmd_credits, "admin": cmd_admin,
 }
 
