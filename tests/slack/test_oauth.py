@@ -182,3 +182,22 @@ async def test_events_nobody_listens_for_are_acknowledged(slack):
                                    "item": {"type": "message", "channel": "C1", "ts": "1.0"}})
     assert status == 200
     assert slack.stack.provider.calls == []
+
+
+async def test_in_many_workspaces_only_the_operator_grants_credits(make_slack, fake_slack):
+    fake_slack.client_credentials = (CLIENT_ID, CLIENT_SECRET)
+    multi = await make_slack(slack_bot_token=None, slack_client_id=CLIENT_ID,
+                             slack_client_secret=CLIENT_SECRET, slack_admin_user_ids="UOP")
+    await install(multi)
+    fake_slack.add_user("U2ADMIN", admin=True)
+    fake_slack.add_user("UOP")
+
+    async def answer(user: str, text: str) -> str:
+        before = len(fake_slack.responses)
+        await multi.command(text, team=TEAM2, user=user)
+        return (await fake_slack.wait_for_response(before + 1))[before]["text"]
+
+    assert "granted by the bot's operator" in await answer("U2ADMIN", "admin grant 1000")
+    assert "max_concurrent=" in await answer("U2ADMIN", "admin limits")  # other admin commands
+    assert "Granted 1000 credits" in await answer("UOP", "admin grant 1000")
+    assert (await multi.stack.store.balance(f"slack:{TEAM2}")).granted == 1000
