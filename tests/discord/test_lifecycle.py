@@ -137,7 +137,7 @@ async def test_answers_within_deadline_while_a_vendor_is_slow(
     pending = await fake.slash(alice, "start")
     credits = await fake.slash(alice, "credits")
     assert (await callback(credits))["type"] == 4
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # well before the vendor's list came back
     assert (await callback(pending))["type"] == 5  # deferred before the deadline
     assert "Started **Ava**" in await final_text(fake, pending)
 

@@ -34,7 +34,7 @@ async def test_words_are_throttled_to_about_one_write_per_interval(
     await fake.wait_for(lambda: [m for m in fake.channel_messages(tid)
                                  if m["content"].endswith("line 11")])
     times = writes(fake, tid)
-    assert 2 <= len(times) <= 4  # one post, then an edit about every 0.5 s, not 12 writes
+    assert 2 <= len(times) <= 6  # one post, then an edit about every 0.5 s, not 12 writes
     assert all(b - a >= 0.45 for a, b in zip(times, times[1:], strict=False))
     (message,) = [m for m in fake.channel_messages(tid) if m["content"].startswith("line 0")]
     assert message["content"] == "\n".join(f"line {i}" for i in range(12))
