@@ -157,3 +157,35 @@ async def test_link_and_socket_endpoints_are_rate_limited(tmp_path: Path, client
             text = await resp.text()
         assert 'avatarbot_rate_limited_total{endpoint="page"} 1.0' in text
         assert 'avatarbot_rate_limited_total{endpoint="websocket"} 1.0' in text
+
+
+async def test_a_session_still_starting_shows_a_waiting_page(tmp_path: Path, client: Any) -> None:
+    import asyncio
+
+    from bot.core.service import StartCommand
+    from tests.fakes.provider import FakeProvider
+
+    slow: dict[str, FakeProvider] = {}
+
+    def extra(events: Any) -> dict[str, Any]:
+        slow["p"] = FakeProvider(events, name="slow")
+        slow["p"].start_delay = 1.0
+        return {"slow": slow["p"]}
+
+    async with web_stack(tmp_path, vendors=(), extra=extra) as stack:
+        async with stack.events.subscribe() as events:
+            starting = asyncio.create_task(stack.service.start(
+                StartCommand(tenant="discord:1", user="u1", provider="slow", minutes=2)))
+            first = await asyncio.wait_for(events.get(), 5)
+        assert first.state == "pending"
+        record = await stack.service.get(first.session_id)
+        link = stack.link(record.id)
+        status, body, _ = await _get(client, link)
+        assert status == 200 and '"state": "pending"' in body and '"transport": null' in body
+        async with page_socket(client, link) as ps:
+            assert (await ps.next("hello"))["state"] == "pending"
+            live = await ps.next("state")
+            assert live["state"] == "live" and live["seconds_left"] > 100
+        await starting
+        _, body, _ = await _get(client, link)
+        assert '"transport": "agora"' in body and "tok-slow-" in body

@@ -317,6 +317,7 @@
         viewer.active = msg.active;
         setCountdown(msg.seconds_left);
         if (msg.state === "pending") { setStatus("pending"); return; }
+        if (msg.state === "ending") { setStatus("ended", "Ending…"); return; }
         $("elsewhere").hidden = msg.active;
         if (msg.active) startMedia(); else setStatus("elsewhere");
         break;
