@@ -38,6 +38,9 @@ async def test_commands_inside_the_thread(
     tid = thread["id"]
     (record,) = await stack.service.open_sessions(TENANT)
     assert record.mode.value == "say"
+    nested = await callback(await fake.slash(alice, "start", channel_id=tid))
+    assert is_ephemeral(nested) and "in a text channel" in nested["data"]["content"]
+    assert len(stack.provider.called("start")) == 1
 
     reply = await final_text(fake, await fake.slash(alice, "ask", channel_id=tid, text="why?"))
     assert reply == "Sent to Ava (ask)."
