@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 5.0
 
 
+class HubClosed(RuntimeError):
+    """The server is shutting down: no new viewers."""
+
+
 @dataclass(eq=False)
 class Viewer:
     """One connected viewer page."""
@@ -115,7 +119,7 @@ class ViewerHub:
         nobody holds it.
         """
         if self._closing:
-            raise RuntimeError("the viewer hub is closed")
+            raise HubClosed("the viewer hub is closed")
         viewer = Viewer(id=secrets.token_hex(8), session_id=session_id, ws=ws)
         room = self._rooms.get(session_id)
         if room is None:

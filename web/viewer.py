@@ -11,13 +11,13 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.core.errors import AvatarBotError, ProviderError, SessionNotFound
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState
 from web.context import WEB, WebContext
-from web.hub import Viewer
+from web.hub import HubClosed, Viewer
 from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,14 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
         await ws.send_json({"type": "end", "summary": None})
         await ws.close()
         return ws
-    viewer = await ctx.hub.join(
-        record.id, ws, multi_viewer=multi_viewer(ctx, record.provider),
-        take_over=request.query.get("passive") != "1",
-    )
+    try:
+        viewer = await ctx.hub.join(
+            record.id, ws, multi_viewer=multi_viewer(ctx, record.provider),
+            take_over=request.query.get("passive") != "1",
+        )
+    except HubClosed:
+        await ws.close(code=WSCloseCode.GOING_AWAY)
+        return ws
     try:
         # The session may have ended between the check above and the join (its end event
         # then went by before this page's room listened).
