@@ -37,10 +37,14 @@ async def test_frames_arrive_at_the_set_rate_and_size(provider, viewers):
     await v.connect()
     first = await v.wait_first_frame()
     assert first - t0 < 0.5, "first frame should arrive within half a second of the offer"
-    await asyncio.sleep(2.0)
-    window = [t for t, _ in v.frames if t >= first + 0.5]
-    rate = (len(window) - 1) / (window[-1] - window[0])
-    assert 13 <= rate <= 17, rate
+    await asyncio.sleep(0.5)
+    rendered0, n0, w0 = provider.media_stats(ps)["frames_rendered"], len(v.frames), time.monotonic()
+    await asyncio.sleep(3.0)
+    elapsed = time.monotonic() - w0
+    rendered = (provider.media_stats(ps)["frames_rendered"] - rendered0) / elapsed
+    received = (len(v.frames) - n0) / elapsed
+    assert 13 <= rendered <= 16.5, (rendered, received)
+    assert received >= 0.85 * rendered, (rendered, received)
     assert v.frames[-1][1].shape == (240, 320, 3)
 
 
@@ -75,6 +79,24 @@ async def test_audio_arrives_and_mouth_moves_only_while_speaking(provider, viewe
     assert max(talk_audio) > 500
 
 
+async def test_mouth_moves_in_step_with_the_audio(provider, viewers):
+    ps = await provider.start(request())
+    v = viewers(provider, ps)
+    await v.connect()
+    await v.wait_first_frame()
+    for _ in range(2):
+        await asyncio.sleep(0.6)
+        t0 = time.monotonic()
+        await provider.say(ps, "Aah.")
+        await asyncio.sleep(1.2)
+        sound = [t for t, r in v.audio if t > t0 and r > 300]
+        mouth = [t for t, img in v.frames if t > t0 and mouth_darkness(img) > 30]
+        assert sound and mouth
+        # within about one video frame (67 ms) plus the receiver's audio buffering
+        assert abs(mouth[0] - sound[0]) < 0.15, (mouth[0] - t0, sound[0] - t0)
+        assert abs(mouth[-1] - sound[-1]) < 0.15, (mouth[-1] - t0, sound[-1] - t0)
+
+
 async def test_interrupt_silences_audio_within_200_ms(provider, viewers):
     ps = await provider.start(request())
     v = viewers(provider, ps, keep_frames=False)
@@ -91,10 +113,17 @@ async def test_interrupt_silences_audio_within_200_ms(provider, viewers):
     assert max(loud_after, default=0.0) < 0.2, loud_after
     # and it stays quiet: nothing queued resumes
     assert all(r < 50 for t, r in v.audio if t > t_int + 0.2)
+    # speech still being synthesised when the interrupt came is dropped too
+    say = asyncio.create_task(provider.say(ps, LONG))
+    await asyncio.sleep(0)  # the say is now waiting for espeak-ng
+    await provider.interrupt(ps)
+    await say
+    await asyncio.sleep(0.4)
+    assert all(r < 50 for t, r in v.audio if t > t_int + 0.2)
     # the avatar can speak again afterwards
     await provider.say(ps, "Right, where was I?")
     await asyncio.sleep(0.8)
-    assert any(r > 500 for t, r in v.audio if t > t_int + 0.8)
+    assert any(r > 500 for t, r in v.audio if t > t_int + 1.2)
 
 
 async def test_many_viewers_share_one_rendering(provider, viewers):
@@ -108,13 +137,13 @@ async def test_many_viewers_share_one_rendering(provider, viewers):
     before = provider.media_stats(ps)["frames_rendered"]
     t0 = time.monotonic()
     counts = [len(v.frames) for v in group]
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(2.5)
     elapsed = time.monotonic() - t0
     rendered = provider.media_stats(ps)["frames_rendered"] - before
     received = [len(v.frames) - c for v, c in zip(group, counts, strict=True)]
-    assert all(r >= 15 * elapsed * 0.8 for r in received), received
     # drawn once per tick for everyone, not once per viewer
-    assert rendered <= 15 * elapsed * 1.1 + 2, rendered
+    assert 15 * elapsed * 0.8 <= rendered <= 15 * elapsed * 1.1 + 2, rendered
+    assert all(r >= rendered * 0.85 for r in received), (rendered, received)
 
 
 async def test_leave_and_vanished_viewers_are_cleaned_up(provider, viewers):

@@ -81,6 +81,7 @@ class _Session:
     media: SessionMedia
     knowledge: str | None
     viewers: dict[str, _Viewer] = field(default_factory=dict)
+    interrupts: int = 0  # speech synthesised before an interrupt is dropped
 
 
 def _ice_servers(servers: list[dict[str, Any]]) -> list[RTCIceServer]:
@@ -254,18 +255,23 @@ class LocalProvider(ProviderBase):
         if not text:
             raise InvalidRequest("There is nothing to say: the text is empty.")
         loop = asyncio.get_running_loop()
+        generation = sess.interrupts
         try:
             utterance: Utterance = await loop.run_in_executor(
                 self._speech_pool, synthesize, text, sess.voice
             )
         except ValueError as exc:
             raise ProviderError(self.name, "The local avatar could not speak that.") from exc
-        self._live(session).media.speak(utterance)
+        if self._live(session).interrupts != generation:
+            return
+        sess.media.speak(utterance)
         self.events.publish(Transcript(session_id=sess.session_id, speaker="avatar", text=text))
 
     async def interrupt(self, session: ProviderSession) -> None:
         """Stop speaking at once (the next 20 ms audio packet is silent)."""
-        self._live(session).media.interrupt()
+        sess = self._live(session)
+        sess.interrupts += 1
+        sess.media.interrupt()
 
     async def set_context(self, session: ProviderSession, text: str) -> None:
         """Replace the knowledge text ``ask`` answers from."""
