@@ -170,6 +170,8 @@ class SlackAdapter:
             return cached[1]
         info = (await client.users_info(user=user)).get("user") or {}
         admin = bool(info.get("is_admin") or info.get("is_owner") or info.get("is_primary_owner"))
+        if len(self._admins) > 10_000:
+            self._admins.clear()
         self._admins[(team, user)] = (time.monotonic(), admin)
         return admin
 
