@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # --- Discord
     discord_token: SecretStr | None = None
     discord_api_base: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
-    discord_gateway_url: AnyHttpUrl | None = None
+    discord_gateway_url: AnyUrl | None = None
     discord_guild_ids: IdList = Field(default_factory=list)
 
     # --- Slack
