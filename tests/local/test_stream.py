@@ -164,6 +164,19 @@ async def test_leave_and_vanished_viewers_are_cleaned_up(provider, viewers):
     assert len(b.frames) > n + 4, "the remaining viewer keeps receiving"
 
 
+async def test_abandoned_offers_are_dropped(provider, viewers):
+    provider.connect_timeout_s = 0.5
+    ps = await provider.start(request())
+    await provider.viewer_offer(ps, "ghost")  # asked for an offer, never answered
+    ok = viewers(provider, ps, "ok", keep_frames=False)
+    await ok.connect()
+    await ok.wait_first_frame()
+    assert provider.viewer_count(ps) == 2
+    assert await eventually(lambda: provider.viewer_count(ps) == 1, within=3)
+    await asyncio.sleep(0.5)
+    assert provider.viewer_count(ps) == 1  # the connected viewer stays
+
+
 async def test_stop_frees_everything(hub, viewers):
     threads_before = threading.active_count()
     tasks_before = set(asyncio.all_tasks())

@@ -71,6 +71,7 @@ class _Viewer:
     tracks: list[FanoutTrack]
     answered: bool = False
     pending: list[Any] = field(default_factory=list)
+    watchdog: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -140,6 +141,9 @@ class LocalProvider(ProviderBase):
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # a viewer that has not connected this long after its offer (no answer, no candidates)
+        # is dropped, so abandoned offers do not hold sockets
+        self.connect_timeout_s = 30.0
 
     # ------------------------------------------------------------------ catalogue
     async def list_avatars(self) -> list[AvatarInfo]:
@@ -304,6 +308,9 @@ class LocalProvider(ProviderBase):
         except BaseException:
             await self._drop_viewer(sess, viewer_id)
             raise
+        viewer.watchdog = asyncio.get_running_loop().create_task(
+            self._watch(sess, viewer_id, viewer)
+        )
         return {"type": "offer", "sdp": pc.localDescription.sdp}
 
     async def viewer_answer(self, session: ProviderSession, viewer_id: str, sdp: str) -> None:
@@ -360,6 +367,13 @@ class LocalProvider(ProviderBase):
             raise InvalidRequest("Unknown viewer: ask for a new offer first.")
         return viewer
 
+    async def _watch(self, sess: _Session, viewer_id: str, viewer: _Viewer) -> None:
+        await asyncio.sleep(self.connect_timeout_s)
+        if viewer.pc.connectionState != "connected" and sess.viewers.get(viewer_id) is viewer:
+            log.info("local avatar viewer never connected; dropping it")
+            viewer.watchdog = None  # this task: do not cancel itself
+            await self._drop_viewer(sess, viewer_id)
+
     def _on_state(self, sess: _Session, viewer_id: str, pc: RTCPeerConnection) -> None:
         if pc.connectionState in ("failed", "closed"):
             viewer = sess.viewers.get(viewer_id)
@@ -372,6 +386,8 @@ class LocalProvider(ProviderBase):
         viewer = sess.viewers.pop(viewer_id, None)
         if viewer is None:
             return
+        if viewer.watchdog is not None:
+            viewer.watchdog.cancel()
         for track in viewer.tracks:
             track.stop()
         await viewer.pc.close()
