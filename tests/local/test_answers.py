@@ -110,6 +110,8 @@ async def test_unknown_avatar_and_unknown_session(provider):
         await provider.start(request(avatar="nobody"))
     with pytest.raises(ProviderRejected, match="voice"):
         await provider.start(request(voice="no-such-voice"))
+    with pytest.raises(ProviderRejected, match="voice name"):
+        await provider.start(request(voice="../../../etc/passwd"))
     ps = await provider.start(request(avatar="noor", language="fr"))
     assert ps.handle["voice"].startswith("fr")
     await provider.stop(ps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ from bot.providers.local.speech import Utterance, Voice, synthesize, voice_exist
 log = logging.getLogger(__name__)
 
 MAX_VIEWERS = 40  # one process serves about 30 viewers in all (browser-and-webrtc.md)
+_VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}(\+[A-Za-z0-9_]{1,20})?")
 _CODECS = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}
 
 
@@ -181,6 +183,10 @@ class LocalProvider(ProviderBase):
         )
 
     async def _pick_voice(self, look: Look, request: StartRequest) -> Voice:
+        for given in (request.voice, request.language):
+            # espeak-ng builds a file path from the name: accept names, never paths
+            if given and not _VOICE_NAME.fullmatch(given.strip()):
+                raise ProviderRejected(self.name, f"{given!r} is not an espeak-ng voice name.")
         voice = look.voice
         if request.voice:
             voice = Voice(request.voice.strip(), voice.rate, voice.pitch)
