@@ -161,12 +161,17 @@ class Face:
                full.box)
         if lk.hair_style in ("bob", "bun", "curly"):
             self._back_hair(canvas, full)
-        # shoulders and neck
+        # shoulders, neck and a round neckline with a collar rim
         _paint(canvas, full.ellipse(hx, hy + 150 * u, 105 * u, 72 * u), lk.shirt, full.box)
-        _paint(canvas, full.ellipse(hx, hy + 82 * u, 24 * u, 30 * u) * (full.ys < hy + 100 * u),
-               _shade(lk.skin, 0.86), full.box)
-        _paint(canvas, full.ellipse(hx, hy + 104 * u, 30 * u, 10 * u) * (full.ys > hy + 96 * u),
-               _shade(lk.shirt, 0.75), full.box)
+        neck_color = _shade(lk.skin, 0.86)
+        below = full.ys > hy + 88 * u
+        rim = full.ellipse(hx, hy + 94 * u, 30.5 * u, 16.5 * u) * below
+        _paint(canvas, rim, _shade(lk.shirt, 0.8), full.box)
+        _paint(canvas, full.ellipse(hx, hy + 94 * u, 28 * u, 14 * u) * below, neck_color, full.box)
+        neck = full.ellipse(hx, hy + 80 * u, 24 * u, 34 * u) * (full.ys < hy + 96 * u)
+        _paint(canvas, neck, neck_color, full.box)
+        _paint(canvas, 0.5 * full.ellipse(hx, hy + 70 * u, 24 * u, 8 * u),
+               _shade(lk.skin, 0.72), full.box)  # the chin's shadow on the neck
         # ears, head, cheeks, nose
         for side in (-1, 1):
             _paint(canvas, full.ellipse(hx + side * hrx * 0.97, hy + 4 * u, 9 * u, 14 * u),
@@ -205,11 +210,14 @@ class Face:
         cap = g.ellipse(hx, hy - 6 * u, self.hrx * 1.06, self.hry * 1.02)
         # the fringe line dips towards one side, like a parting
         line = hy - 26 * u + 10 * u * np.cos((g.xs - hx + 12 * u) / (self.hrx * 0.9))
-        if lk.hair_style == "short":
+        if lk.hair_style in ("short", "curly"):
             line = hy - 34 * u + 6 * u * np.cos((g.xs - hx) / (self.hrx * 0.7))
         edge = np.clip((line - g.ys) / (1.5 * u) + 0.5, 0.0, 1.0)
         side = np.clip((np.abs(g.xs - hx) - self.hrx * 0.82) / (2 * u), 0.0, 1.0)
-        side = side * (g.ys < hy + (20 if lk.hair_style == "bob" else -5) * u)
+        # side locks end in a soft curve, lower for a bob
+        end = hy + (20 if lk.hair_style == "bob" else -8) * u
+        end = end - 10 * u * ((np.abs(g.xs - hx) - self.hrx * 0.82) / (self.hrx * 0.3)) ** 2
+        side = side * np.clip((end - g.ys) / (1.5 * u) + 0.5, 0.0, 1.0)
         _paint(canvas, cap * np.maximum(edge, side), lk.hair, g.box)
         # a highlight on the hair
         shine = 0.18 * g.ellipse(hx - 18 * u, hy - 48 * u, 16 * u, 6 * u) * edge
