@@ -147,6 +147,8 @@ class ThreadRelay:
         self._outboxes: dict[str, Outbox] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._queue: asyncio.Queue[AnyEvent] | None = None
+        self._busy = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -164,9 +166,11 @@ class ThreadRelay:
         """Send what is queued (for at most ``drain_timeout_s``), then stop (idempotent)."""
         if self._task is None:
             return
-        await asyncio.sleep(0)  # let the consumer take events published just before
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout_s):
+                # Events published just before (the end summaries of a shutdown) come first.
+                while not self._caught_up():  # noqa: ASYNC110 - a short poll, at shutdown only
+                    await asyncio.sleep(0.01)
                 for outbox in list(self._outboxes.values()):
                     await outbox.drained()
         tasks = [self._task, *(o.task for o in self._outboxes.values())]
@@ -175,6 +179,9 @@ class ThreadRelay:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _caught_up(self) -> bool:
+        return not self._busy and (self._queue is None or self._queue.empty())
 
     # ------------------------------------------------------------------ binding
     def bound(self, session_id: str, target: Target) -> None:
@@ -191,13 +198,17 @@ class ThreadRelay:
     # ------------------------------------------------------------------ consuming
     async def _consume(self) -> None:
         async with self._service.events.subscribe(None) as queue:
+            self._queue = queue
             self._ready.set()
             while True:
                 event = await queue.get()
+                self._busy = True
                 try:
                     await self._handle(event)
                 except Exception:
                     log.exception("the Slack relay could not handle an event")
+                finally:
+                    self._busy = False
 
     async def _handle(self, event: AnyEvent) -> None:
         if not _wanted(event):
