@@ -84,6 +84,9 @@ async def test_thread_messages_that_are_not_people_are_ignored(slack):
                        "ts": "1800000000.2"})
     await slack.thread_message("real one", ts)
     await slack.fake.wait_for("reactions.add")
+    await slack.event(base | {"subtype": "thread_broadcast", "user": "U2", "text": "to all too",
+                              "ts": "1800000000.3"})
+    await slack.fake.wait_for("reactions.add", 2)
     await asyncio.sleep(0.1)
-    assert slack.stack.provider.called("ask") == ["real one"]
+    assert slack.stack.provider.called("ask") == ["real one", "to all too"]
     assert post.params["channel"] == CHANNEL

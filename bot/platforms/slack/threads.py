@@ -346,7 +346,8 @@ async def route_thread_message(service: SessionService, team: str, event: dict[s
 def is_person_thread_reply(event: dict[str, Any]) -> bool:
     """A new message by a person, inside a thread (not an edit, delete, bot post or the root)."""
     return (
-        event.get("subtype") in (None, "file_share")
+        # thread_broadcast: a reply also sent to the channel; file_share: a reply with a file
+        event.get("subtype") in (None, "file_share", "thread_broadcast")
         and not event.get("bot_id")
         and bool(event.get("user"))
         and bool(event.get("thread_ts"))
