@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from bot.core.errors import InvalidRequest, ProviderRejected, SessionNotLive
 from bot.core.provider import AvatarProvider, WebRTCSignalling
 from bot.providers.local import LLMConfig, LocalProvider
-from bot.providers.local.answer import LLM_DOWN, NO_KNOWLEDGE, NOT_FOUND, retrieve
+from bot.providers.local.answer import LLM_DOWN, NO_KNOWLEDGE, NOT_FOUND, clip, retrieve
 from tests.fakes.llm import FakeLLM
 
 from .conftest import PRICING, request
@@ -31,6 +31,13 @@ async def _answer(provider, hub, ps, question: str) -> str:
         line = await asyncio.wait_for(events.get(), 5)
     assert line.speaker == "avatar"
     return line.text
+
+
+def test_long_answers_are_cut_at_a_sentence_end():
+    text = "This is one sentence. " * 200
+    cut = clip(text, 100)
+    assert len(cut) <= 100 and cut.endswith(".")
+    assert clip("Short answer.") == "Short answer."
 
 
 def test_retrieval_picks_the_sentence_that_matches():
@@ -114,6 +121,9 @@ async def test_unknown_avatar_and_unknown_session(provider):
         await provider.start(request(voice="../../../etc/passwd"))
     ps = await provider.start(request(avatar="noor", language="fr"))
     assert ps.handle["voice"].startswith("fr")
+    # a language espeak-ng does not know falls back to the look's own voice
+    other = await provider.start(request("s9", avatar="milo", language="tlh"))
+    assert other.handle["voice"] == "en-us+m3"
     await provider.stop(ps)
     # what a restarted process sees: a session it does not know
     await provider.stop(ps)

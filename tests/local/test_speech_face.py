@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.providers.local.face import LOOKS, VISEME_SHAPES, Face, mouth_at
 from bot.providers.local.speech import OUT_RATE, Voice, synthesize, viseme_of, voice_exists
@@ -67,3 +69,11 @@ def test_face_scales_to_other_sizes():
     for w, h in ((640, 480), (160, 120)):
         img = Face(LOOKS["kai"], w, h).render(1.0, VISEME_SHAPES["mid"], True)
         assert img.shape == (h, w, 3)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.sampled_from(sorted(VISEME_SHAPES))),
+                max_size=30), st.floats(-100, 6000))
+def test_mouth_shapes_stay_in_range(steps, pos):
+    shape = mouth_at(sorted(steps), pos)
+    for value in (shape.open, shape.width, shape.round):
+        assert 0.0 <= value <= 1.0

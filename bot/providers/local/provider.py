@@ -194,15 +194,20 @@ class LocalProvider(ProviderBase):
             variant = voice.name.partition("+")[2]
             name = request.language.strip().lower() + (f"+{variant}" if variant else "")
             voice = Voice(name, voice.rate, voice.pitch)
-        if voice == look.voice:
-            return voice
         loop = asyncio.get_running_loop()
-        if await loop.run_in_executor(self._speech_pool, voice_exists, voice):
-            return voice
-        if request.voice:
-            raise ProviderRejected(self.name, f"The local avatar has no voice {request.voice!r}.")
-        log.info("no espeak-ng voice for language %r; using the look's voice", request.language)
-        return look.voice
+        fallback = Voice("en", look.voice.rate, look.voice.pitch)  # every espeak-ng has it
+        for choice in dict.fromkeys((voice, look.voice, fallback)):
+            try:
+                known = await loop.run_in_executor(self._speech_pool, voice_exists, choice)
+            except ConfigError as exc:  # espeak-ng is not installed
+                raise ProviderRejected(self.name, exc.user_message) from exc
+            if known:
+                return choice
+            if request.voice:
+                raise ProviderRejected(self.name,
+                                       f"The local avatar has no voice {request.voice!r}.")
+            log.info("espeak-ng has no voice %r; trying another", choice.name)
+        raise ProviderRejected(self.name, "espeak-ng has no usable voice on this machine.")
 
     async def stop(self, session: ProviderSession) -> None:
         """Close every viewer and the session's media; unknown sessions are already stopped."""
