@@ -157,11 +157,6 @@ class ThreadRelay:
             self._task = asyncio.create_task(self._consume(), name="slack-thread-relay")
             await self._ready.wait()
 
-    @property
-    def running(self) -> bool:
-        """Whether the relay is subscribed."""
-        return self._task is not None
-
     async def aclose(self, drain_timeout_s: float = 5.0) -> None:
         """Send what is queued (for at most ``drain_timeout_s``), then stop (idempotent)."""
         if self._task is None:
@@ -190,10 +185,6 @@ class ThreadRelay:
         pending = self._pending.pop(session_id, None)
         for event in pending.events if pending else ():
             self._dispatch(target, event)
-
-    def post(self, target: Target, text: str) -> None:
-        """Queue a line of the adapter's own into a session thread, behind the avatar's words."""
-        self._outbox(target.team).put(Post(target.channel, target.thread_ts, text))
 
     # ------------------------------------------------------------------ consuming
     async def _consume(self) -> None:
