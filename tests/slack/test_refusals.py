@@ -135,3 +135,26 @@ async def test_help_is_the_ack(slack, text):
 async def test_commands_need_a_session_in_the_channel(slack):
     text = await ephemeral(slack, "say hello")
     assert "no open session in this channel" in text
+
+
+async def test_a_rate_limited_anchor_post_is_retried(slack):
+    await slack.stack.store.grant(TENANT, 100, "test")
+    slack.fake.fail_next("chat.postMessage", status=429, retry_after=1)
+    await slack.command("start")
+    limited, posted = await slack.fake.wait_for("chat.postMessage", 2)
+    assert limited.result["error"] == "ratelimited" and posted.result["ok"]
+    assert posted.at - limited.at >= 0.95
+    (record,) = await slack.stack.store.open_sessions()
+    assert record.state.value == "live"
+
+
+async def test_a_session_whose_message_cannot_be_posted_is_ended(slack):
+    await slack.stack.store.grant(TENANT, 100, "test")
+    slack.fake.fail_next("chat.postMessage", status=200, error="is_archived")
+    text = await ephemeral(slack, "start")
+    assert "Slack refused a call" in text
+    (record,) = await slack.stack.store.list_sessions(TENANT)
+    assert record.state.value == "ended" and record.end_reason == "could not post in the channel"
+    assert slack.stack.provider.called("stop")
+    assert (await slack.stack.store.balance(TENANT)).pending == 0
+    assert await slack.stack.store.verify() == []
