@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 
@@ -201,3 +202,15 @@ async def test_in_many_workspaces_only_the_operator_grants_credits(make_slack, f
     assert "max_concurrent=" in await answer("U2ADMIN", "admin limits")  # other admin commands
     assert "Granted 1000 credits" in await answer("UOP", "admin grant 1000")
     assert (await multi.stack.store.balance(f"slack:{TEAM2}")).granted == 1000
+
+
+async def test_no_token_or_secret_reaches_the_logs_even_at_debug(multi, caplog):
+    caplog.set_level(logging.DEBUG)
+    await install(multi)
+    await multi.stack.store.grant(f"slack:{TEAM2}", 100, "test")
+    await multi.command("start", team=TEAM2, channel="C2")
+    await multi.fake.wait_for("chat.postMessage")
+    from tests.slack.conftest import SECRET
+    for secret in (TOKEN2, CLIENT_SECRET, SECRET):
+        leaks = [r.name for r in caplog.records if secret in r.getMessage()]
+        assert leaks == [], secret

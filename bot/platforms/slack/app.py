@@ -44,6 +44,10 @@ from bot.platforms.slack.threads import ThreadRelay
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+# slack-sdk logs whole request and response bodies at DEBUG, and oauth.v2.access answers with the
+# new bot token: its clients log here, and this logger never goes below INFO.
+SDK_LOG = logging.getLogger("bot.platforms.slack.sdk")
+SDK_LOG.setLevel(logging.INFO)
 
 BOT_SCOPES = [
     "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
@@ -101,7 +105,7 @@ class SlackAdapter:
     def client(self, token: str | None = None) -> AsyncWebClient:
         """A Web API client on ``SLACK_API_URL`` that retries 429s after ``Retry-After``."""
         return AsyncWebClient(
-            token=token, base_url=self.api_url,
+            token=token, base_url=self.api_url, logger=SDK_LOG,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=3),
