@@ -385,7 +385,8 @@ async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeCon
         raise ConfigError(
             f"SLACK_APP_TOKEN was refused by Slack ({exc.response.get('error')})."
         ) from None
-    handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=client)
+    # The WebSocket URL carries a connection ticket: the socket client logs on SDK_LOG too.
+    handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=client, logger=SDK_LOG)
     handler.client.wss_uri = opened["url"]  # the URL just issued; it is good for one connection
     owns_relay = await adapter.start_relay()
     try:
