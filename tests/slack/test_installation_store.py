@@ -1,0 +1,55 @@
+"""slack-bolt's store interfaces on our SQLite file: installs, users, states, event ids."""
+
+from __future__ import annotations
+
+import time
+
+from slack_sdk.oauth.installation_store import Installation
+
+from bot.platforms.slack.installation_store import (
+    SqliteInstallationStore,
+    SqliteOAuthStateStore,
+    remember_event,
+)
+
+
+def installation(user: str, token: str, at: float) -> Installation:
+    return Installation(app_id="A1", team_id="T9", team_name="Nine", user_id=user,
+                        bot_token=token, bot_id="B9", bot_user_id="UB9", bot_scopes="commands",
+                        installed_at=at)
+
+
+async def test_installations_per_user_and_latest(stack):
+    store = SqliteInstallationStore(stack.store, client_id="c1")
+    await store.async_save(installation("U1", "xoxb-old", time.time() - 60))
+    await store.async_save(installation("U2", "xoxb-new", time.time()))
+    latest = await store.async_find_installation(enterprise_id=None, team_id="T9")
+    assert latest.user_id == "U2"
+    mine = await store.async_find_installation(enterprise_id=None, team_id="T9", user_id="U1")
+    assert mine.user_id == "U1" and mine.bot_token == "xoxb-new"  # the newest bot token wins
+    other_app = SqliteInstallationStore(stack.store, client_id="c2")
+    assert await other_app.async_find_bot(enterprise_id=None, team_id="T9") is None
+    assert await stack.store.tenant_exists("slack:T9")
+
+    await store.async_delete_installation(enterprise_id=None, team_id="T9", user_id="U1")
+    assert await store.async_find_installation(enterprise_id=None, team_id="T9",
+                                               user_id="U1") is None
+    await store.async_delete_all(enterprise_id=None, team_id="T9")
+    assert await store.async_find_installation(enterprise_id=None, team_id="T9") is None
+    assert await store.async_find_bot(enterprise_id=None, team_id="T9") is None
+
+
+async def test_states_are_single_use_and_expire(stack):
+    states = SqliteOAuthStateStore(stack.store, expiration_seconds=600)
+    state = await states.async_issue()
+    assert await states.async_consume(state) is True
+    assert await states.async_consume(state) is False
+    assert await states.async_consume("") is False
+    expired = SqliteOAuthStateStore(stack.store, expiration_seconds=-1)
+    assert await expired.async_consume(await expired.async_issue()) is False
+
+
+async def test_event_ids_are_remembered_once(stack):
+    assert await remember_event(stack.store, "Ev1", "T1") is True
+    assert await remember_event(stack.store, "Ev1", "T1") is False
+    assert await remember_event(stack.store, "Ev2", "T1") is True
