@@ -90,3 +90,24 @@ async def test_thread_messages_that_are_not_people_are_ignored(slack):
     await asyncio.sleep(0.1)
     assert slack.stack.provider.called("ask") == ["real one", "to all too"]
     assert post.params["channel"] == CHANNEL
+
+
+async def test_a_restarted_app_still_knows_the_thread(make_slack, fake_slack, stack):
+    first = await make_slack()
+    await stack.store.grant(f"slack:{TEAM}", 100, "test")
+    post = await start_session(first)
+    ts = post.result["ts"]
+    from bot.platforms.slack import adapter_of
+    await adapter_of(first.bolt).stop_relay()  # the first process is gone
+
+    second = await make_slack()  # a new app object: nothing in memory, only the database
+    await second.thread_message("still there?", ts)
+    posts = await fake_slack.wait_for("chat.postMessage", 2)
+    assert posts[1].params["thread_ts"] == ts
+    assert "You asked: still there?" in posts[1].params["text"]
+
+
+async def test_install_routes_in_single_workspace_mode(slack):
+    async with slack.http.get(slack.url + "/slack/install") as resp:
+        assert resp.status == 404
+        assert "one workspace" in await resp.text()
