@@ -22,6 +22,7 @@ lint: python-deps
 bench: test-system-deps python-deps
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/local_avatar.py
+	$(BIN)/python bench/slack.py
 
 setup: test-system-deps python-deps assets
 

@@ -174,7 +174,7 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         print_banner(settings)
         async with asyncio.TaskGroup() as group:
             started = [group.create_task(services.reaper.run(), name="reaper")]
-            started += await _start_platforms(services, stack, group)
+            started += await _start_platforms(services, web_app, stack, group)
             if ready is not None:
                 ready.set()
             await stopping.wait()
@@ -202,7 +202,7 @@ def _build_web(services: Services, stack: AsyncExitStack) -> web.Application:
 
 
 async def _start_platforms(
-    services: Services, stack: AsyncExitStack, group: asyncio.TaskGroup
+    services: Services, web_app: web.Application, stack: AsyncExitStack, group: asyncio.TaskGroup
 ) -> list[asyncio.Task[None]]:
     settings = services.settings
     started = []
@@ -215,12 +215,12 @@ async def _start_platforms(
         stack.push_async_callback(client.close)
         token = settings.discord_token.get_secret_value()
         started.append(group.create_task(_guard(client.start(token), "discord"), name="discord"))
-    if settings.slack_enabled and settings.slack_app_token is not None:
-        from bot.platforms.slack import build_slack_app, start_socket_mode
+    if "slack_bolt" in web_app and settings.slack_app_token is not None:
+        from bot.platforms.slack import start_socket_mode
 
-        bolt = build_slack_app(settings=settings, service=services.service, links=services.links)
-        handler = await start_socket_mode(bolt, settings.slack_app_token.get_secret_value())
-        stack.push_async_callback(handler.close_async)
+        app_token = settings.slack_app_token.get_secret_value()
+        handler = await start_socket_mode(web_app["slack_bolt"], app_token)
+        stack.push_async_callback(handler.aclose)
     return started
 
 
