@@ -92,12 +92,19 @@ class SessionReaper:
     async def tick(self, now: datetime | None = None) -> None:
         """One pass over every open session."""
         now = now or utcnow()
-        for record in await self.service.store.open_sessions():
+        records = await self.service.store.open_sessions()
+        for record in records:
             try:
                 await self._tend(record, now)
             except AvatarBotError as exc:
                 log.warning("reaper could not tend session %s: %r", record.id, exc)
+        self._forget_closed({r.id for r in records})
         await self.sweep_orphans()
+
+    def _forget_closed(self, open_ids: set[str]) -> None:
+        """Drop per-session bookkeeping of sessions that are no longer open."""
+        self._warned = {key for key in self._warned if key[0] in open_ids}
+        self._kept_alive = {k: v for k, v in self._kept_alive.items() if k in open_ids}
 
     async def _tend(self, record: SessionRecord, now: datetime) -> None:
         if record.state is SessionState.LIVE:

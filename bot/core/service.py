@@ -230,6 +230,8 @@ class SessionService:
                 record = await self.store.begin_end(session_id, reason, utcnow())
                 self._publish_state(record)
                 record = await self.finish_ending(record)
+        if not record.state.is_open:
+            self._locks.pop(session_id, None)
         return self.summary(record)
 
     async def finish_ending(self, record: SessionRecord) -> SessionRecord:
