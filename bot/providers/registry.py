@@ -47,9 +47,9 @@ def describe_vendors(settings: Settings) -> list[tuple[str, bool, str]]:
     for name in VENDORS:
         key = getattr(settings, f"{name}_api_key")
         if key is None or not key.get_secret_value():
-            rows.append((name, False, f"off: {name.upper()}_API_KEY is not set"))
+            rows.append((name, False, f"set {name.upper()}_API_KEY to enable"))
             continue
-        why = f"on: {getattr(settings, f'{name}_base_url')}"
+        why = f"key set, {getattr(settings, f'{name}_base_url')}"
         if name == "heygen":
             why += f" ({settings.heygen_transport})"
         rows.append((name, True, why))

@@ -193,7 +193,7 @@ async def test_the_registry_builds_only_vendors_with_a_key(http, monkeypatch):
     assert providers["heygen"].capabilities.transport == "webrtc"
     assert providers["akool"].capabilities.pricing == settings.pricing("akool")
     rows = {name: (on, why) for name, on, why in describe_vendors(settings)}
-    assert rows["a2e"] == (False, "off: A2E_API_KEY is not set")
+    assert rows["a2e"] == (False, "set A2E_API_KEY to enable")
     assert rows["heygen"][0] and "webrtc" in rows["heygen"][1]
     assert "ak" not in rows["akool"][1].replace("akool", "")
 
