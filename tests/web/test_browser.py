@@ -40,7 +40,7 @@ async def browser() -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def stack(tmp_path: Path) -> AsyncIterator[Any]:
-    async with web_stack(tmp_path, vendors=("akool", "heygen"), local=True) as s:
+    async with web_stack(tmp_path, vendors=("akool", "heygen", "a2e"), local=True) as s:
         yield s
 
 
@@ -51,8 +51,18 @@ async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, i
     page = await ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    logs: list[str] = []
+    logged = asyncio.Event()
+
+    def on_console(message: Any) -> None:
+        logs.append(message.text)
+        logged.set()
+
+    page.on("console", on_console)
+    page.logged = logged  # type: ignore[attr-defined]
     page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text
             else None)
+    page.logs = logs  # type: ignore[attr-defined]
     aborted = await guard_page(page, stack.url)
     if fake_agora:
         await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
@@ -64,7 +74,16 @@ async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, i
 
 async def until(page: Any, condition: str, timeout_ms: int = 5_000, arg: Any = None) -> None:
     """Wait until a JS condition holds (as a function: the page's CSP forbids eval)."""
-    await page.wait_for_function(f"(arg) => ({condition})", arg=arg, timeout=timeout_ms)
+    try:
+        await page.wait_for_function(f"(arg) => ({condition})", arg=arg, timeout=timeout_ms)
+    except Exception as exc:
+        state = await page.evaluate("""() => ({
+            viewer: window.avatarViewer ? {status: window.avatarViewer.status,
+                error: window.avatarViewer.error, pc: window.avatarViewer.pc &&
+                window.avatarViewer.pc.connectionState} : null,
+            transcript: [...document.querySelectorAll('#transcript li')].map((li) => li.innerText),
+        })""")
+        raise AssertionError(f"timed out waiting for {condition!r}; page state {state}") from exc
 
 
 async def shot(page: Any, name: str) -> None:
@@ -226,6 +245,28 @@ async def test_agora_joins_plays_relays_and_reports(browser: Any, stack: Any) ->
         await ctx.close()
 
 
+async def test_a2e_answer_pieces_grow_one_transcript_line(browser: Any, stack: Any) -> None:
+    record = await stack.start("a2e", minutes=2)
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id), fake_agora=True)
+    try:
+        await until(page, "window.avatarViewer.status === 'live'")
+        pieces = [("start", "Our shop "), ("middle", "opens at "), ("end", "nine o'clock.")]
+        for pos, text in pieces:
+            message = json.dumps({"type": "QA", "message": text, "pos": pos})
+            await page.evaluate("(m) => window.__agoraFake.deliver(m)", message)
+            if pos == "start":
+                await page.locator("#transcript .line.avatar.partial").wait_for()
+        await until(page, "[...document.querySelectorAll('#transcript .line.avatar')]"
+                          ".some((li) => li.textContent.includes('nine o'))")
+        lines = page.locator("#transcript .line.avatar")
+        assert await lines.count() == 1
+        assert "Our shop opens at nine o'clock." in await lines.first.text_content()
+        assert await page.locator("#transcript .line.partial").count() == 0
+        assert errors == []
+    finally:
+        await ctx.close()
+
+
 async def test_agora_newest_tab_takes_over_and_the_old_one_can_take_it_back(
     browser: Any, stack: Any
 ) -> None:
@@ -329,27 +370,30 @@ async def test_playground_from_home_page_to_ended_summary(browser: Any, stack: A
             await ctx.close()
 
 
-async def test_blocked_autoplay_offers_tap_to_unmute(stack: Any) -> None:
-    from playwright.async_api import async_playwright
-
+async def test_blocked_autoplay_offers_tap_to_unmute(browser: Any, stack: Any) -> None:
     record = await stack.start("akool", minutes=2)
-    # A browser with the default autoplay policy, as real visitors have it.
+    # A second browser with the default autoplay policy, as real visitors have it.
     args = [a for a in chromium_args() if not a.startswith("--autoplay-policy")]
-    async with async_playwright() as p:
-        strict = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                         args=args)
-        try:
-            ctx, page, errors = await open_page(strict, stack, stack.link(record.id),
-                                                viewport=PHONE, fake_agora=True)
-            await until(page, "window.avatarViewer.status === 'live'")
-            unmute = page.locator("#unmute")
-            await unmute.wait_for(state="visible")
-            assert await page.evaluate("document.getElementById('video').muted") is True
-            await shot(page, "viewer-unmute-phone")
-            await unmute.click()
-            await unmute.wait_for(state="hidden")
-            assert await page.evaluate("document.getElementById('video').muted") is False
-            assert await page.evaluate("document.getElementById('video').paused") is False
-            assert errors == []
-        finally:
-            await strict.close()
+    strict = await browser.browser_type.launch(executable_path="/usr/bin/chromium",
+                                               headless=True, args=args)
+    try:
+        ctx, page, errors = await open_page(strict, stack, stack.link(record.id),
+                                            viewport=PHONE, fake_agora=True)
+        # Playwright's evaluations count as user gestures (they would unlock autoplay), so
+        # wait for the page's own console note before looking at anything.
+        async with asyncio.timeout(15):
+            while not any("autoplay with sound was refused" in m for m in page.logs):
+                page.logged.clear()
+                await page.logged.wait()
+        unmute = page.locator("#unmute")
+        assert await page.evaluate("window.avatarViewer.autoplay") == "blocked"
+        assert await unmute.is_visible()
+        assert await page.evaluate("document.getElementById('video').muted") is True
+        await shot(page, "viewer-unmute-phone")
+        await unmute.click()
+        await unmute.wait_for(state="hidden")
+        assert await page.evaluate("document.getElementById('video').muted") is False
+        assert await page.evaluate("document.getElementById('video').paused") is False
+        assert errors == []
+    finally:
+        await strict.close()

@@ -59,31 +59,40 @@
   });
 
   // ------------------------------------------------------------------ transcript
+  const partial = {};  // speaker -> the line still growing (A2E streams its answers in pieces)
+
   function addLine(line) {
-    const li = document.createElement("li");
-    li.className = "line " + line.speaker + (line.final === false ? " partial" : "");
-    const who = document.createElement("span");
-    who.className = "who";
-    if (line.speaker === "user") {
-      const verb = line.intent === "say" ? "had the avatar say" : line.intent === "ask" ? "asked" : "said";
-      who.textContent = (line.author || "Someone") + " " + verb;
-    } else if (line.speaker === "avatar") {
-      who.textContent = cfg.avatar;
-    } else {
-      who.textContent = "Note";
+    let li = partial[line.speaker];
+    if (!li) {
+      li = document.createElement("li");
+      const who = document.createElement("span");
+      who.className = "who";
+      who.textContent = speakerLabel(line);
+      const text = document.createElement("span");
+      text.className = "text";
+      li.append(who, text);
+      const list = $("transcript");
+      list.append(li);
+      while (list.children.length > 200) list.firstElementChild.remove();
+      $("transcript-empty").hidden = true;
     }
-    const text = document.createElement("span");
-    text.className = "text";
-    text.textContent = line.text;
-    li.append(who, text);
-    const list = $("transcript");
-    list.append(li);
-    while (list.children.length > 200) list.firstElementChild.remove();
-    $("transcript-empty").hidden = true;
+    // A growing line carries its whole text so far: replace, do not append.
+    li.querySelector(".text").textContent = line.text;
+    li.className = "line " + line.speaker + (line.final === false ? " partial" : "");
+    if (line.final === false) partial[line.speaker] = li; else delete partial[line.speaker];
     li.scrollIntoView({block: "nearest"});
   }
 
+  function speakerLabel(line) {
+    if (line.speaker === "avatar") return cfg.avatar;
+    if (line.speaker !== "user") return "Note";
+    const verb = line.intent === "say" ? "had the avatar say"
+      : line.intent === "ask" ? "asked" : "said";
+    return (line.author || "Someone") + " " + verb;
+  }
+
   // ------------------------------------------------------------------ playback
+  let playTimer = null;
   function attachTracks(tracks) {
     let stream = video.srcObject;
     if (!(stream instanceof MediaStream)) {
@@ -96,12 +105,22 @@
       }
       if (!stream.getTracks().includes(track)) stream.addTrack(track);
     }
-    play();
+    // Chromium judges autoplay when play() is called: a stream without sound yet may start
+    // unmuted and then get its audio without the visitor's consent. So play once the audio is
+    // there (or, for a silent stream, after a short wait), and ask for a tap if it is refused.
+    clearTimeout(playTimer);
+    if (stream.getAudioTracks().length) play();
+    else playTimer = setTimeout(play, 800);
   }
 
   function play() {
     video.muted = false;
-    video.play().then(() => { $("unmute").hidden = true; }).catch(() => {
+    video.play().then(() => {
+      viewer.autoplay = "allowed";
+      $("unmute").hidden = true;
+    }).catch(() => {
+      viewer.autoplay = "blocked";
+      console.info("avatarbot: autoplay with sound was refused; showing tap to unmute");
       // Autoplay with sound was refused: play muted and offer a tap to unmute.
       video.muted = true;
       video.play().catch(() => {});
