@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import WSCloseCode
 
 from bot.core.reaper import SessionReaper
 from tests.web.conftest import ARTIFACTS, ROOT, chromium_args, ensure_bundles, guard_page, web_stack
+from web.context import WEB
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -295,6 +297,28 @@ async def test_agora_newest_tab_takes_over_and_the_old_one_can_take_it_back(
     finally:
         await ctx1.close()
         await ctx2.close()
+
+
+async def test_lost_connection_shows_reconnecting_then_recovers(browser: Any, stack: Any) -> None:
+    record = await stack.start("akool", minutes=2)
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id), fake_agora=True)
+    try:
+        await until(page, "window.avatarViewer.status === 'live'")
+        # The network goes away: new connections fail and the server loses the socket.
+        await ctx.set_offline(True)
+        viewer_id = await page.evaluate("window.avatarViewer.viewerId")
+        hub = stack.app[WEB].hub
+        await hub.find(record.id, viewer_id).ws.close(code=WSCloseCode.GOING_AWAY)
+        await until(page, "window.avatarViewer.status === 'reconnecting'")
+        assert await page.text_content("#status") == "Reconnecting…"
+        await ctx.set_offline(False)
+        await until(page, "window.avatarViewer.status === 'live'", 10_000)
+        assert await page.evaluate("window.__agoraFake.joins.length") == 2
+        await stack.service.say(record.id, "Back again.", author="Ann")
+        await page.locator("#transcript .line.user").first.wait_for()
+        assert errors == []
+    finally:
+        await ctx.close()
 
 
 async def test_real_agora_bundle_loads_offline_and_leave_aborts_join(
