@@ -3,6 +3,18 @@
 A token that is malformed, forged, expired or names an unknown session gets the same plain
 404 page. An ended session shows its summary. The page gets only what the browser needs to
 join the media (never a vendor API key).
+
+WebSocket ``/v/<token>/ws`` (JSON text frames; ``?passive=1`` joins without taking the media):
+
+- server to page: ``hello {viewer_id, active, state, seconds_left}``, ``state {state, reason,
+  seconds_left}``, ``transcript {speaker, text, author, intent, final}``, ``warning {text,
+  seconds_left}``, ``relay {messages, bytes_per_second}`` (active page only), ``superseded``
+  (another tab took the media), ``active`` (this tab has it again), ``end {summary}``, ``pong``;
+- page to server: ``takeover``, ``data {payload}`` (a data message the page received from the
+  vendor; active page only), ``ping``. Anything else, or too big, or too fast, is dropped.
+
+WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}`` with the
+``viewer_id`` from ``hello``; only a connected page that holds the media may signal.
 """
 
 from __future__ import annotations
@@ -266,6 +278,11 @@ async def signalling(request: web.Request) -> web.Response:
         return web.json_response({"error": exc.user_message}, status=502)
     except AvatarBotError as exc:
         return web.json_response({"error": exc.user_message}, status=409)
+    except Exception:
+        # e.g. an SDP the WebRTC stack cannot parse: the page gets a plain error, we the trace.
+        log.exception("signalling %s failed", action, extra={"session": viewer.session_id})
+        return web.json_response({"error": "The video connection could not be set up."},
+                                 status=502)
 
 
 async def _signal(ctx: WebContext, viewer: Viewer, action: str,

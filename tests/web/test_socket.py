@@ -240,3 +240,19 @@ async def test_reaper_warning_and_expiry_reach_the_page(stack: Any, client: Any)
         end = await ps.next("end")
         assert end["summary"]["state"] == "ended"
         await ps.closed()
+
+
+async def test_an_answer_the_avatar_cannot_parse_is_a_clean_error(stack: Any, client: Any) -> None:
+    record = await stack.start("local")
+    link = stack.link(record.id)
+    async with page_socket(client, link) as ps:
+        vid = (await ps.next("hello"))["viewer_id"]
+        async with client.post(link + "/webrtc/offer", json={"viewer_id": vid}) as r:
+            assert r.status == 200
+        async with client.post(link + "/webrtc/answer",
+                               json={"viewer_id": vid, "sdp": "this is not sdp"}) as r:
+            assert r.status in (409, 502)
+            assert "error" in await r.json()
+        # The session and the page's socket carry on.
+        await stack.service.say(record.id, "still fine", author="ann")
+        assert (await ps.next("transcript"))["text"] == "still fine"
