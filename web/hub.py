@@ -195,13 +195,6 @@ class ViewerHub:
         self._metrics.ws_messages.labels("out").inc()
         return True
 
-    async def broadcast(self, session_id: str, message: dict[str, Any]) -> None:
-        """Send ``message`` to every page of a session."""
-        room = self._rooms.get(session_id)
-        if room is not None:
-            for viewer in list(room.viewers.values()):
-                await self.send(viewer, message)
-
     async def _pump(self, room: _Room) -> None:
         async with self._service.events.subscribe(room.session_id) as queue:
             while True:
@@ -227,8 +220,8 @@ class ViewerHub:
             return
         message = event_message(event)
         if message is not None:
-            for viewer in list(room.viewers.values()):
-                await self.send(viewer, message)
+            # In parallel: one page that reads slowly must not delay the others.
+            await asyncio.gather(*(self.send(v, message) for v in list(room.viewers.values())))
 
     async def _end_room(self, room: _Room) -> None:
         """The session ended: close every page's socket (they show the summary)."""
