@@ -126,10 +126,14 @@ class TokenBucket:
 
 @dataclass(frozen=True)
 class RateLimits:
-    """Per-IP limits of the web endpoints (burst, per second)."""
+    """Per-IP limits of the web endpoints (burst, per second).
 
-    pages: tuple[float, float] = (30, 1.0)
-    websocket: tuple[float, float] = (10, 0.2)
+    Generous enough for a room of people behind one NAT opening the same link at once; tight
+    enough that guessing tokens or opening sockets in a loop gets nowhere.
+    """
+
+    pages: tuple[float, float] = (60, 2.0)
+    websocket: tuple[float, float] = (60, 1.0)
     signalling: tuple[float, float] = (200, 10.0)
     playground: tuple[float, float] = (20, 0.5)
     # Messages a page may send on its WebSocket (burst, per second); more are dropped.
