@@ -23,6 +23,7 @@ bench: test-system-deps python-deps
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/local_avatar.py
 	$(BIN)/python bench/slack.py
+	$(BIN)/python bench/web_viewer.py
 
 setup: test-system-deps python-deps assets
 
