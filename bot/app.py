@@ -11,8 +11,9 @@ import asyncio
 import logging
 import secrets
 import signal
+import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -161,8 +162,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     """Run the whole product until SIGINT/SIGTERM."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with suppress(NotImplementedError):
+    if sys.platform != "win32":  # asyncio has no signal handlers there
+        for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
     async with build_services(settings) as services, AsyncExitStack() as stack:
         web_app = _build_web(services, stack)
