@@ -5,7 +5,7 @@ VENV    ?= .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT     := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+APT     := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: run test lint bench setup system-deps test-system-deps python-deps assets clean
 
