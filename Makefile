@@ -19,7 +19,8 @@ test: test-system-deps python-deps assets
 lint: python-deps
 	$(BIN)/ruff check .
 
-bench: test-system-deps python-deps
+bench: export PYTHONPATH := .
+bench: test-system-deps python-deps assets
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/local_avatar.py
 	$(BIN)/python bench/slack.py
