@@ -419,7 +419,7 @@ def _check_start(
 ) -> None:
     tenant_row = _tenant_row(c, rec.tenant)
     if tenant_row is not None and not tenant_row["active"]:
-        raise NotAllowed("This workspace is not active any more; reinstall the app.")
+        raise NotAllowed("The bot was removed from this server or workspace; add it again first.")
     if limits.allowed_roles or limits.allowed_users:
         if rec.started_by not in limits.allowed_users and not set(roles) & set(
             limits.allowed_roles

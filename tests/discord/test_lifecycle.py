@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.errors import NotAllowed
 from bot.core.models import SessionState
+from bot.core.service import StartCommand
 from tests.discord.conftest import (
     TENANT,
     Bot,
@@ -164,3 +166,40 @@ async def test_the_fake_refuses_a_late_first_answer(
     with pytest.raises(TimeoutError, match="3-second deadline"):
         await callback(pending)
     assert not [m for m in fake.messages.values() if "credits available" in m["content"]]
+
+
+async def test_removing_the_bot_from_the_server_ends_its_sessions_until_it_is_added_again(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    await stack.store.grant(TENANT, 100, "test")
+    await start_session(fake, alice, minutes=5)
+    (record,) = await stack.service.open_sessions(TENANT)
+
+    await fake.dispatch("GUILD_DELETE", {"id": str(fake.guild_id)})
+
+    for _ in range(100):
+        if not await _active(stack):
+            break
+        await asyncio.sleep(0.05)
+    assert (await stack.service.get(record.id)).state is SessionState.ENDED
+    assert stack.provider.called("stop") == [record.provider_session_id]
+    with pytest.raises(NotAllowed, match="removed from this server"):
+        await stack.service.start(StartCommand(tenant=TENANT, user="u", provider="fake"))
+
+    # A guild the bot joins comes without "unavailable" (that key marks an outage ending).
+    joined = {k: v for k, v in fake.guild_payload().items() if k != "unavailable"}
+    await fake.dispatch("GUILD_CREATE", joined)
+    for _ in range(100):
+        if await _active(stack):
+            break
+        await asyncio.sleep(0.05)
+    started = await stack.service.start(StartCommand(tenant=TENANT, user="u", provider="fake"))
+    assert started.state is SessionState.LIVE
+    assert await stack.store.verify() == []
+
+
+async def _active(stack: Stack) -> bool:
+    rows = await stack.store.run(
+        lambda c: c.execute("SELECT active FROM tenants WHERE tenant = ?", (TENANT,)).fetchall()
+    )
+    return bool(rows and rows[0][0])

@@ -145,6 +145,20 @@ class AvatarBot(discord.Client):
         """Deleting a session's thread ends the session."""
         await self._end_for_thread(payload.thread_id, "thread deleted")
 
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """The bot left or was removed from a server: end its sessions, mark it inactive."""
+        tenant = f"discord:{guild.id}"
+        log.info("removed from %s; ending its sessions", tenant)
+        await self.service.stop_all("the bot was removed from the server", tenant)
+        if await self.service.store.tenant_exists(tenant):
+            await self.service.store.set_tenant_active(tenant, False)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """The bot was added to a server (again): a tenant removed earlier is active again."""
+        tenant = f"discord:{guild.id}"
+        if await self.service.store.tenant_exists(tenant):
+            await self.service.store.set_tenant_active(tenant, True)
+
     async def _end_for_thread(self, thread_id: int, reason: str) -> None:
         binding = await self.service.store.binding_for_thread("discord", str(thread_id))
         if binding is None:
