@@ -162,7 +162,7 @@ async def test_single_workspace_uninstall_then_restart_with_a_new_token(make_sla
         return await store.open_sessions() == []
 
     await eventually(all_ended)
-    with pytest.raises(NotAllowed, match="not active"):
+    with pytest.raises(NotAllowed, match="removed from this server or workspace"):
         await slack.stack.service.start(StartCommand(tenant=f"slack:{TEAM}", user="U1"))
 
     # reinstalled: the operator restarts with the new token; the first request reactivates
