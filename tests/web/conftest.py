@@ -289,3 +289,17 @@ async def guard_page(page: Any, base_url: str) -> list[str]:
 
     await page.route("**/*", handler)
     return aborted
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Any]:
+    """The web app over the local avatar and a fake AKool (modules may override this)."""
+    async with web_stack(tmp_path, vendors=("akool",), local=True) as s:
+        yield s
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client for the test server."""
+    async with aiohttp.ClientSession() as c:
+        yield c

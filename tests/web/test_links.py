@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,6 @@ import pytest
 from bot.core.links import ViewerLinks
 from tests.web.conftest import page_socket, web_stack
 from web.security import RateLimits
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Any]:
-    async with web_stack(tmp_path, vendors=("akool",), local=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as c:
-        yield c
 
 
 def _flip(text: str, index: int) -> str:

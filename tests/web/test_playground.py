@@ -16,12 +16,6 @@ from web.home import COOKIE
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Any]:
-    async with web_stack(tmp_path, vendors=("akool",), local=True) as s:
-        yield s
-
-
-@pytest.fixture
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     # unsafe=True: keep cookies from an IP address host (the test server).
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as c:

@@ -7,26 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.web.conftest import page_socket, web_stack
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Any]:
-    async with web_stack(tmp_path, vendors=("akool",), local=True) as s:
-        yield s
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as c:
-        yield c
+from tests.web.conftest import page_socket
 
 
 async def _metric(client: aiohttp.ClientSession, url: str, line: str) -> float:
