@@ -40,6 +40,14 @@ class SessionStore(Protocol):
         """Activate or deactivate a tenant."""
         ...
 
+    async def default_avatar(self, tenant: str) -> str | None:
+        """The tenant's chosen default avatar, if any."""
+        ...
+
+    async def set_default_avatar(self, tenant: str, avatar: str | None) -> None:
+        """Choose or forget the tenant's default avatar."""
+        ...
+
     async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
         """Credit the tenant."""
         ...

@@ -145,6 +145,27 @@ class SessionService:
             "No avatar is available."
         )
 
+    async def start_avatar(self, tenant: str, ref: str | None, provider: str | None = None
+                           ) -> AvatarInfo:
+        """The avatar a start uses: the named one, else the tenant's default, else the first."""
+        if ref is None and provider is None:
+            chosen = await self.store.default_avatar(tenant)
+            if chosen is not None:
+                try:
+                    return await self.find_avatar(chosen)
+                except InvalidRequest:
+                    log.warning("default avatar of %s is gone; using the first", tenant)
+        return await self.find_avatar(ref, provider)
+
+    async def set_default_avatar(self, tenant: str, ref: str | None) -> AvatarInfo | None:
+        """Choose the avatar that starts when none is named (``None`` forgets the choice)."""
+        if ref is None:
+            await self.store.set_default_avatar(tenant, None)
+            return None
+        avatar = await self.find_avatar(ref)
+        await self.store.set_default_avatar(tenant, f"{avatar.provider}:{avatar.id}")
+        return avatar
+
     def _provider_order(self) -> list[str]:
         """Vendors first (in configuration order), the local avatar last."""
         return sorted(self.providers, key=lambda n: n == "local")
@@ -152,7 +173,7 @@ class SessionService:
     # ------------------------------------------------------------------ start
     async def start(self, cmd: StartCommand) -> SessionRecord:
         """Reserve credits, start the vendor session and return the live record."""
-        avatar = await self.find_avatar(cmd.avatar, cmd.provider)
+        avatar = await self.start_avatar(cmd.tenant, cmd.avatar, cmd.provider)
         prov = self.provider(avatar.provider)
         duration_s = self._duration(cmd.minutes, prov)
         knowledge = _clean_knowledge(cmd.knowledge)

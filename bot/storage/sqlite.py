@@ -142,6 +142,19 @@ class SqliteStore:
         """Change some of a tenant's limits; ``None`` restores the default."""
         return await self.write(lambda c: _set_limits(c, tenant, changes, self._defaults))
 
+    async def default_avatar(self, tenant: str) -> str | None:
+        """The tenant's default avatar (``provider:avatar id``), if an admin chose one."""
+        row = await self.run(_tenant_row, tenant)
+        return row["default_avatar"] if row is not None else None
+
+    async def set_default_avatar(self, tenant: str, avatar: str | None) -> None:
+        """Choose (or with ``None`` forget) the tenant's default avatar."""
+        def body(c: sqlite3.Connection) -> None:
+            _ensure_tenant(c, tenant)
+            c.execute("UPDATE tenants SET default_avatar = ? WHERE tenant = ?", (avatar, tenant))
+
+        await self.write(body)
+
     # --- ledger
     async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
         """Credit ``amount`` to the tenant (creating it if new)."""

@@ -174,3 +174,23 @@ def EventHub_():  # noqa: N802 - a fresh hub, as a restarted process has
     from bot.core.events import EventHub
 
     return EventHub()
+
+
+async def test_a_tenant_default_avatar_starts_when_none_is_named(service, store, fake):
+    await store.grant(TENANT, 100, "admin")
+    await store.set_limits(TENANT, max_concurrent=5)
+    assert (await service.start(cmd(provider=None))).avatar_name == "Ava"  # the first
+    chosen = await service.set_default_avatar(TENANT, "Bob")
+    assert chosen.id == "bob-2"
+    assert await store.default_avatar(TENANT) == "fake:bob-2"
+    assert (await service.start(cmd(provider=None))).avatar_name == "Bob"
+    assert (await service.start(cmd(provider=None, avatar="ava-1"))).avatar_name == "Ava"
+    with pytest.raises(InvalidRequest, match="Unknown avatar"):
+        await service.set_default_avatar(TENANT, "nobody")
+    assert await store.default_avatar(TENANT) == "fake:bob-2"
+
+
+async def test_a_default_avatar_that_disappeared_falls_back_to_the_first(service, store):
+    await store.grant(TENANT, 100, "admin")
+    await store.set_default_avatar(TENANT, "gone:avatar")
+    assert (await service.start(cmd(provider=None))).avatar_name == "Ava"
