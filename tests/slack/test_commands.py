@@ -63,3 +63,17 @@ async def test_session_commands_in_the_channel(slack, caplog):
     logs = "\n".join(r.getMessage() for r in caplog.records)
     for secret in (TOKEN, SECRET):
         assert secret not in logs
+
+
+async def test_admins_choose_the_avatar_a_bare_start_uses(slack):
+    stack, fake = slack.stack, slack.fake
+    await stack.store.grant(TENANT, 100, "test")
+    assert "starts *Ava*" in await ephemeral(slack, "admin default", user="UADMIN")
+    assert "Only workspace admins" in await ephemeral(slack, "admin default Bob", user="U1")
+    assert "Unknown avatar" in await ephemeral(slack, "admin default Nobody", user="UADMIN")
+    assert "now starts *Bob*" in await ephemeral(slack, "admin default Bob", user="UADMIN")
+
+    await slack.command("start 2")
+    (post,) = await fake.wait_for("chat.postMessage")
+    sid = post.params["blocks"][1]["elements"][1]["value"]
+    assert (await stack.store.get_session(sid)).avatar_id == "bob-2"

@@ -25,6 +25,7 @@ HELP = """*Talking avatars* — `/avatar <command>`
 • `credits` — this workspace's credits and your use today
 • `admin grant <credits>` · `admin allow @user` · `admin deny @user` — admins only
 • `admin limits [max_concurrent=N] [max_minutes=N] [daily_user_credits=N]` — admins only
+• `admin default [avatar]` — show or choose the avatar a bare `start` uses (admins only)
 • `help` — this text"""
 
 

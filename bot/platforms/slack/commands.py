@@ -154,10 +154,12 @@ async def cmd_start(call: Call) -> str | None:
     """Start a session; its channel message (with buttons) anchors the session thread."""
     avatar, minutes, mode = parse_start(call.args)
     adapter = call.adapter
-    found = await adapter.service.find_avatar(avatar)  # an unknown name fails before anything
+    # an unknown name fails before anything
+    found = await adapter.service.start_avatar(call.tenant, avatar)
     await ensure_member(call, f":hourglass_flowing_sand: Starting {found.name}…")
     record = await adapter.service.start(StartCommand(
-        tenant=call.tenant, user=call.user, avatar=avatar, minutes=minutes, mode=mode,
+        tenant=call.tenant, user=call.user, avatar=f"{found.provider}:{found.id}",
+        minutes=minutes, mode=mode,
     ))
     try:
         await _announce(call, record)
@@ -262,14 +264,14 @@ async def cmd_credits(call: Call) -> str | None:
 
 
 async def cmd_admin(call: Call) -> str | None:
-    """``admin grant|limits|allow|deny``: workspace admins/owners and configured operators."""
+    """``admin grant|limits|allow|deny|default``: workspace admins/owners and operators."""
     adapter = call.adapter
     if not await adapter.is_admin(call.client, call.team, call.user):
         raise NotAllowed("Only workspace admins and owners can use `/avatar admin`.")
     sub, args = (call.args[0].lower(), call.args[1:]) if call.args else ("", [])
     handler = _ADMIN.get(sub)
     if handler is None:
-        raise InvalidRequest("Usage: `/avatar admin grant|limits|allow|deny ...`.")
+        raise InvalidRequest("Usage: `/avatar admin grant|limits|allow|deny|default ...`.")
     return await handler(call, args)
 
 
@@ -339,8 +341,21 @@ async def admin_deny(call: Call, args: list[str]) -> str | None:
     return ":white_check_mark: Removed.\n" + blocks.limits_text(limits)
 
 
+async def admin_default(call: Call, args: list[str]) -> str | None:
+    """Show or choose the avatar ``/avatar start`` uses when none is named."""
+    service = call.adapter.service
+    if not args:
+        avatar = await service.start_avatar(call.tenant, None)
+        ref = f"{avatar.provider}:{avatar.id}"
+        return f"`/avatar start` with no avatar starts *{avatar.name}* (`{ref}`)."
+    avatar = await service.set_default_avatar(call.tenant, " ".join(args))
+    assert avatar is not None
+    return f":white_check_mark: `/avatar start` with no avatar now starts *{avatar.name}*."
+
+
 _ADMIN: dict[str, Callable[[Call, list[str]], Awaitable[str | None]]] = {
     "grant": admin_grant, "limits": admin_limits, "allow": admin_allow, "deny": admin_deny,
+    "default": admin_default,
 }
 
 HANDLERS: dict[str, Handler] = {
