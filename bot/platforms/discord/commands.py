@@ -122,7 +122,7 @@ class AvatarCommands:
         """
         try:
             info = await asyncio.wait_for(
-                self.service.find_avatar(cmd.avatar, cmd.provider), QUICK_S
+                self.service.start_avatar(cmd.tenant, cmd.avatar, cmd.provider), QUICK_S
             )
         except TimeoutError:
             return None  # a slow vendor list: the service resolves it after the defer
