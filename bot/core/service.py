@@ -198,6 +198,11 @@ class SessionService:
         except BaseException:
             await asyncio.shield(self._abandon(record, prov, ps))
             raise
+        if record.state is not SessionState.LIVE:
+            # Ended or failed while the vendor was starting (a stop, an uninstall, the reaper's
+            # pending timeout): the row has no vendor id, so nothing else would ever stop it.
+            await asyncio.shield(self._stop_unrecorded(record, prov, ps))
+            raise SessionNotLive(record.id, record.state.value)
         self._publish_state(record)
         log.info("session live", extra=_ctx(record))
         return record
@@ -231,14 +236,19 @@ class SessionService:
         self, record: SessionRecord, prov: AvatarProvider, ps: ProviderSession
     ) -> None:
         """The vendor started but we could not record it: stop it so it costs nothing."""
-        try:
-            await asyncio.wait_for(prov.stop(ps), self.stop_timeout_s)
-        except Exception:
-            log.exception("could not stop an unrecorded vendor session", extra=_ctx(record))
+        await self._stop_unrecorded(record, prov, ps)
         try:
             await self.store.fail_session(record.id, "could not record the session")
         except Exception:
             log.exception("could not mark session failed", extra=_ctx(record))
+
+    async def _stop_unrecorded(
+        self, record: SessionRecord, prov: AvatarProvider, ps: ProviderSession
+    ) -> None:
+        try:
+            await asyncio.wait_for(prov.stop(ps), self.stop_timeout_s)
+        except Exception:
+            log.exception("could not stop an unrecorded vendor session", extra=_ctx(record))
 
     # ------------------------------------------------------------------ stop
     async def stop(

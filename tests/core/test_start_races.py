@@ -1,0 +1,70 @@
+"""Races around a start in flight: whatever ends the session meanwhile, the vendor is stopped."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.core.errors import SessionNotLive
+from bot.core.events import EventHub
+from bot.core.models import SessionState
+from bot.core.reaper import SessionReaper
+from bot.core.service import SessionService
+from tests.core.conftest import TENANT, cmd
+from tests.fakes.provider import FakeProvider
+
+
+@pytest.fixture
+def vendor(hub: EventHub) -> FakeProvider:
+    # Like A2E: the vendor cannot list its sessions, so no orphan sweep would ever find a leak.
+    fake = FakeProvider(hub, lists_sessions=False)
+    fake.start_delay = 0.3
+    return fake
+
+
+@pytest.fixture
+def svc(store, hub, vendor) -> SessionService:
+    return SessionService(store=store, providers={"fake": vendor}, events=hub,
+                          start_timeout_s=5.0, stop_timeout_s=2.0)
+
+
+async def _pending(store) -> str:
+    for _ in range(200):
+        records = await store.open_sessions()
+        if records:
+            assert records[0].state is SessionState.PENDING
+            return records[0].id
+        await asyncio.sleep(0.01)
+    raise AssertionError("the start never wrote its pending row")
+
+
+async def test_stop_all_while_a_start_is_in_flight_stops_the_vendor_it_started(svc, store, vendor):
+    """A server removal or shutdown ends a pending start; the vendor must not keep running."""
+    await store.grant(TENANT, 100, "admin")
+    starting = asyncio.create_task(svc.start(cmd()))
+    await _pending(store)
+    await svc.stop_all("the bot was removed from the server", TENANT)
+    with pytest.raises(SessionNotLive):
+        await starting
+    assert vendor.open == {}, "the vendor session started after the stop is still running"
+    [record] = await store.list_sessions()
+    assert not record.state.is_open
+    assert (await store.balance(TENANT)).available == 100
+    assert await store.verify() == []
+
+
+async def test_reaper_failing_a_slow_start_stops_the_vendor_it_started(svc, store, vendor):
+    await store.grant(TENANT, 100, "admin")
+    reaper = SessionReaper(svc, pending_timeout_s=0.0)
+    starting = asyncio.create_task(svc.start(cmd()))
+    await _pending(store)
+    await asyncio.sleep(0.01)
+    await reaper.tick()
+    with pytest.raises(SessionNotLive):
+        await starting
+    assert vendor.open == {}
+    [record] = await store.list_sessions()
+    assert record.state is SessionState.FAILED
+    assert (await store.balance(TENANT)).available == 100
+    assert await store.verify() == []
