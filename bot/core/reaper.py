@@ -168,19 +168,21 @@ class SessionReaper:
         if not force and time.monotonic() - self._last_sweep < self.orphan_sweep_s:
             return []
         self._last_sweep = time.monotonic()
-        open_records = await self.service.store.open_sessions()
         stopped = []
         for name, prov in self.service.providers.items():
             if not prov.capabilities.lists_sessions:
                 continue
-            if any(r.provider == name and r.state is SessionState.PENDING for r in open_records):
-                continue  # a start is in flight: its vendor id is not recorded yet
-            known = {r.provider_session_id for r in open_records if r.provider == name}
             try:
                 listed = await prov.list_open_sessions() or []
             except ProviderError as exc:
                 log.warning("could not list %s sessions: %r", name, exc)
                 continue
+            # Read our sessions only now: every vendor session in ``listed`` was opened here
+            # before the vendor answered, so it is pending or recorded by now.
+            open_records = await self.service.store.open_sessions()
+            if any(r.provider == name and r.state is SessionState.PENDING for r in open_records):
+                continue  # a start is in flight: its vendor id is not recorded yet
+            known = {r.provider_session_id for r in open_records if r.provider == name}
             for vendor_id in listed:
                 if vendor_id not in known:
                     log.warning("stopping unknown %s session", name)

@@ -68,3 +68,32 @@ async def test_reaper_failing_a_slow_start_stops_the_vendor_it_started(svc, stor
     assert record.state is SessionState.FAILED
     assert (await store.balance(TENANT)).available == 100
     assert await store.verify() == []
+
+
+class SlowListing(FakeProvider):
+    """A vendor whose session list takes a while to come back (up to the HTTP timeout)."""
+
+    list_delay = 0.5
+
+    async def list_open_sessions(self) -> list[str] | None:
+        await asyncio.sleep(self.list_delay)
+        return await super().list_open_sessions()
+
+
+async def test_orphan_sweep_spares_a_session_that_started_while_it_listed_another_vendor(
+    store, hub
+):
+    """The sweep of vendor B must judge B's list against the sessions open after listing it."""
+    slow, quick = SlowListing(hub, name="slow"), FakeProvider(hub, name="quick")
+    svc = SessionService(store=store, providers={"slow": slow, "quick": quick}, events=hub)
+    reaper = SessionReaper(svc)
+    await store.grant(TENANT, 100, "admin")
+
+    sweeping = asyncio.create_task(reaper.sweep_orphans(force=True))
+    await asyncio.sleep(0.1)  # the sweep has read the open sessions and waits on "slow"
+    record = await svc.start(cmd(provider="quick"))
+    assert await sweeping == []
+
+    assert quick.called("stop") == [], "the sweep stopped a session that had just started"
+    assert record.provider_session_id in quick.open
+    assert (await svc.get(record.id)).state is SessionState.LIVE
