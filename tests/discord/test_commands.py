@@ -113,11 +113,20 @@ async def test_admin_commands(
     assert "everyone" in await final_text(fake, pending)
     assert (await stack.store.get_limits(TENANT)).allowed_roles == []
 
+    shown = await final_text(fake, await fake.slash(admin, "default-avatar", group="admin"))
+    assert "starts **Ava**" in shown
+    refused = await fake.slash(alice, "default-avatar", group="admin", avatar="Bob")
+    assert "Manage Server" in (await callback(refused))["data"]["content"]
+    chosen = await fake.slash(admin, "default-avatar", group="admin", avatar="Bob")
+    assert "now starts **Bob**" in await final_text(fake, chosen)
+    assert await stack.store.default_avatar(TENANT) == "fake:bob-2"
+
 
 async def test_sync_registers_the_avatar_group(fake: FakeDiscord, tmp_path: Path) -> None:
     settings = make_settings(fake, tmp_path)
     names = await sync_commands(settings, 111)
-    assert "avatar start" in names and "avatar admin grant" in names and len(names) == 14
+    assert "avatar start" in names and "avatar admin grant" in names and len(names) == 15
+    assert "avatar admin default-avatar" in names
     (avatar,) = fake.commands["111"]
     assert avatar["name"] == "avatar"
     subs = {o["name"]: o for o in avatar["options"]}
@@ -125,7 +134,7 @@ async def test_sync_registers_the_avatar_group(fake: FakeDiscord, tmp_path: Path
     assert start_opts["avatar"]["autocomplete"] and start_opts["minutes"]["max_value"] == 240
     assert {c["value"] for c in start_opts["mode"]["choices"]} == {"ask", "say"}
     assert {o["name"] for o in subs["admin"]["options"]} == {
-        "grant", "limits", "allow-role", "deny-role", "sessions"}
+        "grant", "limits", "allow-role", "deny-role", "default-avatar", "sessions"}
     # without --guild and without DISCORD_GUILD_IDS: a global sync
     await sync_commands(settings, None)
     (avatar,) = fake.commands["global"]

@@ -380,6 +380,19 @@ class AvatarCommands:
             f"Who may start sessions: {roles}.", ephemeral=True, allowed_mentions=NO_MENTIONS
         )
 
+    async def default_avatar(self, interaction: discord.Interaction, avatar: str | None) -> None:
+        """``/avatar admin default-avatar``: show, or choose, what a bare start uses."""
+        require_admin(interaction)
+        tenant = tenant_of(interaction)
+        if avatar is None:
+            info = await self.service.start_avatar(tenant, None)
+            text = f"`/avatar start` with no avatar starts **{info.name}** ({info.provider})."
+        else:
+            info = await self.service.set_default_avatar(tenant, avatar)
+            assert info is not None
+            text = f"`/avatar start` with no avatar now starts **{info.name}** ({info.provider})."
+        await interaction.response.send_message(text, ephemeral=True)
+
     async def sessions(self, interaction: discord.Interaction) -> None:
         """``/avatar admin sessions``: the guild's open sessions."""
         require_admin(interaction)
@@ -488,6 +501,14 @@ def build_avatar_group(impl: AvatarCommands | None) -> app_commands.Group:
     @admin.command(name="deny-role", description="Take this role off the allowed list")
     async def deny_role(interaction: discord.Interaction, role: discord.Role) -> None:
         await run().set_role(interaction, role, allow=False)
+
+    @admin.command(name="default-avatar", description="Show or choose the avatar a bare start uses")
+    async def default_avatar(interaction: discord.Interaction, avatar: str | None = None) -> None:
+        await run().default_avatar(interaction, avatar)
+
+    @default_avatar.autocomplete("avatar")
+    async def _default_avatar_choices(interaction: discord.Interaction, current: str):  # noqa: ANN202
+        return await run().autocomplete_avatar(interaction, current)
 
     @admin.command(name="sessions", description="The sessions running in this server")
     async def sessions(interaction: discord.Interaction) -> None:
