@@ -158,3 +158,34 @@ async def test_a_session_whose_message_cannot_be_posted_is_ended(slack):
     assert slack.stack.provider.called("stop")
     assert (await slack.stack.store.balance(TENANT)).pending == 0
     assert await slack.stack.store.verify() == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("start ²", "is not a length"),            # str.isdigit() is true, int() refuses it
+    ("start Ava ² ask", "is not a length"),
+    ("start -5", "is not a length"),
+    ("start 1e9", "is not a length"),
+    ("start 1.5", "is not a length"),
+])
+async def test_odd_lengths_get_a_clear_refusal(slack, text, expected):
+    await slack.stack.store.grant(TENANT, 100, "test")
+    answer = await ephemeral(slack, text)
+    assert expected in answer and "Something went wrong" not in answer
+    await assert_nothing_reserved(slack)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("admin grant ²", "Usage: `/avatar admin grant"),
+    ("admin limits max_minutes=²", "Bad limit 'max_minutes=²'"),
+    # Past SQLite's 64-bit integers: this used to fail inside the store.
+    ("admin limits max_concurrent=99999999999999999999999", "Bad limit"),
+    ("admin limits max_concurrent=51", "max_concurrent goes from 0 to 50"),
+    ("admin limits max_minutes=0", "max_minutes goes from 1 to 240"),
+])
+async def test_odd_admin_numbers_get_a_clear_refusal_and_change_nothing(slack, text, expected):
+    await slack.stack.store.grant(TENANT, 100, "test")
+    before = await slack.stack.store.get_limits(TENANT)
+    answer = await ephemeral(slack, text, user="UADMIN")
+    assert expected in answer and "Something went wrong" not in answer
+    assert await slack.stack.store.get_limits(TENANT) == before
+    assert (await slack.stack.store.balance(TENANT)).granted == 100

@@ -33,7 +33,22 @@ log = logging.getLogger(__name__)
 COMMAND = "/avatar"
 _NOT_MEMBER = ("not_in_channel", "channel_not_found")
 _USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^([UW][A-Z0-9]{2,})$")
-_LIMIT_KEYS = ("max_concurrent", "max_minutes", "daily_user_credits")
+# The same bounds as the Discord command options (Discord enforces them in its client).
+_LIMIT_RANGES = {"max_concurrent": (0, 50), "max_minutes": (1, 240),
+                 "daily_user_credits": (0, 1_000_000)}
+_LIMIT_KEYS = tuple(_LIMIT_RANGES)
+# "-5", "1.5", "1e9": meant as a length, so they get a length error, not "unknown avatar".
+_NUMBERISH = re.compile(r"^[+-]?\d*[.,]?\d+(?:e[+-]?\d+)?$", re.ASCII | re.IGNORECASE)
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as an int if it is at most 12 plain ASCII digits, else ``None``.
+
+    ``str.isdigit`` alone also accepts superscripts such as ``²``, which ``int`` refuses.
+    """
+    if text.isascii() and text.isdigit() and len(text) <= 12:
+        return int(text)
+    return None
 
 
 @dataclass
@@ -73,8 +88,10 @@ def parse_start(args: list[str]) -> tuple[str | None, int | None, Mode]:
     """``[avatar] [minutes] [ask|say]`` in any order."""
     avatar, minutes, mode = None, None, Mode.ASK
     for arg in args:
-        if arg.isdigit():
-            minutes = int(arg)
+        if whole_number(arg) is not None:
+            minutes = whole_number(arg)
+        elif _NUMBERISH.match(arg) or arg.isnumeric():
+            raise InvalidRequest(f"{arg!r} is not a length: give whole minutes, like `10`.")
         elif arg.lower() in ("ask", "say"):
             mode = Mode(arg.lower())
         elif avatar is None:
@@ -280,12 +297,12 @@ async def admin_grant(call: Call, args: list[str]) -> str | None:
     if call.adapter.multi and not call.adapter.is_operator(call.user):
         # Many workspaces share the operator's vendor accounts: only the operator mints credits.
         raise NotAllowed("Credits are granted by the bot's operator (SLACK_ADMIN_USER_IDS).")
-    if not args or not args[0].isdigit():
+    amount = whole_number(args[0]) if args else None
+    if amount is None:
         raise InvalidRequest("Usage: `/avatar admin grant <credits> [note]`.")
     note = " ".join(args[1:]) or None
-    balance = await call.adapter.service.grant(call.tenant, int(args[0]), f"slack:{call.user}",
-                                               note)
-    return f":coin: Granted {int(args[0])} credits. Available now: *{balance.available}*."
+    balance = await call.adapter.service.grant(call.tenant, amount, f"slack:{call.user}", note)
+    return f":coin: Granted {amount} credits. Available now: *{balance.available}*."
 
 
 async def admin_limits(call: Call, args: list[str]) -> str | None:
@@ -297,11 +314,15 @@ async def admin_limits(call: Call, args: list[str]) -> str | None:
     changes: dict[str, Any] = {}
     for arg in args:
         key, sep, value = arg.partition("=")
-        if not sep or key not in _LIMIT_KEYS or not value.isdigit():
+        number = whole_number(value)
+        if not sep or key not in _LIMIT_KEYS or number is None:
             raise InvalidRequest(
                 f"Bad limit {arg!r}: write key=number with key one of {', '.join(_LIMIT_KEYS)}."
             )
-        changes[key] = int(value)
+        low, high = _LIMIT_RANGES[key]
+        if not low <= number <= high:
+            raise InvalidRequest(f"Bad limit {arg!r}: {key} goes from {low} to {high:,}.")
+        changes[key] = number
     limits = await store.set_limits(call.tenant, **changes)
     return ":white_check_mark: Limits updated.\n" + blocks.limits_text(limits)
 
