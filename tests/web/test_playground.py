@@ -111,3 +111,25 @@ async def test_disabled_playground_says_so(tmp_path: Path, client: Any) -> None:
         status, body = await _start(client, stack.url)
         assert status == 403 and "turned off" in body["error"]
         assert await stack.service.open_sessions() == []
+
+
+async def test_text_that_is_not_valid_unicode_is_a_clear_400(stack: Any, client: Any) -> None:
+    # A JSON "\ud800" escape decodes to a lone surrogate; SQLite and espeak-ng cannot take it.
+    await client.get(stack.url + "/")
+    headers = {"Content-Type": "application/json"}
+    async with client.post(stack.url + "/playground/start", headers=headers,
+                           data=b'{"knowledge": "We sell tea \\ud800."}') as resp:
+        assert resp.status == 400 and "not valid Unicode" in (await resp.json())["error"]
+    assert await stack.store.open_sessions() == []
+    assert (await stack.store.balance(str(PLAYGROUND))).pending == 0
+    status, body = await _start(client, stack.url)
+    assert status == 200
+    host = body["url"].split("/v/")[1]
+    for action in ("say", "ask"):
+        async with client.post(f"{stack.url}/playground/{host}/{action}", headers=headers,
+                               data=b'{"text": "hi \\udc00 there"}') as resp:
+            assert resp.status == 400 and "not valid Unicode" in (await resp.json())["error"]
+    async with client.post(f"{stack.url}/playground/{host}/say",
+                           json={"text": "still here"}) as resp:
+        assert resp.status == 200
+    assert (await stack.service.get(body["session_id"])).state is SessionState.LIVE
