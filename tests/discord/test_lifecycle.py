@@ -203,3 +203,29 @@ async def _active(stack: Stack) -> bool:
         lambda c: c.execute("SELECT active FROM tenants WHERE tenant = ?", (TENANT,)).fetchall()
     )
     return bool(rows and rows[0][0])
+
+
+async def test_a_start_during_the_server_removal_is_refused_not_left_running(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    """While the removal is still stopping earlier sessions, a new start must not slip in."""
+    await stack.store.grant(TENANT, 100, "test")
+    await start_session(fake, alice, minutes=5)
+    (first,) = await stack.service.open_sessions(TENANT)
+    stack.provider.stop_delay = 0.5  # the vendor takes a while to stop the first session
+
+    await fake.dispatch("GUILD_DELETE", {"id": str(fake.guild_id)})
+    for _ in range(100):
+        if (await stack.service.get(first.id)).state is SessionState.ENDING:
+            break
+        await asyncio.sleep(0.02)
+    with pytest.raises(NotAllowed, match="removed from this server"):
+        await stack.service.start(StartCommand(tenant=TENANT, user="u", provider="fake"))
+
+    for _ in range(100):
+        if not await stack.service.open_sessions(TENANT) and not await _active(stack):
+            break
+        await asyncio.sleep(0.05)
+    assert await stack.service.open_sessions(TENANT) == []
+    assert stack.provider.open == {}, "a vendor session outlived the server removal"
+    assert await stack.store.verify() == []

@@ -55,6 +55,7 @@ class FakeProvider(ProviderBase):
         self.open: dict[str, dict[str, Any]] = {}
         self.fail: dict[str, BaseException] = {}
         self.start_delay = 0.0
+        self.stop_delay = 0.0
 
     def _check(self, method: str, arg: Any = None) -> None:
         self.calls.append((method, arg))
@@ -121,6 +122,8 @@ class FakeProvider(ProviderBase):
 
     async def stop(self, session: ProviderSession) -> None:
         self._check("stop", session.provider_session_id)
+        if self.stop_delay:
+            await asyncio.sleep(self.stop_delay)
         self.open.pop(session.provider_session_id, None)
 
     async def list_open_sessions(self) -> list[str] | None:

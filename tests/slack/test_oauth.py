@@ -214,3 +214,32 @@ async def test_no_token_or_secret_reaches_the_logs_even_at_debug(multi, caplog):
     for secret in (TOKEN2, CLIENT_SECRET, SECRET):
         leaks = [r.name for r in caplog.records if secret in r.getMessage()]
         assert leaks == [], secret
+
+
+async def test_a_start_during_the_uninstall_is_refused_not_left_running(slack):
+    """While the uninstall is still stopping earlier sessions, a new start must not slip in."""
+    from tests.slack.conftest import TEAM
+
+    store, service, provider = slack.stack.store, slack.stack.service, slack.stack.provider
+    tenant = f"slack:{TEAM}"
+    await store.grant(tenant, 100, "test")
+    await slack.command("start")
+    await slack.fake.wait_for("chat.postMessage")
+    (first,) = await store.open_sessions()
+    provider.stop_delay = 0.5  # the vendor takes a while to stop the first session
+    status, _ = await slack.event({"type": "app_uninstalled"})
+    assert status == 200
+
+    async def stopping() -> bool:
+        return (await store.get_session(first.id)).state is SessionState.ENDING
+
+    await eventually(stopping)
+    with pytest.raises(NotAllowed, match="removed from this server or workspace"):
+        await service.start(StartCommand(tenant=tenant, user="U1"))
+
+    async def all_ended() -> bool:
+        return await store.open_sessions() == []
+
+    await eventually(all_ended)
+    assert provider.open == {}, "a vendor session outlived the uninstall"
+    assert await store.verify() == []

@@ -149,9 +149,11 @@ class AvatarBot(discord.Client):
         """The bot left or was removed from a server: end its sessions, mark it inactive."""
         tenant = f"discord:{guild.id}"
         log.info("removed from %s; ending its sessions", tenant)
-        await self.service.stop_all("the bot was removed from the server", tenant)
+        # Refuse new starts first: one that slipped in while earlier sessions were still
+        # stopping would run on in a server the bot has left.
         if await self.service.store.tenant_exists(tenant):
             await self.service.store.set_tenant_active(tenant, False)
+        await self.service.stop_all("the bot was removed from the server", tenant)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         """The bot was added to a server (again): a tenant removed earlier is active again."""

@@ -67,8 +67,10 @@ async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
                      reason: str) -> None:
     """End the workspace's sessions, mark it inactive and forget its tokens."""
     tenant = f"slack:{team}"
-    summaries = await adapter.service.stop_all(reason, tenant)
+    # Refuse new starts first: one that slipped in while earlier sessions were still stopping
+    # would run on in a workspace that removed the app.
     await adapter.store.set_tenant_active(tenant, False)
+    summaries = await adapter.service.stop_all(reason, tenant)
     if adapter.installations is not None:
         await adapter.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
     log.info("slack workspace removed; %d session(s) ended", len(summaries),
