@@ -97,8 +97,11 @@ class A2EProvider(ProviderBase):
     async def list_avatars(self) -> list[AvatarInfo]:
         """Return the account's streaming avatars."""
         body = await self._api.call("GET", f"{_API}/all_avatars")
-        items = body.get("data") or []
-        avatars = [_Avatar.model_validate(item) for item in items if isinstance(item, dict)]
+        try:
+            items = body.get("data") or []
+            avatars = [_Avatar.model_validate(item) for item in items if isinstance(item, dict)]
+        except (TypeError, ValueError):  # ``data`` of the wrong shape, an item without ``_id``
+            raise self._api.unreadable() from None
         return [
             AvatarInfo(id=a.id, name=a.name or a.id, provider=self.name, preview_url=a.video_cover)
             for a in avatars

@@ -113,8 +113,11 @@ class AKoolProvider(ProviderBase):
             "GET", f"{_API}/liveAvatar/avatar/list", params={"platform": "open", "page": 1,
                                                               "size": 100},
         )
-        items = (body.get("data") or {}).get("result") or []
-        avatars = [_Avatar.model_validate(i) for i in items if isinstance(i, dict)]
+        try:
+            items = (body.get("data") or {}).get("result") or []
+            avatars = [_Avatar.model_validate(i) for i in items if isinstance(i, dict)]
+        except (AttributeError, TypeError, ValueError):  # ``data`` of the wrong shape
+            raise self._api.unreadable() from None
         return [
             AvatarInfo(id=a.avatar_id, name=a.name or a.avatar_id, provider=self.name,
                        preview_url=a.thumbnailUrl)
@@ -238,7 +241,11 @@ class AKoolProvider(ProviderBase):
             )
             data = body.get("data") or {}
             # The docs show both ``result`` (OpenAPI) and ``data`` (an older page).
-            items = data.get("result") or data.get("data") or []
+            items = ((data.get("result") or data.get("data") or [])
+                     if isinstance(data, dict) else None)
+            if not isinstance(items, list):
+                # The reaper lists sessions at startup: garbage must be a typed error.
+                raise self._api.unreadable()
             found += [str(i["_id"]) for i in items
                       if isinstance(i, dict) and "_id" in i and i.get("status") in _OPEN_STATUSES]
             if len(items) < 100:

@@ -104,7 +104,11 @@ class HeyGenProvider(ProviderBase):
     async def list_avatars(self) -> list[AvatarInfo]:
         """Return the account's active streaming avatars."""
         body = await self._api.call("GET", f"{_V1}/streaming/avatar.list")
-        items = [_Avatar.model_validate(i) for i in body.get("data") or [] if isinstance(i, dict)]
+        try:
+            items = [_Avatar.model_validate(i) for i in body.get("data") or []
+                     if isinstance(i, dict)]
+        except (TypeError, ValueError):  # ``data`` of the wrong shape, an item without its id
+            raise self._api.unreadable() from None
         return [
             AvatarInfo(id=a.avatar_id, name=a.pose_name or a.avatar_id, provider=self.name,
                        preview_url=a.normal_preview)
@@ -224,7 +228,11 @@ class HeyGenProvider(ProviderBase):
     async def list_open_sessions(self) -> list[str]:
         """Vendor ids of the account's active sessions (``streaming.list``)."""
         body = await self._api.call("GET", f"{_V1}/streaming.list")
-        sessions = (body.get("data") or {}).get("sessions") or []
+        data = body.get("data") or {}
+        sessions = (data.get("sessions") or []) if isinstance(data, dict) else None
+        if not isinstance(sessions, list):
+            # The reaper lists sessions at startup: garbage must be a typed error.
+            raise self._api.unreadable()
         return [str(s["session_id"]) for s in sessions if isinstance(s, dict) and "session_id" in s]
 
     # ------------------------------------------------------------------ v1 WebRTC signalling
