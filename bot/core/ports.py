@@ -72,8 +72,10 @@ class SessionStore(Protocol):
         """Pending -> live."""
         ...
 
-    async def fail_session(self, session_id: str, reason: str) -> SessionRecord:
-        """Open -> failed, releasing the reservation."""
+    async def fail_session(
+        self, session_id: str, reason: str, *, pending_only: bool = False
+    ) -> SessionRecord:
+        """Open (or, with ``pending_only``, only pending) -> failed, releasing the reservation."""
         ...
 
     async def begin_end(self, session_id: str, reason: str, at: datetime) -> SessionRecord:

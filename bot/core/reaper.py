@@ -78,7 +78,9 @@ class SessionReaper:
         if record.state is SessionState.PENDING:
             # The vendor may have started it; if so the orphan sweep (or its expiry) ends it.
             ps = record.provider_session()
-            await self.service.store.fail_session(record.id, "The server restarted while starting.")
+            await self.service.store.fail_session(
+                record.id, "The server restarted while starting.", pending_only=True
+            )
             if ps is not None and prov is not None:
                 await self._stop_quietly(record.provider, ps)
             return
@@ -113,7 +115,9 @@ class SessionReaper:
             if record.next_stop_at is None or record.next_stop_at <= now:
                 await self.service.finish_ending(record)
         elif (now - record.created_at).total_seconds() > self.pending_timeout_s:
-            await self.service.store.fail_session(record.id, "The start never completed.")
+            await self.service.store.fail_session(
+                record.id, "The start never completed.", pending_only=True
+            )
 
     async def _tend_live(self, record: SessionRecord, now: datetime) -> None:
         assert record.expires_at is not None

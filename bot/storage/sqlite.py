@@ -189,9 +189,15 @@ class SqliteStore:
         """Record the vendor session and move pending -> live."""
         return await self.write(lambda c: _mark_live(c, session_id, ps))
 
-    async def fail_session(self, session_id: str, reason: str) -> SessionRecord:
-        """Move an open session to failed and release its whole reservation."""
-        return await self.write(lambda c: _fail(c, session_id, reason))
+    async def fail_session(
+        self, session_id: str, reason: str, *, pending_only: bool = False
+    ) -> SessionRecord:
+        """Move an open session to failed and release its whole reservation.
+
+        With ``pending_only`` a session that is no longer pending is returned as is: a caller
+        judging an older snapshot must not fail a session that has gone live meanwhile.
+        """
+        return await self.write(lambda c: _fail(c, session_id, reason, pending_only))
 
     async def begin_end(self, session_id: str, reason: str, at: datetime) -> SessionRecord:
         """Move pending/live -> ending (idempotent: an ending/ended session is returned as is)."""
@@ -498,9 +504,11 @@ def _mark_live(c: sqlite3.Connection, session_id: str, ps: ProviderSession) -> S
     return _get(c, session_id)
 
 
-def _fail(c: sqlite3.Connection, session_id: str, reason: str) -> SessionRecord:
+def _fail(
+    c: sqlite3.Connection, session_id: str, reason: str, pending_only: bool = False
+) -> SessionRecord:
     rec = _get(c, session_id)
-    if not rec.state.is_open:
+    if not rec.state.is_open or (pending_only and rec.state is not SessionState.PENDING):
         return rec
     _append(c, rec.tenant, "release", rec.reserved, session_id=session_id, note=reason[:200])
     c.execute(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from bot.core.errors import SessionNotLive
 from bot.core.events import EventHub
-from bot.core.models import SessionState
+from bot.core.models import SessionState, utcnow
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from tests.core.conftest import TENANT, cmd
@@ -97,3 +98,24 @@ async def test_orphan_sweep_spares_a_session_that_started_while_it_listed_anothe
     assert quick.called("stop") == [], "the sweep stopped a session that had just started"
     assert record.provider_session_id in quick.open
     assert (await svc.get(record.id)).state is SessionState.LIVE
+
+
+async def test_reaper_does_not_fail_a_start_that_went_live_during_its_tick(svc, store, vendor):
+    """The tick's list is a snapshot: a start listed as pending may be live when its turn comes."""
+    await store.grant(TENANT, 100, "admin")
+    starting = asyncio.create_task(svc.start(cmd()))  # the vendor answers in 0.3 s
+    pending_id = await _pending(store)
+    vendor.start_delay = 0.0
+    newer = await svc.start(cmd(minutes=1))
+    vendor.stop_delay = 0.6  # the reaper is busy ending the newer session meanwhile
+
+    later = utcnow() + timedelta(minutes=5)  # the newer one expired; the start looks stale
+    await SessionReaper(svc).tick(later)
+    started = await starting
+
+    assert started.id == pending_id and started.state is SessionState.LIVE
+    record = await svc.get(pending_id)
+    assert record.state is SessionState.LIVE, "a live session was failed: its vendor runs unpaid"
+    assert started.provider_session_id in vendor.open
+    assert (await svc.get(newer.id)).state is SessionState.ENDED
+    assert await store.verify() == []
