@@ -76,7 +76,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON ("[[[[...")
         return {}
     return body if isinstance(body, dict) else {}
 

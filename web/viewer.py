@@ -215,7 +215,7 @@ async def _read_loop(ctx: WebContext, viewer: Viewer, ws: web.WebSocketResponse)
             continue
         try:
             data = json.loads(msg.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting ("[[[[...") is a RecursionError
             _drop(ctx, viewer, "not_json")
             continue
         if not isinstance(data, dict):
@@ -329,6 +329,7 @@ async def _json_body(request: web.Request) -> dict[str, Any] | None:
         return None
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError, ConnectionError):
+    except (ValueError, UnicodeDecodeError, ConnectionError, RecursionError):
+        # RecursionError: deeply nested JSON ("[[[[..."), which json.loads cannot decode.
         return None
     return body if isinstance(body, dict) else None

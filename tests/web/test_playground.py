@@ -133,3 +133,18 @@ async def test_text_that_is_not_valid_unicode_is_a_clear_400(stack: Any, client:
                            json={"text": "still here"}) as resp:
         assert resp.status == 200
     assert (await stack.service.get(body["session_id"])).state is SessionState.LIVE
+
+
+async def test_deeply_nested_json_body_is_unreadable_not_a_500(stack: Any, client: Any) -> None:
+    await client.get(stack.url + "/")
+    deep = b"[" * 8000 + b"]" * 8000  # json.loads raises RecursionError, not ValueError
+    async with client.post(stack.url + "/playground/start", data=b'{"knowledge": ' + deep + b"}",
+                           headers={"Content-Type": "application/json"}) as resp:
+        # Read as an empty body: the session starts without knowledge, as for any unreadable body.
+        assert resp.status == 200
+        body = await resp.json()
+    host = body["url"].split("/v/")[1]
+    async with client.post(f"{stack.url}/playground/{host}/say", data=deep,
+                           headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400 and "Send a text" in (await resp.json())["error"]
+    assert (await stack.service.get(body["session_id"])).state is SessionState.LIVE

@@ -242,3 +242,21 @@ async def test_an_answer_the_avatar_cannot_parse_is_a_clean_error(stack: Any, cl
         # The session and the page's socket carry on.
         await stack.service.say(record.id, "still fine", author="ann")
         assert (await ps.next("transcript"))["text"] == "still fine"
+
+
+async def test_deeply_nested_json_is_refused_like_any_bad_body(stack: Any, client: Any) -> None:
+    # "[[[[...": json.loads raises RecursionError (not ValueError) past ~1000 levels.
+    deep = "[" * 8000 + "]" * 8000
+    local = await stack.start("local")
+    link = stack.link(local.id)
+    async with page_socket(client, link) as ps:
+        vid = (await ps.next("hello"))["viewer_id"]
+        await ps.ws.send_str(deep)
+        await ps.ws.send_json({"type": "ping"})
+        await ps.next("pong")  # the socket lives on
+        async with client.post(link + "/webrtc/offer", data=deep.encode(),
+                               headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 400 and (await r.json())["error"] == "bad request"
+        async with client.post(link + "/webrtc/offer", json={"viewer_id": vid}) as r:
+            assert r.status == 200 and (await r.json())["type"] == "offer"
+    assert await _metric(client, stack.url, 'avatarbot_ws_dropped_total{reason="not_json"}') == 1
