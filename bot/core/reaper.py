@@ -88,7 +88,7 @@ class SessionReaper:
         if record.state is SessionState.LIVE and not survives:
             await self.service.stop(record.id, "the server restarted")
         elif record.state is SessionState.ENDING:
-            await self.service.finish_ending(record)
+            await self.service.retry_stop(record.id)
 
     # ------------------------------------------------------------------ periodic
     async def tick(self, now: datetime | None = None) -> None:
@@ -113,7 +113,7 @@ class SessionReaper:
             await self._tend_live(record, now)
         elif record.state is SessionState.ENDING:
             if record.next_stop_at is None or record.next_stop_at <= now:
-                await self.service.finish_ending(record)
+                await self.service.retry_stop(record.id)
         elif (now - record.created_at).total_seconds() > self.pending_timeout_s:
             await self.service.store.fail_session(
                 record.id, "The start never completed.", pending_only=True

@@ -255,8 +255,10 @@ class SessionService:
         self, session_id: str, reason: str = "stopped", *, tenant: str | None = None
     ) -> SessionSummary:
         """End a session (idempotent); returns its summary."""
-        record = await self.get(session_id, tenant=tenant)
+        await self.get(session_id, tenant=tenant)
         async with self._lock(session_id):
+            # Read under the lock: whoever held it before may have ended the session already.
+            record = await self.store.get_session(session_id)
             if record.state.is_open:
                 record = await self.store.begin_end(session_id, reason, utcnow())
                 self._publish_state(record)
@@ -264,6 +266,20 @@ class SessionService:
         if not record.state.is_open:
             self._locks.pop(session_id, None)
         return self.summary(record)
+
+    async def retry_stop(self, session_id: str) -> SessionRecord:
+        """Try again to stop an ending session's vendor session (the reaper's retries).
+
+        Holds the session's lock, like ``stop``, so a stop in progress is not repeated (a second
+        vendor stop and a second end summary).
+        """
+        async with self._lock(session_id):
+            record = await self.store.get_session(session_id)
+            if record.state is SessionState.ENDING:
+                record = await self.finish_ending(record)
+        if not record.state.is_open:
+            self._locks.pop(session_id, None)
+        return record
 
     async def finish_ending(self, record: SessionRecord) -> SessionRecord:
         """Stop the vendor session of an ending record, then settle; retry later on failure."""

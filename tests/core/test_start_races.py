@@ -119,3 +119,36 @@ async def test_reaper_does_not_fail_a_start_that_went_live_during_its_tick(svc, 
     assert started.provider_session_id in vendor.open
     assert (await svc.get(newer.id)).state is SessionState.ENDED
     assert await store.verify() == []
+
+
+async def test_a_reaper_tick_during_a_slow_stop_does_not_end_the_session_twice(
+    svc, store, vendor, hub
+):
+    """Two finishers would stop the vendor twice and post the end summary twice."""
+    from bot.core.events import Ended
+
+    vendor.start_delay = 0.0
+    await store.grant(TENANT, 100, "admin")
+    record = await svc.start(cmd())
+    vendor.stop_delay = 0.5
+    async with hub.subscribe(record.id) as queue:
+        stopping = asyncio.create_task(svc.stop(record.id, "stopped by ann"))
+        for _ in range(100):
+            if (await svc.get(record.id)).state is SessionState.ENDING:
+                break
+            await asyncio.sleep(0.01)
+        await SessionReaper(svc).tick()
+        summary = await stopping
+        await asyncio.sleep(0)
+        ended = [e for e in _drain(queue) if isinstance(e, Ended)]
+    assert summary.state is SessionState.ENDED
+    assert vendor.called("stop") == [record.provider_session_id]
+    assert len(ended) == 1, "the end summary would be posted twice"
+    assert await store.verify() == []
+
+
+def _drain(queue: asyncio.Queue) -> list:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
