@@ -103,3 +103,26 @@ async def test_thread_creation_refused_stops_the_session(
     assert (await stack.store.balance(TENANT)).pending == 0
     assert await stack.store.verify() == []
     assert TOKEN not in caplog.text
+
+
+async def test_debug_logging_keeps_viewer_links_and_interaction_tokens_out(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict, caplog
+) -> None:
+    # LOG_LEVEL=DEBUG is a documented setting: discord.py then logs every REST body it sends
+    # (the viewer link) and every gateway event it receives (interaction tokens, by URL too).
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    await stack.store.grant(TENANT, 100, "test")
+    pending = await fake.slash(alice, "start", avatar="fake:ava-1", minutes=5)
+    await callback(pending)
+    await final_text(fake, pending)
+    thread = await fake.wait_for(lambda: fake.threads() and fake.threads()[-1])
+    anchor = fake.messages[thread["id"]]
+    viewer_token = anchor["components"][0]["components"][0]["url"].split("/v/")[1]
+    # The fake Discord's own access log is the fake's, not ours (ours has none).
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    assert "aiosqlite" in caplog.text  # debug logging is on
+    assert viewer_token not in text
+    assert pending.token not in text
+    assert TOKEN not in text

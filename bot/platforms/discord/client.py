@@ -26,6 +26,10 @@ from bot.platforms.discord.threads import ThreadRelay, route_message
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+# At DEBUG discord.py logs every REST body it sends (viewer links), every gateway event it gets
+# (message text, interaction tokens) and interaction callback URLs (the token is in the path):
+# its loggers never go below INFO, even with LOG_LEVEL=DEBUG.
+logging.getLogger("discord").setLevel(logging.INFO)
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 MESSAGE_CONTENT_HELP = (
