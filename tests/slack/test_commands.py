@@ -61,7 +61,8 @@ async def test_session_commands_in_the_channel(slack, caplog):
     assert "There is no such session" in await ephemeral(slack, "stop nosuchid")
     assert await stack.store.verify() == []
     logs = "\n".join(r.getMessage() for r in caplog.records)
-    for secret in (TOKEN, SECRET):
+    # The viewer link and the response_url (it can post into the channel) are credentials too.
+    for secret in (TOKEN, SECRET, token, fake.response_url("r1")):
         assert secret not in logs
 
 

@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 # new bot token: its clients log here, and this logger never goes below INFO.
 SDK_LOG = logging.getLogger("bot.platforms.slack.sdk")
 SDK_LOG.setLevel(logging.INFO)
+# Clients made by slack-bolt itself log to slack-sdk's own loggers: ``respond`` logs the
+# response_url (which can post into the channel) and the reply (a viewer link) at DEBUG.
+logging.getLogger("slack_sdk").setLevel(logging.INFO)
 
 BOT_SCOPES = [
     "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
