@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     local_video_width: int = Field(default=320, ge=64, le=1920)
     local_video_height: int = Field(default=240, ge=64, le=1080)
     local_video_fps: int = Field(default=15, ge=1, le=60)
-    local_ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
+    local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     local_allow_loopback: bool = False
 
     # --- Discord
