@@ -152,3 +152,46 @@ def _drain(queue: asyncio.Queue) -> list:
     while not queue.empty():
         items.append(queue.get_nowait())
     return items
+
+
+async def test_a_start_cancelled_while_the_vendor_starts_releases_its_reservation(
+    svc, store, vendor
+):
+    """A dropped interaction or request cancels the start: nothing stays reserved."""
+    await store.grant(TENANT, 100, "admin")
+    starting = asyncio.create_task(svc.start(cmd()))
+    await _pending(store)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    [record] = await store.list_sessions()
+    assert record.state is SessionState.FAILED
+    assert (await store.balance(TENANT)).available == 100
+    assert await store.verify() == []
+
+
+async def test_a_stop_cancelled_while_the_vendor_stops_is_finished_by_the_reaper(
+    svc, store, vendor
+):
+    vendor.start_delay = 0.0
+    await store.grant(TENANT, 100, "admin")
+    record = await svc.start(cmd())
+    vendor.stop_delay = 0.5
+    stopping = asyncio.create_task(svc.stop(record.id))
+    for _ in range(100):
+        if vendor.called("stop"):
+            break
+        await asyncio.sleep(0.01)
+    stopping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    assert (await svc.get(record.id)).state is SessionState.ENDING
+    assert record.provider_session_id in vendor.open
+
+    vendor.stop_delay = 0.0
+    await SessionReaper(svc).tick()
+    ended = await svc.get(record.id)
+    assert ended.state is SessionState.ENDED and ended.settled == 1
+    assert vendor.open == {}
+    assert (await store.balance(TENANT)).available == 99
+    assert await store.verify() == []
