@@ -158,7 +158,8 @@ class AKoolProvider(ProviderBase):
             "POST", f"{_API}/knowledge/create",
             json_body={"name": f"avatarbot {request.session_id}", "prompt": text},
         )
-        kid = (answer.get("data") or {}).get("_id")
+        data = answer.get("data")
+        kid = data.get("_id") if isinstance(data, dict) else None
         if not kid:
             raise self._api.unreadable()
         return str(kid)

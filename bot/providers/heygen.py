@@ -118,7 +118,8 @@ class HeyGenProvider(ProviderBase):
     async def start(self, request: StartRequest) -> ProviderSession:
         """``create_token`` then ``streaming.new`` (and ``streaming.start`` for LiveKit)."""
         token_body = await self._post("streaming.create_token", {})
-        token = str((token_body.get("data") or {}).get("token") or "")
+        data = token_body.get("data")
+        token = str(data.get("token") or "") if isinstance(data, dict) else ""
         # streaming.new may be called once per session token, so it is never retried.
         answer = await self._post(
             "streaming.new", self._new_body(request), retry=False,

@@ -84,3 +84,17 @@ async def test_reaper_starts_when_a_vendor_lists_garbage(vendor: str, tmp_path: 
             assert await reaper.sweep_orphans(force=True) == []
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("data", GARBAGE, ids=lambda d: type(d).__name__ + str(len(str(d))))
+@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen"])
+async def test_a_start_answered_with_garbage_is_a_typed_error(vendor: str, data: Any) -> None:
+    from bot.core.models import StartRequest
+
+    async with garbage_vendor(vendor, data) as url, httpx.AsyncClient() as http:
+        prov = adapter(vendor, url, http, EventHub())
+        request = StartRequest(session_id="s1", avatar_id="av-1", duration_s=300,
+                               knowledge="We sell tea.")
+        with pytest.raises(ProviderError) as info:
+            await prov.start(request)
+        assert "garbage-test-key" not in info.value.user_message
