@@ -195,3 +195,21 @@ async def test_a_stop_cancelled_while_the_vendor_stops_is_finished_by_the_reaper
     assert vendor.open == {}
     assert (await store.balance(TENANT)).available == 99
     assert await store.verify() == []
+
+
+async def test_two_stops_at_once_stop_the_vendor_once_and_end_once(svc, store, vendor, hub):
+    """A double-clicked Stop button: one vendor stop, one end summary, one settlement."""
+    from bot.core.events import Ended
+
+    vendor.start_delay = 0.0
+    await store.grant(TENANT, 100, "admin")
+    record = await svc.start(cmd())
+    vendor.stop_delay = 0.2
+    async with hub.subscribe(record.id) as queue:
+        first, second = await asyncio.gather(svc.stop(record.id), svc.stop(record.id))
+        await asyncio.sleep(0)
+        ended = [e for e in _drain(queue) if isinstance(e, Ended)]
+    assert first == second and first.settled == 1
+    assert vendor.called("stop") == [record.provider_session_id]
+    assert len(ended) == 1
+    assert await store.verify() == []
