@@ -73,6 +73,24 @@ async def test_non_numeric_timestamp_is_401(funded):
     await assert_nothing_done(funded)
 
 
+async def test_a_timestamp_of_non_ascii_digits_is_401(funded):
+    # "²".isdigit() is true but int("²") fails: this was a 500 (and a traceback) for anyone.
+    body = funded.command_body("start").encode()
+    host, port = funded.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: " + FORM.encode()
+        + b"\r\nX-Slack-Request-Timestamp: " + "²".encode() + b"\r\nX-Slack-Signature: v0=00"
+        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    await assert_nothing_done(funded)
+
+
 @pytest.mark.parametrize(("body", "content_type"), [
     ('{"type": "event_callback", "event": ', "application/json"),          # cut-off JSON
     ('["type", "event_callback"]', "application/json"),                     # not an object
@@ -83,6 +101,8 @@ async def test_non_numeric_timestamp_is_401(funded):
     ("command=/avatar&text=start&&=&", FORM),                                # broken form
     ("command=/avatar&text=start", "text/plain"),                           # wrong type
     (b"command=/avatar&text=\xff\xfe".decode("latin-1"), FORM),              # not UTF-8
+    ("[" * 5000 + "]" * 5000, "application/json"),    # too deep for json (RecursionError)
+    ("payload=" + "%5B" * 5000, FORM),                # the same inside an interactive payload
 ])
 async def test_malformed_bodies_are_400(funded, body, content_type):
     raw = body.encode("latin-1")

@@ -286,7 +286,7 @@ def _parse(raw: bytes, content_type: str) -> dict[str, Any] | None:
             body = json.loads(form["payload"])
             return body if isinstance(body, dict) and isinstance(body.get("type"), str) else None
         return form if form.get("command") or form.get("ssl_check") else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." JSON
         return None
 
 
@@ -294,7 +294,8 @@ def _verified(adapter: SlackAdapter, raw: bytes, request: web.Request) -> bool:
     """Slack's v0 signature: HMAC-SHA256 of ``v0:<timestamp>:<raw body>``, within 5 minutes."""
     timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
     signature = request.headers.get("X-Slack-Signature", "")
-    if not timestamp.isdigit() or not signature:
+    # isascii: str.isdigit() also accepts "²", which int() refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()) or not signature:
         return False
     if abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW_S:
         return False
