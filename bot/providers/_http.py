@@ -170,7 +170,7 @@ def auth_error(provider: str, display_name: str, status: int, code: Any) -> Prov
 def _parse(resp: httpx.Response) -> dict[str, Any] | None:
     try:
         body = json.loads(resp.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep ("[[[[...")
         return None
     return body if isinstance(body, dict) else None
 
@@ -199,7 +199,7 @@ def decode_json(payload: Any) -> Any:
     if isinstance(payload, str):
         try:
             return json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep ("[[[[...")
             return None
     return payload
 

@@ -98,3 +98,50 @@ async def test_a_start_answered_with_garbage_is_a_typed_error(vendor: str, data:
         with pytest.raises(ProviderError) as info:
             await prov.start(request)
         assert "garbage-test-key" not in info.value.user_message
+
+
+@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen"])
+async def test_a_body_nested_too_deep_for_json_is_a_typed_error(vendor: str) -> None:
+    # json.loads raises RecursionError (not ValueError) on "[[[[...": it escaped as a bug.
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=deep, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        async with httpx.AsyncClient() as http:
+            prov = adapter(vendor, url, http, EventHub())
+            with pytest.raises(ProviderError) as info:
+                await prov.list_avatars()
+            assert "could not read" in info.value.user_message
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_llm_answer_nested_too_deep_is_an_llm_error() -> None:
+    from bot.providers.local.answer import ChatClient, LLMConfig, LLMError
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=b"[" * 100_000 + b"]" * 100_000, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with httpx.AsyncClient() as http:
+            chat = ChatClient(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m"), http)
+            with pytest.raises(LLMError):  # the local avatar then answers from its notes
+                await chat.answer("We sell tea.", "what do you sell?")
+    finally:
+        await runner.cleanup()

@@ -134,7 +134,7 @@ class ChatClient:
             raise LLMError(f"chat endpoint answered HTTP {resp.status_code}")
         try:
             text = resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
             raise LLMError("chat endpoint sent an answer without choices[0].message") from exc
         if not isinstance(text, str) or not text.strip():
             raise LLMError("chat endpoint sent an empty answer")
