@@ -86,7 +86,13 @@ class SessionReaper:
             return
         survives = prov is not None and prov.capabilities.survives_restart
         if record.state is SessionState.LIVE and not survives:
-            await self.service.stop(record.id, "the server restarted")
+            # It died with the old process, whose idle rule would have ended it by then at the
+            # latest: the downtime is not use.
+            idle_end = record.last_activity_at + timedelta(seconds=self.idle_timeout_s)
+            await self.service.store.begin_end(
+                record.id, "the server restarted", min(utcnow(), idle_end)
+            )
+            await self.service.retry_stop(record.id)
         elif record.state is SessionState.ENDING:
             await self.service.retry_stop(record.id)
 

@@ -213,3 +213,28 @@ async def test_two_stops_at_once_stop_the_vendor_once_and_end_once(svc, store, v
     assert vendor.called("stop") == [record.provider_session_id]
     assert len(ended) == 1
     assert await store.verify() == []
+
+
+async def test_an_in_process_session_lost_in_a_crash_is_not_charged_for_the_downtime(
+    store, hub
+):
+    """The avatar died with the process; it would have idled out 5 minutes after the last chat."""
+    inproc = FakeProvider(hub, name="inproc", survives_restart=False, lists_sessions=False)
+    svc = SessionService(store=store, providers={"inproc": inproc}, events=hub)
+    await store.grant(TENANT, 100, "admin")
+    record = await svc.start(cmd(provider="inproc", minutes=30))
+    # The process crashed 20 minutes ago, a minute after the session started, and the server
+    # was down since; nobody chatted.
+    then = (utcnow() - timedelta(minutes=21)).isoformat()
+    await store.write(lambda c: c.execute(
+        "UPDATE sessions SET started_at = ?, last_activity_at = ? WHERE id = ?",
+        (then, then, record.id),
+    ))
+
+    await SessionReaper(SessionService(store=store, providers={"inproc": inproc},
+                                       events=EventHub()), idle_timeout_s=300).reconcile()
+    ended = await store.get_session(record.id)
+    assert ended.state is SessionState.ENDED
+    assert ended.settled == 5, "charged for the downtime, past what the idle rule allows"
+    assert (await store.balance(TENANT)).available == 95
+    assert await store.verify() == []
