@@ -109,12 +109,30 @@ class SessionService:
             raise UnknownProvider(name, list(self.providers)) from None
 
     async def list_avatars(self, provider: str | None = None) -> list[AvatarInfo]:
-        """Avatars of one provider or of all, cached for a few minutes."""
-        names = [provider] if provider else list(self.providers)
+        """Avatars of one provider or of all, cached for a few minutes.
+
+        Across all providers, one vendor that is down is skipped (and logged) so the others
+        stay usable; its error is raised only when no provider answered.
+        """
+        if provider:
+            return await self._avatars_of(provider)
         found: list[AvatarInfo] = []
-        for name in names:
-            found.extend(await self._avatars_of(name))
+        for avatars in await self._avatars_of_each(list(self.providers)):
+            found.extend(avatars)
         return found
+
+    async def _avatars_of_each(self, names: list[str]) -> list[list[AvatarInfo]]:
+        """The avatar lists of every provider that answered, in order."""
+        answered, failures = [], []
+        for name in names:
+            try:
+                answered.append(await self._avatars_of(name))
+            except ProviderError as exc:
+                log.warning("%s avatar list unavailable: %r", name, exc)
+                failures.append(exc)
+        if failures and not answered:
+            raise failures[0]
+        return answered
 
     async def _avatars_of(self, name: str) -> list[AvatarInfo]:
         prov = self.provider(name)
@@ -129,9 +147,11 @@ class SessionService:
         """Resolve ``provider:avatar``, an avatar id or a name; the first avatar when ``None``."""
         if ref and ":" in ref and provider is None and ref.split(":", 1)[0] in self.providers:
             provider, ref = ref.split(":", 1)
-        names = [provider] if provider else self._provider_order()
-        for name in names:
-            avatars = await self._avatars_of(name)
+        if provider:
+            listed = [await self._avatars_of(provider)]
+        else:
+            listed = await self._avatars_of_each(self._provider_order())
+        for avatars in listed:
             if not ref:
                 if avatars:
                     return avatars[0]
