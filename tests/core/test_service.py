@@ -194,3 +194,20 @@ async def test_a_default_avatar_that_disappeared_falls_back_to_the_first(service
     await store.grant(TENANT, 100, "admin")
     await store.set_default_avatar(TENANT, "gone:avatar")
     assert (await service.start(cmd(provider=None))).avatar_name == "Ava"
+
+
+async def test_one_vendor_down_does_not_block_the_others(store, hub):
+    down = FakeProvider(hub, name="down")
+    down.fail["list_avatars"] = unavailable("down")
+    up = FakeProvider(hub, name="up")
+    service = SessionService(store=store, providers={"down": down, "up": up}, events=hub)
+    await store.grant(TENANT, 100, "admin")
+    assert [a.provider for a in await service.list_avatars()] == ["up", "up"]
+    record = await service.start(cmd(provider=None, avatar="Bob"))
+    assert record.provider == "up"
+    with pytest.raises(Exception, match="no free capacity"):
+        await service.start(cmd(provider="down"))
+    up.fail["list_avatars"] = unavailable("up")
+    service._avatar_cache.clear()
+    with pytest.raises(Exception, match="no free capacity"):
+        await service.list_avatars()
