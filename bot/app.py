@@ -166,6 +166,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
     async with build_services(settings) as services, AsyncExitStack() as stack:
+        # Finish what a crash left before anyone can start a session.
+        await services.reaper.reconcile()
         web_app = _build_web(services, stack)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
@@ -174,7 +176,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         await site.start()
         print_banner(settings)
         async with asyncio.TaskGroup() as group:
-            started = [group.create_task(services.reaper.run(), name="reaper")]
+            reaper = services.reaper.run(reconcile_first=False)
+            started = [group.create_task(reaper, name="reaper")]
             started += await _start_platforms(services, web_app, stack, group)
             if ready is not None:
                 ready.set()

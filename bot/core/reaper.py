@@ -53,9 +53,10 @@ class SessionReaper:
         self._kept_alive: dict[str, float] = {}
         self._last_sweep = 0.0
 
-    async def run(self) -> None:
-        """Tick forever (until cancelled)."""
-        await self.reconcile()
+    async def run(self, *, reconcile_first: bool = True) -> None:
+        """Tick forever (until cancelled), after the startup reconciliation unless done already."""
+        if reconcile_first:
+            await self.reconcile()
         while True:
             await asyncio.sleep(self.interval_s)
             try:
