@@ -1,4 +1,4 @@
-"""Logging set-up with a last line of defence: configured secrets are masked in every record."""
+"""Logging set-up with a last line of defence: configured secrets are masked in every line."""
 
 from __future__ import annotations
 
@@ -6,31 +6,31 @@ import logging
 from collections.abc import Iterable
 
 
-class RedactSecrets(logging.Filter):
-    """Replace any configured secret in a log record's message and arguments with ``***``."""
+class RedactingFormatter(logging.Formatter):
+    """Format a record as usual, then replace every configured secret with ``***``.
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
+    Masking the formatted text covers the message, its arguments and any traceback or stack
+    text alike.
+    """
+
+    def __init__(self, fmt: str, secrets: Iterable[str]) -> None:
+        super().__init__(fmt)
         self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Mask secrets in the formatted message; always keep the record."""
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        masked = message
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's text with secrets masked."""
+        text = super().format(record)
         for secret in self._secrets:
-            masked = masked.replace(secret, "***")
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
+            text = text.replace(secret, "***")
+        return text
 
 
 def configure_logging(level: str, secrets: Iterable[str]) -> None:
     """Log to stderr at ``level``, masking ``secrets`` in every line."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(
+        RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets)
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

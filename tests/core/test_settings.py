@@ -83,7 +83,12 @@ def test_log_lines_never_carry_a_configured_secret(capsys):
     log = logging.getLogger("avatarbot.test")
     log.info("calling vendor with key %s", "sk-live-123456")
     log.warning("token xoxb-abcdef refused")
+    try:
+        raise RuntimeError("vendor said: bad key sk-live-123456")
+    except RuntimeError:
+        log.exception("call failed")
     err = capsys.readouterr().err
     assert "sk-live-123456" not in err and "xoxb-abcdef" not in err
     assert "calling vendor with key ***" in err and "token *** refused" in err
+    assert "RuntimeError: vendor said: bad key ***" in err  # tracebacks are masked too
     logging.getLogger().handlers.clear()
