@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes.serve import serve_local
+
 DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_CONTENT = 1 << 15
 ADMIN_PERMS = (1 << 5) | (1 << 3)  # manage guild + administrator
@@ -104,11 +106,7 @@ class FakeDiscord:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/gateway", self._gateway)
         app.router.add_route("*", "/api/v10/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_local(app, handle_signals=False)
         return self
 
     async def close(self) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.serve import serve_local
+
 
 class FakeLLM:
     def __init__(self, *, api_key: str = "sk-fake-llm-key", reply: str | Callable = "Hello.",
@@ -55,11 +57,7 @@ class FakeLLM:
     async def __aenter__(self) -> FakeLLM:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await serve_local(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

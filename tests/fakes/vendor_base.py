@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.serve import serve_local
+
 JSON_BODY = web.RequestKey("json_body", object)
 
 
@@ -69,12 +71,9 @@ class FakeVendor:
         """Serve on 127.0.0.1 on a free port; ``self.url`` is the base URL."""
         app = web.Application(middlewares=[self._middleware])
         self.routes(app.router)
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0,
-                                     access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_local(
+            app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None
+        )
         self.url = f"http://127.0.0.1:{port}"
         return self
 

@@ -24,6 +24,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
+from tests.fakes.serve import serve_local
 
 
 class FakeVendorServer:
@@ -43,11 +44,7 @@ class FakeVendorServer:
             web.post("/start", self._start), web.post("/stop", self._stop),
             web.get("/sessions", self._list),
         ])
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
+        self._runner, port = await serve_local(app, shutdown_timeout=0.5)
         self.url = f"http://127.0.0.1:{port}"
         return self
 

@@ -21,6 +21,7 @@ from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
 from bot.providers.heygen import HeyGenProvider
 from bot.storage import SqliteStore
+from tests.fakes.serve import serve_local
 from tests.providers.conftest import FAST_RETRY, PRICING
 
 # What each vendor calls success; ``data`` is then filled with garbage.
@@ -37,12 +38,9 @@ async def garbage_vendor(vendor: str, data: Any) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, port = await serve_local(app, access_log=None)
     try:
-        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -110,11 +108,8 @@ async def test_a_body_nested_too_deep_for_json_is_a_typed_error(vendor: str) -> 
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, port = await serve_local(app, access_log=None)
+    url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient() as http:
             prov = adapter(vendor, url, http, EventHub())
@@ -133,11 +128,7 @@ async def test_an_llm_answer_nested_too_deep_is_an_llm_error() -> None:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await serve_local(app, access_log=None)
     try:
         async with httpx.AsyncClient() as http:
             chat = ChatClient(LLMConfig(base_url=f"http://127.0.0.1:{port}/v1", model="m"), http)

@@ -23,6 +23,7 @@ from bot.platforms.slack import build_slack_app, mount_slack
 from bot.settings import Settings
 from bot.storage.sqlite import SqliteStore
 from tests.fakes.provider import FakeProvider
+from tests.fakes.serve import serve_local
 from tests.fakes.slack import FakeSlack, dumps
 
 SECRET = "test-signing-secret-0123456789abcdef"
@@ -165,11 +166,7 @@ async def make_slack(fake_slack, stack):
                                min_interval_s=min_interval_s)
         web_app = web.Application()
         mount_slack(web_app, bolt)
-        runner = web.AppRunner(web_app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        runner, port = await serve_local(web_app)
         harness = SlackHarness(fake_slack, stack, f"http://127.0.0.1:{port}", bolt)
         harness.settings = settings
         made.append((harness, runner))

@@ -30,6 +30,7 @@ from bot.core.provider import AvatarProvider
 from bot.core.service import SessionService, StartCommand
 from bot.settings import Settings
 from bot.storage import SqliteStore
+from tests.fakes.serve import serve_local
 from web.app import create_app
 from web.security import RateLimits
 
@@ -153,11 +154,7 @@ async def web_stack(
         links = ViewerLinks(SECRET_KEY.encode(), "http://127.0.0.1")
         app = create_app(service=service, links=links, settings=settings,
                          status=status_items(settings), rate_limits=rate_limits)
-        runner = web.AppRunner(app, shutdown_timeout=2.0, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, port = await serve_local(app, shutdown_timeout=2.0, access_log=None)
         url = f"http://127.0.0.1:{port}"
         links.base_url = url
 
