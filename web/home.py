@@ -16,7 +16,7 @@ from aiohttp import web
 
 from bot.core.errors import AvatarBotError, LimitReached, NotAllowed, ProviderError
 from bot.core.models import PLAYGROUND, SessionState
-from bot.core.service import MAX_TEXT, StartCommand
+from bot.core.service import MAX_TEXT, StartCommand, readable_text
 from web.context import WEB, WebContext
 from web.viewer import session_for, too_many
 
@@ -81,19 +81,6 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _readable(text: str) -> bool:
-    r"""Whether ``text`` can be encoded as UTF-8.
-
-    A JSON escape such as ``"\ud800"`` decodes to a lone surrogate, which SQLite and espeak-ng
-    refuse with an exception (a 500 before this check).
-    """
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 async def start(request: web.Request) -> web.Response:
     """``POST /playground/start``: start a local-avatar session; answer with its host link."""
     ctx = request.app[WEB]
@@ -111,7 +98,7 @@ async def start(request: web.Request) -> web.Response:
     knowledge = body.get("knowledge")
     if knowledge is not None and (not isinstance(knowledge, str) or len(knowledge) > MAX_KNOWLEDGE):
         return _error(f"The knowledge text must be at most {MAX_KNOWLEDGE} characters.", 400)
-    if knowledge is not None and not _readable(knowledge):
+    if knowledge is not None and not readable_text(knowledge):
         return _error("The knowledge text holds characters that are not valid Unicode.", 400)
     try:
         record = await ctx.service.start(StartCommand(
@@ -156,7 +143,7 @@ async def drive(request: web.Request) -> web.Response:
         text = (await _body(request)).get("text")
         if not isinstance(text, str) or len(text) > MAX_TEXT:
             return _error(f"Send a text of at most {MAX_TEXT} characters.", 400)
-        if not _readable(text):
+        if not readable_text(text):
             return _error("The text holds characters that are not valid Unicode.", 400)
         method = ctx.service.say if action == "say" else ctx.service.ask
         await method(record.id, text, author="You", tenant=record.tenant)

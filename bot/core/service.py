@@ -497,12 +497,27 @@ def parse_prefix(text: str, default: Mode) -> tuple[Mode, str]:
     return default, stripped
 
 
+def readable_text(text: str) -> bool:
+    r"""Whether ``text`` can be encoded as UTF-8.
+
+    A JSON escape such as ``"\ud800"`` decodes to a lone surrogate, which SQLite, espeak-ng and
+    the vendors' JSON refuse with an exception.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _clean_text(text: str) -> str:
     text = (text or "").strip()
     if not text:
         raise InvalidRequest("There is nothing to say: the text is empty.")
     if len(text) > MAX_TEXT:
         raise InvalidRequest(f"That text is too long ({len(text)} characters, at most {MAX_TEXT}).")
+    if not readable_text(text):
+        raise InvalidRequest("The text holds characters that are not valid Unicode.")
     return text
 
 
@@ -511,6 +526,8 @@ def _clean_knowledge(text: str | None) -> str | None:
         return None
     if len(text) > MAX_KNOWLEDGE:
         raise InvalidRequest(f"The knowledge text is too long (over {MAX_KNOWLEDGE:,} characters).")
+    if not readable_text(text):
+        raise InvalidRequest("The knowledge text holds characters that are not valid Unicode.")
     return text.strip()
 
 

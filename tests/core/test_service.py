@@ -211,3 +211,13 @@ async def test_one_vendor_down_does_not_block_the_others(store, hub):
     service._avatar_cache.clear()
     with pytest.raises(Exception, match="no free capacity"):
         await service.list_avatars()
+
+
+async def test_text_that_is_not_valid_unicode_is_refused_for_every_platform(service, live, fake):
+    # A JSON escape such as "\ud800" (a Slack event body, a page) decodes to a lone surrogate.
+    with pytest.raises(InvalidRequest, match="not valid Unicode"):
+        await service.send(live.id, "hello \ud800 there")
+    with pytest.raises(InvalidRequest, match="not valid Unicode"):
+        await service.set_context(live.id, "We open at \udfff nine.")
+    assert fake.called("say") == [] and fake.called("ask") == []
+    assert fake.called("set_context") == []
