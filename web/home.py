@@ -81,13 +81,22 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-async def start(request: web.Request) -> web.Response:
-    """``POST /playground/start``: start a local-avatar session; answer with its host link."""
+def _refuse(request: web.Request) -> web.Response | None:
+    """The answer for a playground call over its rate limit or from another site, else None."""
     ctx = request.app[WEB]
     if not ctx.buckets["playground"].allow(request.remote or "unknown"):
         return too_many(ctx, "playground", page=False)
     if not _same_origin(request):
         return _error("Cross-site requests are refused.", 403)
+    return None
+
+
+async def start(request: web.Request) -> web.Response:
+    """``POST /playground/start``: start a local-avatar session; answer with its host link."""
+    ctx = request.app[WEB]
+    refused = _refuse(request)
+    if refused is not None:
+        return refused
     enabled, why = playground_state(ctx)
     if not enabled:
         return _error(why, 403)
@@ -120,10 +129,9 @@ async def start(request: web.Request) -> web.Response:
 async def drive(request: web.Request) -> web.Response:
     """``POST /playground/<token>/{say|ask|interrupt|stop}``: host links only."""
     ctx = request.app[WEB]
-    if not ctx.buckets["playground"].allow(request.remote or "unknown"):
-        return too_many(ctx, "playground", page=False)
-    if not _same_origin(request):
-        return _error("Cross-site requests are refused.", 403)
+    refused = _refuse(request)
+    if refused is not None:
+        return refused
     action = request.match_info["action"]
     if action not in ("say", "ask", "interrupt", "stop"):
         raise web.HTTPNotFound()
