@@ -253,7 +253,11 @@ class SessionRecord(BaseModel):
     failure_reason: str | None = None
     stop_attempts: int = 0
     next_stop_at: datetime | None = None
-    vendor_stopped: bool = False
+
+    @property
+    def vendor_stopped(self) -> bool:
+        """Whether the vendor confirmed the stop (a session ends only once it has)."""
+        return self.state is SessionState.ENDED
 
     def provider_session(self) -> ProviderSession | None:
         """Rebuild the provider's view of this session, when the vendor started it."""

@@ -58,7 +58,6 @@ def _row_to_session(row: sqlite3.Row) -> SessionRecord:
     for key in _JSON_FIELDS:
         data[key] = json.loads(data[key]) if data[key] else None
     data["handle"] = data["handle"] or {}
-    data["vendor_stopped"] = bool(data["vendor_stopped"])
     return SessionRecord.model_validate(data)
 
 
@@ -473,7 +472,6 @@ def _open_session(
     _check_start(c, rec, roles, _limits(c, rec.tenant, defaults))
     data = rec.model_dump(mode="json", exclude={"viewer"})
     data["handle"] = json.dumps(data["handle"])
-    data["vendor_stopped"] = int(data["vendor_stopped"])
     cols = ", ".join(data)
     c.execute(
         f"INSERT INTO sessions ({cols}, viewer) VALUES ({', '.join('?' * len(data))}, NULL)",
@@ -540,7 +538,7 @@ def _finish(c: sqlite3.Connection, session_id: str, settle: int) -> SessionRecor
     if rec.reserved - settle:
         _append(c, rec.tenant, "release", rec.reserved - settle, session_id=session_id)
     c.execute(
-        "UPDATE sessions SET state = 'ended', ended_at = ?, settled = ?, vendor_stopped = 1, "
+        "UPDATE sessions SET state = 'ended', ended_at = ?, settled = ?, "
         "next_stop_at = NULL WHERE id = ?",
         (_ts(utcnow()), settle, session_id),
     )

@@ -63,8 +63,7 @@ CREATE TABLE sessions (
     end_reason TEXT,
     failure_reason TEXT,
     stop_attempts INTEGER NOT NULL DEFAULT 0,
-    next_stop_at TEXT,
-    vendor_stopped INTEGER NOT NULL DEFAULT 0
+    next_stop_at TEXT
 );
 CREATE INDEX sessions_open ON sessions(state) WHERE state IN ('pending', 'live', 'ending');
 CREATE INDEX sessions_tenant ON sessions(tenant, created_at);
