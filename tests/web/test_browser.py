@@ -377,9 +377,9 @@ async def test_playground_from_home_page_to_ended_summary(browser: Any, stack: A
             assert "You had the avatar say" in await line.text_content()
             await page.fill("#chat-text", "When does the shop open?")
             await page.click("#ask")
-            await page.wait_for_function(
-                "() => [...document.querySelectorAll('#transcript .line.avatar')]"
-                ".some((li) => /nine/i.test(li.textContent))", timeout=10_000)
+            # until() reports the page's state if the answer never shows (seen once in CI).
+            await until(page, "[...document.querySelectorAll('#transcript .line.avatar')]"
+                              ".some((li) => /nine/i.test(li.textContent))", 20_000)
             await shot(page, f"playground-{name}")
             await page.click("#stop")
             await until(page, "window.avatarViewer.status === 'ended'")
