@@ -421,3 +421,30 @@ async def test_blocked_autoplay_offers_tap_to_unmute(browser: Any, stack: Any) -
         assert errors == []
     finally:
         await strict.close()
+
+
+async def test_a_message_typed_while_another_is_sending_is_kept(browser: Any, stack: Any) -> None:
+    ctx, page, errors = await open_page(browser, stack, stack.url + "/")
+    try:
+        await page.click("#start")
+        await page.wait_for_url("**/v/**")
+        await until(page, "window.avatarViewer.status === 'live'", 10_000)
+        answered = asyncio.Event()
+
+        async def slow_say(route: Any) -> None:
+            await asyncio.sleep(0.5)  # a slow network: the person keeps typing meanwhile
+            await route.continue_()
+            answered.set()
+
+        await page.route("**/playground/*/say", slow_say)
+        await page.fill("#chat-text", "Hello there.")
+        await page.click("#say")
+        await page.fill("#chat-text", "And the next one")
+        await asyncio.wait_for(answered.wait(), 10)
+        await page.locator("#transcript .line.user").first.wait_for()
+        await asyncio.sleep(0.3)  # the page has handled the say's answer by now
+        assert await page.input_value("#chat-text") == "And the next one"
+        await page.click("#stop")
+        assert errors == []
+    finally:
+        await ctx.close()

@@ -418,7 +418,8 @@
       const box = $("chat-text");
       const text = box.value.trim();
       if (!text) return;
-      if (await call(action, {text})) box.value = "";
+      // Clear only what was sent: the person may have typed the next message meanwhile.
+      if (await call(action, {text}) && box.value.trim() === text) box.value = "";
     });
     $("chat-text").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask").click(); }
