@@ -1,6 +1,6 @@
 """A2E streaming avatars: REST control, Agora media, answers as Agora data messages.
 
-Wire facts (``shared/docs/providers.md`` §2): base ``https://video.a2e.ai``, ``Authorization:
+Wire facts (``docs/vendors/a2e.md``): base ``https://video.a2e.ai``, ``Authorization:
 Bearer <key>``, envelope ``{code: 0, data, trace_id}`` and errors as a non-zero ``code`` with a
 ``msg`` (often HTTP 200). Coins are pre-charged for ``expire_seconds`` and refunded on ``leave``,
 so ``leave`` must always be called. A2E documents no interrupt and no session listing.

@@ -1,6 +1,6 @@
 """AKool live avatar (v4): REST sessions, Agora media, chat and commands over the data channel.
 
-Wire facts (``shared/docs/providers.md`` §3): base ``https://openapi.akool.com``, ``x-api-key``
+Wire facts (``docs/vendors/akool.md``): base ``https://openapi.akool.com``, ``x-api-key``
 auth, envelope ``{code: 1000, msg, data}`` with business errors as HTTP 200 and another
 ``code``. Credits are pre-charged for ``duration`` (at most 3600 s) and refunded on close. Text
 reaches the avatar only as Agora stream messages, at most 1 KB each and 6 KB/s, which the viewer

@@ -1,6 +1,6 @@
 """AKool's RTC data-channel messages: chunked ``chat``, ``command``, and what comes back.
 
-Facts (``shared/docs/providers.md`` §3.3): messages are ``{v: 2, type, mid, idx, fin, pld}``
+Facts (``docs/vendors/akool.md``, data channel): messages are ``{v: 2, type, mid, idx, fin, pld}``
 JSON; Agora carries at most 1 KB per message and 6 KB/s; long text is split into chunks sharing
 one ``mid`` with ``idx`` from 0 and ``fin: true`` on the last.
 """

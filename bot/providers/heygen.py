@@ -1,6 +1,6 @@
 """HeyGen Interactive Avatar (``/v1/streaming.*``): LiveKit (v2) or raw WebRTC (v1) media.
 
-Wire facts (``shared/docs/providers.md`` §4): base ``https://api.heygen.com``, ``X-Api-Key``
+Wire facts (``docs/vendors/heygen.md``): base ``https://api.heygen.com``, ``X-Api-Key``
 on server calls, envelope ``{code: 100, message, data}`` (``create_token`` answers
 ``{error: null, data}``), errors as HTTP 4xx/5xx with ``{code, message}``. A session dies after
 120 s without activity unless ``streaming.keep_alive`` is called. For v1 the browser's SDP answer

@@ -1,4 +1,4 @@
-"""A fake A2E streaming-avatar API (``shared/docs/providers.md`` §2).
+"""A fake A2E streaming-avatar API (``docs/vendors/a2e.md``).
 
 Envelope ``{code: 0, data, trace_id}``; errors as HTTP 200 with a non-zero ``code`` and a
 ``msg``; bad keys get HTTP 401. Coins are charged for ``expire_seconds`` when a room is booked

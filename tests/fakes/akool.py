@@ -1,4 +1,4 @@
-"""A fake AKool live-avatar v4 API (``shared/docs/providers.md`` §3) and its Agora data channel.
+"""A fake AKool live-avatar v4 API (``docs/vendors/akool.md``) and its Agora data channel.
 
 REST: ``x-api-key`` (or ``Authorization: Bearer``) auth, envelope ``{code: 1000, msg, data}``,
 business errors as HTTP 200 with another ``code``. Credits are pre-charged per started minute of

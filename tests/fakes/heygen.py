@@ -1,4 +1,4 @@
-"""A fake HeyGen Interactive Avatar API (``shared/docs/providers.md`` §4).
+"""A fake HeyGen Interactive Avatar API (``docs/vendors/heygen.md``).
 
 ``X-Api-Key`` (or ``Authorization: Bearer <session token>``) auth; envelope
 ``{code: 100, message, data}`` except ``create_token`` (``{error: null, data: {token}}``);

@@ -2,7 +2,7 @@
 
 aiortc's ``RTCRtpSender`` packs pre-encoded ``av.Packet`` objects without encoding them again, so
 each viewer's track hands out the same VP8 and Opus packets. The cost per viewer is then only
-aiortc's RTP/SRTP work (see ``/work/shared/docs/browser-and-webrtc.md``: that is most of it).
+aiortc's RTP/SRTP work (see ``docs/browser.md``: that is most of it).
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ from bot.providers.local.speech import Utterance, Voice, synthesize, voice_exist
 
 log = logging.getLogger(__name__)
 
-MAX_VIEWERS = 40  # one process serves about 30 viewers in all (browser-and-webrtc.md)
+MAX_VIEWERS = 40  # one process serves about 30 viewers in all (docs/browser.md)
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}(\+[A-Za-z0-9_]{1,20})?")
 _CODECS = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}
 
