@@ -339,3 +339,10 @@ def test_install_shapes_differ_where_the_token_lookup_depends_on_them() -> None:
     assert workspace["enterprise"] is None and workspace["team"]["id"]
     assert grid["enterprise"]["id"] and grid["team"]["id"]
     assert org["is_enterprise_install"] is True and org["team"] is None
+
+
+def test_unpaired_marks_in_a_long_message_are_left_as_typed() -> None:
+    # Slack allows 40,000 characters; unpaired marks must neither vanish nor stall the relay.
+    text = " *a" * 13_000
+    assert slack_readable(text) == text.strip()
+    assert discord_readable(text[:4000]) == text[:4000].strip()
