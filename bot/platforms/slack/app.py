@@ -53,7 +53,7 @@ SDK_LOG.setLevel(logging.INFO)
 logging.getLogger("slack_sdk").setLevel(logging.INFO)
 
 BOT_SCOPES = [
-    "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
+    "commands", "chat:write", "channels:join", "channels:history",
     "groups:history", "im:history", "reactions:write", "users:read",
 ]
 ADMIN_CACHE_S = 60.0
