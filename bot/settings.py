@@ -88,6 +88,7 @@ class Settings(BaseSettings):
 
     # --- Discord
     discord_token: SecretStr | None = None
+    discord_application_id: str | None = None
     discord_api_base: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
     discord_gateway_url: AnyUrl | None = None
     discord_guild_ids: IdList = Field(default_factory=list)

@@ -28,7 +28,7 @@ DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_CONTENT = 1 << 15
 ADMIN_PERMS = (1 << 5) | (1 << 3)  # manage guild + administrator
 MEMBER_PERMS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 6) | (1 << 35) | (1 << 38)
-BOT_PERMS = MEMBER_PERMS | (1 << 13)  # + manage messages
+BOT_PERMS = MEMBER_PERMS | (1 << 13) | (1 << 16)  # + manage messages, read message history
 CREATE_PUBLIC_THREADS = 1 << 35
 
 
