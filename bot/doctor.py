@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from bot.platforms.token_checks import check_discord, check_slack
+from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.settings import Settings
 from bot.storage import SqliteStore
 
@@ -20,9 +20,9 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
         for name, url in _endpoints(settings):
             checks.append(await _reachable(http, name, url))
     # The chat platforms: the tokens themselves, asked of Slack and Discord.
-    slack = await check_slack(settings)
-    if slack is not None:
-        checks.append(slack)
+    for slack in (await check_slack(settings), await check_slack_app_token(settings)):
+        if slack is not None:
+            checks.append(slack)
     checks.extend(await check_discord(settings))
     return checks
 

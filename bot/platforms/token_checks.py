@@ -77,6 +77,33 @@ async def check_slack(settings: Settings) -> Check | None:
                                  f"({resp.get('team_id')})")
 
 
+async def check_slack_app_token(settings: Settings) -> Check | None:
+    """``apps.connections.open`` with ``SLACK_APP_TOKEN`` (Socket Mode); None when unset.
+
+    It only issues a WebSocket URL, which is left unused (Slack docs, reference/methods/
+    apps.connections.open); a running connection is not affected.
+    """
+    if settings.slack_app_token is None:
+        return None
+    token = settings.slack_app_token.get_secret_value()
+    client = AsyncWebClient(base_url=str(settings.slack_api_url), logger=SDK_LOG,
+                            timeout=int(TIMEOUT_S))
+    try:
+        await client.apps_connections_open(app_token=token)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or "unknown error")
+        hint = " (it starts with xoxb-: that is the bot token)" if token.startswith("xoxb-") \
+            else ""
+        return ("slack app token", False,
+                f"{error}: Slack refused SLACK_APP_TOKEN{hint}. Create an App-Level Token with "
+                "the connections:write scope on your app's Basic Information page "
+                f"({SLACK_APPS}), and turn Socket Mode on")
+    except Exception as exc:  # noqa: BLE001 - reported, like the bot token's check
+        return ("slack app token", False, f"{settings.slack_api_url} unreachable "
+                                          f"({type(exc).__name__})")
+    return ("slack app token", True, "Socket Mode can connect")
+
+
 async def check_discord(settings: Settings) -> list[Check]:
     """The bot user behind ``DISCORD_TOKEN`` and its Message Content intent; [] without a token."""
     if settings.discord_token is None:

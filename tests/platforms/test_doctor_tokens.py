@@ -102,3 +102,15 @@ async def test_discord_message_content_intent_off_is_reported(tmp_path, discord_
     assert checks["discord token"][0] is True
     passed, detail = checks["discord intent"]
     assert code == 1 and not passed and "MESSAGE CONTENT INTENT" in detail
+
+
+async def test_slack_app_token_for_socket_mode(tmp_path, slack):
+    slack.app_tokens.add("xapp-1-A0DOCTOR-good-secret")
+    env = {"SLACK_API_URL": slack.api_url, "SLACK_APP_TOKEN": "xapp-1-A0DOCTOR-good-secret"}
+    _, checks, output = await doctor(tmp_path, env)
+    assert checks["slack app token"] == (True, "Socket Mode can connect")
+    code, checks, output = await doctor(tmp_path, env | {"SLACK_APP_TOKEN": SLACK_TOKEN})
+    passed, detail = checks["slack app token"]
+    assert code == 1 and not passed
+    assert detail.startswith("invalid_auth: ") and "that is the bot token" in detail
+    assert "connections:write" in detail and SLACK_TOKEN not in output
