@@ -1,4 +1,4 @@
-"""Persistence: the aiosqlite store and its migrations."""
+"""Persistence: the SQLite store (one writer thread), its migrations and the Slack install store."""
 
 from bot.storage.sqlite import SqliteStore
 
