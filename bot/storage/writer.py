@@ -68,7 +68,8 @@ class SqliteWriter:
             await asyncio.wrap_future(self._opened)
         except BaseException:
             self._closed = True
-            self._jobs.put(None)  # a no-op if the thread already ended after a failed open
+            self._jobs.put(None)  # unread if the thread already ended after a failed open
+            await self._ended()
             raise
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -85,7 +86,12 @@ class SqliteWriter:
             return
         self._closed = True
         self._jobs.put(None)
-        await asyncio.wrap_future(self._stopped)
+        await self._ended()
+
+    async def _ended(self) -> None:
+        await asyncio.shield(asyncio.wrap_future(self._stopped))
+        # The thread set ``_stopped`` as its last act: this join returns at once.
+        self._thread.join()
 
     # ------------------------------------------------------------------ the thread
     def _main(self) -> None:
