@@ -130,3 +130,91 @@ class SessionStore(Protocol):
     async def verify(self) -> list[str]:
         """Every ledger mismatch."""
         ...
+
+
+class SlackInstallStore(Protocol):
+    """Slack's OAuth installations, OAuth ``state`` values and handled Events API ids.
+
+    Rows are kept per Slack app (``client_id``) and workspace key (``enterprise_id``,
+    ``team_id``, ``user_id``; an absent id is stored as ``''``). ``data`` is slack-sdk's own
+    ``Installation``/``Bot`` fields as a JSON object, so the SDK's types stay in the platform
+    adapter. Each call is one transaction.
+    """
+
+    async def save_installation(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        data: dict[str, Any],
+        installed_at: float,
+        activate_tenant: str | None = None,
+    ) -> None:
+        """Insert or replace one user's installation; create and (re)activate a tenant with it."""
+        ...
+
+    async def save_bot(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        data: dict[str, Any],
+        installed_at: float,
+    ) -> None:
+        """Insert or replace the workspace's bot installation."""
+        ...
+
+    async def find_bot(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        is_enterprise_install: bool = False,
+    ) -> dict[str, Any] | None:
+        """The bot row's data (an org-wide install is looked up with team ``''``)."""
+        ...
+
+    async def find_installation(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool = False,
+    ) -> dict[str, Any] | None:
+        """The user's installation data, or the workspace's newest when ``user_id`` is None."""
+        ...
+
+    async def delete_bot(
+        self, client_id: str, *, enterprise_id: str | None, team_id: str | None
+    ) -> None:
+        """Forget the workspace's bot installation."""
+        ...
+
+    async def delete_installations(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+    ) -> None:
+        """Forget one user's installation, or all of the workspace's when ``user_id`` is None."""
+        ...
+
+    async def issue_oauth_state(self, state: str, expires_in_s: float) -> None:
+        """Record a new OAuth state valid for ``expires_in_s`` (expired ones are dropped)."""
+        ...
+
+    async def consume_oauth_state(self, state: str) -> bool:
+        """Whether the state was issued and has not expired; it is used up either way."""
+        ...
+
+    async def remember_event(self, event_id: str, team_id: str | None) -> bool:
+        """Record an Events API delivery; False when this event id was seen before."""
+        ...
