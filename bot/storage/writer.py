@@ -18,6 +18,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -116,12 +117,18 @@ class SqliteWriter:
                 # runs to its end (a transaction is never cut in half).
                 if not done.set_running_or_notify_cancel():
                     continue
+                started = time.perf_counter()
                 try:
                     result = fn(conn, *args)
                 except BaseException as exc:
                     done.set_exception(exc)
                 else:
                     done.set_result(result)
+                if log.isEnabledFor(logging.DEBUG):
+                    # The function's name only: its arguments may hold tokens (Slack installs).
+                    name = getattr(fn, "__qualname__", type(fn).__name__)
+                    took = (time.perf_counter() - started) * 1000
+                    log.debug("ran %s in %.1f ms", name, took)
         finally:
             conn.close()
 
