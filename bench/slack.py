@@ -31,7 +31,7 @@ from bot.core.links import ViewerLinks  # noqa: E402
 from bot.core.service import SessionService  # noqa: E402
 from bot.platforms.slack import build_slack_app, mount_slack  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot.storage import SqliteStore  # noqa: E402
+from bot.storage import SqliteSlackInstallStore, SqliteStore  # noqa: E402
 from tests.fakes.provider import FakeProvider  # noqa: E402
 from tests.fakes.slack import FakeSlack  # noqa: E402
 
@@ -71,7 +71,7 @@ async def main(n: int) -> None:
                             slack_api_url=fake.api_url)
         bolt = build_slack_app(settings=settings, service=service,
                                links=ViewerLinks(b"bench-link-secret-0123", "http://v"),
-                               min_interval_s=1.0)
+                               installs=SqliteSlackInstallStore(store), min_interval_s=1.0)
         web_app = web.Application()
         mount_slack(web_app, bolt)
         runner = web.AppRunner(web_app, access_log=None)

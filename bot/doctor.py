@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from bot.core.errors import StoreUnavailable
 from bot.settings import Settings
 from bot.storage import SqliteStore
 
@@ -24,6 +25,8 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
 async def _database(settings: Settings) -> Check:
     try:
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
+    except StoreUnavailable as exc:  # names the path and the cause itself
+        return ("database", False, exc.user_message)
     except Exception as exc:  # any failure to open is what this check reports
         return ("database", False, f"{settings.database_path}: {exc}")
     try:

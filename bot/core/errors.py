@@ -8,6 +8,7 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
 
     AvatarBotError
     ├── ConfigError
+    ├── StoreUnavailable          the database cannot be opened: corrupt, unreadable, read-only
     ├── InvalidRequest            bad argument: duration, amount, avatar, mode ...
     │   └── UnknownProvider
     ├── TenantNotFound
@@ -35,6 +36,20 @@ class AvatarBotError(Exception):
 
 class ConfigError(AvatarBotError):
     """The configuration is missing or invalid."""
+
+
+class StoreUnavailable(AvatarBotError):
+    """The database cannot be opened or used; ``user_message`` names the path and the cause.
+
+    Args:
+        path: the database file.
+        cause: what went wrong, in plain words.
+    """
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"Cannot use the database {path}: {cause}.")
+        self.path = path
+        self.cause = cause
 
 
 class InvalidRequest(AvatarBotError):
