@@ -129,6 +129,8 @@ class LiveAvatarProvider(ProviderBase):
         self._timeout_s = timeout_s
         self._ws_http: aiohttp.ClientSession | None = None
         self._sockets: dict[str, _Socket] = {}  # our session id -> open socket
+        self._vendor_ended: set[str] = set()  # sessions whose vendor end was reported
+        self.socket_end_grace_s = 1.5
         self._echo = EchoFilter()
 
     # ------------------------------------------------------------------ avatars
@@ -274,6 +276,7 @@ class LiveAvatarProvider(ProviderBase):
         if context_id:
             await self._delete_context(str(context_id))
         self._echo.forget(session.session_id)
+        self._vendor_ended.discard(session.session_id)
 
     async def _stop_vendor(self, vendor_id: str) -> None:
         try:
@@ -349,6 +352,7 @@ class LiveAvatarProvider(ProviderBase):
     def _on_event(self, session_id: str, msg: dict[str, Any]) -> list[Transcript]:
         kind = msg.get("event_type")
         if kind == "session.stopped":
+            self._vendor_ended.add(session_id)
             self.events.publish(VendorEnded(session_id=session_id,
                                             reason=end_reason_text(msg.get("end_reason"))))
             return []
@@ -391,15 +395,20 @@ class LiveAvatarProvider(ProviderBase):
                 except ValueError:
                     continue
                 if isinstance(msg, dict):
-                    self._on_socket_message(session_id, msg)
+                    await self._on_socket_message(session_id, msg)
         except (aiohttp.ClientError, ConnectionError) as exc:
             log.info("LiveAvatar session socket failed: %s", type(exc).__name__)
 
-    def _on_socket_message(self, session_id: str, msg: dict[str, Any]) -> None:
+    async def _on_socket_message(self, session_id: str, msg: dict[str, Any]) -> None:
         if msg.get("type") == "session.state_updated" and msg.get("state") == "closed":
-            # Only after our own stop do we close the socket first; this is LiveAvatar's end.
-            self.events.publish(VendorEnded(session_id=session_id,
-                                            reason=end_reason_text(msg.get("reason"))))
+            # Our own stop closes the socket before stopping, so this is LiveAvatar's end. The
+            # socket gives no reason; the page's ``session.stopped`` does, so it gets a moment
+            # to arrive first.
+            await asyncio.sleep(self.socket_end_grace_s)
+            if session_id not in self._vendor_ended:
+                self._vendor_ended.add(session_id)
+                self.events.publish(VendorEnded(session_id=session_id,
+                                                reason=end_reason_text(msg.get("reason"))))
             return
         if "event_type" in msg:  # FULL-mode events, should the socket carry them too
             for line in self._on_event(session_id, msg):
