@@ -62,6 +62,8 @@ DEFAULT_PERSONA = (
 _STOP_REASON = "USER_CLOSED"  # the documented default of StopSessionSchema.reason
 _NOT_READY = {"INIT", "PROCESSING", "PENDING", "FAILED", "ERROR"}  # avatar statuses to hide
 _PAGES = 10
+# The one avatar sandbox sessions may use ("Wayne") [LA-docs sandbox-mode].
+SANDBOX_AVATAR_ID = "dd73ea75-1218-4ef3-92ce-606d5f7fbc0a"
 
 
 class _Started(BaseModel):
@@ -135,7 +137,13 @@ class LiveAvatarProvider(ProviderBase):
 
     # ------------------------------------------------------------------ avatars
     async def list_avatars(self) -> list[AvatarInfo]:
-        """The account's own avatars, then the public ones (first 100 of each)."""
+        """The account's own avatars, then the public ones (first 100 of each).
+
+        In sandbox mode only LiveAvatar's sandbox avatar can start, so it is the only one.
+        """
+        if self.sandbox:
+            return [AvatarInfo(id=SANDBOX_AVATAR_ID, name="Wayne (sandbox)", provider=self.name,
+                               description="LiveAvatar sandbox: free, about a minute long")]
         found: dict[str, AvatarInfo] = {}
         for path in (f"{_V1}/avatars", f"{_V1}/avatars/public"):
             body = await self._api.call("GET", path, params={"page": 1, "page_size": 100})
@@ -476,6 +484,11 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
     if "session" in msg and any(w in msg for w in ("not found", "ended", "closed", "inactive",
                                                    "not active", "stopped")):
         return ProviderRejected("liveavatar", _GONE, status_code=status, code=code)
+    if "sandbox" in msg:
+        return ProviderRejected(
+            "liveavatar", "LiveAvatar sandbox mode takes only its sandbox avatar (Wayne).",
+            status_code=status, code=code,
+        )
     if "avatar" in msg and ("not found" in msg or "not exist" in msg or "invalid" in msg):
         return ProviderRejected("liveavatar", "That avatar does not exist.", status_code=status,
                                 code=code)

@@ -37,6 +37,7 @@ from aiohttp import WSMsgType, web
 from tests.fakes.vendor_base import FakeVendor, body_of
 
 V1 = "/v1"
+SANDBOX_AVATAR = "dd73ea75-1218-4ef3-92ce-606d5f7fbc0a"
 
 
 @dataclass
@@ -107,6 +108,9 @@ class FakeLiveAvatar(FakeVendor):
              "is_expired": False},
         ]
         self.public_avatars = [
+            # the sandbox avatar, the only one sandbox sessions may use [LA-docs sandbox-mode]
+            {"id": SANDBOX_AVATAR, "name": "Wayne", "type": "VIDEO", "status": "ACTIVE",
+             "preview_url": None, "is_expired": False},
             {"id": "0f6c2b4e-8a1d-4c3b-b5e7-9d2a1f3c4e5d", "name": "Wayne (public)",
              "type": "VIDEO", "status": "ACTIVE", "preview_url": None, "is_expired": False},
         ]
@@ -278,6 +282,9 @@ class FakeLiveAvatar(FakeVendor):
             return _validation("mode")
         if body.get("avatar_id") not in ids:
             return _err(404, "Avatar not found")
+        if body.get("is_sandbox") and body.get("avatar_id") != SANDBOX_AVATAR:
+            # sandbox sessions take only the sandbox avatar; the exact answer is unpublished [?]
+            return _err(400, "Avatar not available in sandbox mode")
         persona = body.get("avatar_persona") or {}
         if persona.get("context_id") is not None and persona["context_id"] not in self.contexts:
             return _err(404, "Context not found")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.core.errors import ProviderUnavailable
+from bot.core.errors import ProviderRejected, ProviderUnavailable
 from bot.core.events import Ended, EventHub, Relay, StateChanged, VendorEnded
 from bot.core.models import SessionState
 from bot.core.reaper import SessionReaper
@@ -23,7 +23,7 @@ from bot.providers.liveavatar import DEFAULT_PERSONA, LiveAvatarProvider, end_re
 from bot.providers.registry import build_vendor_providers, describe_vendors
 from bot.settings import Settings
 from bot.storage import SqliteStore
-from tests.fakes.liveavatar import FakeLiveAvatar
+from tests.fakes.liveavatar import SANDBOX_AVATAR, FakeLiveAvatar
 from tests.providers.conftest import Case, build
 from tests.providers.test_contract import wait_for
 
@@ -93,8 +93,13 @@ async def test_the_sandbox_setting_is_sent_with_every_session(sandbox: bool, htt
     async with FakeLiveAvatar() as fake:
         provider = build("liveavatar", fake, http, events, sandbox=sandbox)
         try:
-            avatar = fake.user_avatars[0]["id"]
-            case = Case("liveavatar", fake, provider, events, avatar)
+            avatars = await provider.list_avatars()
+            if sandbox:  # only the sandbox avatar can start a sandbox session
+                assert [a.id for a in avatars] == [SANDBOX_AVATAR]
+                other = Case("liveavatar", fake, provider, events, fake.user_avatars[0]["id"])
+                with pytest.raises(ProviderRejected, match="only its sandbox avatar"):
+                    await other.start()
+            case = Case("liveavatar", fake, provider, events, avatars[0].id)
             ps = await case.start()
             assert fake.calls("/sessions/token")[-1].json["is_sandbox"] is sandbox
             await provider.stop(ps)
@@ -285,7 +290,9 @@ async def test_a_session_the_vendor_ends_is_ended_and_settled_at_once(http, tmp_
         provider = build("liveavatar", fake, http, events)
         service = SessionService(store=store, providers={"liveavatar": provider}, events=events)
         reaper = SessionReaper(service, interval_s=3600)
-        watcher = asyncio.create_task(reaper.watch_vendor_ends())
+        # ``run`` is what the process starts: it watches for vendor ends between its ticks.
+        watcher = asyncio.create_task(reaper.run(reconcile_first=False))
+        await asyncio.sleep(0)
         try:
             await store.grant("discord:1", 100, "admin")
             async with events.subscribe(None) as queue:
