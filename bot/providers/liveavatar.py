@@ -334,11 +334,9 @@ class LiveAvatarProvider(ProviderBase):
                     lines.append(Transcript(session_id=session.session_id, speaker=speaker,
                                             text=text.strip()))
             nxt = data.get("next_timestamp")
-            if nxt is None or data.get("session_active") is False and not items:
+            if not items or nxt is None:
                 break
-            params = {"start_timestamp": nxt}
-            if not items:
-                break
+            params = {"start_timestamp": nxt}  # the next page starts after this one
         return lines
 
     async def aclose(self) -> None:
