@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bot.core.errors import StoreUnavailable
+from bot.providers.registry import VENDORS
 from bot.settings import Settings
 from bot.storage import SqliteStore
 
@@ -41,7 +42,7 @@ async def _database(settings: Settings) -> Check:
 
 def _endpoints(settings: Settings) -> list[tuple[str, str]]:
     found = []
-    for vendor in ("a2e", "akool", "heygen"):
+    for vendor in VENDORS:
         if getattr(settings, f"{vendor}_api_key") is not None:
             found.append((vendor, str(getattr(settings, f"{vendor}_base_url"))))
     if settings.discord_token is not None:

@@ -119,6 +119,7 @@ class ProviderError(AvatarBotError):
         status_code: HTTP status, when there was one.
         code: the vendor's own error code, when there was one.
         retryable: whether the same call may succeed later.
+        retry_after_s: how long the vendor asked us to wait (HTTP ``Retry-After``), if it did.
     """
 
     def __init__(
@@ -129,12 +130,14 @@ class ProviderError(AvatarBotError):
         status_code: int | None = None,
         code: str | int | None = None,
         retryable: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(user_message)
         self.provider = provider
         self.status_code = status_code
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
     def __repr__(self) -> str:
         return (
