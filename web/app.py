@@ -15,7 +15,7 @@ from bot.core.models import ComponentStatus, SessionState
 from bot.core.service import SessionService
 from bot.settings import Settings
 from web import home, viewer
-from web.context import STATIC, WEB, WebContext, make_templates
+from web.context import WEB, WebContext, make_templates, static_dir
 from web.hub import ViewerHub
 from web.metrics import WebMetrics
 from web.security import RateLimits, add_security_headers
@@ -54,7 +54,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_page)
     home.setup(app)
     viewer.setup(app)
-    app.router.add_static("/static/", STATIC, name="static", append_version=False)
+    app.router.add_static("/static/", static_dir(), name="static", append_version=False)
     return app
 
 
