@@ -126,10 +126,11 @@ async def test_the_installed_wheel_runs_creates_tables_and_serves_pages(
     run = tmp_path / "run"
     run.mkdir()
     env = _env(DATABASE_PATH=str(run / "wheel.db"), PORT=str(free_port()))
-    where = subprocess.run(
-        [venv / "bin" / "python", "-c", "import bot, web; print(bot.__file__); print(web.__file__)"],
+    where = (await asyncio.to_thread(
+        subprocess.run,
+        [venv / "bin" / "python", "-c", "import bot, web; print(bot.__file__, web.__file__)"],
         check=True, capture_output=True, text=True, env=env, cwd=run, timeout=60,
-    ).stdout.split()
+    )).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where  # not the checkout
 
     proc = await asyncio.create_subprocess_exec(

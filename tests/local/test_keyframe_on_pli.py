@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 
 from aiortc.codecs.vpx import VpxPayloadDescriptor
 
@@ -51,6 +52,10 @@ class KeyframeViewer(Viewer):
         # the viewer peer's side of the wire: aiortc has no public hook for incoming RTP
         self.receiver._handle_rtp_packet = watch
 
+    def keyframe_since(self, moment: float) -> Callable[[], bool]:
+        """A check: has a keyframe started arriving after ``moment``?"""
+        return lambda: any(t > moment for t in self.keyframes)
+
     async def send_pli(self) -> None:
         """What a browser does when it cannot decode: RTCP PLI for the avatar's video SSRC."""
         await self.receiver._send_rtcp_pli(self.ssrc)  # no public call in aiortc either
@@ -67,9 +72,7 @@ async def test_each_pli_from_a_viewer_gets_a_keyframe(provider) -> None:
             await asyncio.sleep(1.0)
             sent = time.monotonic()
             await viewer.send_pli()
-            answered = await eventually(
-                lambda: any(t > sent for t in viewer.keyframes), within=ANSWER_WITHIN_S
-            )
+            answered = await eventually(viewer.keyframe_since(sent), within=ANSWER_WITHIN_S)
             assert answered, f"no keyframe within {ANSWER_WITHIN_S} s of a PLI: {viewer.keyframes}"
     finally:
         await viewer.close()
