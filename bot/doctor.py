@@ -24,7 +24,7 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
 async def _database(settings: Settings) -> Check:
     try:
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
-    except Exception as exc:  # any failure to open is what this check reports
+    except Exception as exc:  # noqa: BLE001 - any failure to open is what this check reports
         return ("database", False, f"{settings.database_path}: {exc}")
     try:
         problems = await store.verify()
