@@ -11,7 +11,9 @@ through them) and the 4014 fallback (tests/discord/test_lifecycle.py).
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 import aioice.ice
@@ -127,3 +129,20 @@ def test_dropping_message_content_keeps_the_other_intents() -> None:
     discord_compat.drop_message_content(client)
     assert not discord_compat.wants_message_content(client)
     assert client.intents.guilds  # only that one intent goes
+
+
+# What each fence guards, as it would be spelled by code that reaches past the fence.
+FENCED = re.compile(
+    r"\._send_keyframe\b|\bget_host_addresses\b|\bRoute\.BASE\b|\bDEFAULT_GATEWAY\b|\._intents\b"
+)
+
+
+def test_the_fenced_internals_are_named_only_in_bot_compat() -> None:
+    root = Path(__file__).resolve().parents[2]
+    outside = [
+        f"{path.relative_to(root)}: {hit}"
+        for top in ("bot", "web") for path in (root / top).rglob("*.py")
+        if "compat" not in path.relative_to(root).parts
+        for hit in FENCED.findall(path.read_text(encoding="utf-8"))
+    ]
+    assert outside == []
