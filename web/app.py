@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.core.errors import (
@@ -59,7 +60,7 @@ def error_status(exc: AvatarBotError) -> int:
 
 
 @web.middleware
-async def core_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def core_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every ``AvatarBotError`` a handler raises with its status and ``{"error": ...}``.
 
     Only ``user_message`` reaches the client (it never holds a secret); vendor failures are
