@@ -28,7 +28,7 @@ async def _database(settings: Settings) -> Check:
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
     except StoreUnavailable as exc:  # names the path and the cause itself
         return ("database", False, exc.user_message)
-    except Exception as exc:  # any failure to open is what this check reports
+    except Exception as exc:  # noqa: BLE001 - any failure to open is what this check reports
         return ("database", False, f"{settings.database_path}: {exc}")
     try:
         problems = await store.verify()

@@ -106,7 +106,7 @@ class SqliteWriter:
             create_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.row_factory = sqlite3.Row
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the opener, which re-raises it
             self._opened.set_exception(exc)
             return
         self._opened.set_result(None)
@@ -120,7 +120,7 @@ class SqliteWriter:
                 started = time.perf_counter()
                 try:
                     result = fn(conn, *args)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
                     done.set_exception(exc)
                 else:
                     done.set_result(result)
