@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,10 +52,10 @@ def _decode_first_viewer_only() -> None:
     stub = av.VideoFrame(16, 16, "yuv420p")
 
     class CountingDecoder:
-        def decode(self, encoded_frame):
+        def decode(self, encoded_frame: object) -> list[av.VideoFrame]:
             return [stub]
 
-    def get_decoder(codec):
+    def get_decoder(codec: Any) -> Any:
         if codec.mimeType.lower().startswith("video/"):
             made["video"] += 1
             if made["video"] > 1:
@@ -70,9 +71,9 @@ async def _viewers(conn) -> None:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
     from aiortc.mediastreams import MediaStreamError
 
-    from bot.providers.local import loopback
+    from bot.compat import aioice_compat
 
-    loopback.acquire()  # the viewers are on this machine too
+    aioice_compat.acquire_loopback()  # the viewers are on this machine too
     pcs: dict[int, RTCPeerConnection] = {}
     frames: dict[int, int] = {}
     audio: dict[int, int] = {}

@@ -74,6 +74,9 @@ def run() -> None:
         asyncio.run(run_app(settings))
     except KeyboardInterrupt:
         pass
+    except AvatarBotError as exc:  # e.g. the database cannot be opened: one line, no traceback
+        click.echo(f"error: {exc.user_message}", err=True)
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- credits

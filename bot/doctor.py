@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 
+from bot.core.errors import StoreUnavailable
 from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
+from bot.providers.registry import VENDORS
 from bot.settings import Settings
 from bot.storage import SqliteStore
 
@@ -30,7 +32,9 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
 async def _database(settings: Settings) -> Check:
     try:
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
-    except Exception as exc:  # any failure to open is what this check reports
+    except StoreUnavailable as exc:  # names the path and the cause itself
+        return ("database", False, exc.user_message)
+    except Exception as exc:  # noqa: BLE001 - any failure to open is what this check reports
         return ("database", False, f"{settings.database_path}: {exc}")
     try:
         problems = await store.verify()
@@ -44,7 +48,7 @@ async def _database(settings: Settings) -> Check:
 
 def _endpoints(settings: Settings) -> list[tuple[str, str]]:
     found = []
-    for vendor in ("a2e", "akool", "heygen"):
+    for vendor in VENDORS:
         if getattr(settings, f"{vendor}_api_key") is not None:
             found.append((vendor, str(getattr(settings, f"{vendor}_base_url"))))
     # Discord, and Slack with a bot token, are checked with their tokens (token_checks.py).

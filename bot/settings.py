@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     heygen_api_key: SecretStr | None = None
     heygen_base_url: AnyHttpUrl = AnyHttpUrl("https://api.heygen.com")
     heygen_transport: Literal["livekit", "webrtc"] = "livekit"
+    liveavatar_api_key: SecretStr | None = None
+    liveavatar_base_url: AnyHttpUrl = AnyHttpUrl("https://api.liveavatar.com")
+    liveavatar_sandbox: bool = False
     vendor_timeout_s: float = Field(default=15.0, gt=0, le=120)
 
     # --- pricing: credits per minute, billing granularity and minimum, per provider
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     heygen_credits_per_minute: int = Field(default=2, ge=0)
     heygen_billing_granularity_s: int = Field(default=1, ge=1)
     heygen_billing_minimum_s: int = Field(default=30, ge=0)
+    liveavatar_credits_per_minute: int = Field(default=2, ge=0)
+    liveavatar_billing_granularity_s: int = Field(default=60, ge=1)
+    liveavatar_billing_minimum_s: int = Field(default=60, ge=0)
     local_credits_per_minute: int = Field(default=1, ge=0)
     local_billing_granularity_s: int = Field(default=60, ge=1)
     local_billing_minimum_s: int = Field(default=60, ge=0)
@@ -131,7 +137,7 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
     def pricing(self, provider: str) -> Pricing:
-        """The configured pricing of ``provider`` (``a2e``, ``akool``, ``heygen`` or ``local``)."""
+        """The configured pricing of ``provider`` (a vendor's name or ``local``)."""
         return Pricing(
             credits_per_minute=getattr(self, f"{provider}_credits_per_minute"),
             granularity_s=getattr(self, f"{provider}_billing_granularity_s"),

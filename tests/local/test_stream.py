@@ -203,7 +203,7 @@ async def test_stop_frees_everything(hub, viewers):
         await v.close()
     await prov.aclose()
     await prov.aclose()
-    def leaked():
+    def leaked() -> set[asyncio.Task]:
         return set(asyncio.all_tasks()) - tasks_before - {asyncio.current_task()}
 
     await eventually(lambda: not leaked() and threading.active_count() <= threads_before)

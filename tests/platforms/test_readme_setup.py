@@ -12,7 +12,7 @@ from bot.cli import main
 from bot.platforms.discord.permissions import PERMISSIONS
 from bot.platforms.slack.app import BOT_SCOPES
 from bot.providers.local.provider import _ice_servers
-from bot.settings import load_settings
+from bot.settings import Settings, load_settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -59,6 +59,17 @@ def test_the_turn_example_is_accepted_by_both_ends():
     servers = _ice_servers(settings.local_ice_servers)  # what aiortc is given
     assert [s.username for s in servers] == [None, "avatarbot"]
     assert any(u.startswith("turn:") for u in servers[1].urls)
+
+
+def test_settings_named_in_the_setup_sections_exist():
+    fields = {name.upper() for name in Settings.model_fields}
+    titles = ("Add it to Discord", "Add it to Slack", "Give it a public URL", "Connect a vendor",
+              "Viewers on other networks")
+    named = set()
+    for title in titles:
+        named |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})(?:=[^`]*)?`", section_raw(title)))
+    assert {"DISCORD_APPLICATION_ID", "LIVEAVATAR_API_KEY", "LOCAL_ICE_SERVERS"} <= named
+    assert named - fields == set()
 
 
 def section_raw(title: str) -> str:

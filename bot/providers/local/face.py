@@ -258,7 +258,9 @@ class Face:
         self._mouth(frame, cx, cy + 32 * self.u, mouth)
         return frame
 
-    def _region(self, frame: np.ndarray, cx: float, cy: float, rw: float, rh: float):
+    def _region(
+        self, frame: np.ndarray, cx: float, cy: float, rw: float, rh: float
+    ) -> tuple[_Grid, np.ndarray]:
         g = _Grid(frame.shape[:2], (int(cy - rh), int(cy + rh) + 1, int(cx - rw), int(cx + rw) + 1))
         y0, y1, x0, x1 = g.box
         return g, frame[y0:y1, x0:x1].astype(np.float32)

@@ -28,6 +28,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
+from bot.compat import aioice_compat, aiortc_compat
 from bot.core.errors import (
     ConfigError,
     InvalidRequest,
@@ -47,7 +48,6 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
-from bot.providers.local import loopback
 from bot.providers.local.answer import (
     LLM_DOWN,
     ChatClient,
@@ -137,7 +137,7 @@ class LocalProvider(ProviderBase):
         self._chat = ChatClient(llm, self._http) if llm is not None and self._http else None
         self._loopback = allow_loopback
         if allow_loopback:
-            loopback.acquire()
+            aioice_compat.acquire_loopback()
         self._render_pool = ThreadPoolExecutor(2, thread_name_prefix="local-avatar-render")
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="local-avatar-speech")
         self._sessions: dict[str, _Session] = {}
@@ -235,7 +235,7 @@ class LocalProvider(ProviderBase):
         if self._own_http and self._http is not None:
             await self._http.aclose()
         if self._loopback:
-            loopback.release()
+            aioice_compat.release_loopback()
 
     def _live(self, session: ProviderSession) -> _Session:
         sess = self._sessions.get(session.provider_session_id)
@@ -312,8 +312,10 @@ class LocalProvider(ProviderBase):
                 transceiver.setCodecPreferences(
                     [c for c in codecs if c.mimeType.lower() in _CODECS[kind]]
                 )
-                # aiortc asks its own encoder for a keyframe on PLI/FIR; ours is shared
-                transceiver.sender._send_keyframe = sess.media.request_keyframe
+                # a viewer's PLI/FIR must reach the shared encoder, not aiortc's own
+                aiortc_compat.route_keyframe_requests(
+                    transceiver.sender, sess.media.request_keyframe
+                )
             pc.on("connectionstatechange", lambda: self._on_state(sess, viewer_id, pc))
             await pc.setLocalDescription(await pc.createOffer())
         except BaseException:
