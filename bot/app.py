@@ -29,6 +29,7 @@ from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.settings import Settings
 from bot.storage import SqliteSlackInstallStore, SqliteStore
+from bot.storage.secrets import SecretBox, check_key, link_secret
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Services:
     reaper: SessionReaper
     links: ViewerLinks
     slack_installs: SlackInstallStore
+    box: SecretBox
 
 
 def build_providers(
@@ -116,6 +118,9 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         )
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
         stack.push_async_callback(store.close)
+        box = secret_box(settings)
+        # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack request.
+        await store.write(lambda c: check_key(c, box))
         events = EventHub()
         providers = build_providers(settings, http, events)
         for provider in providers.values():
@@ -128,19 +133,26 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             service, idle_timeout_s=settings.idle_timeout_s,
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
         )
-        links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
+        links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
         await top_up_playground(settings, store)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
-            slack_installs=SqliteSlackInstallStore(store),
+            slack_installs=SqliteSlackInstallStore(store, box), box=box,
         )
 
 
-async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
-    """``SECRET_KEY``, or one made once and kept in the database so links survive restarts."""
+def secret_box(settings: Settings) -> SecretBox:
+    """The box sealing stored credentials: ``STORAGE_KEY``, else the database's key file."""
+    key = settings.storage_key.get_secret_value() if settings.storage_key else None
+    return SecretBox.from_settings(key, settings.database_path)
+
+
+async def _link_secret(settings: Settings, store: SqliteStore, box: SecretBox) -> bytes:
+    """``SECRET_KEY``, or one made once and kept (sealed) in the database so links survive."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    return (await store.get_or_set_meta("link_secret", secrets.token_hex(32))).encode()
+    fresh = secrets.token_hex(32)
+    return (await store.write(lambda c: link_secret(c, box, fresh))).encode()
 
 
 async def top_up_playground(settings: Settings, store: SqliteStore) -> None:
@@ -264,3 +276,13 @@ def print_banner(settings: Settings) -> None:
     for item in component_status(settings):
         mark = "on " if item.enabled else "off"
         print(f"  [{mark}] {item.kind:<8} {item.name:<10} {item.detail}", flush=True)
+    print(f"  stored credentials are encrypted with {storage_key_source(settings)}", flush=True)
+
+
+def storage_key_source(settings: Settings) -> str:
+    """Where the key of stored credentials comes from, for the banner and ``doctor``."""
+    box = secret_box(settings)
+    if not box.from_file:
+        return "STORAGE_KEY"
+    state = "" if box.has_key() else ", made on first use"
+    return f"the key file {box.key_file} (STORAGE_KEY unset; back it up with the database{state})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from bot.core.errors import StoreUnavailable
+from bot.core.errors import ConfigError, StoreUnavailable
 from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.providers.registry import VENDORS
 from bot.settings import Settings
@@ -38,12 +38,28 @@ async def _database(settings: Settings) -> Check:
         return ("database", False, f"{settings.database_path}: {exc}")
     try:
         problems = await store.verify()
+        key_check = await _storage_key(settings, store)
     finally:
         await store.close()
+    if key_check is not None:
+        return key_check
     if problems:
         detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
         return ("database", False, detail)
     return ("database", True, f"{settings.database_path} (ledger ok)")
+
+
+async def _storage_key(settings: Settings, store: SqliteStore) -> Check | None:
+    """A failed check when the configured key cannot open the stored credentials."""
+    from bot.app import secret_box
+    from bot.storage.secrets import check_key
+
+    try:
+        box = secret_box(settings)
+        await store.run(lambda c: check_key(c, box) if box.has_key() else None)
+    except ConfigError as exc:
+        return ("database", False, exc.user_message)
+    return None
 
 
 def _endpoints(settings: Settings) -> list[tuple[str, str]]:

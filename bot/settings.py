@@ -11,7 +11,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    AnyUrl,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
@@ -34,6 +42,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: AnyHttpUrl | None = None
     secret_key: SecretStr | None = None
+    # Fernet key(s) sealing stored credentials, comma-separated, the first one writes
+    # (bot/storage/secrets.py); unset: a key file next to the database, made on first use.
+    storage_key: SecretStr | None = None
+    # Reverse proxies whose X-Forwarded-For/-Proto or Forwarded headers are believed (CIDRs).
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- vendors
@@ -91,6 +104,11 @@ class Settings(BaseSettings):
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     local_allow_loopback: bool = False
+    # TURN for viewers with per-viewer credentials minted from a shared secret (coturn's
+    # use-auth-secret; docs/browser.md). Static TURN credentials are never sent to browsers.
+    turn_urls: IdList = Field(default_factory=list)
+    turn_shared_secret: SecretStr | None = None
+    turn_ttl_s: int = Field(default=3600, ge=60, le=86400)
 
     # --- Discord
     discord_token: SecretStr | None = None
@@ -113,7 +131,8 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
 
-    @field_validator("discord_guild_ids", "slack_admin_user_ids", mode="before")
+    @field_validator("discord_guild_ids", "slack_admin_user_ids", "turn_urls", "trusted_proxies",
+                     mode="before")
     @classmethod
     def _split_ids(cls, v: Any) -> Any:
         if isinstance(v, str):

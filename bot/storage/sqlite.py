@@ -104,6 +104,7 @@ class SqliteStore:
 
     def __init__(self, writer: SqliteWriter, default_limits: Limits) -> None:
         self._writer: SqliteWriter | None = writer
+        self.path = writer.path
         self._defaults = default_limits
 
     @classmethod
