@@ -32,6 +32,7 @@ from web import home, viewer
 from web.context import WEB, WebContext, make_templates, static_dir
 from web.hub import ViewerHub
 from web.metrics import WebMetrics
+from web.proxy import forwarded_middleware
 from web.security import RateLimits, add_security_headers
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,9 @@ def create_app(
         rate_limits: per-IP limits (defaults suit production).
     """
     # Signalling bodies carry SDP; nothing we accept is larger than this.
-    app = web.Application(client_max_size=256 * 1024, middlewares=[core_errors])
+    # The forwarded middleware runs first, so that every handler sees the client's address.
+    middlewares = [forwarded_middleware(settings.trusted_proxies), core_errors]
+    app = web.Application(client_max_size=256 * 1024, middlewares=middlewares)
     metrics = WebMetrics()
     hub = ViewerHub(service, metrics)
     limits = rate_limits or RateLimits()
