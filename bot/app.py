@@ -21,6 +21,7 @@ import httpx
 from aiohttp import web
 
 from bot.core.events import EventHub
+from bot.core.ice import display_url
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
 from bot.core.ports import SlackInstallStore
@@ -77,7 +78,8 @@ def component_status(settings: Settings) -> list[ComponentStatus]:
     """What is on and off, and why, for the startup banner, ``doctor`` and the home page."""
     from bot.providers.registry import describe_vendors
 
-    items = [ComponentStatus(name="web", kind="web", enabled=True, detail=settings.base_url)]
+    items = [ComponentStatus(name="web", kind="web", enabled=True,
+                             detail=display_url(settings.base_url))]
     for name, enabled, why in describe_vendors(settings):
         items.append(ComponentStatus(name=name, kind="provider", enabled=enabled, detail=why))
     items.append(ComponentStatus(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bot.core.errors import ConfigError, StoreUnavailable
+from bot.core.ice import display_url
 from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.providers.registry import VENDORS
 from bot.settings import Settings
@@ -77,8 +78,9 @@ def _endpoints(settings: Settings) -> list[tuple[str, str]]:
 
 async def _reachable(http: httpx.AsyncClient, name: str, url: str) -> Check:
     """Any HTTP answer counts: this checks the network path, not the credentials."""
+    shown = display_url(url)  # a password in a base URL is not printed
     try:
         response = await http.get(url)
     except httpx.HTTPError as exc:
-        return (name, False, f"{url} unreachable ({type(exc).__name__})")
-    return (name, True, f"{url} answered HTTP {response.status_code}")
+        return (name, False, f"{shown} unreachable ({type(exc).__name__})")
+    return (name, True, f"{shown} answered HTTP {response.status_code}")

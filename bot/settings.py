@@ -19,6 +19,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -138,6 +139,28 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_userinfo(cls, v: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Links built on it are posted in chat and shown to every visitor.
+        if v is not None and (v.username or v.password):
+            raise ValueError("must not hold a user name or password")
+        return v
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("turn:", "turns:")) or "@" in url:
+                raise ValueError(f"{url!r}: each must be a turn: or turns: URL without user info")
+        return v
+
+    @model_validator(mode="after")
+    def _turn_secret(self) -> Settings:
+        if self.turn_urls and self.turn_shared_secret is None:
+            raise ValueError("TURN_URLS needs TURN_SHARED_SECRET (coturn's static-auth-secret)")
+        return self
 
     @field_validator("local_ice_servers", mode="before")
     @classmethod

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.core.errors import AvatarBotError, SessionNotFound
+from bot.core.ice import minted_turn_server, public_ice_servers
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState
 from web.context import WEB, WebContext
@@ -41,6 +43,8 @@ WS_MAX_FRAME = 64 * 1024
 MAX_SDP = 64 * 1024
 MAX_CANDIDATE = 2048
 WS_HEARTBEAT_S = 25.0
+# The provider whose WebRTC peer is this server (bot/providers/local).
+LOCAL = "local"
 
 
 def setup(app: web.Application) -> None:
@@ -111,7 +115,7 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         elif viewer.transport == "livekit":
             media = {"url": viewer.url, "token": viewer.token}
         else:
-            media = {"ice_servers": viewer.ice_servers}
+            media = {"ice_servers": viewer_ice_servers(ctx, record)}
     return {
         "token": token,
         "role": claims.role,
@@ -123,6 +127,27 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         "seconds_left": record.seconds_left(),
         "multi_viewer": multi_viewer(ctx, record.provider),
     }
+
+
+def viewer_ice_servers(ctx: WebContext, record: SessionRecord) -> list[dict[str, Any]]:
+    """The ICE servers of one page load of a WebRTC session.
+
+    A vendor's (HeyGen v1) are the vendor's own per-session ones, passed on as they are. For
+    the local avatar, whose peer is this server, a page gets the credential-free entries and,
+    with ``TURN_URLS``, TURN credentials minted for this page alone (bot/core/ice.py); static
+    credentials never reach a browser.
+    """
+    servers = record.viewer.ice_servers if record.viewer is not None else []
+    if record.provider != LOCAL:
+        return servers
+    out = public_ice_servers(servers)
+    settings = ctx.settings
+    if settings.turn_urls and settings.turn_shared_secret is not None:
+        out.append(minted_turn_server(
+            settings.turn_urls, settings.turn_shared_secret.get_secret_value().encode(),
+            secrets.token_hex(8), settings.turn_ttl_s,
+        ))
+    return out
 
 
 def format_duration(seconds: int) -> str:

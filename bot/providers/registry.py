@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bot.core.events import EventHub
+from bot.core.ice import display_url
 from bot.core.provider import AvatarProvider
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
@@ -57,7 +58,7 @@ def describe_vendors(settings: Settings) -> list[tuple[str, bool, str]]:
         if key is None or not key.get_secret_value():
             rows.append((name, False, f"set {name.upper()}_API_KEY to enable"))
             continue
-        why = f"key set, {getattr(settings, f'{name}_base_url')}"
+        why = f"key set, {display_url(str(getattr(settings, f'{name}_base_url')))}"
         if name == "heygen":
             why += f" ({settings.heygen_transport})"
         if name == "liveavatar" and settings.liveavatar_sandbox:

@@ -38,6 +38,7 @@ from bot.core.errors import (
     SessionNotLive,
 )
 from bot.core.events import EventHub, Transcript
+from bot.core.ice import public_ice_servers
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -177,7 +178,8 @@ class LocalProvider(ProviderBase):
         log.info("local avatar started", extra={"session": request.session_id, "look": look.id})
         return ProviderSession(
             session_id=request.session_id, provider=self.name, provider_session_id=local_id,
-            viewer=ViewerInfo(transport="webrtc", ice_servers=self._ice_dicts),
+            # Static TURN credentials stay with the server's own peer (bot/core/ice.py).
+            viewer=ViewerInfo(transport="webrtc", ice_servers=public_ice_servers(self._ice_dicts)),
             expires_at=utcnow() + timedelta(seconds=request.duration_s),
             handle={"avatar_id": look.id, "voice": voice.name},
         )
