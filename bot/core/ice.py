@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -54,6 +56,41 @@ def public_ice_servers(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# An mDNS name as browsers make them to hide local addresses: a UUID and ".local".
+_MDNS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.local", re.I)
+
+
+def candidate_address_problem(host: str, port: int, *, allow_loopback: bool = False) -> str | None:
+    """Why a remote ICE candidate's address is not one to send STUN checks to, or ``None``.
+
+    Browsers name their own addresses (host, server-reflexive, relay) or an mDNS ``.local``
+    name. Anything else (a DNS name the server would look up, unspecified, multicast,
+    broadcast or reserved addresses, port 0) is junk or an attempt to aim our checks.
+    """
+    if not 1 <= port <= 65535:
+        return "its port is not 1-65535"
+    if _MDNS.fullmatch(host):
+        return None
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return "its address is neither an IP address nor a browser's .local name"
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_unspecified or addr.is_multicast or addr.is_reserved:
+        return "its address cannot be a peer's"
+    if isinstance(addr, ipaddress.IPv4Address) and (
+        addr == ipaddress.IPv4Address("255.255.255.255") or addr in _THIS_NETWORK
+    ):
+        return "its address cannot be a peer's"
+    if addr.is_loopback and not allow_loopback:
+        return "it names this machine"
+    return None
+
+
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
 def display_url(url: str) -> str:
     """``url`` as it may be shown: without user name, password, query or fragment."""
     try:
@@ -71,4 +108,7 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-__all__ = ["display_url", "minted_turn_server", "public_ice_servers", "turn_rest_credentials"]
+__all__ = [
+    "candidate_address_problem", "display_url", "minted_turn_server", "public_ice_servers",
+    "turn_rest_credentials",
+]

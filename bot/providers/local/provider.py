@@ -38,7 +38,7 @@ from bot.core.errors import (
     SessionNotLive,
 )
 from bot.core.events import EventHub, Transcript
-from bot.core.ice import public_ice_servers
+from bot.core.ice import candidate_address_problem, public_ice_servers
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -64,6 +64,9 @@ from bot.providers.local.speech import Utterance, Voice, synthesize, voice_exist
 log = logging.getLogger(__name__)
 
 MAX_VIEWERS = 40  # one process serves about 30 viewers in all (docs/browser.md)
+# Each remote candidate makes the ICE agent send STUN checks to the address it names; a browser
+# trickles a handful (docs/browser.md, "Remote ICE candidates").
+MAX_REMOTE_CANDIDATES = 50
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}(\+[A-Za-z0-9_]{1,20})?")
 _CODECS = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}
 
@@ -75,6 +78,7 @@ class _Viewer:
     answered: bool = False
     pending: list[Any] = field(default_factory=list)
     watchdog: asyncio.Task[None] | None = None
+    candidates: int = 0  # remote candidates accepted so far (MAX_REMOTE_CANDIDATES)
 
 
 @dataclass
@@ -350,7 +354,14 @@ class LocalProvider(ProviderBase):
     ) -> None:
         """Apply (or, before the answer, keep) one trickled candidate; ``None`` ends them."""
         viewer = self._viewer(self._live(session), viewer_id)
-        parsed = _parse_candidate(candidate)
+        parsed = _parse_candidate(candidate, allow_loopback=self._loopback)
+        if parsed is not None:
+            if viewer.candidates >= MAX_REMOTE_CANDIDATES:
+                raise InvalidRequest(
+                    f"A viewer may send at most {MAX_REMOTE_CANDIDATES} ICE candidates; "
+                    "reload the page to start over."
+                )
+            viewer.candidates += 1
         if viewer.answered:
             await viewer.pc.addIceCandidate(parsed)
         else:
@@ -408,8 +419,11 @@ class LocalProvider(ProviderBase):
         await viewer.pc.close()
 
 
-def _parse_candidate(candidate: dict[str, Any] | None) -> Any:
-    """A browser ``RTCIceCandidateInit`` as aiortc's candidate (``None``: end of candidates)."""
+def _parse_candidate(candidate: dict[str, Any] | None, *, allow_loopback: bool = False) -> Any:
+    """A browser ``RTCIceCandidateInit`` as aiortc's candidate (``None``: end of candidates).
+
+    A candidate naming an address no browser candidate holds is refused (bot/core/ice.py).
+    """
     if candidate is None:
         return None
     if not isinstance(candidate, dict):
@@ -426,6 +440,9 @@ def _parse_candidate(candidate: dict[str, Any] | None) -> Any:
         parsed = candidate_from_sdp(line)
     except (ValueError, IndexError, AssertionError) as exc:
         raise InvalidRequest("The candidate is not a valid ICE candidate line.") from exc
+    why = candidate_address_problem(parsed.ip, parsed.port, allow_loopback=allow_loopback)
+    if why is not None:
+        raise InvalidRequest(f"The candidate is refused: {why}.")
     parsed.sdpMid = candidate.get("sdpMid")
     index = candidate.get("sdpMLineIndex")
     parsed.sdpMLineIndex = index if isinstance(index, int) else None
