@@ -22,6 +22,8 @@ from bot.core.errors import (
     ProviderError,
     SessionNotFound,
     SessionNotLive,
+    StoreFault,
+    StoreUnavailable,
     TenantNotFound,
 )
 from bot.core.links import ViewerLinks
@@ -49,7 +51,11 @@ ERROR_STATUS: dict[type[AvatarBotError], int] = {
     LimitReached: 429,
     ConfigError: 500,
     ProviderError: 502,
+    StoreFault: 503,
+    StoreUnavailable: 503,
 }
+# Seconds a client is asked to wait after a database fault (SQLite's busy timeout is 5 s).
+STORE_RETRY_AFTER_S = 5
 
 
 def error_status(exc: AvatarBotError) -> int:
@@ -69,6 +75,14 @@ async def core_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """
     try:
         return await handler(request)
+    except (StoreFault, StoreUnavailable) as exc:
+        # The cause is for the operator; the visitor learns only that it is temporary.
+        log.warning("%s %s: database fault: %s", request.method, request.path,
+                    getattr(exc, "cause", exc))
+        return web.json_response(
+            {"error": "The service is briefly unavailable; nothing was changed. Try again."},
+            status=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
     except AvatarBotError as exc:
         if isinstance(exc, ProviderError):
             log.warning("%s %s failed: %r", request.method, request.path, exc)

@@ -23,6 +23,7 @@ from bot.core.errors import (
     ProviderUnavailable,
     SessionNotFound,
     SessionNotLive,
+    StoreFault,
     UnknownProvider,
 )
 from bot.core.events import Ended, EventHub, StateChanged, Transcript
@@ -397,7 +398,13 @@ class SessionService:
             session_id=session_id, speaker="user", text=text, author=author, intent=mode.value,
         ))
         await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
-        await self.store.update_session(session_id, last_activity_at=utcnow())
+        # The avatar has it now: a failure to note the activity must not report it as failed
+        # (the caller would retry and the avatar would speak twice).
+        try:
+            await self.store.update_session(session_id, last_activity_at=utcnow())
+        except StoreFault as exc:
+            log.warning("could not record activity of %s after it spoke: %s", session_id,
+                        exc.cause, extra={"session": session_id})
 
     async def interrupt(self, session_id: str, *, tenant: str | None = None) -> None:
         """Stop the avatar's current speech."""

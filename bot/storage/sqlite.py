@@ -24,6 +24,7 @@ from bot.core.errors import (
     LimitReached,
     NotAllowed,
     SessionNotFound,
+    StoreFault,
     StoreUnavailable,
     TenantNotFound,
 )
@@ -119,8 +120,8 @@ class SqliteStore:
         store = cls(writer, default_limits or Limits())
         try:
             await writer.start()
-            await store.run(_configure)
-            applied = await store.run(apply_migrations)
+            await writer.call(_configure)
+            applied = await writer.call(apply_migrations)
         except (sqlite3.Error, OSError) as exc:
             await store.close()
             raise StoreUnavailable(str(path), _why(Path(path), exc)) from None
@@ -138,10 +139,22 @@ class SqliteStore:
             await writer.close()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables."""
+        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables.
+
+        Raises:
+            StoreFault: the database failed the operation (locked, read-only, disk full,
+                corrupt); its transaction was rolled back. Constraint errors pass unchanged.
+        """
         if self._writer is None:
             raise RuntimeError("store is closed")
-        return await self._writer.call(fn, *args)
+        try:
+            return await self._writer.call(fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreFault(_why(self.path, exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # IntegrityError and the like: a bug
+                raise
+            raise StoreFault(_why(self.path, exc)) from exc
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction."""
