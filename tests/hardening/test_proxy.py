@@ -16,7 +16,7 @@ import pytest
 
 from tests.web.conftest import has_local, web_stack
 from web.proxy import resolve
-from web.security import RateLimits
+from web.security import RateLimits, origin_of
 
 PUBLIC = "https://avatars.example.org"
 # Two page loads per address, then 429 (the refill is too slow to matter in a test).
@@ -117,3 +117,22 @@ def test_resolve_walks_only_trusted_hops() -> None:
     assert resolve("10.0.0.1", [("unknown", None)], nets) is None
     assert resolve("10.0.0.1", [("[2001:db8::1]:4711", "https")], nets) == \
         ("2001:db8::1", "https")
+
+
+async def test_viewer_socket_and_page_work_through_a_trusted_proxy(tmp_path: Path) -> None:
+    async with web_stack(tmp_path, vendors=("akool", "heygen"), trusted_proxies=["127.0.0.1"],
+                         public_url=PUBLIC) as stack, aiohttp.ClientSession() as client:
+        headers = {"X-Forwarded-For": "203.0.113.5", "X-Forwarded-Proto": "https"}
+        # What a handler notes on the request (a LiveKit page's extra CSP source) survives the
+        # request being cloned for the client's address.
+        livekit = await stack.start("heygen")
+        assert livekit.viewer.transport == "livekit" and livekit.viewer.url
+        async with client.get(stack.link(livekit.id), headers=headers) as resp:
+            assert resp.status == 200
+            assert origin_of(livekit.viewer.url) in resp.headers["Content-Security-Policy"]
+        record = await stack.start("akool")
+        link = stack.link(record.id)
+        ws_url = link.replace("http://", "ws://") + "/ws"
+        async with client.ws_connect(ws_url, headers=headers) as ws:
+            hello = await ws.receive_json(timeout=5)
+            assert hello["type"] == "hello" and hello["viewer_id"]
