@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sqlite3
 from pathlib import Path
 
@@ -68,17 +69,36 @@ def parse_keys(text: str, source: str) -> list[bytes]:
     return keys
 
 
-def write_key_file(path: Path, keys: list[bytes]) -> None:
-    """Write ``keys`` (first = current) to ``path``, mode 0600, replacing it atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
+def _write_tmp(path: Path, keys: list[bytes]) -> Path:
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     try:
         os.write(fd, b"\n".join(keys) + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.chmod(tmp, KEY_FILE_MODE)
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_key_file(path: Path, keys: list[bytes]) -> None:
+    """Write ``keys`` (first = current) to ``path``, mode 0600, replacing it atomically."""
+    os.replace(_write_tmp(path, keys), path)
+
+
+def create_key_file(path: Path) -> bool:
+    """Create ``path`` with a new key unless it exists; False when another process was first.
+
+    The file appears complete or not at all (``link`` of a written file fails if the name
+    exists), so two processes starting at once end up with the same key.
+    """
+    tmp = _write_tmp(path, [Fernet.generate_key()])
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
 
 
 class SecretBox:
@@ -127,9 +147,9 @@ class SecretBox:
                     f"The database holds encrypted credentials but {self.key_file} is missing "
                     "and STORAGE_KEY is not set."
                 ) from None
-        write_key_file(self.key_file, [Fernet.generate_key()])
-        log.warning("generated a storage key in %s (mode 0600): back it up with the database",
-                    self.key_file)
+        if create_key_file(self.key_file):
+            log.warning("generated a storage key in %s (mode 0600): back it up with the "
+                        "database", self.key_file)
         return parse_keys(self.key_file.read_text(), str(self.key_file))
 
     def _multi(self, *, create: bool) -> MultiFernet:
@@ -239,6 +259,7 @@ def reseal_all(conn: sqlite3.Connection, box: SecretBox) -> int:
 
 
 __all__ = [
-    "PREFIX", "SEALED_COLUMNS", "SecretBox", "WrongStorageKey", "check_key", "key_file_for",
+    "PREFIX", "SEALED_COLUMNS", "SecretBox", "WrongStorageKey", "check_key", "create_key_file",
+    "key_file_for",
     "link_secret", "parse_keys", "reseal_all", "write_key_file",
 ]
