@@ -30,7 +30,7 @@ from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.settings import Settings
 from bot.storage import SqliteSlackInstallStore, SqliteStore
-from bot.storage.secrets import SecretBox, check_key, link_secret
+from bot.storage.secrets import SecretBox, check_key, link_secret, seal_plain
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,11 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
         stack.push_async_callback(store.close)
         box = secret_box(settings)
-        # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack request.
+        # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack request;
+        # rows from before encryption are sealed now.
         await store.write(lambda c: check_key(c, box))
+        if sealed := await store.write(lambda c: seal_plain(c, box)):
+            log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         providers = build_providers(settings, http, events)
         for provider in providers.values():

@@ -11,7 +11,7 @@ generated on first use into ``<database>.key`` (mode 0600), next to the database
 file, so that the database alone is not enough; the banner and ``doctor`` say which it is.
 
 A value is stored as ``fernet:<token>``. A value without that prefix was written before
-encryption existed: it is read as it is and sealed at the next write or ``secrets rotate``.
+encryption existed: it is read as it is and sealed at the next start or ``secrets rotate``.
 """
 
 from __future__ import annotations
@@ -237,6 +237,25 @@ def link_secret(conn: sqlite3.Connection, box: SecretBox, fresh: str) -> str:
     return plain
 
 
+def seal_plain(conn: sqlite3.Connection, box: SecretBox) -> int:
+    """Seal the credentials still stored in plain text (written before encryption existed).
+
+    Run at startup, so such rows do not wait for a ``secrets rotate``; the number sealed.
+    """
+    count = 0
+    for table, column in SEALED_COLUMNS:
+        rows = conn.execute(
+            f"SELECT rowid, {column} FROM {table} WHERE {column} NOT LIKE ?", (PREFIX + "%",)
+        ).fetchall()
+        for rowid, value in rows:
+            conn.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
+                         (box.seal(value), rowid))
+            count += 1
+    if count:
+        mark_key(conn, box)
+    return count
+
+
 def reseal_all(conn: sqlite3.Connection, box: SecretBox) -> int:
     """Seal every stored credential again under the current key; the number of values."""
     count = 0
@@ -260,6 +279,5 @@ def reseal_all(conn: sqlite3.Connection, box: SecretBox) -> int:
 
 __all__ = [
     "PREFIX", "SEALED_COLUMNS", "SecretBox", "WrongStorageKey", "check_key", "create_key_file",
-    "key_file_for",
-    "link_secret", "parse_keys", "reseal_all", "write_key_file",
+    "key_file_for", "link_secret", "parse_keys", "reseal_all", "seal_plain", "write_key_file",
 ]

@@ -374,6 +374,9 @@ def _configure(c: sqlite3.Connection) -> None:
     c.execute("PRAGMA synchronous=NORMAL")
     c.execute("PRAGMA foreign_keys=ON")
     c.execute("PRAGMA busy_timeout=5000")
+    # Deleted and rewritten rows are overwritten with zeros, so a token from before encryption
+    # (docs/secrets.md) does not linger in free pages.
+    c.execute("PRAGMA secure_delete=ON")
 
 
 def _tenant_row(c: sqlite3.Connection, tenant: str) -> sqlite3.Row | None:

@@ -207,3 +207,20 @@ async def test_a_malformed_key_is_a_clear_error(tmp_path: Path) -> None:
                            "secrets", "rotate")
     assert code != 0 and "STORAGE_KEY: key 1 is not a Fernet key" in out, out
     assert "Traceback" not in out
+
+
+async def test_plain_rows_are_sealed_when_the_server_starts(tmp_path: Path) -> None:
+    db = tmp_path / "bot.db"
+    store = await SqliteStore.open(db)
+    await store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO slack_installations VALUES ('cid', '', 'T1', 'U1', ?, 1.0)",
+                     (json.dumps({"bot_token": BOT_TOKEN, "user_token": USER_TOKEN}),))
+    conn.close()
+    settings = Settings(_env_file=None, database_path=db, secret_key="k" * 32)  # type: ignore[call-arg]
+    async with build_services(settings) as services:
+        found = await services.slack_installs.find_installation(
+            "cid", enterprise_id=None, team_id="T1", user_id="U1")
+    assert found is not None and found["user_token"] == USER_TOKEN
+    raw = _raw(db)
+    assert BOT_TOKEN.encode() not in raw and USER_TOKEN.encode() not in raw
