@@ -15,10 +15,12 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
     ├── SessionNotLive            the session has ended or has not started yet
     ├── NotAllowed                role/user not allowed, admin command by a non-admin
     ├── LimitReached              concurrent sessions, longest session, daily cap
-    │   └── InsufficientCredits
+    │   ├── InsufficientCredits
+    │   └── SpeechBusy            too many texts already waiting to be spoken
     └── ProviderError             a vendor said no or did not answer (see ``retryable``)
         ├── ProviderAuthError     the key is wrong or the account is blocked
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
+        │   └── AtCapacity        this process serves as many sessions/viewers as it may
         └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
 """
 
@@ -95,6 +97,13 @@ class InsufficientCredits(LimitReached):
         self.required = required
 
 
+class SpeechBusy(LimitReached):
+    """The avatar has as many texts waiting to be spoken as it accepts."""
+
+    def __init__(self) -> None:
+        super().__init__("The avatar is still speaking; wait or interrupt.")
+
+
 class ProviderError(AvatarBotError):
     """A vendor call failed.
 
@@ -150,3 +159,13 @@ class ProviderRejected(ProviderError):
 
     def __init__(self, provider: str, user_message: str, **kw: object) -> None:
         super().__init__(provider, user_message, retryable=False, **kw)  # type: ignore[arg-type]
+
+
+class AtCapacity(ProviderUnavailable):
+    """The process already serves as many sessions or viewers as its settings allow.
+
+    Nothing was started or connected; the same request may succeed once another ends.
+    """
+
+    def __init__(self, provider: str, user_message: str) -> None:
+        super().__init__(provider, user_message, status_code=503)
