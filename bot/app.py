@@ -64,7 +64,11 @@ def build_providers(
         events=events, pricing=settings.pricing("local"), width=settings.local_video_width,
         height=settings.local_video_height, fps=settings.local_video_fps,
         ice_servers=settings.local_ice_servers, allow_loopback=settings.local_allow_loopback,
-        llm=llm, http=http,
+        llm=llm, http=http, max_sessions=settings.local_max_sessions,
+        max_viewers=settings.local_max_viewers,
+        max_viewers_per_session=settings.local_max_viewers_per_session,
+        speech_buffer_bytes=settings.local_speech_buffer_bytes,
+        max_pending_says=settings.local_max_pending_says,
     )
     return providers
 

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     local_allow_loopback: bool = False
+    # caps per process and per session (defaults: bot/providers/local/provider.py)
+    local_max_sessions: int = Field(default=8, ge=1, le=1000)
+    local_max_viewers: int = Field(default=30, ge=1, le=10_000)
+    local_max_viewers_per_session: int = Field(default=10, ge=1, le=10_000)
+    local_speech_buffer_bytes: int = Field(default=960_000, ge=96_000, le=100_000_000)
+    local_max_pending_says: int = Field(default=4, ge=1, le=100)
 
     # --- Discord
     discord_token: SecretStr | None = None

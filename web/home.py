@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core.errors import AvatarBotError, LimitReached, NotAllowed, ProviderError
+from bot.core.errors import AtCapacity, AvatarBotError, LimitReached, NotAllowed, ProviderError
 from bot.core.models import PLAYGROUND, SessionState
 from bot.core.service import MAX_TEXT, StartCommand, readable_text
 from web.context import WEB, WebContext
@@ -116,6 +116,8 @@ async def start(request: web.Request) -> web.Response:
         ))
     except (LimitReached, NotAllowed) as exc:
         return _error(exc.user_message, 429)
+    except AtCapacity as exc:
+        return _error(exc.user_message, 503)
     except ProviderError as exc:
         return _error(exc.user_message, 502)
     except AvatarBotError as exc:

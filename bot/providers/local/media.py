@@ -355,6 +355,7 @@ class Speaker:
         """Forget every waiting text and the rest of the current one; silence at once."""
         self._generation += 1
         self._waiting.clear()
+        self._current = None  # its synthesis stops at the next piece (generation check)
         self.media.interrupt()
 
     async def aclose(self) -> None:
@@ -380,26 +381,34 @@ class Speaker:
                 self._current = None
 
     async def _speak(self, text: str, generation: int) -> None:
-        loop = asyncio.get_running_loop()
         pieces = deque(split_for_speech(text))
-        max_samples = self.piece_bytes // 2
         while pieces:
-            await self.media.wait_buffered_at_most(self.buffer_bytes - self.piece_bytes)
-            if generation != self._generation:
-                return
             piece, sentence_end = pieces.popleft()
-            utterance: Utterance = await loop.run_in_executor(
-                self._executor, functools.partial(
-                    synthesize, piece, self.voice, max_samples=max_samples,
-                    end_pause=sentence_end,
-                ),
-            )
-            if generation != self._generation:
-                return  # interrupted while espeak-ng ran: the audio is dropped here
+            budget = self.piece_bytes
+            while True:
+                await self.media.wait_buffered_at_most(self.buffer_bytes - budget)
+                if generation != self._generation:
+                    return
+                utterance = await self._synthesize(piece, budget, sentence_end)
+                if generation != self._generation:
+                    return  # interrupted while espeak-ng ran: the audio is dropped here
+                if utterance.complete or budget == self.buffer_bytes or " " in piece:
+                    break
+                # one word longer than a piece (a long number read out): wait until the
+                # buffer is empty and give it the whole buffer
+                budget = self.buffer_bytes
             if not utterance.complete:
                 halves = halve(piece)
-                if halves is not None:  # too long for one piece (numbers read out, a slow voice)
+                if halves is not None:  # more speech than a piece holds: say it in two
                     pieces.extendleft([(halves[1], sentence_end), (halves[0], False)])
                     continue
-                log.info("one word is longer than a speech piece; it is cut")
+                log.info("one word is longer than the speech buffer; it is cut")
             self.media.speak(utterance)
+
+    async def _synthesize(self, piece: str, max_bytes: int, sentence_end: bool) -> Utterance:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(
+                synthesize, piece, self.voice, max_samples=max_bytes // 2,
+                end_pause=sentence_end,
+            ),
+        )

@@ -230,8 +230,8 @@ def synthesize(
 
 
 # ---------------------------------------------------------------- pieces to synthesise
-MAX_PIECE_CHARS = 80  # about 5 s of speech at 170 words a minute
-_MAX_WORD = 30  # longer "words" (URLs, digit strings) are cut, so no piece has to be one
+MAX_PIECE_CHARS = 64  # about 4 s of speech at 170 words a minute
+_MAX_WORD = 16  # longer "words" (URLs, digit strings) are cut, so none outgrows a piece
 _SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:\u2014])\s+")
 
