@@ -13,11 +13,13 @@ import random
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bot.app import build_providers
 from bot.core.errors import AtCapacity, SessionNotLive, SpeechBusy
 from bot.core.events import EventHub
+from bot.core.models import PLAYGROUND
 from bot.core.service import SessionService, StartCommand
 from bot.providers.local import LocalProvider
 from bot.providers.local import provider as local_provider
@@ -275,3 +277,38 @@ def test_settings_reach_the_provider_and_match_its_defaults(monkeypatch, tmp_pat
     assert (prov.max_sessions, prov.max_viewers, prov.max_viewers_per_session,
             prov.speech_buffer_bytes, prov.max_pending_says) == (3, 5, 4, 192_000, 2)
     asyncio.run(prov.aclose())
+
+
+async def test_a_full_server_answers_503_to_the_playground_and_to_signalling(tmp_path):
+    from tests.web.conftest import page_socket, web_stack
+    from web.home import COOKIE
+
+    def capped(events: EventHub) -> dict[str, LocalProvider]:
+        return {"local": LocalProvider(events=events, pricing=PRICING, allow_loopback=True,
+                                       max_sessions=1, max_viewers=1)}
+
+    async with web_stack(tmp_path, vendors=(), extra=capped) as stack, \
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        record = await stack.start("local")  # the only session this process may run
+        await client.get(stack.url + "/")
+        assert any(c.key == COOKIE for c in client.cookie_jar)
+        playground = str(PLAYGROUND)
+        before = await stack.store.balance(playground)
+        async with client.post(stack.url + "/playground/start", json={}) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"] == (
+                "The built-in avatar is at capacity (1 sessions); try again later.")
+        after = await stack.store.balance(playground)
+        assert (after.available, after.pending) == (before.available, 0)
+        assert await stack.store.verify() == []
+
+        link = stack.link(record.id)
+        async with page_socket(client, link) as first, page_socket(client, link) as second:
+            one = (await first.next("hello"))["viewer_id"]
+            two = (await second.next("hello"))["viewer_id"]
+            async with client.post(link + "/webrtc/offer", json={"viewer_id": one}) as r:
+                assert r.status == 200
+            async with client.post(link + "/webrtc/offer", json={"viewer_id": two}) as r:
+                assert r.status == 503 and r.headers["Retry-After"] == "30"
+                assert (await r.json())["error"] == (
+                    "The built-in avatar is at capacity (1 viewers); try again later.")
