@@ -130,7 +130,8 @@ async def run_case(conn, width: int, height: int, fps: int, n: int) -> dict:
     from bot.providers.local import LocalProvider
 
     prov = LocalProvider(events=EventHub(), pricing=Pricing(credits_per_minute=1), width=width,
-                         height=height, fps=fps, allow_loopback=True)
+                         height=height, fps=fps, allow_loopback=True, max_viewers=max(n, 1),
+                         max_viewers_per_session=max(n, 1))
     ps = await prov.start(StartRequest(session_id="bench", avatar_id="ada", duration_s=600))
     await asyncio.sleep(0.3)
     rss0 = rss_mb()
