@@ -168,4 +168,4 @@ class AtCapacity(ProviderUnavailable):
     """
 
     def __init__(self, provider: str, user_message: str) -> None:
-        super().__init__(provider, user_message, status_code=503)
+        super().__init__(provider, user_message)

@@ -20,7 +20,7 @@ from bot.app import build_providers
 from bot.core.errors import AtCapacity, SessionNotLive, SpeechBusy
 from bot.core.events import EventHub
 from bot.core.models import PLAYGROUND
-from bot.core.service import SessionService, StartCommand
+from bot.core.service import MAX_TEXT, SessionService, StartCommand
 from bot.providers.local import LocalProvider
 from bot.providers.local import provider as local_provider
 from bot.providers.local.speech import MAX_PIECE_CHARS, split_for_speech
@@ -29,7 +29,6 @@ from bot.storage import SqliteStore
 
 from .conftest import PRICING, eventually, request
 
-MAX_TEXT = 2000  # the longest say the service and the playground accept
 BUFFER = local_provider.SPEECH_BUFFER_BYTES  # 960,000 bytes: 10 s of 48 kHz mono 16-bit
 MiB = 1024 * 1024
 # Whole-process RSS bounds, generous because the process also runs aiortc, VP8 and the test

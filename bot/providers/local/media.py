@@ -375,8 +375,8 @@ class Speaker:
             self._current = self._waiting.popleft()
             try:
                 await self._speak(self._current, self._generation)
-            except ValueError:
-                log.warning("espeak-ng could not speak a text; it is skipped")
+            except Exception:  # one text that cannot be spoken must not silence the session
+                log.exception("the local avatar could not speak a text; it is skipped")
             finally:
                 self._current = None
 
