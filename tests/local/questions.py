@@ -115,6 +115,10 @@ BUILTIN_QUESTIONS: list[tuple[str, list[str]]] = [
     ("How do credits work?", ["credits"]),
     ("What is the viewer link?", ["viewer"]),
     ("Bye!", ["Goodbye"]),
+    ("Are you a robot?", ["not a person"]),
+    ("What should I ask you?", ["knowledge"]),
+    ("What does Say do?", ["exactly as written"]),
+    ("How much does it cost?", ["credits"]),
 ]
 
 # no knowledge, not small talk and not about avatarbot: the fallback, which says what to do next

@@ -103,3 +103,11 @@ async def test_first_hello_in_a_session_gets_a_real_answer(provider, hub):
     assert line.speaker == "avatar"
     assert line.text.startswith("Hello!") and "I'm Milo" in line.text
     await provider.stop(ps)
+
+
+def test_notes_pasted_as_a_markdown_list_are_answered_and_spoken_plainly():
+    notes = ("# Bakery facts\n- **Owner:** Maria Peeters\n- Opening hours: 7am-6pm Tue-Sat\n"
+             "* Address: 12 Korenmarkt, Ghent\n1. Parking: free behind the shop\n")
+    assert local_answer(notes, "Who is the owner?").text == "Owner: Maria Peeters"
+    assert local_answer(notes, "Where are you?").text == "Address: 12 Korenmarkt, Ghent"
+    assert local_answer(notes, "Is there parking?").text == "Parking: free behind the shop"

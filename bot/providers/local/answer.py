@@ -6,6 +6,7 @@ configured.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -110,6 +111,8 @@ _ABBREV = re.compile(r"\b(?:Dr|Mr|Mrs|Ms|Prof|St|Mt|No|Nr|Inc|Ltd|Jr|Sr|vs|appro
 _PRONOUN_START = re.compile(r"^(?:it|its|they|their|this|that|these|those|he|she|his|her|"
                             r"also|and|but|both)\b", re.I)
 _K1, _B = 1.2, 0.75
+_LIST_MARK = re.compile(r"^\s*(?:[-*\u2022>]|#+|\d+[.)])\s+")
+_EMPHASIS = re.compile(r"\*\*|__|`")
 
 
 class LLMConfig(BaseModel):
@@ -178,6 +181,18 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def _index(knowledge: str) -> tuple[list[str], list[list[str]]]:
+    """A knowledge text's sentences and their terms (kept: a session asks about the same text)."""
+    sents = sentences(knowledge)
+    return sents, [terms(s) for s in sents]
+
+
+def speakable(text: str) -> str:
+    """A knowledge line as it should be spoken: no list markers, no markdown emphasis."""
+    return _EMPHASIS.sub("", _LIST_MARK.sub("", text)).strip()
+
+
 def _hints(question: str) -> list[re.Pattern[str]]:
     q = question.lower()
     many = _HOW_MANY.search(q)
@@ -199,8 +214,7 @@ def retrieve(knowledge: str | None, question: str) -> str | None:
     """
     if not knowledge or not knowledge.strip():
         return None
-    sents = sentences(knowledge)
-    docs = [terms(s) for s in sents]
+    sents, docs = _index(knowledge)
     q = question.lower()
     asked = list(dict.fromkeys(
         terms(question) + [t for w, t in _QWORD_TERMS.items() if re.search(rf"\b{w}\b", q)]))
@@ -240,10 +254,10 @@ def retrieve(knowledge: str | None, question: str) -> str | None:
     if not scored:
         return None
     i = -max(scored)[2]
-    found = sents[i]
+    found = speakable(sents[i])
     # "It costs 40 euros." says little alone: give the sentence it refers back to
     if i > 0 and (_PRONOUN_START.match(found) or len(docs[i]) <= 2):
-        found = sents[i - 1] + " " + found
+        found = speakable(sents[i - 1]) + " " + found
     return found
 
 

@@ -58,6 +58,14 @@ CREDITS = ("Sessions are paid in credits. Each Discord server or Slack workspace
            "used is charged; /avatar credits shows the balance.")
 STOP = ("To end a session, press the Stop button, or type /avatar stop in its thread. It also "
         "ends by itself when its time is up or nobody has written for a while.")
+MADE = ("I'm part of avatarbot, an open-source project. I'm drawn right here on this server, and "
+        "my voice comes from espeak-ng.")
+WHAT_AM_I = ("I'm a drawn avatar with a synthetic voice, not a person. Without a language model, I "
+             "answer from the notes I'm given and from what I know about avatarbot.")
+SUGGEST = ("Ask me who I am, what avatarbot does, how to give me knowledge, or how to connect a "
+           "language model. Or paste some notes into the knowledge box, and ask me about them.")
+JOKE = ("Why did the avatar stay calm during the demo? Because it had nothing to lose but a few "
+        "frames.")
 NO_KNOWLEDGE = ("I don't know that yet, because nobody has given me anything to answer from. "
                 "Paste notes into the knowledge box or send /avatar context, connect a language "
                 "model with LLM_BASE_URL, or press Say to make me read your words.")
@@ -113,6 +121,12 @@ _STRONG: list[tuple[str, str]] = [
     (rf"what(?:'s| is) your name|what are {_YOU} called|do {_YOU} have a name", NAME),
     (rf"what (?:can|do) {_YOU} do|what are {_YOU} (?:able to do|for|good at)|"
      r"what can i do(?: here)?|how does (?:this|it) work", CAN_DO),
+    (rf"who (?:made|built|created|designed|programmed) {_YOU}|where do {_YOU} come from", MADE),
+    (rf"are {_YOU} (?:a |an )?(?:robot|bot|ai|human|person|real|machine|computer|"
+     r"artificial intelligence)", WHAT_AM_I),
+    (rf"what (?:should|can|could) i (?:ask|say to|talk about)(?: {_YOU})?|"
+     rf"what (?:do|can) {_YOU} know(?: about)?", SUGGEST),
+    (r"(?:tell me |do you know |say )?(?:a |any )?jokes?|make me laugh|something funny", JOKE),
     (r"help|help me|help please|please help|i need help|can you help(?: me)?|"
      r"how do i use (?:this|it|you)",
      HELP),
@@ -121,13 +135,14 @@ _STRONG: list[tuple[str, str]] = [
 _TOPICS: list[tuple[str, str]] = [
     (r"\b(?:llm|language model|chat ?gpt|openai|gpt|ollama|llm_base_url|ai model|model)\b", LLM),
     (r"\b(?:knowledge|context|teach|notes?|know more|tell you (?:about|things))\b", KNOWLEDGE),
-    (r"\b(?:ask|say)\b.*\b(?:ask|say)\b", ASK_SAY),
-    (r"\bcredits?\b|\bhow much does (?:a|the) session\b", CREDITS),
+    (r"\b(?:ask|say)\b.*\b(?:ask|say)\b|\bwhat (?:does|is) (?:the )?(?:ask|say)\b|"
+     r"\b(?:ask|say) (?:button|mode)\b", ASK_SAY),
+    (r"\bcredits?\b|\bhow much (?:does|do|will) (?:a|the|this|it|you|session)", CREDITS),
     (r"\b(?:a2e|akool|heygen|liveavatar|vendors?|providers?)\b", VENDORS),
     (r"\b(?:viewer|the link|watch)\b", VIEWER),
     (r"\b(?:stop|end)\b.*\bsession\b|\bsession\b.*\b(?:stop|end)\b", STOP),
     (r"\b(?:start|begin|open|use)\b.*\b(?:session|avatar|discord|slack|avatarbot)\b", START),
-    (r"\bavatarbot\b|\bthis (?:bot|app|project|thing)\b", ABOUT),
+    (r"\bavatarbot\b|\bthis (?:bot|app|project|thing|page|site)\b|^what is (?:this|it)$", ABOUT),
 ]
 
 
