@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # --- the built-in local avatar
     local_video_width: int = Field(default=640, ge=64, le=1920)
     local_video_height: int = Field(default=480, ge=64, le=1080)
-    local_video_fps: int = Field(default=20, ge=1, le=60)
+    local_video_fps: int = Field(default=15, ge=1, le=60)
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     local_allow_loopback: bool = False

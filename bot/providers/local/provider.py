@@ -117,7 +117,7 @@ class LocalProvider(ProviderBase):
 
     def __init__(
         self, *, events: EventHub, pricing: Pricing, width: int = 640, height: int = 480,
-        fps: int = 20, ice_servers: list[dict[str, Any]] | None = None,
+        fps: int = 15, ice_servers: list[dict[str, Any]] | None = None,
         allow_loopback: bool = False, llm: LLMConfig | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
