@@ -45,8 +45,8 @@ ABOUT = ("avatarbot puts live talking avatars into Discord and Slack. Someone ty
          "and the bot posts a link to a viewer page where everyone can watch. Messages in the "
          "session's thread go to the avatar, and what it says comes back into the thread.")
 START = ("In Discord or Slack, type /avatar start. The bot posts a viewer link and a Stop button, "
-         "and you talk to the avatar in that message's thread. Here in the playground, just press "
-         "Start.")
+         "and you talk to the avatar in that message's thread. Here in the playground, use the "
+         "Start the avatar button.")
 VENDORS = ("An avatar can come from a video vendor, A2E, AKool or HeyGen's LiveAvatar, or it can "
            "be me, the built-in avatar, which runs on the server itself with no account at all.")
 VIEWER = ("The viewer link opens a page that plays the avatar's live video and voice. It needs no "
