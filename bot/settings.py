@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     stop_sessions_on_shutdown: bool = True
 
     # --- the built-in local avatar
-    local_video_width: int = Field(default=320, ge=64, le=1920)
-    local_video_height: int = Field(default=240, ge=64, le=1080)
+    local_video_width: int = Field(default=640, ge=64, le=1920)
+    local_video_height: int = Field(default=480, ge=64, le=1080)
     local_video_fps: int = Field(default=15, ge=1, le=60)
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)

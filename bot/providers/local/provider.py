@@ -48,13 +48,13 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
+from bot.providers.local import persona
 from bot.providers.local.answer import (
     LLM_DOWN,
     ChatClient,
     LLMConfig,
     LLMError,
-    answer_from_knowledge,
-    retrieve,
+    local_answer,
 )
 from bot.providers.local.face import DEFAULT_LOOK, LOOKS, Face, Look
 from bot.providers.local.media import FanoutTrack, SessionMedia
@@ -117,7 +117,7 @@ class LocalProvider(ProviderBase):
     display_name = "Local avatar"
 
     def __init__(
-        self, *, events: EventHub, pricing: Pricing, width: int = 320, height: int = 240,
+        self, *, events: EventHub, pricing: Pricing, width: int = 640, height: int = 480,
         fps: int = 15, ice_servers: list[dict[str, Any]] | None = None,
         allow_loopback: bool = False, llm: LLMConfig | None = None,
         http: httpx.AsyncClient | None = None,
@@ -254,15 +254,23 @@ class LocalProvider(ProviderBase):
         sess = self._live(session)
         if not text.strip():
             raise InvalidRequest("Ask a question: the text is empty.")
+        name, look_id = sess.look.name, sess.look.id
         if self._chat is None:
-            answer = answer_from_knowledge(sess.knowledge, text)
+            answer = local_answer(sess.knowledge, text, name, look_id).text
         else:
             try:
-                answer = await self._chat.answer(sess.knowledge, text)
+                answer = await self._chat.answer(sess.knowledge, text,
+                                                 persona.system_prompt(name, look_id))
             except LLMError as exc:
                 log.warning("local avatar chat endpoint failed: %s", exc)
-                found = retrieve(sess.knowledge, text)
-                answer = f"{LLM_DOWN} From my notes: {found}" if found else LLM_DOWN
+                # what the avatar can say without the endpoint, if anything
+                reply = local_answer(sess.knowledge, text, name, look_id)
+                if reply.kind == "knowledge":
+                    answer = f"{LLM_DOWN} From my notes: {reply.text}"
+                elif reply.kind == "fallback":
+                    answer = LLM_DOWN
+                else:
+                    answer = f"{LLM_DOWN} {reply.text}"
         await self._speak(self._live(session), session, answer)
 
     async def _speak(self, sess: _Session, session: ProviderSession, text: str) -> None:
