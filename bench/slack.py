@@ -26,14 +26,14 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fakes
 
-from bot.core.events import EventHub, Transcript  # noqa: E402
-from bot.core.links import ViewerLinks  # noqa: E402
-from bot.core.service import SessionService  # noqa: E402
-from bot.platforms.slack import build_slack_app, mount_slack  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from bot.storage import SqliteStore  # noqa: E402
-from tests.fakes.provider import FakeProvider  # noqa: E402
-from tests.fakes.slack import FakeSlack  # noqa: E402
+from bot.core.events import EventHub, Transcript
+from bot.core.links import ViewerLinks
+from bot.core.service import SessionService
+from bot.platforms.slack import build_slack_app, mount_slack
+from bot.settings import Settings
+from bot.storage import SqliteSlackInstallStore, SqliteStore
+from tests.fakes.provider import FakeProvider
+from tests.fakes.slack import FakeSlack
 
 SECRET = "bench-signing-secret-0123456789"
 TOKEN = "xoxb-bench"
@@ -71,14 +71,14 @@ async def main(n: int) -> None:
                             slack_api_url=fake.api_url)
         bolt = build_slack_app(settings=settings, service=service,
                                links=ViewerLinks(b"bench-link-secret-0123", "http://v"),
-                               min_interval_s=1.0)
+                               installs=SqliteSlackInstallStore(store), min_interval_s=1.0)
         web_app = web.Application()
         mount_slack(web_app, bolt)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/slack/events"
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
         async with aiohttp.ClientSession() as http:
             for text in ("credits", "start"):
                 times = []

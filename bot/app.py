@@ -23,11 +23,12 @@ from aiohttp import web
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
+from bot.core.ports import SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.settings import Settings
-from bot.storage import SqliteStore
+from bot.storage import SqliteSlackInstallStore, SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class Services:
     service: SessionService
     reaper: SessionReaper
     links: ViewerLinks
+    slack_installs: SlackInstallStore
 
 
 def build_providers(
@@ -132,7 +134,10 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         )
         links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
         await top_up_playground(settings, store)
-        yield Services(settings, http, store, events, providers, service, reaper, links)
+        yield Services(
+            settings, http, store, events, providers, service, reaper, links,
+            slack_installs=SqliteSlackInstallStore(store),
+        )
 
 
 async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
@@ -203,7 +208,10 @@ def _build_web(services: Services, stack: AsyncExitStack) -> web.Application:
     if settings.slack_enabled:
         from bot.platforms.slack import build_slack_app, mount_slack
 
-        bolt = build_slack_app(settings=settings, service=services.service, links=services.links)
+        bolt = build_slack_app(
+            settings=settings, service=services.service, links=services.links,
+            installs=services.slack_installs,
+        )
         mount_slack(web_app, bolt)
         web_app["slack_bolt"] = bolt
     return web_app

@@ -74,6 +74,9 @@ def run() -> None:
         asyncio.run(run_app(settings))
     except KeyboardInterrupt:
         pass
+    except AvatarBotError as exc:  # e.g. the database cannot be opened: one line, no traceback
+        click.echo(f"error: {exc.user_message}", err=True)
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------- credits
@@ -218,3 +221,14 @@ async def doctor() -> None:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<18} {detail}")
     if failed:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- setup (bot/cli_setup.py)
+def _add_setup_commands() -> None:
+    from bot.cli_setup import discord_invite, slack
+
+    main.add_command(slack)
+    discord.add_command(discord_invite)
+
+
+_add_setup_commands()

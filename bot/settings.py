@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     heygen_api_key: SecretStr | None = None
     heygen_base_url: AnyHttpUrl = AnyHttpUrl("https://api.heygen.com")
     heygen_transport: Literal["livekit", "webrtc"] = "livekit"
+    liveavatar_api_key: SecretStr | None = None
+    liveavatar_base_url: AnyHttpUrl = AnyHttpUrl("https://api.liveavatar.com")
+    liveavatar_sandbox: bool = False
     vendor_timeout_s: float = Field(default=15.0, gt=0, le=120)
 
     # --- pricing: credits per minute, billing granularity and minimum, per provider
@@ -56,6 +59,9 @@ class Settings(BaseSettings):
     heygen_credits_per_minute: int = Field(default=2, ge=0)
     heygen_billing_granularity_s: int = Field(default=1, ge=1)
     heygen_billing_minimum_s: int = Field(default=30, ge=0)
+    liveavatar_credits_per_minute: int = Field(default=2, ge=0)
+    liveavatar_billing_granularity_s: int = Field(default=60, ge=1)
+    liveavatar_billing_minimum_s: int = Field(default=60, ge=0)
     local_credits_per_minute: int = Field(default=1, ge=0)
     local_billing_granularity_s: int = Field(default=60, ge=1)
     local_billing_minimum_s: int = Field(default=60, ge=0)
@@ -79,8 +85,8 @@ class Settings(BaseSettings):
     stop_sessions_on_shutdown: bool = True
 
     # --- the built-in local avatar
-    local_video_width: int = Field(default=320, ge=64, le=1920)
-    local_video_height: int = Field(default=240, ge=64, le=1080)
+    local_video_width: int = Field(default=640, ge=64, le=1920)
+    local_video_height: int = Field(default=480, ge=64, le=1080)
     local_video_fps: int = Field(default=15, ge=1, le=60)
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
@@ -94,6 +100,7 @@ class Settings(BaseSettings):
 
     # --- Discord
     discord_token: SecretStr | None = None
+    discord_application_id: str | None = None
     discord_api_base: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
     discord_gateway_url: AnyUrl | None = None
     discord_guild_ids: IdList = Field(default_factory=list)
@@ -136,7 +143,7 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
     def pricing(self, provider: str) -> Pricing:
-        """The configured pricing of ``provider`` (``a2e``, ``akool``, ``heygen`` or ``local``)."""
+        """The configured pricing of ``provider`` (a vendor's name or ``local``)."""
         return Pricing(
             credits_per_minute=getattr(self, f"{provider}_credits_per_minute"),
             granularity_s=getattr(self, f"{provider}_billing_granularity_s"),

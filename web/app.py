@@ -7,18 +7,76 @@ route groups (Slack) are added to the same app by the composition root.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.core.errors import (
+    AtCapacity,
+    AvatarBotError,
+    ConfigError,
+    InvalidRequest,
+    LimitReached,
+    NotAllowed,
+    ProviderError,
+    SessionNotFound,
+    SessionNotLive,
+    TenantNotFound,
+)
 from bot.core.links import ViewerLinks
 from bot.core.models import ComponentStatus, SessionState
 from bot.core.service import SessionService
 from bot.settings import Settings
 from web import home, viewer
-from web.context import STATIC, WEB, WebContext, make_templates
+from web.context import WEB, WebContext, make_templates, static_dir
 from web.hub import ViewerHub
 from web.metrics import WebMetrics
 from web.security import RateLimits, add_security_headers
+
+log = logging.getLogger(__name__)
+
+# The HTTP status of each error of the core (bot/core/errors.py), the same on every route; an
+# error takes the entry of its nearest class (InsufficientCredits that of LimitReached ...).
+ERROR_STATUS: dict[type[AvatarBotError], int] = {
+    AvatarBotError: 400,
+    InvalidRequest: 400,
+    NotAllowed: 403,
+    TenantNotFound: 404,
+    SessionNotFound: 404,
+    SessionNotLive: 409,
+    LimitReached: 429,
+    ConfigError: 500,
+    ProviderError: 502,
+    AtCapacity: 503,  # this server is full (local-avatar caps): the same request works later
+}
+RETRY_AFTER_S = 30  # what a full server tells clients to wait (AtCapacity)
+
+
+def error_status(exc: AvatarBotError) -> int:
+    """The HTTP status for ``exc``: the entry of its nearest class in ``ERROR_STATUS``."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_STATUS:
+            return ERROR_STATUS[cls]  # type: ignore[index]
+    return 500
+
+
+@web.middleware
+async def core_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every ``AvatarBotError`` a handler raises with its status and ``{"error": ...}``.
+
+    Only ``user_message`` reaches the client (it never holds a secret); vendor failures are
+    logged with their details.
+    """
+    try:
+        return await handler(request)
+    except AvatarBotError as exc:
+        if isinstance(exc, ProviderError):
+            log.warning("%s %s failed: %r", request.method, request.path, exc)
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, AtCapacity) else None
+        return web.json_response({"error": exc.user_message}, status=error_status(exc),
+                                 headers=headers)
 
 
 def create_app(
@@ -39,7 +97,7 @@ def create_app(
         rate_limits: per-IP limits (defaults suit production).
     """
     # Signalling bodies carry SDP; nothing we accept is larger than this.
-    app = web.Application(client_max_size=256 * 1024)
+    app = web.Application(client_max_size=256 * 1024, middlewares=[core_errors])
     metrics = WebMetrics()
     hub = ViewerHub(service, metrics)
     limits = rate_limits or RateLimits()
@@ -54,7 +112,7 @@ def create_app(
     app.router.add_get("/metrics", metrics_page)
     home.setup(app)
     viewer.setup(app)
-    app.router.add_static("/static/", STATIC, name="static", append_version=False)
+    app.router.add_static("/static/", static_dir(), name="static", append_version=False)
     return app
 
 
@@ -67,7 +125,7 @@ async def healthz(request: web.Request) -> web.Response:
     ctx = request.app[WEB]
     try:
         await ctx.service.open_sessions()
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever the failure, the process is not healthy
         return web.json_response({"ok": False}, status=503)
     return web.json_response({"ok": True})
 

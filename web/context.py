@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from web.hub import ViewerHub
 from web.metrics import WebMetrics
 from web.security import RateLimits, TokenBucket
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-STATIC = Path(__file__).resolve().parent / "static"
+# Pages and static files are package data of ``web`` (``web/templates`` is a symlink to the
+# top-level ``templates/``; the wheel carries the files themselves). They are found through the
+# import system, so a checkout, an editable install and a wheel install all resolve the same way.
 
 
 @dataclass
@@ -47,9 +49,21 @@ WEB = web.AppKey("avatarbot_web", WebContext)
 def make_templates() -> jinja2.Environment:
     """The Jinja2 environment: autoescaped, strict about undefined names."""
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.PackageLoader("web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+
+
+def static_dir() -> Path:
+    """The directory of ``web``'s static files, as the installed package holds it.
+
+    aiohttp serves static files from a real directory, so an install that does not unpack the
+    package onto the filesystem (a zip import) is refused with a clear error.
+    """
+    root = resources.files("web") / "static"
+    if not isinstance(root, Path) or not root.is_dir():
+        raise RuntimeError(f"web's static files are not an unpacked directory: {root!r}")
+    return root

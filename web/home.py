@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.core.errors import AtCapacity, AvatarBotError, LimitReached, NotAllowed, ProviderError
+from bot.core.errors import InvalidRequest, NotAllowed
 from bot.core.models import PLAYGROUND, SessionState
 from bot.core.service import MAX_TEXT, StartCommand, readable_text
 from web.context import WEB, WebContext
@@ -61,8 +61,9 @@ async def home(request: web.Request) -> web.Response:
     return resp
 
 
-def _error(message: str, status: int) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _not_found() -> web.Response:
+    """A bad host link: the same plain answer whatever is wrong with it."""
+    return web.json_response({"error": "not found"}, status=404)
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -82,12 +83,12 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 
 def _refuse(request: web.Request) -> web.Response | None:
-    """The answer for a playground call over its rate limit or from another site, else None."""
+    """The answer for a playground call over its rate limit, else None; refuse other sites."""
     ctx = request.app[WEB]
     if not ctx.buckets["playground"].allow(request.remote or "unknown"):
         return too_many(ctx, "playground", page=False)
     if not _same_origin(request):
-        return _error("Cross-site requests are refused.", 403)
+        raise NotAllowed("Cross-site requests are refused.")
     return None
 
 
@@ -99,29 +100,21 @@ async def start(request: web.Request) -> web.Response:
         return refused
     enabled, why = playground_state(ctx)
     if not enabled:
-        return _error(why, 403)
+        raise NotAllowed(why)
     browser = request.cookies.get(COOKIE, "")
     if not (8 <= len(browser) <= 64 and browser.isalnum()):
-        return _error("Open the home page first (the playground needs its cookie).", 400)
+        raise InvalidRequest("Open the home page first (the playground needs its cookie).")
     body = await _body(request)
     knowledge = body.get("knowledge")
     if knowledge is not None and (not isinstance(knowledge, str) or len(knowledge) > MAX_KNOWLEDGE):
-        return _error(f"The knowledge text must be at most {MAX_KNOWLEDGE} characters.", 400)
+        raise InvalidRequest(f"The knowledge text must be at most {MAX_KNOWLEDGE} characters.")
     if knowledge is not None and not readable_text(knowledge):
-        return _error("The knowledge text holds characters that are not valid Unicode.", 400)
-    try:
-        record = await ctx.service.start(StartCommand(
-            tenant=str(PLAYGROUND), user=f"web:{browser}", provider=PROVIDER,
-            minutes=ctx.settings.playground_max_minutes, knowledge=knowledge or None,
-        ))
-    except (LimitReached, NotAllowed) as exc:
-        return _error(exc.user_message, 429)
-    except AtCapacity as exc:
-        return _error(exc.user_message, 503)
-    except ProviderError as exc:
-        return _error(exc.user_message, 502)
-    except AvatarBotError as exc:
-        return _error(exc.user_message, 400)
+        raise InvalidRequest("The knowledge text holds characters that are not valid Unicode.")
+    # Errors of the core (limits, vendor failures ...) become statuses in web.app's middleware.
+    record = await ctx.service.start(StartCommand(
+        tenant=str(PLAYGROUND), user=f"web:{browser}", provider=PROVIDER,
+        minutes=ctx.settings.playground_max_minutes, knowledge=knowledge or None,
+    ))
     ctx.metrics.playground_starts.inc()
     expires = (record.expires_at.timestamp() if record.expires_at else 0) + LINK_GRACE_S
     token = ctx.links.token(record.id, expires, role="host")
@@ -139,26 +132,21 @@ async def drive(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     found = await session_for(ctx, request.match_info["token"])
     if found is None:
-        return _error("not found", 404)
+        return _not_found()
     claims, record = found
     if claims.role != "host":
-        return _error("This link may watch, not drive, the avatar.", 403)
-    try:
-        if action == "stop":
-            await ctx.service.stop(record.id, "stopped from the web page", tenant=record.tenant)
-            return web.json_response({"ok": True})
-        if action == "interrupt":
-            await ctx.service.interrupt(record.id, tenant=record.tenant)
-            return web.json_response({"ok": True})
-        text = (await _body(request)).get("text")
-        if not isinstance(text, str) or len(text) > MAX_TEXT:
-            return _error(f"Send a text of at most {MAX_TEXT} characters.", 400)
-        if not readable_text(text):
-            return _error("The text holds characters that are not valid Unicode.", 400)
-        method = ctx.service.say if action == "say" else ctx.service.ask
-        await method(record.id, text, author="You", tenant=record.tenant)
-    except ProviderError as exc:
-        return _error(exc.user_message, 502)
-    except AvatarBotError as exc:
-        return _error(exc.user_message, 409)
+        raise NotAllowed("This link may watch, not drive, the avatar.")
+    if action == "stop":
+        await ctx.service.stop(record.id, "stopped from the web page", tenant=record.tenant)
+        return web.json_response({"ok": True})
+    if action == "interrupt":
+        await ctx.service.interrupt(record.id, tenant=record.tenant)
+        return web.json_response({"ok": True})
+    text = (await _body(request)).get("text")
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise InvalidRequest(f"Send a text of at most {MAX_TEXT} characters.")
+    if not readable_text(text):
+        raise InvalidRequest("The text holds characters that are not valid Unicode.")
+    method = ctx.service.say if action == "say" else ctx.service.ask
+    await method(record.id, text, author="You", tenant=record.tenant)
     return web.json_response({"ok": True})

@@ -216,7 +216,8 @@ class ViewerHub:
                             extra={"session": room.session_id})
                 return
             await self.send(target, {"type": "relay", "messages": event.messages,
-                                     "bytes_per_second": event.bytes_per_second})
+                                     "bytes_per_second": event.bytes_per_second,
+                                     "topic": event.topic})
             return
         message = event_message(event)
         if message is not None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bot.core.errors import AtCapacity, AvatarBotError, ProviderError, SessionNotFound
+from bot.core.errors import AvatarBotError, SessionNotFound
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState
 from web.context import WEB, WebContext
@@ -273,14 +273,8 @@ async def signalling(request: web.Request) -> web.Response:
         return web.json_response({"error": "watching in another tab"}, status=409)
     try:
         return await _signal(ctx, viewer, action, body)
-    except AtCapacity as exc:  # the server holds as many viewers as it may: later, not never
-        return web.json_response({"error": exc.user_message}, status=503,
-                                 headers={"Retry-After": "30"})
-    except ProviderError as exc:
-        log.warning("signalling failed: %r", exc, extra={"session": viewer.session_id})
-        return web.json_response({"error": exc.user_message}, status=502)
-    except AvatarBotError as exc:
-        return web.json_response({"error": exc.user_message}, status=409)
+    except AvatarBotError:
+        raise  # the core's errors get their status in web.app's error middleware
     except Exception:
         # e.g. an SDP the WebRTC stack cannot parse: the page gets a plain error, we the trace.
         log.exception("signalling %s failed", action, extra={"session": viewer.session_id})

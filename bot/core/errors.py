@@ -8,6 +8,7 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
 
     AvatarBotError
     ├── ConfigError
+    ├── StoreUnavailable          the database cannot be opened: corrupt, unreadable, read-only
     ├── InvalidRequest            bad argument: duration, amount, avatar, mode ...
     │   └── UnknownProvider
     ├── TenantNotFound
@@ -37,6 +38,20 @@ class AvatarBotError(Exception):
 
 class ConfigError(AvatarBotError):
     """The configuration is missing or invalid."""
+
+
+class StoreUnavailable(AvatarBotError):
+    """The database cannot be opened or used; ``user_message`` names the path and the cause.
+
+    Args:
+        path: the database file.
+        cause: what went wrong, in plain words.
+    """
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"Cannot use the database {path}: {cause}.")
+        self.path = path
+        self.cause = cause
 
 
 class InvalidRequest(AvatarBotError):
@@ -113,6 +128,7 @@ class ProviderError(AvatarBotError):
         status_code: HTTP status, when there was one.
         code: the vendor's own error code, when there was one.
         retryable: whether the same call may succeed later.
+        retry_after_s: how long the vendor asked us to wait (HTTP ``Retry-After``), if it did.
     """
 
     def __init__(
@@ -123,12 +139,14 @@ class ProviderError(AvatarBotError):
         status_code: int | None = None,
         code: str | int | None = None,
         retryable: bool = False,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(user_message)
         self.provider = provider
         self.status_code = status_code
         self.code = code
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
     def __repr__(self) -> str:
         return (

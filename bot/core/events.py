@@ -73,9 +73,21 @@ class Relay(Event):
     kind: Literal["relay"] = "relay"
     messages: list[dict[str, Any]]
     bytes_per_second: int = 0
+    # LiveKit data topic to publish on (LiveAvatar: "agent-control"); Agora has no topics.
+    topic: str | None = None
 
 
-AnyEvent = StateChanged | Transcript | Warning | Ended | Relay
+class VendorEnded(Event):
+    """The vendor ended the session on its own (credits, idle timeout, an error).
+
+    Published by a provider; the reaper ends the session with ``reason`` (plain words).
+    """
+
+    kind: Literal["vendor_ended"] = "vendor_ended"
+    reason: str
+
+
+AnyEvent = StateChanged | Transcript | Warning | Ended | Relay | VendorEnded
 
 
 class EventHub:

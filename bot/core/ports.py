@@ -1,4 +1,9 @@
-"""What the core needs from persistence (implemented by ``bot.storage.SqliteStore``)."""
+"""What the core and the adapters need from persistence.
+
+Implemented in ``bot/storage`` (``SqliteStore``, ``SqliteSlackInstallStore``); SQL lives only
+there. A second backend (PostgreSQL, say) is an added module in ``bot/storage`` implementing
+these protocols, chosen in the composition root (``bot/app.py``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,48 @@ from bot.core.models import (
 
 
 class SessionStore(Protocol):
-    """Tenants, the ledger, sessions and chat bindings; each call is one transaction."""
+    """Tenants, the ledger, sessions and chat bindings; each call is one transaction.
+
+    SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
+    second backend is an added module there implementing this protocol (and
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 26 methods:
+
+    Tenants and limits
+        - ``ensure_tenant``: create the tenant if new.
+        - ``tenant_exists``: whether the tenant has been seen.
+        - ``get_limits``: the tenant's limits, defaults filled in.
+        - ``set_limits``: change some limits (``None`` restores a default).
+        - ``set_tenant_active``: activate or deactivate a tenant (uninstalled workspace).
+        - ``default_avatar``: the tenant's chosen default avatar, if any.
+        - ``set_default_avatar``: choose or forget the default avatar.
+
+    Ledger
+        - ``grant``: credit the tenant (creating it if new).
+        - ``balance``: granted, settled and pending credits.
+        - ``history``: the newest ledger entries first.
+        - ``user_spent_today``: credits one person reserved or used today (UTC).
+
+    Sessions
+        - ``open_session``: check the start rules, insert a pending session, reserve its cost.
+        - ``mark_live``: pending -> live with the vendor's session.
+        - ``fail_session``: open -> failed, releasing the whole reservation.
+        - ``begin_end``: pending/live -> ending.
+        - ``finish_session``: ending -> ended, settling and releasing.
+        - ``schedule_stop_retry``: count a failed vendor stop and when to retry.
+        - ``update_session``: set plain fields (mode, knowledge, activity, avatar name).
+        - ``get_session``: one session or ``SessionNotFound``.
+        - ``list_sessions``: sessions newest first, by tenant and state.
+        - ``open_sessions``: every pending, live or ending session.
+
+    Chat bindings
+        - ``bind_chat``: bind a platform thread to a session.
+        - ``binding_for_thread``: the binding of a thread.
+        - ``bindings_for_session``: every thread bound to a session.
+
+    Process state and checks
+        - ``get_or_set_meta``: a stored value, set first if missing (the link secret).
+        - ``verify``: every mismatch between the ledger entries and the cached balances.
+    """
 
     async def ensure_tenant(self, tenant: str) -> None:
         """Create the tenant if new."""
@@ -129,4 +175,92 @@ class SessionStore(Protocol):
 
     async def verify(self) -> list[str]:
         """Every ledger mismatch."""
+        ...
+
+
+class SlackInstallStore(Protocol):
+    """Slack's OAuth installations, OAuth ``state`` values and handled Events API ids.
+
+    Rows are kept per Slack app (``client_id``) and workspace key (``enterprise_id``,
+    ``team_id``, ``user_id``; an absent id is stored as ``''``). ``data`` is slack-sdk's own
+    ``Installation``/``Bot`` fields as a JSON object, so the SDK's types stay in the platform
+    adapter. Each call is one transaction.
+    """
+
+    async def save_installation(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        data: dict[str, Any],
+        installed_at: float,
+        activate_tenant: str | None = None,
+    ) -> None:
+        """Insert or replace one user's installation; create and (re)activate a tenant with it."""
+        ...
+
+    async def save_bot(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        data: dict[str, Any],
+        installed_at: float,
+    ) -> None:
+        """Insert or replace the workspace's bot installation."""
+        ...
+
+    async def find_bot(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        is_enterprise_install: bool = False,
+    ) -> dict[str, Any] | None:
+        """The bot row's data (an org-wide install is looked up with team ``''``)."""
+        ...
+
+    async def find_installation(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool = False,
+    ) -> dict[str, Any] | None:
+        """The user's installation data, or the workspace's newest when ``user_id`` is None."""
+        ...
+
+    async def delete_bot(
+        self, client_id: str, *, enterprise_id: str | None, team_id: str | None
+    ) -> None:
+        """Forget the workspace's bot installation."""
+        ...
+
+    async def delete_installations(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+    ) -> None:
+        """Forget one user's installation, or all of the workspace's when ``user_id`` is None."""
+        ...
+
+    async def issue_oauth_state(self, state: str, expires_in_s: float) -> None:
+        """Record a new OAuth state valid for ``expires_in_s`` (expired ones are dropped)."""
+        ...
+
+    async def consume_oauth_state(self, state: str) -> bool:
+        """Whether the state was issued and has not expired; it is used up either way."""
+        ...
+
+    async def remember_event(self, event_id: str, team_id: str | None) -> bool:
+        """Record an Events API delivery; False when this event id was seen before."""
         ...

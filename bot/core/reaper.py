@@ -8,12 +8,13 @@ left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import datetime, timedelta
 
 from bot.core.errors import AvatarBotError, ProviderError
-from bot.core.events import Warning
+from bot.core.events import VendorEnded, Warning
 from bot.core.models import ProviderSession, SessionRecord, SessionState, ViewerInfo, utcnow
 from bot.core.service import SessionService
 
@@ -57,12 +58,36 @@ class SessionReaper:
         """Tick forever (until cancelled), after the startup reconciliation unless done already."""
         if reconcile_first:
             await self.reconcile()
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("reaper tick failed")
+        watcher = asyncio.create_task(self.watch_vendor_ends(), name="vendor-ends")
+        try:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("reaper tick failed")
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def watch_vendor_ends(self) -> None:
+        """End a session as soon as its provider reports that the vendor ended it."""
+        async with self.service.events.subscribe(None) as queue:
+            while True:
+                event = await queue.get()
+                if isinstance(event, VendorEnded):
+                    await self.end_for_vendor(event)
+
+    async def end_for_vendor(self, event: VendorEnded) -> None:
+        """End the session the vendor ended; one no longer live is left as it is."""
+        try:
+            record = await self.service.store.get_session(event.session_id)
+            if record.state is not SessionState.LIVE:
+                return
+            await self.service.stop(event.session_id, event.reason)
+        except AvatarBotError as exc:
+            log.warning("could not end session %s the vendor ended: %r", event.session_id, exc)
 
     # ------------------------------------------------------------------ startup
     async def reconcile(self) -> None:

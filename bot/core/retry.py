@@ -46,7 +46,9 @@ async def with_retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T
         try:
             return await call()
         except ProviderError as exc:
-            wait = policy.delay(attempt)
+            # A vendor that says when to come back (429 Retry-After) is believed, up to the cap.
+            told = min(exc.retry_after_s or 0.0, policy.max_delay_s)
+            wait = max(policy.delay(attempt), told)
             out_of_time = time.monotonic() + wait > deadline
             if not exc.retryable or attempt == policy.attempts or out_of_time:
                 raise

@@ -123,7 +123,10 @@ class VendorHTTP:
             return body
         log.info("%s %s answered HTTP %d code %r", self.provider, path, resp.status_code,
                  (body or {}).get("code"))
-        raise self._error(resp.status_code, body)
+        error = self._error(resp.status_code, body)
+        if resp.status_code == 429:
+            error.retry_after_s = retry_after(resp.headers.get("Retry-After"))
+        raise error
 
     def unreadable(self) -> ProviderUnavailable:
         """The error for a success envelope whose ``data`` lacks what the adapter needs."""
@@ -165,6 +168,15 @@ def auth_error(provider: str, display_name: str, status: int, code: Any) -> Prov
         provider, f"The {display_name} account key was refused; an operator must fix it.",
         status_code=status, code=code,
     )
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds (an HTTP date is ignored)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 3600 else None
 
 
 def _parse(resp: httpx.Response) -> dict[str, Any] | None:

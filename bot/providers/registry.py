@@ -9,9 +9,10 @@ from bot.core.provider import AvatarProvider
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
 from bot.providers.heygen import HeyGenProvider
+from bot.providers.liveavatar import LiveAvatarProvider
 from bot.settings import Settings
 
-VENDORS = ("a2e", "akool", "heygen")
+VENDORS = ("a2e", "akool", "heygen", "liveavatar")
 
 
 def build_vendor_providers(
@@ -38,6 +39,13 @@ def build_vendor_providers(
             pricing=settings.pricing("heygen"), base_url=str(settings.heygen_base_url),
             transport=settings.heygen_transport, timeout_s=timeout,
         )
+    key = settings.liveavatar_api_key
+    if key is not None and key.get_secret_value():
+        found["liveavatar"] = LiveAvatarProvider(
+            api_key=key, http=http, events=events, pricing=settings.pricing("liveavatar"),
+            base_url=str(settings.liveavatar_base_url), sandbox=settings.liveavatar_sandbox,
+            timeout_s=timeout,
+        )
     return found
 
 
@@ -52,5 +60,7 @@ def describe_vendors(settings: Settings) -> list[tuple[str, bool, str]]:
         why = f"key set, {getattr(settings, f'{name}_base_url')}"
         if name == "heygen":
             why += f" ({settings.heygen_transport})"
+        if name == "liveavatar" and settings.liveavatar_sandbox:
+            why += " (sandbox)"
         rows.append((name, True, why))
     return rows

@@ -1,21 +1,22 @@
 """The SQLite store: tenants, limits, sessions, the two-phase credit ledger and chat bindings.
 
-One aiosqlite connection is the one writer. Each operation is a plain function run on that
-connection's own thread, so a read-then-write is one ``BEGIN IMMEDIATE`` transaction with no
-other coroutine interleaved (the same shape as datasette's ``execute_write_fn``).
+One connection on one thread (``bot.storage.writer.SqliteWriter``) is the one writer. Each
+operation is a plain function run on that thread, so a read-then-write is one
+``BEGIN IMMEDIATE`` transaction with no other coroutine interleaved (the same shape as
+datasette's ``execute_write_fn``).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-
-import aiosqlite
 
 from bot.core.errors import (
     InsufficientCredits,
@@ -23,6 +24,7 @@ from bot.core.errors import (
     LimitReached,
     NotAllowed,
     SessionNotFound,
+    StoreUnavailable,
     TenantNotFound,
 )
 from bot.core.models import (
@@ -36,6 +38,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.storage.migrations import apply_migrations
+from bot.storage.writer import SqliteWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,38 +76,71 @@ def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
     return result
 
 
+def _why(path: Path, exc: BaseException) -> str:
+    """A plain cause for a failure to open the database (no traceback, no SQL)."""
+    code = getattr(exc, "errno", None)
+    if isinstance(exc, FileNotFoundError) or not path.parent.is_dir():
+        return f"its folder {path.parent} does not exist"
+    if code == errno.EROFS:
+        return "the file system is read-only"
+    if isinstance(exc, PermissionError) or code == errno.EACCES or (
+        path.exists() and not os.access(path, os.R_OK | os.W_OK)
+    ):
+        return "permission denied (check the owner and mode of the file and its folder)"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return "the file is not a SQLite database or is corrupt"
+    if "readonly" in text or "read-only" in text:
+        return "the file or its folder is read-only (SQLite must write the file and its -wal)"
+    if "unable to open" in text:
+        return "the file cannot be opened"
+    return text
+
+
 class SqliteStore:
     """Async facade over one SQLite file; every public method is one transaction."""
 
-    def __init__(self, db: aiosqlite.Connection, default_limits: Limits) -> None:
-        self._db = db
+    def __init__(self, writer: SqliteWriter, default_limits: Limits) -> None:
+        self._writer: SqliteWriter | None = writer
         self._defaults = default_limits
 
     @classmethod
     async def open(cls, path: Path | str, default_limits: Limits | None = None) -> SqliteStore:
-        """Open (or create) the database at ``path`` and apply pending migrations."""
-        db = await aiosqlite.connect(str(path), isolation_level=None)
-        db.row_factory = sqlite3.Row
-        store = cls(db, default_limits or Limits())
-        await store.run(_configure)
-        applied = await store.run(apply_migrations)
+        """Open (or create, mode 0600) the database at ``path`` and apply pending migrations.
+
+        Raises:
+            StoreUnavailable: the file cannot be opened, is not a database, or cannot be
+                written; no thread is left running.
+        """
+        writer = SqliteWriter(Path(path))
+        store = cls(writer, default_limits or Limits())
+        try:
+            await writer.start()
+            await store.run(_configure)
+            applied = await store.run(apply_migrations)
+        except (sqlite3.Error, OSError) as exc:
+            await store.close()
+            raise StoreUnavailable(str(path), _why(Path(path), exc)) from None
+        except BaseException:
+            await store.close()
+            raise
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
         return store
 
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        """Close the connection and end its thread (idempotent)."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await writer.close()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables."""
-        if self._db is None:
+        if self._writer is None:
             raise RuntimeError("store is closed")
-        # aiosqlite runs callables on its connection thread; this is how one function becomes
-        # one uninterrupted transaction.
-        return await self._db._execute(fn, self._db._conn, *args)  # noqa: SLF001
+        return await self._writer.call(fn, *args)
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction."""
@@ -319,6 +355,7 @@ class SqliteStore:
 
 
 def _configure(c: sqlite3.Connection) -> None:
+    # The first statement reads the file: a corrupt or foreign file fails here, at open.
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA synchronous=NORMAL")
     c.execute("PRAGMA foreign_keys=ON")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from bot.cli import main
 
@@ -16,7 +16,7 @@ def cli(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "cli.db"))
     runner = CliRunner()
 
-    def invoke(*args):
+    def invoke(*args: str) -> Result:
         return runner.invoke(main, list(args), catch_exceptions=False)
 
     invoke.db = tmp_path / "cli.db"

@@ -10,6 +10,7 @@ from typing import Any
 import discord
 import pytest
 
+from bot.compat import discord_compat
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
@@ -26,11 +27,10 @@ TENANT = "discord:111"
 @pytest.fixture(autouse=True)
 def _restore_endpoints() -> Any:
     """discord.py keeps the endpoints in class attributes; put them back after each test."""
-    base = discord.http.Route.BASE
-    gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    base, gateway = discord_compat.endpoints()
     yield
-    discord.http.Route.BASE = base
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+    discord_compat.set_api_base(base)
+    discord_compat.set_gateway(gateway)
 
 
 @pytest.fixture

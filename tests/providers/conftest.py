@@ -21,18 +21,22 @@ from bot.core.retry import RetryPolicy
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
 from bot.providers.heygen import HeyGenProvider
+from bot.providers.liveavatar import LiveAvatarProvider
 from tests.fakes.a2e import FakeA2E
 from tests.fakes.akool import FakeAKool
 from tests.fakes.heygen import FakeHeyGen
+from tests.fakes.liveavatar import FakeLiveAvatar
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, total_s=10)
 TIMEOUT_S = 0.5
 PRICING = Pricing(credits_per_minute=10, granularity_s=60, minimum_s=60)
-CASES = ["a2e", "akool", "heygen-livekit", "heygen-webrtc"]
+CASES = ["a2e", "akool", "heygen-livekit", "heygen-webrtc", "liveavatar"]
 START_PATH_BY_CASE = {"a2e": "/agora-token", "akool": "/session/create",
-                      "heygen-livekit": "/streaming.new", "heygen-webrtc": "/streaming.new"}
+                      "heygen-livekit": "/streaming.new", "heygen-webrtc": "/streaming.new",
+                      "liveavatar": "/sessions/token"}
 LIST_PATH_BY_CASE = {"a2e": "/all_avatars", "akool": "/avatar/list",
-                     "heygen-livekit": "/avatar.list", "heygen-webrtc": "/avatar.list"}
+                     "heygen-livekit": "/avatar.list", "heygen-webrtc": "/avatar.list",
+                     "liveavatar": "/v1/avatars"}
 
 
 @dataclass
@@ -75,6 +79,11 @@ class Case:
         relays = [e for e in self.seen if isinstance(e, Relay)][self._delivered:]
         self._delivered += len(relays)
         for relay in relays:
+            if self.name == "liveavatar":  # LiveKit data on the relay's topic, unpaced
+                room = self.fake.room(self._vendor_ids[relay.session_id])
+                for msg in relay.messages:
+                    room.publish(relay.topic or "", json.dumps(msg, ensure_ascii=False))
+                continue
             channel = self.fake.channel(self._vendor_ids[relay.session_id])
             at = self._clock.get(relay.session_id, 0.0)
             for msg in relay.messages:
@@ -95,6 +104,9 @@ class Case:
         if self.name == "akool":
             self.pump()
             return self.fake.channel(vid).said
+        if self.name == "liveavatar":
+            self.pump()
+            return self.fake.sessions[vid].said
         return [t["text"] for t in self.fake.sessions[vid].tasks if t["task_type"] == "repeat"]
 
     def asked(self, ps: ProviderSession) -> list[str]:
@@ -105,6 +117,9 @@ class Case:
         if self.name == "akool":
             self.pump()
             return self.fake.channel(vid).asked
+        if self.name == "liveavatar":
+            self.pump()
+            return self.fake.sessions[vid].asked
         return [t["text"] for t in self.fake.sessions[vid].tasks if t["task_type"] != "repeat"]
 
     def viewer_messages(self, ps: ProviderSession) -> list[str]:
@@ -113,6 +128,9 @@ class Case:
         if self.name == "akool":
             self.pump()
             box = self.fake.channel(vid).outbox
+        elif self.name == "liveavatar":
+            self.pump()
+            box = self.fake.viewer_messages.setdefault(vid, [])
         else:
             box = self.fake.viewer_messages.get(vid, [])
         taken = list(box)
@@ -138,15 +156,19 @@ def build(name: str, fake: Any, http: httpx.AsyncClient, events: EventHub,
         return A2EProvider(**common)
     if name == "akool":
         return AKoolProvider(**common)
+    if name == "liveavatar":
+        return LiveAvatarProvider(**common)
     return HeyGenProvider(transport=name.split("-")[1], **common)
 
 
 def make_fake(name: str) -> Any:
-    return {"a2e": FakeA2E, "akool": FakeAKool}.get(name, FakeHeyGen)(hang_s=5.0)
+    fakes = {"a2e": FakeA2E, "akool": FakeAKool, "liveavatar": FakeLiveAvatar}
+    return fakes.get(name, FakeHeyGen)(hang_s=5.0)
 
 
 AVATARS = {"a2e": "676e1f054c86ff839eae2cc3", "akool": "dvp_Tristan_cloth2_1080P",
-           "heygen-livekit": "Anna_public_3_20240108", "heygen-webrtc": "Anna_public_3_20240108"}
+           "heygen-livekit": "Anna_public_3_20240108", "heygen-webrtc": "Anna_public_3_20240108",
+           "liveavatar": "7b1e9d1c-5f0a-4d3e-9a51-2f8c3e4d5a6b"}
 
 
 _TLS = ssl.create_default_context()  # loading the CA store is slow: once per test run

@@ -20,12 +20,13 @@ from bot.core.service import SessionService
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
 from bot.providers.heygen import HeyGenProvider
+from bot.providers.liveavatar import LiveAvatarProvider
 from bot.storage import SqliteStore
 from tests.fakes.serve import serve_local
 from tests.providers.conftest import FAST_RETRY, PRICING
 
 # What each vendor calls success; ``data`` is then filled with garbage.
-OK_CODE = {"a2e": 0, "akool": 1000, "heygen": 100}
+OK_CODE = {"a2e": 0, "akool": 1000, "heygen": 100, "liveavatar": 100}
 GARBAGE = ["a string", 7, ["a", 1, None], {"result": 5, "sessions": 5, "data": "x"},
            [{"no_id": True}], {"result": [{"no_id": True}]}]
 
@@ -48,11 +49,12 @@ async def garbage_vendor(vendor: str, data: Any) -> AsyncIterator[str]:
 def adapter(vendor: str, url: str, http: httpx.AsyncClient, events: EventHub) -> Any:
     kw = {"api_key": SecretStr("garbage-test-key-123"), "http": http, "events": events,
           "pricing": PRICING, "base_url": url, "timeout_s": 2.0, "retry": FAST_RETRY}
-    return {"a2e": A2EProvider, "akool": AKoolProvider, "heygen": HeyGenProvider}[vendor](**kw)
+    return {"a2e": A2EProvider, "akool": AKoolProvider, "heygen": HeyGenProvider,
+            "liveavatar": LiveAvatarProvider}[vendor](**kw)
 
 
 @pytest.mark.parametrize("data", GARBAGE, ids=lambda d: type(d).__name__ + str(len(str(d))))
-@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen"])
+@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen", "liveavatar"])
 async def test_wrongly_shaped_answers_are_typed_errors(vendor: str, data: Any) -> None:
     async with garbage_vendor(vendor, data) as url, httpx.AsyncClient() as http:
         prov = adapter(vendor, url, http, EventHub())
@@ -68,7 +70,7 @@ async def test_wrongly_shaped_answers_are_typed_errors(vendor: str, data: Any) -
                 assert isinstance(result, list)  # garbage may also read as "nothing there"
 
 
-@pytest.mark.parametrize("vendor", ["akool", "heygen"])
+@pytest.mark.parametrize("vendor", ["akool", "heygen", "liveavatar"])
 async def test_reaper_starts_when_a_vendor_lists_garbage(vendor: str, tmp_path: Any) -> None:
     store = await SqliteStore.open(tmp_path / "r.db")
     try:
@@ -85,7 +87,7 @@ async def test_reaper_starts_when_a_vendor_lists_garbage(vendor: str, tmp_path: 
 
 
 @pytest.mark.parametrize("data", GARBAGE, ids=lambda d: type(d).__name__ + str(len(str(d))))
-@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen"])
+@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen", "liveavatar"])
 async def test_a_start_answered_with_garbage_is_a_typed_error(vendor: str, data: Any) -> None:
     from bot.core.models import StartRequest
 
@@ -98,7 +100,7 @@ async def test_a_start_answered_with_garbage_is_a_typed_error(vendor: str, data:
         assert "garbage-test-key" not in info.value.user_message
 
 
-@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen"])
+@pytest.mark.parametrize("vendor", ["a2e", "akool", "heygen", "liveavatar"])
 async def test_a_body_nested_too_deep_for_json_is_a_typed_error(vendor: str) -> None:
     # json.loads raises RecursionError (not ValueError) on "[[[[...": it escaped as a bug.
     deep = b"[" * 100_000 + b"]" * 100_000

@@ -9,7 +9,7 @@ import hmac
 import json
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
 from bot.platforms.slack import build_slack_app, mount_slack
 from bot.settings import Settings
+from bot.storage.slack_installs import SqliteSlackInstallStore
 from bot.storage.sqlite import SqliteStore
 from tests.fakes.provider import FakeProvider
 from tests.fakes.serve import serve_local
@@ -47,6 +48,11 @@ class Stack:
     provider: FakeProvider
     service: SessionService
     links: ViewerLinks
+    installs: SqliteSlackInstallStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        # What the composition root gives the Slack adapter, on the same store.
+        self.installs = SqliteSlackInstallStore(self.store)
 
 
 @pytest.fixture
@@ -163,7 +169,7 @@ async def make_slack(fake_slack, stack):
         }
         settings = Settings(_env_file=None, **(values | overrides))
         bolt = build_slack_app(settings=settings, service=stack.service, links=stack.links,
-                               min_interval_s=min_interval_s)
+                               installs=stack.installs, min_interval_s=min_interval_s)
         web_app = web.Application()
         mount_slack(web_app, bolt)
         runner, port = await serve_local(web_app)

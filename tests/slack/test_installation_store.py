@@ -6,11 +6,7 @@ import time
 
 from slack_sdk.oauth.installation_store import Installation
 
-from bot.platforms.slack.installation_store import (
-    SqliteInstallationStore,
-    SqliteOAuthStateStore,
-    remember_event,
-)
+from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
 
 
 def installation(user: str, token: str, at: float) -> Installation:
@@ -20,14 +16,14 @@ def installation(user: str, token: str, at: float) -> Installation:
 
 
 async def test_installations_per_user_and_latest(stack):
-    store = SqliteInstallationStore(stack.store, client_id="c1")
+    store = SlackInstallationStore(stack.installs, client_id="c1")
     await store.async_save(installation("U1", "xoxb-old", time.time() - 60))
     await store.async_save(installation("U2", "xoxb-new", time.time()))
     latest = await store.async_find_installation(enterprise_id=None, team_id="T9")
     assert latest.user_id == "U2"
     mine = await store.async_find_installation(enterprise_id=None, team_id="T9", user_id="U1")
     assert mine.user_id == "U1" and mine.bot_token == "xoxb-new"  # the newest bot token wins
-    other_app = SqliteInstallationStore(stack.store, client_id="c2")
+    other_app = SlackInstallationStore(stack.installs, client_id="c2")
     assert await other_app.async_find_bot(enterprise_id=None, team_id="T9") is None
     assert await stack.store.tenant_exists("slack:T9")
 
@@ -40,16 +36,28 @@ async def test_installations_per_user_and_latest(stack):
 
 
 async def test_states_are_single_use_and_expire(stack):
-    states = SqliteOAuthStateStore(stack.store, expiration_seconds=600)
+    states = SlackOAuthStateStore(stack.installs, expiration_seconds=600)
     state = await states.async_issue()
     assert await states.async_consume(state) is True
     assert await states.async_consume(state) is False
     assert await states.async_consume("") is False
-    expired = SqliteOAuthStateStore(stack.store, expiration_seconds=-1)
+    expired = SlackOAuthStateStore(stack.installs, expiration_seconds=-1)
     assert await expired.async_consume(await expired.async_issue()) is False
 
 
 async def test_event_ids_are_remembered_once(stack):
-    assert await remember_event(stack.store, "Ev1", "T1") is True
-    assert await remember_event(stack.store, "Ev1", "T1") is False
-    assert await remember_event(stack.store, "Ev2", "T1") is True
+    assert await stack.installs.remember_event("Ev1", "T1") is True
+    assert await stack.installs.remember_event("Ev1", "T1") is False
+    assert await stack.installs.remember_event("Ev2", "T1") is True
+
+
+async def test_an_org_wide_install_is_found_by_its_enterprise_for_any_team(stack):
+    # slack-sdk saves an Enterprise Grid org-wide install with no team id and asks for it with
+    # is_enterprise_install=True and the team the request came from.
+    await stack.installs.save_bot("c1", enterprise_id="E1", team_id=None,
+                                  data={"bot_token": "xoxb-org"}, installed_at=1.0)
+    found = await stack.installs.find_bot("c1", enterprise_id="E1", team_id="T5",
+                                          is_enterprise_install=True)
+    assert found == {"bot_token": "xoxb-org"}
+    assert await stack.installs.find_bot("c1", enterprise_id="E1", team_id="T5") is None
+    assert await stack.installs.find_bot("c1", enterprise_id=None, team_id=None) is None

@@ -55,7 +55,7 @@ async def test_a_second_app_for_socket_mode_does_not_post_twice(slack):
     fake.app_tokens.add("xapp-1-dev")
     await stack.store.grant(f"slack:{TEAM}", 100, "test")
     second = build_slack_app(settings=slack.settings, service=stack.service, links=stack.links,
-                             min_interval_s=0.01)
+                             installs=stack.installs, min_interval_s=0.01)
     conn = await start_socket_mode(second, "xapp-1-dev")
     try:
         await fake.socket_request(slash("e1", "start", fake))

@@ -193,6 +193,13 @@ async def _vendor(name: str, settings: Settings, http: httpx.AsyncClient,
             pricing=settings.pricing("heygen"), base_url=fake.url,
             transport="webrtc" if name == "heygen-webrtc" else "livekit",
         )
+    if name == "liveavatar":
+        from bot.providers.liveavatar import LiveAvatarProvider
+        from tests.fakes.liveavatar import FakeLiveAvatar
+
+        fake = await FakeLiveAvatar().start()
+        return fake, LiveAvatarProvider(api_key=SecretStr(fake.api_key), http=http, events=events,
+                                        pricing=settings.pricing("liveavatar"), base_url=fake.url)
     raise ValueError(name)
 
 

@@ -85,7 +85,7 @@ async def test_playground_starts_a_local_session_that_only_its_host_link_drives(
         answer = await ps.next("transcript", wait=10)
         assert answer["speaker"] == "avatar" and "tea" in answer["text"].lower()
         async with client.post(f"{stack.url}/playground/{host}/say", json={"text": ""}) as resp:
-            assert resp.status == 409 and "empty" in (await resp.json())["error"]
+            assert resp.status == 400 and "empty" in (await resp.json())["error"]
         async with client.post(f"{stack.url}/playground/{host}/stop", json={}) as resp:
             assert resp.status == 200
         await ps.next("end")

@@ -233,6 +233,7 @@
     room.on(LK.RoomEvent.Reconnected, () => setStatus("live"));
     await room.connect(cfg.media.url, cfg.media.token);
     setStatus("live");
+    if (relayQueue.length && !relayBusy) drainRelay();
   }
 
   const TRANSPORTS = {webrtc: startWebRTC, agora: startAgora, livekit: startLiveKit};
@@ -280,17 +281,34 @@
 
   const relayQueue = [];
   let relayBusy = false;
-  function relay(messages, bytesPerSecond) {
-    for (const m of messages) relayQueue.push({text: JSON.stringify(m), bps: bytesPerSecond});
+  const encoder = new TextEncoder();
+  function relay(messages, bytesPerSecond, topic) {
+    for (const m of messages) {
+      relayQueue.push({text: JSON.stringify(m), bps: bytesPerSecond, topic: topic || null});
+    }
     if (!relayBusy) drainRelay();
+  }
+
+  // Agora: a stream message. LiveKit: reliable data on the topic the server named
+  // (LiveAvatar takes its commands on "agent-control").
+  async function sendData(text, topic) {
+    if (viewer.agora) return viewer.agora.sendStreamMessage(text, false);
+    const options = {reliable: true};
+    if (topic) options.topic = topic;
+    return viewer.room.localParticipant.publishData(encoder.encode(text), options);
+  }
+
+  // Messages wait in the queue until the media is joined (LiveKit: the room is connected).
+  function dataReady() {
+    return Boolean(viewer.agora || (viewer.room && viewer.room.state === "connected"));
   }
 
   async function drainRelay() {
     relayBusy = true;
-    while (relayQueue.length && viewer.agora) {
-      const {text, bps} = relayQueue.shift();
+    while (relayQueue.length && dataReady()) {
+      const {text, bps, topic} = relayQueue.shift();
       try {
-        await viewer.agora.sendStreamMessage(text, false);
+        await sendData(text, topic);
         viewer.relayed += 1;
       } catch (err) {
         console.warn("could not send a data message", err);
@@ -355,7 +373,7 @@
         if (typeof msg.seconds_left === "number") setCountdown(msg.seconds_left);
         break;
       case "relay":
-        relay(msg.messages || [], msg.bytes_per_second || 0);
+        relay(msg.messages || [], msg.bytes_per_second || 0, msg.topic);
         break;
       case "superseded":
         viewer.active = false;

@@ -1,11 +1,9 @@
 """The Discord client: discord.py's gateway ``Client`` wired to the session service.
 
-Endpoints: discord.py keeps the REST base in the class attribute ``discord.http.Route.BASE``
-(read whenever a route is built, including interaction callbacks and webhook edits) and the
-gateway in ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``; neither has a per-instance
-setting. ``apply_endpoints`` sets both from the settings just before login/connect. They are
-therefore process-wide, which fits: a process runs one Discord client. When only
-``DISCORD_API_BASE`` is overridden, the gateway is read from ``GET /gateway/bot`` on that base.
+Endpoints: discord.py has no per-instance REST base or gateway URL; ``apply_endpoints`` sets the
+process-wide ones (through ``bot.compat.discord_compat``) from the settings just before
+login/connect. When only ``DISCORD_API_BASE`` is overridden, the gateway is read from
+``GET /gateway/bot`` on that base.
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from bot.compat import discord_compat
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
 from bot.platforms.discord.commands import AvatarCommands, build_avatar_group
@@ -55,10 +54,9 @@ def bot_intents() -> discord.Intents:
 
 def apply_endpoints(settings: Settings) -> None:
     """Point discord.py's REST base (and gateway, if set) at the configured URLs."""
-    discord.http.Route.BASE = str(settings.discord_api_base).rstrip("/")
+    discord_compat.set_api_base(str(settings.discord_api_base).rstrip("/"))
     if settings.discord_gateway_url is not None:
-        gateway = _ws_url(str(settings.discord_gateway_url))
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = gateway
+        discord_compat.set_gateway(_ws_url(str(settings.discord_gateway_url)))
 
 
 def _ws_url(url: str) -> yarl.URL:
@@ -110,12 +108,11 @@ class AvatarBot(discord.Client):
         try:
             await super().connect(reconnect=reconnect)
         except discord.PrivilegedIntentsRequired:
-            if not self._connection._intents.message_content:
+            if not discord_compat.wants_message_content(self):
                 raise
             log.error(MESSAGE_CONTENT_HELP)
             print(MESSAGE_CONTENT_HELP, file=sys.stderr)
-            # discord.py has no public setter; IDENTIFY reads this object's value.
-            self._connection._intents.message_content = False
+            discord_compat.drop_message_content(self)
             self.mention_mode = True
             await super().connect(reconnect=reconnect)
 
@@ -125,7 +122,7 @@ class AvatarBot(discord.Client):
         if str(self.settings.discord_api_base).rstrip("/") == DEFAULT_API_BASE:
             return
         _shards, url, _limit = await self.http.get_bot_gateway()
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = _ws_url(url)
+        discord_compat.set_gateway(_ws_url(url))
 
     async def close(self) -> None:
         """Stop relaying, then close the gateway and HTTP session."""

@@ -24,6 +24,7 @@ from bot.core.errors import (
 )
 from bot.core.models import AvatarInfo, ChatBinding, Mode, SessionRecord
 from bot.core.service import StartCommand
+from bot.platforms.discord.permissions import NEEDED_PERMISSIONS
 from bot.platforms.discord.views import session_view
 
 if TYPE_CHECKING:
@@ -38,13 +39,6 @@ QUICK_S = 1.5
 PRECHECK_S = 2.0
 AUTOCOMPLETE_S = 2.0
 THREAD_ARCHIVE_MIN = 60
-# What the bot needs in the channel to run a session there.
-NEEDED_PERMISSIONS = {
-    "send_messages": "Send Messages",
-    "embed_links": "Embed Links",
-    "create_public_threads": "Create Public Threads",
-    "send_messages_in_threads": "Send Messages in Threads",
-}
 
 
 def tenant_of(interaction: discord.Interaction) -> str:

@@ -32,14 +32,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.errors import ConfigError
 from bot.core.links import ViewerLinks
+from bot.core.ports import SlackInstallStore
 from bot.core.service import SessionService
 from bot.platforms.slack import commands, events
-from bot.platforms.slack.installation_store import (
-    SqliteInstallationStore,
-    SqliteOAuthStateStore,
-    SqlStore,
-    remember_event,
-)
+from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
 from bot.platforms.slack.threads import ThreadRelay
 from bot.settings import Settings
 
@@ -53,7 +49,7 @@ SDK_LOG.setLevel(logging.INFO)
 logging.getLogger("slack_sdk").setLevel(logging.INFO)
 
 BOT_SCOPES = [
-    "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
+    "commands", "chat:write", "channels:join", "channels:history",
     "groups:history", "im:history", "reactions:write", "users:read",
 ]
 ADMIN_CACHE_S = 60.0
@@ -73,17 +69,19 @@ class SlackAdapter:
         settings: the process settings.
         service: the session service.
         links: the viewer link signer.
+        installs: Slack installations, OAuth states and seen event ids.
         min_interval_s: least time between two thread posts of one workspace.
     """
 
     def __init__(self, *, settings: Settings, service: SessionService, links: ViewerLinks,
-                 min_interval_s: float = 1.0) -> None:
+                 installs: SlackInstallStore, min_interval_s: float = 1.0) -> None:
         if settings.slack_signing_secret is None:
             raise ConfigError("SLACK_SIGNING_SECRET is required for Slack.")
         self.settings = settings
         self.service = service
         self.links = links
-        self.store: SqlStore = service.store  # type: ignore[assignment]
+        self.store = service.store
+        self.installs = installs
         self.api_url = str(settings.slack_api_url)
         self.bot_token = (
             settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
@@ -96,9 +94,9 @@ class SlackAdapter:
                 "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and "
                 "SLACK_CLIENT_SECRET (OAuth, many workspaces)."
             )
-        self.installations: SqliteInstallationStore | None = None
+        self.installations: SlackInstallationStore | None = None
         if self.multi:
-            self.installations = SqliteInstallationStore(self.store, settings.slack_client_id or "")
+            self.installations = SlackInstallationStore(installs, settings.slack_client_id or "")
         self.signing_secret = settings.slack_signing_secret.get_secret_value().encode()
         self.relay = ThreadRelay(service, self.token_for, self.client, min_interval_s)
         self._single_team: str | None = None
@@ -204,7 +202,7 @@ class SlackAdapter:
             return BoltResponse(status=401, body="unknown workspace")
         event_id = body.get("event_id")
         if kind == "event_callback" and event_id:
-            if not await remember_event(self.store, str(event_id), team):
+            if not await self.installs.remember_event(str(event_id), team):
                 log.info("duplicate Slack event %s ignored", event_id)
                 return BoltResponse(status=200, body="")
         await next()
@@ -212,7 +210,7 @@ class SlackAdapter:
 
 
 def build_slack_app(*, settings: Settings, service: SessionService, links: ViewerLinks,
-                    min_interval_s: float = 1.0) -> AsyncApp:
+                    installs: SlackInstallStore, min_interval_s: float = 1.0) -> AsyncApp:
     """Build the Slack app: listeners, authorization, OAuth (when configured) and the relay.
 
     Args:
@@ -220,9 +218,11 @@ def build_slack_app(*, settings: Settings, service: SessionService, links: Viewe
             ``SLACK_CLIENT_ID`` + ``SLACK_CLIENT_SECRET``; ``SLACK_API_URL`` is the Web API base.
         service: the session service.
         links: signs viewer links.
+        installs: Slack installations, OAuth states and seen event ids (from the composition
+            root; the adapter never reaches into the session store for them).
         min_interval_s: least time between two thread posts of one workspace.
     """
-    adapter = SlackAdapter(settings=settings, service=service, links=links,
+    adapter = SlackAdapter(settings=settings, service=service, links=links, installs=installs,
                            min_interval_s=min_interval_s)
     secret = settings.slack_signing_secret.get_secret_value()  # type: ignore[union-attr]
     kwargs: dict[str, Any] = {
@@ -236,7 +236,7 @@ def build_slack_app(*, settings: Settings, service: SessionService, links: Viewe
             client_id=settings.slack_client_id, client_secret=client_secret, scopes=BOT_SCOPES,
             user_scopes=[], installation_store=adapter.installations,
             installation_store_bot_only=True,
-            state_store=SqliteOAuthStateStore(adapter.store),
+            state_store=SlackOAuthStateStore(adapter.installs),
             redirect_uri=(
                 f"{settings.base_url}/slack/oauth_redirect" if settings.public_url else None
             ),

@@ -28,6 +28,7 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
+from bot.compat import aioice_compat, aiortc_compat
 from bot.core.errors import (
     AtCapacity,
     ConfigError,
@@ -47,14 +48,13 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
-from bot.providers.local import loopback
+from bot.providers.local import persona
 from bot.providers.local.answer import (
     LLM_DOWN,
     ChatClient,
     LLMConfig,
     LLMError,
-    answer_from_knowledge,
-    retrieve,
+    local_answer,
 )
 from bot.providers.local.face import DEFAULT_LOOK, LOOKS, Face, Look
 from bot.providers.local.media import FanoutTrack, SessionMedia, Speaker
@@ -130,7 +130,7 @@ class LocalProvider(ProviderBase):
     display_name = "Local avatar"
 
     def __init__(
-        self, *, events: EventHub, pricing: Pricing, width: int = 320, height: int = 240,
+        self, *, events: EventHub, pricing: Pricing, width: int = 640, height: int = 480,
         fps: int = 15, ice_servers: list[dict[str, Any]] | None = None,
         allow_loopback: bool = False, llm: LLMConfig | None = None,
         http: httpx.AsyncClient | None = None, max_sessions: int = MAX_SESSIONS,
@@ -156,7 +156,7 @@ class LocalProvider(ProviderBase):
         self._chat = ChatClient(llm, self._http) if llm is not None and self._http else None
         self._loopback = allow_loopback
         if allow_loopback:
-            loopback.acquire()
+            aioice_compat.acquire_loopback()
         self._render_pool = ThreadPoolExecutor(2, thread_name_prefix="local-avatar-render")
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="local-avatar-speech")
         self._sessions: dict[str, _Session] = {}
@@ -271,7 +271,7 @@ class LocalProvider(ProviderBase):
         if self._own_http and self._http is not None:
             await self._http.aclose()
         if self._loopback:
-            loopback.release()
+            aioice_compat.release_loopback()
 
     def _live(self, session: ProviderSession) -> _Session:
         sess = self._sessions.get(session.provider_session_id)
@@ -293,15 +293,23 @@ class LocalProvider(ProviderBase):
         if sess.speaker.full:  # refused before the chat endpoint is paid for
             raise SpeechBusy()
         generation = sess.interrupts
+        name, look_id = sess.look.name, sess.look.id
         if self._chat is None:
-            answer = answer_from_knowledge(sess.knowledge, text)
+            answer = local_answer(sess.knowledge, text, name, look_id).text
         else:
             try:
-                answer = await self._chat.answer(sess.knowledge, text)
+                answer = await self._chat.answer(sess.knowledge, text,
+                                                 persona.system_prompt(name, look_id))
             except LLMError as exc:
                 log.warning("local avatar chat endpoint failed: %s", exc)
-                found = retrieve(sess.knowledge, text)
-                answer = f"{LLM_DOWN} From my notes: {found}" if found else LLM_DOWN
+                # what the avatar can say without the endpoint, if anything
+                reply = local_answer(sess.knowledge, text, name, look_id)
+                if reply.kind == "knowledge":
+                    answer = f"{LLM_DOWN} From my notes: {reply.text}"
+                elif reply.kind == "fallback":
+                    answer = LLM_DOWN
+                else:
+                    answer = f"{LLM_DOWN} {reply.text}"
         if self._live(session).interrupts != generation:
             return  # interrupted while the answer was being found
         await self._speak(sess, session, answer)
@@ -349,8 +357,10 @@ class LocalProvider(ProviderBase):
                 transceiver.setCodecPreferences(
                     [c for c in codecs if c.mimeType.lower() in _CODECS[kind]]
                 )
-                # aiortc asks its own encoder for a keyframe on PLI/FIR; ours is shared
-                transceiver.sender._send_keyframe = sess.media.request_keyframe
+                # a viewer's PLI/FIR must reach the shared encoder, not aiortc's own
+                aiortc_compat.route_keyframe_requests(
+                    transceiver.sender, sess.media.request_keyframe
+                )
             pc.on("connectionstatechange", lambda: self._on_state(sess, viewer_id, pc))
             await pc.setLocalDescription(await pc.createOffer())
         except BaseException:

@@ -1,0 +1,189 @@
+"""Slack installations, OAuth states and handled event ids in the SQLite file (migration 0002).
+
+Implements ``bot.core.ports.SlackInstallStore`` on the store's one writer, so these rows share
+its file and its transactions. slack-bolt's default stores would write JSON files under
+``~/.bolt-app-installation`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from typing import Any
+
+from bot.storage.sqlite import SqliteStore, _ensure_tenant
+
+# Slack redelivers an event for at most about an hour; ids older than this can go.
+EVENT_MEMORY_S = 3 * 3600
+
+
+def _key(value: str | None) -> str:
+    return value or ""
+
+
+def _data(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    return json.loads(row[0]) if row is not None else None
+
+
+class SqliteSlackInstallStore:
+    """The Slack install port on a ``SqliteStore``.
+
+    Args:
+        store: the open store whose writer thread runs these statements.
+    """
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def save_installation(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        data: dict[str, Any],
+        installed_at: float,
+        activate_tenant: str | None = None,
+    ) -> None:
+        """Insert or replace one user's installation; create and (re)activate a tenant with it."""
+        row = (
+            client_id, _key(enterprise_id), _key(team_id), _key(user_id), json.dumps(data),
+            float(installed_at),
+        )
+
+        def body(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO slack_installations VALUES (?, ?, ?, ?, ?, ?)", row)
+            if activate_tenant is not None:
+                _ensure_tenant(c, activate_tenant)
+                c.execute("UPDATE tenants SET active = 1 WHERE tenant = ?", (activate_tenant,))
+
+        await self._store.write(body)
+
+    async def save_bot(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        data: dict[str, Any],
+        installed_at: float,
+    ) -> None:
+        """Insert or replace the workspace's bot installation."""
+        row = (client_id, _key(enterprise_id), _key(team_id), json.dumps(data), float(installed_at))
+        await self._store.write(
+            lambda c: c.execute("INSERT OR REPLACE INTO slack_bots VALUES (?, ?, ?, ?, ?)", row)
+        )
+
+    async def find_bot(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        is_enterprise_install: bool = False,
+    ) -> dict[str, Any] | None:
+        """The bot row's data (an org-wide install is looked up with team ``''``)."""
+        team = "" if is_enterprise_install else _key(team_id)
+        args = (client_id, _key(enterprise_id), team)
+        row = await self._store.run(
+            lambda c: c.execute(
+                "SELECT data FROM slack_bots WHERE client_id = ? AND enterprise_id = ? "
+                "AND team_id = ?", args,
+            ).fetchone()
+        )
+        return _data(row)
+
+    async def find_installation(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool = False,
+    ) -> dict[str, Any] | None:
+        """The user's installation data, or the workspace's newest when ``user_id`` is None."""
+        team = "" if is_enterprise_install else _key(team_id)
+        sql = (
+            "SELECT data FROM slack_installations WHERE client_id = ? AND enterprise_id = ? "
+            "AND team_id = ?"
+        )
+        args: tuple[str, ...] = (client_id, _key(enterprise_id), team)
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args = (*args, user_id)
+        sql += " ORDER BY installed_at DESC LIMIT 1"
+        row = await self._store.run(lambda c: c.execute(sql, args).fetchone())
+        return _data(row)
+
+    async def delete_bot(
+        self, client_id: str, *, enterprise_id: str | None, team_id: str | None
+    ) -> None:
+        """Forget the workspace's bot installation."""
+        args = (client_id, _key(enterprise_id), _key(team_id))
+        await self._store.write(
+            lambda c: c.execute(
+                "DELETE FROM slack_bots WHERE client_id = ? AND enterprise_id = ? AND team_id = ?",
+                args,
+            )
+        )
+
+    async def delete_installations(
+        self,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+    ) -> None:
+        """Forget one user's installation, or all of the workspace's when ``user_id`` is None."""
+        sql = (
+            "DELETE FROM slack_installations WHERE client_id = ? AND enterprise_id = ? "
+            "AND team_id = ?"
+        )
+        args: tuple[str, ...] = (client_id, _key(enterprise_id), _key(team_id))
+        if user_id is not None:
+            sql += " AND user_id = ?"
+            args = (*args, user_id)
+        await self._store.write(lambda c: c.execute(sql, args))
+
+    async def issue_oauth_state(self, state: str, expires_in_s: float) -> None:
+        """Record a new OAuth state valid for ``expires_in_s`` (expired ones are dropped)."""
+        now = time.time()
+
+        def body(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM slack_oauth_states WHERE expires_at < ?", (now,))
+            c.execute("INSERT INTO slack_oauth_states VALUES (?, ?)", (state, now + expires_in_s))
+
+        await self._store.write(body)
+
+    async def consume_oauth_state(self, state: str) -> bool:
+        """Whether the state was issued and has not expired; it is used up either way."""
+        now = time.time()
+
+        def body(c: sqlite3.Connection) -> bool:
+            row = c.execute(
+                "SELECT expires_at FROM slack_oauth_states WHERE state = ?", (state,)
+            ).fetchone()
+            c.execute("DELETE FROM slack_oauth_states WHERE state = ?", (state,))
+            return row is not None and row[0] >= now
+
+        return await self._store.write(body)
+
+    async def remember_event(self, event_id: str, team_id: str | None) -> bool:
+        """Record an Events API delivery; False when this event id was seen before."""
+        now = time.time()
+
+        def body(c: sqlite3.Connection) -> bool:
+            c.execute("DELETE FROM slack_events WHERE received_at < ?", (now - EVENT_MEMORY_S,))
+            cur = c.execute(
+                "INSERT OR IGNORE INTO slack_events VALUES (?, ?, ?)", (event_id, team_id, now)
+            )
+            return cur.rowcount == 1
+
+        return await self._store.write(body)
+
+
+__all__ = ["EVENT_MEMORY_S", "SqliteSlackInstallStore"]
