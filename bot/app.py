@@ -26,6 +26,7 @@ from bot.core.models import PLAYGROUND, ComponentStatus
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
+from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
 from bot.storage import SqliteStore
 
@@ -44,6 +45,8 @@ class Services:
     service: SessionService
     reaper: SessionReaper
     links: ViewerLinks
+    tenants: TenantService
+    bindings: ChatBindings
 
 
 def build_providers(
@@ -128,7 +131,10 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         )
         links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
         await top_up_playground(settings, store)
-        yield Services(settings, http, store, events, providers, service, reaper, links)
+        yield Services(
+            settings, http, store, events, providers, service, reaper, links,
+            TenantService(store), ChatBindings(store),
+        )
 
 
 async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
@@ -199,7 +205,10 @@ def _build_web(services: Services, stack: AsyncExitStack) -> web.Application:
     if settings.slack_enabled:
         from bot.platforms.slack import build_slack_app, mount_slack
 
-        bolt = build_slack_app(settings=settings, service=services.service, links=services.links)
+        bolt = build_slack_app(
+            settings=settings, service=services.service, tenants=services.tenants,
+            bindings=services.bindings, links=services.links,
+        )
         mount_slack(web_app, bolt)
         web_app["slack_bolt"] = bolt
     return web_app
@@ -214,7 +223,8 @@ async def _start_platforms(
         from bot.platforms.discord import build_discord_client
 
         client = build_discord_client(
-            settings=settings, service=services.service, links=services.links
+            settings=settings, service=services.service, tenants=services.tenants,
+            bindings=services.bindings, links=services.links,
         )
         stack.push_async_callback(client.close)
         token = settings.discord_token.get_secret_value()

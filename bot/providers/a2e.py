@@ -83,7 +83,7 @@ class A2EProvider(ProviderBase):
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="server", interrupt=False, pricing=pricing,
-            max_duration_s=3600,
+            max_duration_s=3600, max_text_chars=2000, max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,

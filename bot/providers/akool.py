@@ -95,7 +95,8 @@ class AKoolProvider(ProviderBase):
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="viewer", set_context=False, pricing=pricing,
-            max_duration_s=MAX_DURATION_S, lists_sessions=True,
+            max_duration_s=MAX_DURATION_S, lists_sessions=True, max_text_chars=2000,
+            max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,

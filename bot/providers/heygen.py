@@ -86,6 +86,7 @@ class HeyGenProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport=transport, control="server", set_context=False, pricing=pricing,
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
+            max_text_chars=2000, max_knowledge_chars=20_000,
         )
         self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(

@@ -147,7 +147,8 @@ async def test_client_requests_the_intents_it_needs(stack: Stack) -> None:
     from bot.settings import Settings
 
     settings = Settings(_env_file=None, discord_token="x")  # type: ignore[call-arg]
-    client = build_discord_client(settings=settings, service=stack.service, links=stack.links)
+    client = build_discord_client(settings=settings, service=stack.service, tenants=stack.tenants,
+                                  bindings=stack.bindings, links=stack.links)
     intents = client.intents
     assert intents.guilds and intents.guild_messages and intents.message_content
     assert not intents.members and not intents.presences

@@ -186,7 +186,7 @@ class ThreadRelay:
             text, standalone = summary_text(event.summary), True
         else:
             return
-        bindings = await self.bot.service.store.bindings_for_session(event.session_id)
+        bindings = await self.bot.bindings.for_session(event.session_id)
         for binding in bindings:
             if binding.platform != "discord":
                 continue
@@ -259,7 +259,7 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         return
     if bot.user is not None and message.author.id == bot.user.id:
         return
-    binding = await bot.service.store.binding_for_thread("discord", str(message.channel.id))
+    binding = await bot.bindings.for_thread("discord", str(message.channel.id))
     if binding is None:
         return
     text = message.content
