@@ -20,6 +20,7 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
         ├── ProviderAuthError     the key is wrong or the account is blocked
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
         └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
+            └── ProviderSessionGone   the vendor session has already ended (a stop succeeds)
 """
 
 from __future__ import annotations
@@ -150,3 +151,14 @@ class ProviderRejected(ProviderError):
 
     def __init__(self, provider: str, user_message: str, **kw: object) -> None:
         super().__init__(provider, user_message, retryable=False, **kw)  # type: ignore[arg-type]
+
+
+class ProviderSessionGone(ProviderRejected):
+    """The vendor says the session has already ended or never existed.
+
+    Stopping such a session counts as stopped; callers test for this type, never for the text.
+    """
+
+    def __init__(self, provider: str, user_message: str | None = None, **kw: object) -> None:
+        msg = user_message or f"That {provider} session has already ended."
+        super().__init__(provider, msg, **kw)
