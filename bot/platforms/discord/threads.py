@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.core.errors import AvatarBotError
 from bot.core.events import AnyEvent, Ended, Transcript, Warning
 from bot.core.models import SessionSummary
+from bot.platforms.discord.commands import guild_tenant
+from bot.platforms.discord.errors import user_text
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import AvatarBot
@@ -272,10 +273,10 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
     try:
         await bot.service.send(
             binding.session_id, text, author=message.author.display_name,
-            tenant=f"discord:{message.guild.id}",
+            tenant=guild_tenant(message.guild.id),
         )
-    except AvatarBotError as exc:
-        await _reply(message, f"⚠️ {exc.user_message}")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one reply, as for commands
+        await _reply(message, user_text(exc))
         return
     try:
         await message.add_reaction(ACCEPTED)

@@ -21,7 +21,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.errors import SessionNotFound
+from bot.core.errors import InvalidRequest, SessionNotFound
 from bot.core.events import AnyEvent, Ended, StateChanged, Transcript, Warning
 from bot.core.models import SessionState, TenantId
 from bot.core.service import SessionService
@@ -246,11 +246,15 @@ class ThreadRelay:
             record = await self._service.get(sid)
         except SessionNotFound:
             return None
-        if not record.tenant.startswith("slack:"):
+        try:
+            tenant = TenantId.parse(record.tenant)
+        except InvalidRequest:
+            return None
+        if tenant.platform != "slack":
             return None
         for binding in await self._bindings.for_session(sid):
             if binding.platform == "slack":
-                return Target(record.tenant.split(":", 1)[1], binding.channel_id,
+                return Target(tenant.id, binding.channel_id,
                               binding.message_id or binding.thread_id.rsplit(":", 1)[-1],
                               record.avatar_name)
         if record.state.is_open:
