@@ -51,7 +51,7 @@ AVATAR_CACHE_S = 300.0
 class StartCommand(BaseModel):
     """A request to start a session, as a platform received it."""
 
-    tenant: str
+    tenant: TenantKey  # a TenantId is stored as its text (see the validator)
     user: str
     provider: str | None = None
     avatar: str | None = None
@@ -63,6 +63,7 @@ class StartCommand(BaseModel):
     @field_validator("tenant", mode="before")
     @classmethod
     def _tenant_key(cls, v: object) -> object:
+        # Kept as its ``platform:id`` text: the form the store and every record use.
         return str(v) if isinstance(v, TenantId) else v
 
 
@@ -196,7 +197,7 @@ class SessionService:
         knowledge = _clean_knowledge(cmd.knowledge, prov.capabilities)
         now = utcnow()
         record = SessionRecord(
-            id=secrets.token_hex(8), tenant=cmd.tenant, provider=prov.name,
+            id=secrets.token_hex(8), tenant=str(cmd.tenant), provider=prov.name,
             avatar_id=avatar.id, avatar_name=avatar.name, mode=cmd.mode,
             state=SessionState.PENDING, requested_s=duration_s,
             reserved=prov.capabilities.pricing.cost(duration_s), started_by=cmd.user,
@@ -233,7 +234,7 @@ class SessionService:
         prov = self.provider(avatar.provider)
         duration_s = self._duration(cmd.minutes, prov)
         _clean_knowledge(cmd.knowledge, prov.capabilities)
-        tenant = cmd.tenant
+        tenant = str(cmd.tenant)
         await self.store.ensure_tenant(tenant)
         check_start(
             limits=await self.store.get_limits(tenant),
