@@ -15,9 +15,14 @@ from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, fiel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
-from bot.core.models import Limits, Pricing
+from bot.core.models import Limits, Pricing, limit_bounds
 
 IdList = Annotated[list[str], NoDecode]
+
+
+_CONCURRENT = limit_bounds("max_concurrent")
+_MINUTES = limit_bounds("max_minutes")
+_DAILY = limit_bounds("daily_user_credits")
 
 
 class Settings(BaseSettings):
@@ -67,16 +72,17 @@ class Settings(BaseSettings):
     local_billing_minimum_s: int = Field(default=60, ge=0)
 
     # --- default tenant limits (admins change them per tenant)
-    default_max_concurrent: int = Field(default=2, ge=0)
-    default_max_minutes: int = Field(default=30, ge=1, le=240)
-    default_daily_user_credits: int = Field(default=500, ge=0)
+    # (the bounds are the limits' own: ``bot.core.models.Limits``)
+    default_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
+    default_max_minutes: int = Field(default=30, ge=_MINUTES[0], le=_MINUTES[1])
+    default_daily_user_credits: int = Field(default=500, ge=_DAILY[0], le=_DAILY[1])
     default_session_minutes: int = Field(default=10, ge=1, le=240)
 
     # --- the web playground (tenant web:playground)
     playground_enabled: bool = True
-    playground_credits: int = Field(default=100, ge=0)
-    playground_max_minutes: int = Field(default=5, ge=1)
-    playground_max_concurrent: int = Field(default=2, ge=0)
+    playground_credits: int = Field(default=100, ge=_DAILY[0], le=_DAILY[1])
+    playground_max_minutes: int = Field(default=5, ge=_MINUTES[0], le=_MINUTES[1])
+    playground_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
 
     # --- session reaper
     idle_timeout_s: int = Field(default=300, ge=30)

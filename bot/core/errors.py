@@ -23,6 +23,7 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
         │   └── AtCapacity        this process serves as many sessions/viewers as it may
         └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
+            └── ProviderSessionGone   the vendor session has already ended (a stop succeeds)
 """
 
 from __future__ import annotations
@@ -187,3 +188,12 @@ class AtCapacity(ProviderUnavailable):
 
     def __init__(self, provider: str, user_message: str) -> None:
         super().__init__(provider, user_message)
+class ProviderSessionGone(ProviderRejected):
+    """The vendor says the session has already ended or never existed.
+
+    Stopping such a session counts as stopped; callers test for this type, never for the text.
+    """
+
+    def __init__(self, provider: str, user_message: str | None = None, **kw: object) -> None:
+        msg = user_message or f"That {provider} session has already ended."
+        super().__init__(provider, msg, **kw)

@@ -150,6 +150,8 @@ class LocalProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="webrtc", control="server", multi_viewer=True, lists_sessions=False,
             survives_restart=False, pricing=pricing,
+            # The knowledge text goes into every LLM prompt: kept short (the playground is public).
+            max_text_chars=2000, max_knowledge_chars=5000,
         )
         self._own_http = http is None and llm is not None
         self._http = http or (httpx.AsyncClient() if llm is not None else None)
