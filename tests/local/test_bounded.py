@@ -20,7 +20,7 @@ from bot.app import build_providers
 from bot.core.errors import AtCapacity, SessionNotLive, SpeechBusy
 from bot.core.events import EventHub
 from bot.core.models import PLAYGROUND
-from bot.core.service import MAX_TEXT, SessionService, StartCommand
+from bot.core.service import SessionService, StartCommand
 from bot.providers.local import LocalProvider
 from bot.providers.local import provider as local_provider
 from bot.providers.local.speech import MAX_PIECE_CHARS, split_for_speech
@@ -28,6 +28,18 @@ from bot.settings import load_settings
 from bot.storage import SqliteStore
 
 from .conftest import PRICING, eventually, request
+
+# The longest text the service lets through to the built-in avatar (its capabilities' bound;
+# test_max_text_is_the_built_in_avatars_bound keeps the two equal).
+MAX_TEXT = 2000
+
+
+async def test_max_text_is_the_built_in_avatars_bound() -> None:
+    prov = local_provider.LocalProvider(events=EventHub(), pricing=PRICING)
+    try:
+        assert prov.capabilities.max_text_chars == MAX_TEXT
+    finally:
+        await prov.aclose()
 
 BUFFER = local_provider.SPEECH_BUFFER_BYTES  # 960,000 bytes: 10 s of 48 kHz mono 16-bit
 MiB = 1024 * 1024
