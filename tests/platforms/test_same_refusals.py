@@ -24,6 +24,7 @@ from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.slack import build_slack, mount_slack
 from bot.settings import Settings
+from bot.storage.slack_installs import SqliteSlackInstallStore
 from bot.storage.sqlite import SqliteStore
 from tests.discord.conftest import Stack as DiscordStack
 from tests.discord.conftest import final_text, make_settings, run_bot
@@ -95,7 +96,8 @@ async def both_platforms(tmp_path: Path) -> AsyncIterator[Sides]:
                             slack_bot_token=TOKEN, slack_api_url=fake_slack.api_url,
                             public_url="http://viewer.test")
         adapter = build_slack(settings=settings, service=service, tenants=TenantService(sstore),
-                              bindings=ChatBindings(sstore), links=links, min_interval_s=0.01)
+                              bindings=ChatBindings(sstore), links=links,
+                              installs=SqliteSlackInstallStore(sstore), min_interval_s=0.01)
         web_app = web.Application()
         mount_slack(web_app, adapter)
         await stack.enter_async_context(adapter.relay)
