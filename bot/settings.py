@@ -24,9 +24,14 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
-from bot.core.models import Limits, Pricing
+from bot.core.models import Limits, Pricing, limit_bounds
 
 IdList = Annotated[list[str], NoDecode]
+
+
+_CONCURRENT = limit_bounds("max_concurrent")
+_MINUTES = limit_bounds("max_minutes")
+_DAILY = limit_bounds("daily_user_credits")
 
 
 class Settings(BaseSettings):
@@ -81,16 +86,17 @@ class Settings(BaseSettings):
     local_billing_minimum_s: int = Field(default=60, ge=0)
 
     # --- default tenant limits (admins change them per tenant)
-    default_max_concurrent: int = Field(default=2, ge=0)
-    default_max_minutes: int = Field(default=30, ge=1, le=240)
-    default_daily_user_credits: int = Field(default=500, ge=0)
+    # (the bounds are the limits' own: ``bot.core.models.Limits``)
+    default_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
+    default_max_minutes: int = Field(default=30, ge=_MINUTES[0], le=_MINUTES[1])
+    default_daily_user_credits: int = Field(default=500, ge=_DAILY[0], le=_DAILY[1])
     default_session_minutes: int = Field(default=10, ge=1, le=240)
 
     # --- the web playground (tenant web:playground)
     playground_enabled: bool = True
-    playground_credits: int = Field(default=100, ge=0)
-    playground_max_minutes: int = Field(default=5, ge=1)
-    playground_max_concurrent: int = Field(default=2, ge=0)
+    playground_credits: int = Field(default=100, ge=_DAILY[0], le=_DAILY[1])
+    playground_max_minutes: int = Field(default=5, ge=_MINUTES[0], le=_MINUTES[1])
+    playground_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
 
     # --- session reaper
     idle_timeout_s: int = Field(default=300, ge=30)
@@ -99,12 +105,18 @@ class Settings(BaseSettings):
     stop_sessions_on_shutdown: bool = True
 
     # --- the built-in local avatar
-    local_video_width: int = Field(default=320, ge=64, le=1920)
-    local_video_height: int = Field(default=240, ge=64, le=1080)
+    local_video_width: int = Field(default=640, ge=64, le=1920)
+    local_video_height: int = Field(default=480, ge=64, le=1080)
     local_video_fps: int = Field(default=15, ge=1, le=60)
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     local_allow_loopback: bool = False
+    # caps per process and per session (defaults: bot/providers/local/provider.py)
+    local_max_sessions: int = Field(default=8, ge=1, le=1000)
+    local_max_viewers: int = Field(default=30, ge=1, le=10_000)
+    local_max_viewers_per_session: int = Field(default=10, ge=1, le=10_000)
+    local_speech_buffer_bytes: int = Field(default=960_000, ge=96_000, le=100_000_000)
+    local_max_pending_says: int = Field(default=4, ge=1, le=100)
     # TURN for viewers with per-viewer credentials minted from a shared secret (coturn's
     # use-auth-secret; docs/browser.md). Static TURN credentials are never sent to browsers.
     turn_urls: IdList = Field(default_factory=list)

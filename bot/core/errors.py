@@ -16,11 +16,14 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
     ├── SessionNotLive            the session has ended or has not started yet
     ├── NotAllowed                role/user not allowed, admin command by a non-admin
     ├── LimitReached              concurrent sessions, longest session, daily cap
-    │   └── InsufficientCredits
+    │   ├── InsufficientCredits
+    │   └── SpeechBusy            too many texts already waiting to be spoken
     └── ProviderError             a vendor said no or did not answer (see ``retryable``)
         ├── ProviderAuthError     the key is wrong or the account is blocked
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
+        │   └── AtCapacity        this process serves as many sessions/viewers as it may
         └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
+            └── ProviderSessionGone   the vendor session has already ended (a stop succeeds)
 """
 
 from __future__ import annotations
@@ -124,6 +127,13 @@ class InsufficientCredits(LimitReached):
         self.required = required
 
 
+class SpeechBusy(LimitReached):
+    """The avatar has as many texts waiting to be spoken as it accepts."""
+
+    def __init__(self) -> None:
+        super().__init__("The avatar is still speaking; wait or interrupt.")
+
+
 class ProviderError(AvatarBotError):
     """A vendor call failed.
 
@@ -182,3 +192,22 @@ class ProviderRejected(ProviderError):
 
     def __init__(self, provider: str, user_message: str, **kw: object) -> None:
         super().__init__(provider, user_message, retryable=False, **kw)  # type: ignore[arg-type]
+
+
+class AtCapacity(ProviderUnavailable):
+    """The process already serves as many sessions or viewers as its settings allow.
+
+    Nothing was started or connected; the same request may succeed once another ends.
+    """
+
+    def __init__(self, provider: str, user_message: str) -> None:
+        super().__init__(provider, user_message)
+class ProviderSessionGone(ProviderRejected):
+    """The vendor says the session has already ended or never existed.
+
+    Stopping such a session counts as stopped; callers test for this type, never for the text.
+    """
+
+    def __init__(self, provider: str, user_message: str | None = None, **kw: object) -> None:
+        msg = user_message or f"That {provider} session has already ended."
+        super().__init__(provider, msg, **kw)

@@ -19,6 +19,7 @@ from bot.core.errors import (
     InvalidRequest,
     ProviderError,
     ProviderRejected,
+    ProviderSessionGone,
     ProviderUnavailable,
 )
 from bot.core.events import EventHub, Transcript
@@ -83,7 +84,7 @@ class A2EProvider(ProviderBase):
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="server", interrupt=False, pricing=pricing,
-            max_duration_s=3600,
+            max_duration_s=3600, max_text_chars=2000, max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -219,7 +220,7 @@ _GONE = "That A2E session has already ended."
 
 
 def _is_gone(exc: ProviderError) -> bool:
-    return exc.user_message == _GONE or exc.status_code == 404
+    return isinstance(exc, ProviderSessionGone) or exc.status_code == 404
 
 
 def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
@@ -242,5 +243,5 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
     if "avatar" in msg and ("not" in msg or "invalid" in msg):
         return ProviderRejected("a2e", "That avatar does not exist.", status_code=status, code=code)
     if "channel" in msg and ("not" in msg or "left" in msg or "closed" in msg):
-        return ProviderRejected("a2e", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("a2e", _GONE, status_code=status, code=code)
     return None

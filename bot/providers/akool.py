@@ -20,6 +20,7 @@ from bot.core.errors import (
     InvalidRequest,
     ProviderError,
     ProviderRejected,
+    ProviderSessionGone,
     ProviderUnavailable,
 )
 from bot.core.events import EventHub, Relay, Transcript
@@ -95,7 +96,8 @@ class AKoolProvider(ProviderBase):
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="viewer", set_context=False, pricing=pricing,
-            max_duration_s=MAX_DURATION_S, lists_sessions=True,
+            max_duration_s=MAX_DURATION_S, lists_sessions=True, max_text_chars=2000,
+            max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -220,9 +222,8 @@ class AKoolProvider(ProviderBase):
             await self._api.call(
                 "POST", f"{_API}/liveAvatar/session/close", json_body={"id": vendor_id}
             )
-        except ProviderRejected as exc:
-            if exc.code not in (1216, 1219):  # does not exist / already closed
-                raise
+        except ProviderSessionGone:
+            pass  # 1216 does not exist / 1219 already closed: stopped either way
         self._modes.pop(session.session_id, None)
         self._echo.forget(session.session_id)
         self._replies = {k: v for k, v in self._replies.items() if k[0] != session.session_id}
@@ -291,9 +292,9 @@ _ERRORS: dict[int, tuple[type[ProviderError], str]] = {
     1213: (ProviderRejected, "The AKool account needs a subscription for live avatars."),
     1214: (ProviderUnavailable, "The AKool avatar is still being prepared; try again soon."),
     1215: (ProviderUnavailable, "AKool has no free capacity right now; try again in a minute."),
-    1216: (ProviderRejected, "That AKool session does not exist any more."),
+    1216: (ProviderSessionGone, "That AKool session does not exist any more."),
     1218: (ProviderUnavailable, "AKool failed to process the request; try again soon."),
-    1219: (ProviderRejected, "That AKool session is already closed."),
+    1219: (ProviderSessionGone, "That AKool session is already closed."),
     1221: (ProviderRejected, "The AKool account is not subscribed to live avatars."),
 }
 _AUTH_CODES = {1009, 1101, 1102, 1200}

@@ -20,6 +20,7 @@ from bot.core.errors import (
     InvalidRequest,
     ProviderError,
     ProviderRejected,
+    ProviderSessionGone,
 )
 from bot.core.events import EventHub, Transcript
 from bot.core.models import (
@@ -86,6 +87,7 @@ class HeyGenProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport=transport, control="server", set_context=False, pricing=pricing,
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
+            max_text_chars=2000, max_knowledge_chars=20_000,
         )
         self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(
@@ -209,7 +211,7 @@ class HeyGenProvider(ProviderBase):
         try:
             await self._post("streaming.stop", {"session_id": _sid(session)})
         except ProviderRejected as exc:
-            if exc.user_message != _GONE and exc.status_code != 404:
+            if not isinstance(exc, ProviderSessionGone) and exc.status_code != 404:
                 raise
         self._forget(session.session_id, _sid(session))
 
@@ -332,7 +334,7 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
             status_code=status, code=code,
         )
     if "session" in msg and ("closed" in msg or "not found" in msg or "not exist" in msg):
-        return ProviderRejected("heygen", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("heygen", _GONE, status_code=status, code=code)
     if "state wrong" in msg:  # e.g. "session state wrong: new": no viewer has connected yet
         return ProviderRejected(
             "heygen", "The HeyGen avatar is not connected yet; open the viewer link first.",
