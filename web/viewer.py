@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bot.core.errors import AvatarBotError, SessionNotFound
+from bot.core.errors import AvatarBotError, SessionNotFound, StoreFault
 from bot.core.ice import minted_turn_server, public_ice_servers
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState
@@ -209,7 +209,13 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
     try:
         # The session may have ended between the check above and the join (its end event
         # then went by before this page's room listened).
-        record = await ctx.service.get(record.id)
+        try:
+            record = await ctx.service.get(record.id)
+        except StoreFault as exc:
+            # The socket is open: no JSON error can be sent; the page retries on this code.
+            log.warning("viewer socket: database fault: %s", exc.cause)
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER)
+            return ws
         if not record.state.is_open:
             await ws.send_json({"type": "end", "summary": None})
             await ws.close()
