@@ -21,9 +21,12 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
         ├── ProviderAuthError     the key is wrong or the account is blocked
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
         └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
+            └── ProviderSessionGone   the vendor says the session no longer exists (it ended it)
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class AvatarBotError(Exception):
@@ -168,3 +171,30 @@ class ProviderRejected(ProviderError):
 
     def __init__(self, provider: str, user_message: str, **kw: object) -> None:
         super().__init__(provider, user_message, retryable=False, **kw)  # type: ignore[arg-type]
+
+
+class ProviderSessionGone(ProviderRejected):
+    """The vendor says the session no longer exists: it ended the session on its own.
+
+    Raised by adapters (on say, ask, keep-alive ...) so the service can end the session as
+    vendor-ended instead of leaving it live with its credits reserved.
+
+    Args:
+        provider: the provider's name.
+        user_message: what to tell the person whose command failed.
+        reason: why the session ended, in plain words, for the end summary.
+        ended_at: when the vendor ended it, if known (credits settle there); else "now".
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        user_message: str,
+        *,
+        reason: str | None = None,
+        ended_at: datetime | None = None,
+        **kw: object,
+    ) -> None:
+        super().__init__(provider, user_message, **kw)
+        self.reason = reason or "the vendor ended the session"
+        self.ended_at = ended_at

@@ -14,7 +14,13 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from bot.core.events import Transcript
-from bot.core.models import AvatarInfo, Capabilities, ProviderSession, StartRequest
+from bot.core.models import (
+    AvatarInfo,
+    Capabilities,
+    ProviderSession,
+    StartRequest,
+    VendorStatus,
+)
 
 
 @runtime_checkable
@@ -67,6 +73,21 @@ class AvatarProvider(Protocol):
 
     async def aclose(self) -> None:
         """Release the provider's own resources (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class SessionStatusSource(Protocol):
+    """Optional capability: ask the vendor whether one of its sessions is still open.
+
+    Providers whose vendor can end a session on its own without telling us by an event
+    implement it (AKool's session detail, HeyGen's session list, A2E's room expiry); the reaper
+    calls it for live sessions at most every ``capabilities.status_interval_s`` seconds. Raise a
+    ``ProviderError`` when the vendor cannot be asked: the session is then left as it is.
+    """
+
+    async def status(self, session: ProviderSession) -> VendorStatus:
+        """Whether the vendor still holds ``session`` open, and if not since when and why."""
         ...
 
 
