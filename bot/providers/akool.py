@@ -96,12 +96,13 @@ class AKoolProvider(ProviderBase):
         base_url: str = "https://openapi.akool.com",
         timeout_s: float = 15.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen model, safe as a default
+        status_interval_s: float = STATUS_INTERVAL_S,
     ) -> None:
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="viewer", set_context=False, pricing=pricing,
             max_duration_s=MAX_DURATION_S, lists_sessions=True,
-            status_interval_s=STATUS_INTERVAL_S,
+            status_interval_s=status_interval_s,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,

@@ -91,12 +91,13 @@ class HeyGenProvider(ProviderBase):
         base_url: str = "https://api.heygen.com",
         timeout_s: float = 15.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen model, safe as a default
+        status_interval_s: float = STATUS_INTERVAL_S,
     ) -> None:
         self.events = events
         self.capabilities = Capabilities(
             transport="livekit", control="server", set_context=False, pricing=pricing,
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
-            status_interval_s=STATUS_INTERVAL_S,
+            status_interval_s=status_interval_s,
         )
         self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(

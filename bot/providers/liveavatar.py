@@ -33,6 +33,7 @@ from bot.core.errors import (
     InvalidRequest,
     ProviderError,
     ProviderRejected,
+    ProviderSessionGone,
 )
 from bot.core.events import EventHub, Relay, Transcript, VendorEnded
 from bot.core.models import (
@@ -481,7 +482,8 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
         )
     if "session" in msg and any(w in msg for w in ("not found", "ended", "closed", "inactive",
                                                    "not active", "stopped")):
-        return ProviderRejected("liveavatar", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("liveavatar", _GONE, reason="LiveAvatar ended the session",
+                                   status_code=status, code=code)
     if "sandbox" in msg:
         return ProviderRejected(
             "liveavatar", "LiveAvatar sandbox mode takes only its sandbox avatar (Wayne).",
@@ -491,7 +493,8 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
         return ProviderRejected("liveavatar", "That avatar does not exist.", status_code=status,
                                 code=code)
     if status == 404 and "session" in msg:
-        return ProviderRejected("liveavatar", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("liveavatar", _GONE, reason="LiveAvatar ended the session",
+                                   status_code=status, code=code)
     if status == 422:
         return ProviderRejected("liveavatar", "LiveAvatar refused the request's parameters.",
                                 status_code=status, code=code)
