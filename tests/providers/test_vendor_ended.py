@@ -115,6 +115,7 @@ async def assert_settled_at(w: World, record_id: str, vendor_end: datetime,
     assert final.settled == PER_SECOND.cost(used)
     # what we would have charged had we settled when we noticed: strictly more
     assert PER_SECOND.cost((noticed - final.started_at).total_seconds()) > final.settled
+    await eventually(lambda: w.ended)
     (summary,) = [e.summary for e in w.ended if e.session_id == record_id]
     assert summary.reason == reason and summary.settled == final.settled
     assert summary.released == final.reserved - final.settled
@@ -145,6 +146,7 @@ async def test_a2e_asking_a_released_room_ends_the_session_and_says_so(tmp_path:
         final = await w.service.get(record.id)
         assert final.state is SessionState.ENDED
         assert final.end_reason == "A2E closed the avatar's room"
+        await eventually(lambda: w.ended)
         assert [e.summary.reason for e in w.ended] == ["A2E closed the avatar's room"]
         assert await w.store.verify() == []
 
@@ -213,20 +215,21 @@ async def test_heygen_task_on_a_closed_session_ends_it(tmp_path: Path) -> None:
         assert await w.store.verify() == []
 
 
-async def test_heygen_keep_alive_answering_closed_ends_it(tmp_path: Path) -> None:
-    async with world("heygen-livekit", tmp_path) as w:
+async def test_a_keep_alive_answering_gone_ends_the_session_in_that_tick(tmp_path: Path):
+    async with world("liveavatar", tmp_path) as w:
         record = await w.start()
-        prov = w.service.providers["heygen"]
-        w.fake.end_session(record.provider_session_id)
-        ps = (await w.service.get(record.id)).provider_session()
-        assert ps is not None
-        with pytest.raises(ProviderSessionGone) as err:
-            await prov.keep_alive(ps)
-        await w.service.vendor_ended(record.id, err.value.reason, err.value.ended_at)
+        vid = record.provider_session_id
+        w.fake.sessions[vid].sockets.clear()  # neither the socket nor a page tells us
+        await w.fake.end_session(vid, "IDLE_TIMEOUT")
+        w.fake.viewer_messages.pop(vid, None)
+        await w.reaper.tick()  # the keep-alive answers "Session is not active"
+        assert w.fake.calls("/sessions/keep-alive")
         final = await w.service.get(record.id)
         assert final.state is SessionState.ENDED
-        assert final.ending_at is not None and final.started_at is not None
-        assert final.ending_at >= final.started_at
+        assert final.end_reason == "LiveAvatar ended the session"
+        await eventually(lambda: w.ended)
+        assert [e.summary.reason for e in w.ended] == ["LiveAvatar ended the session"]
+        assert await w.store.verify() == []
 
 
 async def test_liveavatar_session_stopped_ends_it_at_once(tmp_path: Path) -> None:
