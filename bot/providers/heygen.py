@@ -124,14 +124,11 @@ class HeyGenProvider(ProviderBase):
         return answer
 
     def _end_time(self, session: ProviderSession) -> datetime | None:
-        """When HeyGen closed a session we found closed.
+        """When HeyGen closed a session we found closed: the last time it still had it open.
 
-        At its duration limit if that has passed, else the last time HeyGen still had it open
-        (``None``: not known, so "now").
+        HeyGen does not say when (``None``: not known, so "now"). Its own end at
+        ``session_duration_limit`` coincides with our expiry, which settlement is capped at.
         """
-        limit_end = _limit_end(session)
-        if limit_end is not None and limit_end <= utcnow():
-            return limit_end
         return self._seen_open.get(session.session_id)
 
     async def list_avatars(self) -> list[AvatarInfo]:
@@ -194,10 +191,7 @@ class HeyGenProvider(ProviderBase):
     def _to_session(
         self, request: StartRequest, new: _NewSession, answer: dict[str, Any]
     ) -> ProviderSession:
-        handle: dict[str, Any] = {
-            "session_id": new.session_id, "transport": "livekit",
-            "duration_limit_s": request.duration_s, "started_at": utcnow().isoformat(),
-        }
+        handle: dict[str, Any] = {"session_id": new.session_id, "transport": "livekit"}
         return ProviderSession(
             session_id=request.session_id, provider=self.name,
             provider_session_id=new.session_id,
@@ -263,14 +257,7 @@ class HeyGenProvider(ProviderBase):
         if _sid(session) in await self.list_open_sessions():
             self._seen_open[session.session_id] = utcnow()
             return VendorStatus(open=True)
-        return VendorStatus(open=False, reason=self._end_reason(session),
-                            ended_at=self._end_time(session))
-
-    def _end_reason(self, session: ProviderSession) -> str:
-        limit_end = _limit_end(session)
-        if limit_end is not None and limit_end <= utcnow():
-            return "it reached the length HeyGen was given"
-        return _CLOSED
+        return VendorStatus(open=False, reason=_CLOSED, ended_at=self._end_time(session))
 
     async def list_open_sessions(self) -> list[str]:
         """Vendor ids of the account's active sessions (``streaming.list``)."""
@@ -303,17 +290,6 @@ class HeyGenProvider(ProviderBase):
         if not text or (speaker == "avatar" and self._echo.is_echo(session.session_id, text)):
             return []
         return [Transcript(session_id=session.session_id, speaker=speaker, text=text)]
-
-
-def _limit_end(session: ProviderSession) -> datetime | None:
-    """When HeyGen ends the session by its ``session_duration_limit`` (``None``: not known)."""
-    limit, started = session.handle.get("duration_limit_s"), session.handle.get("started_at")
-    if not isinstance(limit, int) or not isinstance(started, str):
-        return None
-    try:
-        return datetime.fromisoformat(started) + timedelta(seconds=limit)
-    except ValueError:
-        return None
 
 
 def _sid(session: ProviderSession) -> str:

@@ -12,10 +12,9 @@ LiveKit SDK), so that is all a v1 session gets. At most ``max_concurrent`` sessi
 (trial accounts: 3). Billing: 0.2 credits per minute, 30 s minimum, counted on stop.
 
 ``session_duration_limit`` (seconds, exposed by HeyGen's SDK ``StartAvatarRequest``) is recorded
-per session and must be a positive integer; HeyGen ends the session when it is reached
-(``tick_limits``). ``end_session`` closes a session on HeyGen's side (idle timeout, credits, an
-error): it leaves ``streaming.list``, and calls about it answer "session state wrong: closed" (the
-message seen after an idle close, StreamingAvatarSDK issue 26).
+per session and must be a positive integer. ``end_session`` closes a session on HeyGen's side
+(idle timeout, credits, an error): it leaves ``streaming.list``, and calls about it answer
+"session state wrong: closed" (the message seen after an idle close, StreamingAvatarSDK issue 26).
 """
 
 from __future__ import annotations
@@ -92,16 +91,6 @@ class FakeHeyGen(FakeVendor):
         session.ended = time.monotonic() - ago_s
         session.ended_by_vendor_at = time.time() - ago_s
         self.credits_used += 0.2 * max(30.0, session.ended - session.created) / 60
-
-    def tick_limits(self) -> list[str]:
-        """Close the sessions whose ``session_duration_limit`` has passed; return their ids."""
-        now = time.monotonic()
-        closed = []
-        for s in self.sessions.values():
-            if s.status != "closed" and s.duration_limit and now - s.created >= s.duration_limit:
-                self.end_session(s.id, ago_s=now - s.created - s.duration_limit)
-                closed.append(s.id)
-        return closed
 
     def add_session(self, avatar_id: str = "Anna_public_3_20240108") -> str:
         """Start a session behind our back (an orphan); return its id."""
