@@ -22,7 +22,7 @@ from bot.storage import SqliteStore
 from bot.storage import sqlite as impl
 from bot.storage.migrations import apply_migrations
 
-LIMITS = Limits(max_concurrent=10**9, daily_user_credits=10**12, max_minutes=240)
+LIMITS = Limits(max_concurrent=50, daily_user_credits=1_000_000, max_minutes=240)  # the highest
 TENANT = "discord:1"
 
 

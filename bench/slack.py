@@ -28,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fak
 
 from bot.core.events import EventHub, Transcript
 from bot.core.links import ViewerLinks
+from bot.core.models import limit_bounds
 from bot.core.service import SessionService
-from bot.platforms.slack import build_slack_app, mount_slack
+from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.slack import build_slack, mount_slack
 from bot.settings import Settings
 from bot.storage import SqliteSlackInstallStore, SqliteStore
 from tests.fakes.provider import FakeProvider
@@ -66,32 +68,37 @@ async def main(n: int) -> None:
         hub = EventHub()
         service = SessionService(store=store, providers={"fake": FakeProvider(hub)}, events=hub)
         await store.grant("slack:T1", 1_000_000, "bench")
-        await store.set_limits("slack:T1", max_concurrent=100_000, daily_user_credits=10**9)
+        # The highest limits a tenant may have: a workspace runs at most that many at once.
+        most_at_once = limit_bounds("max_concurrent")[1]
+        await store.set_limits("slack:T1", max_concurrent=most_at_once,
+                               daily_user_credits=limit_bounds("daily_user_credits")[1])
         settings = Settings(_env_file=None, slack_signing_secret=SECRET, slack_bot_token=TOKEN,
                             slack_api_url=fake.api_url)
-        bolt = build_slack_app(settings=settings, service=service,
-                               links=ViewerLinks(b"bench-link-secret-0123", "http://v"),
-                               installs=SqliteSlackInstallStore(store), min_interval_s=1.0)
+        adapter = build_slack(settings=settings, service=service, tenants=TenantService(store),
+                              bindings=ChatBindings(store), installs=SqliteSlackInstallStore(store),
+                              links=ViewerLinks(b"bench-link-secret-0123", "http://v"),
+                              min_interval_s=1.0)
         web_app = web.Application()
-        mount_slack(web_app, bolt)
+        mount_slack(web_app, adapter)
+        await adapter.relay.start()
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
         async with aiohttp.ClientSession() as http:
-            for text in ("credits", "start"):
+            for text, count in (("credits", n), ("start", min(n, most_at_once))):
                 times = []
-                for i in range(n):
+                for i in range(count):
                     body = command(fake, text, i)
                     t0 = time.perf_counter()
                     async with http.post(url, data=body, headers=signed(body)) as resp:
                         assert resp.status == 200
                     times.append(time.perf_counter() - t0)
-                print(f"ack /avatar {text:<8} n={n}  p50={pct(times, .5):6.1f} ms  "
+                print(f"ack /avatar {text:<8} n={count}  p50={pct(times, .5):6.1f} ms  "
                       f"p95={pct(times, .95):6.1f} ms  p99={pct(times, .99):6.1f} ms  "
                       f"max={max(times) * 1000:6.1f} ms")
-            await fake.wait_for("chat.postMessage", n, within=60)
+            await fake.wait_for("chat.postMessage", min(n, most_at_once), within=60)
 
         record = (await service.open_sessions())[0]
         anchor = (await store.bindings_for_session(record.id))[0].message_id
@@ -116,6 +123,7 @@ async def main(n: int) -> None:
               f"min gap {min(gaps):.2f} s, median gap {statistics.median(gaps):.2f} s, "
               f"all delivered in order: {delivered() == wanted}")
         await service.stop_all("bench over")
+        await adapter.relay.aclose()
         await runner.cleanup()
         await store.close()
     await fake.close()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import httpx
 from aiohttp import web
@@ -27,8 +28,12 @@ from bot.core.ports import SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
+from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
 from bot.storage import SqliteSlackInstallStore, SqliteStore
+
+if TYPE_CHECKING:
+    from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ class Services:
     reaper: SessionReaper
     links: ViewerLinks
     slack_installs: SlackInstallStore
+    tenants: TenantService
+    bindings: ChatBindings
 
 
 def build_providers(
@@ -66,7 +73,11 @@ def build_providers(
         events=events, pricing=settings.pricing("local"), width=settings.local_video_width,
         height=settings.local_video_height, fps=settings.local_video_fps,
         ice_servers=settings.local_ice_servers, allow_loopback=settings.local_allow_loopback,
-        llm=llm, http=http,
+        llm=llm, http=http, max_sessions=settings.local_max_sessions,
+        max_viewers=settings.local_max_viewers,
+        max_viewers_per_session=settings.local_max_viewers_per_session,
+        speech_buffer_bytes=settings.local_speech_buffer_bytes,
+        max_pending_says=settings.local_max_pending_says,
     )
     return providers
 
@@ -132,6 +143,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         await top_up_playground(settings, store)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
+            TenantService(store), ChatBindings(store),
             slack_installs=SqliteSlackInstallStore(store),
         )
 
@@ -173,7 +185,12 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     async with build_services(settings) as services, AsyncExitStack() as stack:
         # Finish what a crash left before anyone can start a session.
         await services.reaper.reconcile()
-        web_app = _build_web(services, stack)
+        web_app, slack = _build_web(services)
+        if slack is not None:
+            # The process's one Slack relay: running before the first request is served, closed
+            # after the web server and the socket (the stack unwinds in reverse), so the end
+            # summaries of a shutdown still reach their threads.
+            await stack.enter_async_context(slack.relay)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -183,7 +200,7 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         async with asyncio.TaskGroup() as group:
             reaper = services.reaper.run(reconcile_first=False)
             started = [group.create_task(reaper, name="reaper")]
-            started += await _start_platforms(services, web_app, stack, group)
+            started += await _start_platforms(services, slack, stack, group)
             if ready is not None:
                 ready.set()
             await stopping.wait()
@@ -193,7 +210,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                 task.cancel()
 
 
-def _build_web(services: Services, stack: AsyncExitStack) -> web.Application:
+def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None]:
+    """The web app, with the Slack routes mounted when Slack is configured."""
     from web.app import create_app
 
     settings = services.settings
@@ -201,20 +219,22 @@ def _build_web(services: Services, stack: AsyncExitStack) -> web.Application:
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
     )
+    slack = None
     if settings.slack_enabled:
-        from bot.platforms.slack import build_slack_app, mount_slack
+        from bot.platforms.slack import build_slack, mount_slack
 
-        bolt = build_slack_app(
-            settings=settings, service=services.service, links=services.links,
+        slack = build_slack(
+            settings=settings, service=services.service, tenants=services.tenants,
+            bindings=services.bindings, links=services.links,
             installs=services.slack_installs,
         )
-        mount_slack(web_app, bolt)
-        web_app["slack_bolt"] = bolt
-    return web_app
+        mount_slack(web_app, slack)
+    return web_app, slack
 
 
 async def _start_platforms(
-    services: Services, web_app: web.Application, stack: AsyncExitStack, group: asyncio.TaskGroup
+    services: Services, slack: SlackAdapter | None, stack: AsyncExitStack,
+    group: asyncio.TaskGroup,
 ) -> list[asyncio.Task[None]]:
     settings = services.settings
     started = []
@@ -222,16 +242,17 @@ async def _start_platforms(
         from bot.platforms.discord import build_discord_client
 
         client = build_discord_client(
-            settings=settings, service=services.service, links=services.links
+            settings=settings, service=services.service, tenants=services.tenants,
+            bindings=services.bindings, links=services.links,
         )
         stack.push_async_callback(client.close)
         token = settings.discord_token.get_secret_value()
         started.append(group.create_task(_guard(client.start(token), "discord"), name="discord"))
-    if "slack_bolt" in web_app and settings.slack_app_token is not None:
+    if slack is not None and settings.slack_app_token is not None:
         from bot.platforms.slack import start_socket_mode
 
         app_token = settings.slack_app_token.get_secret_value()
-        handler = await start_socket_mode(web_app["slack_bolt"], app_token)
+        handler = await start_socket_mode(slack, app_token)
         stack.push_async_callback(handler.aclose)
     return started
 

@@ -221,3 +221,14 @@ async def doctor() -> None:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<18} {detail}")
     if failed:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- setup (bot/cli_setup.py)
+def _add_setup_commands() -> None:
+    from bot.cli_setup import discord_invite, slack
+
+    main.add_command(slack)
+    discord.add_command(discord_invite)
+
+
+_add_setup_commands()

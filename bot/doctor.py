@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bot.core.errors import StoreUnavailable
+from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.providers.registry import VENDORS
 from bot.settings import Settings
 from bot.storage import SqliteStore
@@ -20,6 +21,11 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
     async with httpx.AsyncClient(timeout=5.0) as http:
         for name, url in _endpoints(settings):
             checks.append(await _reachable(http, name, url))
+    # The chat platforms: the tokens themselves, asked of Slack and Discord.
+    for slack in (await check_slack(settings), await check_slack_app_token(settings)):
+        if slack is not None:
+            checks.append(slack)
+    checks.extend(await check_discord(settings))
     return checks
 
 
@@ -45,9 +51,8 @@ def _endpoints(settings: Settings) -> list[tuple[str, str]]:
     for vendor in VENDORS:
         if getattr(settings, f"{vendor}_api_key") is not None:
             found.append((vendor, str(getattr(settings, f"{vendor}_base_url"))))
-    if settings.discord_token is not None:
-        found.append(("discord", str(settings.discord_api_base).rstrip("/") + "/gateway"))
-    if settings.slack_enabled:
+    # Discord, and Slack with a bot token, are checked with their tokens (token_checks.py).
+    if settings.slack_enabled and settings.slack_bot_token is None:
         found.append(("slack", str(settings.slack_api_url).rstrip("/") + "/api.test"))
     if settings.llm_base_url is not None:
         found.append(("llm", str(settings.llm_base_url)))

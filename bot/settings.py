@@ -15,7 +15,7 @@ from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, fiel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
-from bot.core.models import Limits, Pricing
+from bot.core.models import Limits, Pricing, limit_bounds
 
 IdList = Annotated[list[str], NoDecode]
 
@@ -27,6 +27,11 @@ HEYGEN_V1_REFUSED = (
     "key at app.liveavatar.com (HeyGen keys do not work there), set LIVEAVATAR_API_KEY and unset "
     "HEYGEN_API_KEY."
 )
+
+
+_CONCURRENT = limit_bounds("max_concurrent")
+_MINUTES = limit_bounds("max_minutes")
+_DAILY = limit_bounds("daily_user_credits")
 
 
 class Settings(BaseSettings):
@@ -76,16 +81,17 @@ class Settings(BaseSettings):
     local_billing_minimum_s: int = Field(default=60, ge=0)
 
     # --- default tenant limits (admins change them per tenant)
-    default_max_concurrent: int = Field(default=2, ge=0)
-    default_max_minutes: int = Field(default=30, ge=1, le=240)
-    default_daily_user_credits: int = Field(default=500, ge=0)
+    # (the bounds are the limits' own: ``bot.core.models.Limits``)
+    default_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
+    default_max_minutes: int = Field(default=30, ge=_MINUTES[0], le=_MINUTES[1])
+    default_daily_user_credits: int = Field(default=500, ge=_DAILY[0], le=_DAILY[1])
     default_session_minutes: int = Field(default=10, ge=1, le=240)
 
     # --- the web playground (tenant web:playground)
     playground_enabled: bool = True
-    playground_credits: int = Field(default=100, ge=0)
-    playground_max_minutes: int = Field(default=5, ge=1)
-    playground_max_concurrent: int = Field(default=2, ge=0)
+    playground_credits: int = Field(default=100, ge=_DAILY[0], le=_DAILY[1])
+    playground_max_minutes: int = Field(default=5, ge=_MINUTES[0], le=_MINUTES[1])
+    playground_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
 
     # --- session reaper
     idle_timeout_s: int = Field(default=300, ge=30)
@@ -94,15 +100,22 @@ class Settings(BaseSettings):
     stop_sessions_on_shutdown: bool = True
 
     # --- the built-in local avatar
-    local_video_width: int = Field(default=320, ge=64, le=1920)
-    local_video_height: int = Field(default=240, ge=64, le=1080)
+    local_video_width: int = Field(default=640, ge=64, le=1920)
+    local_video_height: int = Field(default=480, ge=64, le=1080)
     local_video_fps: int = Field(default=15, ge=1, le=60)
     # NoDecode: ``_json_list`` parses it, so that bad JSON is a ConfigError, not a traceback.
     local_ice_servers: Annotated[list[dict[str, Any]], NoDecode] = Field(default_factory=list)
     local_allow_loopback: bool = False
+    # caps per process and per session (defaults: bot/providers/local/provider.py)
+    local_max_sessions: int = Field(default=8, ge=1, le=1000)
+    local_max_viewers: int = Field(default=30, ge=1, le=10_000)
+    local_max_viewers_per_session: int = Field(default=10, ge=1, le=10_000)
+    local_speech_buffer_bytes: int = Field(default=960_000, ge=96_000, le=100_000_000)
+    local_max_pending_says: int = Field(default=4, ge=1, le=100)
 
     # --- Discord
     discord_token: SecretStr | None = None
+    discord_application_id: str | None = None
     discord_api_base: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
     discord_gateway_url: AnyUrl | None = None
     discord_guild_ids: IdList = Field(default_factory=list)

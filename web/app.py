@@ -14,6 +14,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.core.errors import (
+    AtCapacity,
     AvatarBotError,
     ConfigError,
     InvalidRequest,
@@ -48,7 +49,9 @@ ERROR_STATUS: dict[type[AvatarBotError], int] = {
     LimitReached: 429,
     ConfigError: 500,
     ProviderError: 502,
+    AtCapacity: 503,  # this server is full (local-avatar caps): the same request works later
 }
+RETRY_AFTER_S = 30  # what a full server tells clients to wait (AtCapacity)
 
 
 def error_status(exc: AvatarBotError) -> int:
@@ -71,7 +74,9 @@ async def core_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except AvatarBotError as exc:
         if isinstance(exc, ProviderError):
             log.warning("%s %s failed: %r", request.method, request.path, exc)
-        return web.json_response({"error": exc.user_message}, status=error_status(exc))
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, AtCapacity) else None
+        return web.json_response({"error": exc.user_message}, status=error_status(exc),
+                                 headers=headers)
 
 
 def create_app(

@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from bot.core.errors import InvalidRequest, NotAllowed
-from bot.core.models import PLAYGROUND, SessionState
-from bot.core.service import MAX_TEXT, StartCommand, readable_text
+from bot.core.models import PLAYGROUND, Capabilities, SessionState
+from bot.core.service import StartCommand, readable_text
 from web.context import WEB, WebContext
 from web.viewer import session_for, too_many
 
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 COOKIE = "avatarbot_pg"
 PROVIDER = "local"
-MAX_KNOWLEDGE = 5000
 # A host link outlives its session by this much, so the ended summary stays reachable.
 LINK_GRACE_S = 3600
 
@@ -45,6 +44,12 @@ def playground_state(ctx: WebContext) -> tuple[bool, str]:
     return True, ""
 
 
+def playground_caps(ctx: WebContext) -> Capabilities | None:
+    """The capabilities (text and knowledge bounds) of the playground's provider, if running."""
+    provider = ctx.service.providers.get(PROVIDER)
+    return provider.capabilities if provider is not None else None
+
+
 async def home(request: web.Request) -> web.Response:
     """What is configured, how many sessions are live, and the playground."""
     ctx = request.app[WEB]
@@ -54,6 +59,7 @@ async def home(request: web.Request) -> web.Response:
     resp = ctx.render(
         "home.html", status_items=ctx.status, live=live, playground=enabled,
         playground_why=why, minutes=ctx.settings.playground_max_minutes,
+        max_knowledge=caps.max_knowledge_chars if (caps := playground_caps(ctx)) else 0,
     )
     if COOKIE not in request.cookies:
         resp.set_cookie(COOKIE, secrets.token_hex(12), max_age=365 * 86400, httponly=True,
@@ -106,8 +112,9 @@ async def start(request: web.Request) -> web.Response:
         raise InvalidRequest("Open the home page first (the playground needs its cookie).")
     body = await _body(request)
     knowledge = body.get("knowledge")
-    if knowledge is not None and (not isinstance(knowledge, str) or len(knowledge) > MAX_KNOWLEDGE):
-        raise InvalidRequest(f"The knowledge text must be at most {MAX_KNOWLEDGE} characters.")
+    max_knowledge = ctx.service.provider(PROVIDER).capabilities.max_knowledge_chars
+    if knowledge is not None and (not isinstance(knowledge, str) or len(knowledge) > max_knowledge):
+        raise InvalidRequest(f"The knowledge text must be at most {max_knowledge} characters.")
     if knowledge is not None and not readable_text(knowledge):
         raise InvalidRequest("The knowledge text holds characters that are not valid Unicode.")
     # Errors of the core (limits, vendor failures ...) become statuses in web.app's middleware.
@@ -143,8 +150,9 @@ async def drive(request: web.Request) -> web.Response:
         await ctx.service.interrupt(record.id, tenant=record.tenant)
         return web.json_response({"ok": True})
     text = (await _body(request)).get("text")
-    if not isinstance(text, str) or len(text) > MAX_TEXT:
-        raise InvalidRequest(f"Send a text of at most {MAX_TEXT} characters.")
+    max_text = ctx.service.provider(record.provider).capabilities.max_text_chars
+    if not isinstance(text, str) or len(text) > max_text:
+        raise InvalidRequest(f"Send a text of at most {max_text} characters.")
     if not readable_text(text):
         raise InvalidRequest("The text holds characters that are not valid Unicode.")
     method = ctx.service.say if action == "say" else ctx.service.ask

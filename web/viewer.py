@@ -151,7 +151,10 @@ async def viewer_page(request: web.Request) -> web.Response:
     config = page_config(ctx, request.match_info["token"], claims, record)
     if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
         request[CSP_KEY] = connect_origins(record.viewer.url)
-    return ctx.render("viewer.html", config=config, host=claims.role == "host")
+    prov = ctx.service.providers.get(record.provider)
+    max_text = prov.capabilities.max_text_chars if prov is not None else 0
+    return ctx.render("viewer.html", config=config, host=claims.role == "host",
+                      max_text=max_text)
 
 
 # ---------------------------------------------------------------------------- websocket

@@ -16,12 +16,14 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
     ├── SessionNotLive            the session has ended or has not started yet
     ├── NotAllowed                role/user not allowed, admin command by a non-admin
     ├── LimitReached              concurrent sessions, longest session, daily cap
-    │   └── InsufficientCredits
+    │   ├── InsufficientCredits
+    │   └── SpeechBusy            too many texts already waiting to be spoken
     └── ProviderError             a vendor said no or did not answer (see ``retryable``)
         ├── ProviderAuthError     the key is wrong or the account is blocked
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
+        │   └── AtCapacity        this process serves as many sessions/viewers as it may
         └── ProviderRejected      the vendor refused this request (unknown avatar, no credits ...)
-            └── ProviderSessionGone   the vendor says the session no longer exists (it ended it)
+            └── ProviderSessionGone   the vendor session has already ended (a stop succeeds)
 """
 
 from __future__ import annotations
@@ -113,6 +115,13 @@ class InsufficientCredits(LimitReached):
         self.required = required
 
 
+class SpeechBusy(LimitReached):
+    """The avatar has as many texts waiting to be spoken as it accepts."""
+
+    def __init__(self) -> None:
+        super().__init__("The avatar is still speaking; wait or interrupt.")
+
+
 class ProviderError(AvatarBotError):
     """A vendor call failed.
 
@@ -173,11 +182,22 @@ class ProviderRejected(ProviderError):
         super().__init__(provider, user_message, retryable=False, **kw)  # type: ignore[arg-type]
 
 
-class ProviderSessionGone(ProviderRejected):
-    """The vendor says the session no longer exists: it ended the session on its own.
+class AtCapacity(ProviderUnavailable):
+    """The process already serves as many sessions or viewers as its settings allow.
 
-    Raised by adapters (on say, ask, keep-alive ...) so the service can end the session as
-    vendor-ended instead of leaving it live with its credits reserved.
+    Nothing was started or connected; the same request may succeed once another ends.
+    """
+
+    def __init__(self, provider: str, user_message: str) -> None:
+        super().__init__(provider, user_message)
+
+
+class ProviderSessionGone(ProviderRejected):
+    """The vendor says the session has already ended or never existed.
+
+    Stopping such a session counts as stopped; callers test for this type, never for the text.
+    Raised on say, ask, keep-alive ..., it means the vendor ended the session on its own: the
+    service then ends it as vendor-ended instead of leaving it live with credits reserved.
 
     Args:
         provider: the provider's name.
@@ -189,12 +209,13 @@ class ProviderSessionGone(ProviderRejected):
     def __init__(
         self,
         provider: str,
-        user_message: str,
+        user_message: str | None = None,
         *,
         reason: str | None = None,
         ended_at: datetime | None = None,
         **kw: object,
     ) -> None:
-        super().__init__(provider, user_message, **kw)
+        msg = user_message or f"That {provider} session has already ended."
+        super().__init__(provider, msg, **kw)
         self.reason = reason or "the vendor ended the session"
         self.ended_at = ended_at

@@ -124,6 +124,10 @@ class Capabilities(BaseModel):
     # ``SessionStatusSource`` capability); ``None``: the vendor is not asked.
     status_interval_s: float | None = None
     pricing: Pricing
+    # The longest text one say/ask may carry, and the longest knowledge text, in characters.
+    # The service refuses longer text for this provider; the chat options and pages read these.
+    max_text_chars: int = Field(default=2000, ge=1)
+    max_knowledge_chars: int = Field(default=20_000, ge=0)
 
 
 class VendorStatus(BaseModel):
@@ -202,11 +206,15 @@ class ProviderSession(BaseModel):
 
 
 class Limits(BaseModel):
-    """A tenant's limits. ``None`` in a stored row means "the default from settings"."""
+    """A tenant's limits. ``None`` in a stored row means "the default from settings".
 
-    max_concurrent: int = Field(default=2, ge=0)
-    max_minutes: int = Field(default=30, ge=1)
-    daily_user_credits: int = Field(default=500, ge=0)
+    The numeric fields carry their bounds; ``limit_bounds`` reads them for the chat platforms'
+    option ranges and argument checks, so every surface refuses the same values.
+    """
+
+    max_concurrent: int = Field(default=2, ge=0, le=50)
+    max_minutes: int = Field(default=30, ge=1, le=240)
+    daily_user_credits: int = Field(default=500, ge=0, le=1_000_000)
     allowed_roles: list[str] = Field(default_factory=list)
     allowed_users: list[str] = Field(default_factory=list)
 
@@ -214,6 +222,20 @@ class Limits(BaseModel):
     @classmethod
     def _strip(cls, v: list[str]) -> list[str]:
         return sorted({s.strip() for s in v if s.strip()})
+
+
+NUMERIC_LIMITS = ("max_concurrent", "max_minutes", "daily_user_credits")
+
+
+def limit_bounds(name: str) -> tuple[int, int]:
+    """The ``(lowest, highest)`` value a numeric limit may take, from ``Limits``' fields."""
+    low, high = None, None
+    for rule in Limits.model_fields[name].metadata:
+        low = getattr(rule, "ge", low)
+        high = getattr(rule, "le", high)
+    if low is None or high is None:
+        raise KeyError(f"{name} is not a bounded limit")
+    return int(low), int(high)
 
 
 class Balance(BaseModel):

@@ -74,6 +74,10 @@ class SessionStore(Protocol):
         """Whether the tenant exists."""
         ...
 
+    async def tenant_active(self, tenant: str) -> bool:
+        """Whether the tenant may start sessions (an unknown tenant may)."""
+        ...
+
     async def get_limits(self, tenant: str) -> Limits:
         """The tenant's limits."""
         ...

@@ -1,4 +1,4 @@
-"""The provider protocol every avatar backend implements (A2E, AKool, HeyGen, local).
+"""The provider protocol every avatar backend implements (A2E, AKool, HeyGen, LiveAvatar, local).
 
 Vendor wire models stay inside each adapter; the core sees only the types below.
 
@@ -93,7 +93,7 @@ class SessionStatusSource(Protocol):
 
 @runtime_checkable
 class WebRTCSignalling(Protocol):
-    """Server-offer WebRTC signalling (the local avatar and HeyGen v1).
+    """Server-offer WebRTC signalling (the local avatar).
 
     The server makes the offer, the browser answers and trickles its candidates; candidates
     that arrive before the answer are buffered by the implementation.

@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from bot.core.errors import (
     AvatarBotError,
@@ -29,29 +29,30 @@ from bot.core.errors import (
 from bot.core.events import Ended, EventHub, StateChanged, Transcript
 from bot.core.models import (
     AvatarInfo,
-    Balance,
+    Capabilities,
     Mode,
     ProviderSession,
     SessionRecord,
     SessionState,
     SessionSummary,
     StartRequest,
+    TenantId,
     utcnow,
 )
 from bot.core.ports import SessionStore
 from bot.core.provider import AvatarProvider, WebRTCSignalling
+from bot.core.rules import check_start
+from bot.core.tenants import TenantKey
 
 log = logging.getLogger(__name__)
 
-MAX_TEXT = 2000
-MAX_KNOWLEDGE = 20_000
 AVATAR_CACHE_S = 300.0
 
 
 class StartCommand(BaseModel):
     """A request to start a session, as a platform received it."""
 
-    tenant: str
+    tenant: TenantKey  # a TenantId is stored as its text (see the validator)
     user: str
     provider: str | None = None
     avatar: str | None = None
@@ -60,14 +61,11 @@ class StartCommand(BaseModel):
     knowledge: str | None = None
     roles: list[str] = Field(default_factory=list)
 
-
-class CreditsReport(BaseModel):
-    """What ``/avatar credits`` shows."""
-
-    tenant: str
-    balance: Balance
-    used_today_by_user: int
-    daily_user_credits: int
+    @field_validator("tenant", mode="before")
+    @classmethod
+    def _tenant_key(cls, v: object) -> object:
+        # Kept as its ``platform:id`` text: the form the store and every record use.
+        return str(v) if isinstance(v, TenantId) else v
 
 
 class SessionService:
@@ -166,11 +164,11 @@ class SessionService:
             "No avatar is available."
         )
 
-    async def start_avatar(self, tenant: str, ref: str | None, provider: str | None = None
-                           ) -> AvatarInfo:
+    async def start_avatar(self, tenant: TenantKey, ref: str | None,
+                           provider: str | None = None) -> AvatarInfo:
         """The avatar a start uses: the named one, else the tenant's default, else the first."""
         if ref is None and provider is None:
-            chosen = await self.store.default_avatar(tenant)
+            chosen = await self.store.default_avatar(str(tenant))
             if chosen is not None:
                 try:
                     return await self.find_avatar(chosen)
@@ -178,13 +176,13 @@ class SessionService:
                     log.warning("default avatar of %s is gone; using the first", tenant)
         return await self.find_avatar(ref, provider)
 
-    async def set_default_avatar(self, tenant: str, ref: str | None) -> AvatarInfo | None:
+    async def set_default_avatar(self, tenant: TenantKey, ref: str | None) -> AvatarInfo | None:
         """Choose the avatar that starts when none is named (``None`` forgets the choice)."""
         if ref is None:
-            await self.store.set_default_avatar(tenant, None)
+            await self.store.set_default_avatar(str(tenant), None)
             return None
         avatar = await self.find_avatar(ref)
-        await self.store.set_default_avatar(tenant, f"{avatar.provider}:{avatar.id}")
+        await self.store.set_default_avatar(str(tenant), f"{avatar.provider}:{avatar.id}")
         return avatar
 
     def _provider_order(self) -> list[str]:
@@ -197,10 +195,10 @@ class SessionService:
         avatar = await self.start_avatar(cmd.tenant, cmd.avatar, cmd.provider)
         prov = self.provider(avatar.provider)
         duration_s = self._duration(cmd.minutes, prov)
-        knowledge = _clean_knowledge(cmd.knowledge)
+        knowledge = _clean_knowledge(cmd.knowledge, prov.capabilities)
         now = utcnow()
         record = SessionRecord(
-            id=secrets.token_hex(8), tenant=cmd.tenant, provider=prov.name,
+            id=secrets.token_hex(8), tenant=str(cmd.tenant), provider=prov.name,
             avatar_id=avatar.id, avatar_name=avatar.name, mode=cmd.mode,
             state=SessionState.PENDING, requested_s=duration_s,
             reserved=prov.capabilities.pricing.cost(duration_s), started_by=cmd.user,
@@ -227,6 +225,27 @@ class SessionService:
         self._publish_state(record)
         log.info("session live", extra=_ctx(record))
         return record
+
+    async def precheck(self, cmd: StartCommand, avatar: AvatarInfo) -> None:
+        """Raise now the refusal ``start`` would raise, from figures read a moment before.
+
+        For platforms that must answer within a deadline (Discord's 3 s); ``start`` applies the
+        same rules (``rules.check_start``) again inside its reserving transaction.
+        """
+        prov = self.provider(avatar.provider)
+        duration_s = self._duration(cmd.minutes, prov)
+        _clean_knowledge(cmd.knowledge, prov.capabilities)
+        tenant = str(cmd.tenant)
+        await self.store.ensure_tenant(tenant)
+        check_start(
+            limits=await self.store.get_limits(tenant),
+            active=await self.store.tenant_active(tenant),
+            running=len(await self.open_sessions(tenant)),
+            spent_today=await self.store.user_spent_today(tenant, cmd.user),
+            available=(await self.store.balance(tenant)).available,
+            cost=prov.capabilities.pricing.cost(duration_s), minutes=duration_s / 60,
+            user=cmd.user, roles=cmd.roles,
+        )
 
     def _duration(self, minutes: int | None, prov: AvatarProvider) -> int:
         minutes = self.default_minutes if minutes is None else minutes
@@ -273,7 +292,7 @@ class SessionService:
 
     # ------------------------------------------------------------------ stop
     async def stop(
-        self, session_id: str, reason: str = "stopped", *, tenant: str | None = None,
+        self, session_id: str, reason: str = "stopped", *, tenant: TenantKey | None = None,
         at: datetime | None = None,
     ) -> SessionSummary:
         """End a session (idempotent); returns its summary.
@@ -386,14 +405,14 @@ class SessionService:
         )
 
     # ------------------------------------------------------------------ driving
-    async def get(self, session_id: str, *, tenant: str | None = None) -> SessionRecord:
+    async def get(self, session_id: str, *, tenant: TenantKey | None = None) -> SessionRecord:
         """A session; ``SessionNotFound`` also when it belongs to another tenant."""
         record = await self.store.get_session(session_id)
-        if tenant is not None and record.tenant != tenant:
+        if tenant is not None and record.tenant != str(tenant):
             raise SessionNotFound(session_id)
         return record
 
-    async def live(self, session_id: str, *, tenant: str | None = None) -> SessionRecord:
+    async def live(self, session_id: str, *, tenant: TenantKey | None = None) -> SessionRecord:
         """A live session, or ``SessionNotLive``."""
         record = await self.get(session_id, tenant=tenant)
         if record.state is not SessionState.LIVE:
@@ -401,17 +420,17 @@ class SessionService:
         return record
 
     async def say(self, session_id: str, text: str, *, author: str | None = None,
-                  tenant: str | None = None) -> None:
+                  tenant: TenantKey | None = None) -> None:
         """Make the avatar speak ``text`` word for word."""
         await self._drive(session_id, Mode.SAY, text, author, tenant)
 
     async def ask(self, session_id: str, text: str, *, author: str | None = None,
-                  tenant: str | None = None) -> None:
+                  tenant: TenantKey | None = None) -> None:
         """Ask the avatar ``text``; its answer comes back as transcript events."""
         await self._drive(session_id, Mode.ASK, text, author, tenant)
 
     async def send(self, session_id: str, text: str, *, author: str | None = None,
-                   tenant: str | None = None) -> Mode:
+                   tenant: TenantKey | None = None) -> Mode:
         """Route a thread message: ``!say``/``!ask`` prefixes override the session's mode once."""
         record = await self.live(session_id, tenant=tenant)
         mode, body = parse_prefix(text, record.mode)
@@ -419,10 +438,11 @@ class SessionService:
         return mode
 
     async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
-                     tenant: str | None, record: SessionRecord | None = None) -> None:
+                     tenant: TenantKey | None, record: SessionRecord | None = None) -> None:
         text = _clean_text(text)
         record = record or await self.live(session_id, tenant=tenant)
         prov, ps = self._provider_session(record)
+        _check_length(text, prov.capabilities)
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
         self.events.publish(Transcript(
@@ -435,7 +455,7 @@ class SessionService:
             raise
         await self.store.update_session(session_id, last_activity_at=utcnow())
 
-    async def interrupt(self, session_id: str, *, tenant: str | None = None) -> None:
+    async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""
         record = await self.live(session_id, tenant=tenant)
         prov, ps = self._provider_session(record)
@@ -447,11 +467,12 @@ class SessionService:
             await self._end_if_gone(session_id, exc)
             raise
 
-    async def set_context(self, session_id: str, text: str, *, tenant: str | None = None) -> None:
+    async def set_context(self, session_id: str, text: str, *,
+                          tenant: TenantKey | None = None) -> None:
         """Replace the knowledge the avatar answers from."""
-        knowledge = _clean_knowledge(text) or ""
         record = await self.live(session_id, tenant=tenant)
         prov, ps = self._provider_session(record)
+        knowledge = _clean_knowledge(text, prov.capabilities) or ""
         if not prov.capabilities.set_context:
             raise InvalidRequest(f"{prov.display_name} avatars take no knowledge text.")
         try:
@@ -461,7 +482,8 @@ class SessionService:
             raise
         await self.store.update_session(session_id, knowledge=knowledge)
 
-    async def set_mode(self, session_id: str, mode: Mode, *, tenant: str | None = None) -> None:
+    async def set_mode(self, session_id: str, mode: Mode, *,
+                       tenant: TenantKey | None = None) -> None:
         """Set what plain thread messages do (ask or say)."""
         await self.live(session_id, tenant=tenant)
         await self.store.update_session(session_id, mode=mode.value)
@@ -490,27 +512,13 @@ class SessionService:
             self.events.publish(line)
         return lines
 
-    # ------------------------------------------------------------------ credits
-    async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
-        """Credit a tenant's account."""
-        return await self.store.grant(tenant, amount, actor, note)
-
-    async def credits(self, tenant: str, user: str) -> CreditsReport:
-        """The tenant's balance and the user's use today."""
-        await self.store.ensure_tenant(tenant)
-        limits = await self.store.get_limits(tenant)
-        return CreditsReport(
-            tenant=tenant, balance=await self.store.balance(tenant),
-            used_today_by_user=await self.store.user_spent_today(tenant, user),
-            daily_user_credits=limits.daily_user_credits,
-        )
-
-    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+    # ------------------------------------------------------------------ listing
+    async def open_sessions(self, tenant: TenantKey | None = None) -> list[SessionRecord]:
         """Open sessions of one tenant or of all."""
         records = await self.store.open_sessions()
-        return [r for r in records if tenant is None or r.tenant == tenant]
+        return [r for r in records if tenant is None or r.tenant == str(tenant)]
 
-    async def stop_all(self, reason: str, tenant: str | None = None) -> list[SessionSummary]:
+    async def stop_all(self, reason: str, tenant: TenantKey | None = None) -> list[SessionSummary]:
         """Stop every open session (of one tenant, or all); used at uninstall and shutdown."""
         summaries = []
         for record in await self.open_sessions(tenant):
@@ -555,21 +563,28 @@ def readable_text(text: str) -> bool:
 
 
 def _clean_text(text: str) -> str:
+    """Stripped ``text``; refused when empty or not valid Unicode (length: ``_check_length``)."""
     text = (text or "").strip()
     if not text:
         raise InvalidRequest("There is nothing to say: the text is empty.")
-    if len(text) > MAX_TEXT:
-        raise InvalidRequest(f"That text is too long ({len(text)} characters, at most {MAX_TEXT}).")
     if not readable_text(text):
         raise InvalidRequest("The text holds characters that are not valid Unicode.")
     return text
 
 
-def _clean_knowledge(text: str | None) -> str | None:
+def _check_length(text: str, caps: Capabilities) -> None:
+    if len(text) > caps.max_text_chars:
+        raise InvalidRequest(
+            f"That text is too long ({len(text)} characters, at most {caps.max_text_chars})."
+        )
+
+
+def _clean_knowledge(text: str | None, caps: Capabilities) -> str | None:
     if text is None or not text.strip():
         return None
-    if len(text) > MAX_KNOWLEDGE:
-        raise InvalidRequest(f"The knowledge text is too long (over {MAX_KNOWLEDGE:,} characters).")
+    limit = caps.max_knowledge_chars
+    if len(text) > limit:
+        raise InvalidRequest(f"The knowledge text is too long (over {limit:,} characters).")
     if not readable_text(text):
         raise InvalidRequest("The knowledge text holds characters that are not valid Unicode.")
     return text.strip()

@@ -91,7 +91,8 @@ class A2EProvider(ProviderBase):
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="server", interrupt=False, pricing=pricing,
-            max_duration_s=3600, status_interval_s=STATUS_INTERVAL_S,
+            max_duration_s=3600, max_text_chars=2000, max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
+            status_interval_s=STATUS_INTERVAL_S,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -267,7 +268,7 @@ def _vendor_expiry(session: ProviderSession) -> datetime | None:
 
 
 def _is_gone(exc: ProviderError) -> bool:
-    return exc.user_message == _GONE or exc.status_code == 404
+    return isinstance(exc, ProviderSessionGone) or exc.status_code == 404
 
 
 def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:

@@ -101,8 +101,8 @@ class AKoolProvider(ProviderBase):
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="viewer", set_context=False, pricing=pricing,
-            max_duration_s=MAX_DURATION_S, lists_sessions=True,
-            status_interval_s=status_interval_s,
+            max_duration_s=MAX_DURATION_S, lists_sessions=True, max_text_chars=2000,
+            max_knowledge_chars=MAX_KNOWLEDGE_CHARS, status_interval_s=status_interval_s,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -229,9 +229,8 @@ class AKoolProvider(ProviderBase):
             await self._api.call(
                 "POST", f"{_API}/liveAvatar/session/close", json_body={"id": vendor_id}
             )
-        except ProviderRejected as exc:
-            if exc.code not in (1216, 1219):  # does not exist / already closed
-                raise
+        except ProviderSessionGone:
+            pass  # 1216 does not exist / 1219 already closed: stopped either way
         self._modes.pop(session.session_id, None)
         self._seen_open.pop(session.session_id, None)
         self._echo.forget(session.session_id)

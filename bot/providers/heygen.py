@@ -97,7 +97,7 @@ class HeyGenProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="livekit", control="server", set_context=False, pricing=pricing,
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
-            status_interval_s=status_interval_s,
+            max_text_chars=2000, max_knowledge_chars=20_000, status_interval_s=status_interval_s,
         )
         self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(
@@ -236,7 +236,7 @@ class HeyGenProvider(ProviderBase):
         try:
             await self._post("streaming.stop", {"session_id": _sid(session)})
         except ProviderRejected as exc:
-            if exc.user_message != _GONE and exc.status_code != 404:
+            if not isinstance(exc, ProviderSessionGone) and exc.status_code != 404:
                 raise
         self._forget(session.session_id, _sid(session))
 
@@ -328,9 +328,8 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
             "heygen", "The HeyGen account is out of credits; an operator must top it up.",
             status_code=status, code=code,
         )
-    if ("session" in msg and ("closed" in msg or "not found" in msg or "not exist" in msg)) or (
-        "state wrong" in msg and "closed" in msg  # "session state wrong: closed" after idle
-    ):
+    # also "session state wrong: closed", what an idle-closed session answers
+    if "session" in msg and ("closed" in msg or "not found" in msg or "not exist" in msg):
         return ProviderSessionGone("heygen", _GONE, reason=_CLOSED, status_code=status, code=code)
     if "state wrong" in msg:  # e.g. "session state wrong: new": no viewer has connected yet
         return ProviderRejected(

@@ -291,9 +291,8 @@ class LiveAvatarProvider(ProviderBase):
         try:
             await self._api.call("POST", f"{_V1}/sessions/stop",
                                  json_body={"session_id": vendor_id, "reason": _STOP_REASON})
-        except ProviderRejected as exc:
-            if exc.user_message != _GONE:
-                raise
+        except ProviderSessionGone:
+            pass  # LiveAvatar ended it already: stopped either way
 
     async def _delete_context(self, context_id: str) -> None:
         try:

@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.core.errors import (
-    InsufficientCredits,
     InvalidRequest,
-    LimitReached,
-    NotAllowed,
     SessionNotFound,
     StoreUnavailable,
     TenantNotFound,
@@ -37,6 +34,7 @@ from bot.core.models import (
     SessionState,
     utcnow,
 )
+from bot.core.rules import check_start
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
@@ -154,6 +152,11 @@ class SqliteStore:
     async def tenant_exists(self, tenant: str) -> bool:
         """Whether the tenant has been seen."""
         return await self.run(_tenant_row, tenant) is not None
+
+    async def tenant_active(self, tenant: str) -> bool:
+        """Whether the tenant may start sessions (an unknown tenant may; it is created then)."""
+        row = await self.run(_tenant_row, tenant)
+        return row is None or bool(row["active"])
 
     async def list_tenants(self) -> list[str]:
         """Every tenant, sorted."""
@@ -473,33 +476,16 @@ def _check_start(
     c: sqlite3.Connection, rec: SessionRecord, roles: list[str], limits: Limits
 ) -> None:
     tenant_row = _tenant_row(c, rec.tenant)
-    if tenant_row is not None and not tenant_row["active"]:
-        raise NotAllowed("The bot was removed from this server or workspace; add it again first.")
-    if limits.allowed_roles or limits.allowed_users:
-        if rec.started_by not in limits.allowed_users and not set(roles) & set(
-            limits.allowed_roles
-        ):
-            raise NotAllowed("You are not among the roles or people allowed to start sessions.")
-    if rec.requested_s > limits.max_minutes * 60:
-        raise LimitReached(f"Sessions here last at most {limits.max_minutes} minutes.")
     running = c.execute(
         "SELECT COUNT(*) FROM sessions WHERE tenant = ? AND state IN ('pending','live','ending')",
         (rec.tenant,),
     ).fetchone()[0]
-    if running >= limits.max_concurrent:
-        raise LimitReached(
-            f"{running} session(s) already running here (limit {limits.max_concurrent}); "
-            "stop one first."
-        )
-    spent = _user_spent_today(c, rec.tenant, rec.started_by, rec.created_at)
-    if spent + rec.reserved > limits.daily_user_credits:
-        raise LimitReached(
-            f"Your daily limit is {limits.daily_user_credits} credits; you have used {spent} "
-            f"today and this session needs {rec.reserved}."
-        )
-    available = _balance(c, rec.tenant).available
-    if available < rec.reserved:
-        raise InsufficientCredits(available=available, required=rec.reserved)
+    check_start(
+        limits=limits, active=tenant_row is None or bool(tenant_row["active"]), running=running,
+        spent_today=_user_spent_today(c, rec.tenant, rec.started_by, rec.created_at),
+        available=_balance(c, rec.tenant).available, cost=rec.reserved,
+        minutes=rec.requested_s / 60, user=rec.started_by, roles=roles,
+    )
 
 
 def _open_session(

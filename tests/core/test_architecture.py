@@ -50,3 +50,43 @@ def test_only_the_composition_root_wires_layers(layer):
 def test_platforms_and_providers_do_not_import_each_other():
     assert offending((ROOT / "bot/providers").rglob("*.py"), ("bot.platforms", "web")) == []
     assert offending((ROOT / "bot/platforms").rglob("*.py"), ("bot.providers", "web")) == []
+
+
+# Lines allowed to name ``store`` (file, snippet): none. Slack installations, OAuth state and event
+# de-duplication have their own port (``SlackInstallStore``), handed in by the composition root.
+_STORE_ALLOWED: tuple[tuple[str, str], ...] = ()
+
+
+def store_accesses(layer: str) -> list[str]:
+    """Every ``<something>.store`` in a layer, as ``file:line: source``, minus the allowance."""
+    found = []
+    for path in sorted((ROOT / layer).rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        source = path.read_text()
+        lines = source.splitlines()
+        for node in ast.walk(ast.parse(source, rel)):
+            if isinstance(node, ast.Attribute) and node.attr == "store":
+                line = lines[node.lineno - 1].strip()
+                if any(rel == f and snippet in line for f, snippet in _STORE_ALLOWED):
+                    continue
+                found.append(f"{rel}:{node.lineno}: {line}")
+    return found
+
+
+@pytest.mark.parametrize("layer", ["bot/platforms", "web"])
+def test_platforms_and_web_reach_the_store_only_through_the_services(layer):
+    """Adapters use SessionService, TenantService and ChatBindings; never the store itself."""
+    assert store_accesses(layer) == []
+
+
+def test_the_store_check_sees_an_access(tmp_path, monkeypatch):
+    """The check above is not vacuous: a platform file naming ``.store`` is reported."""
+    fake_root = tmp_path
+    (fake_root / "bot/platforms/demo").mkdir(parents=True)
+    (fake_root / "bot/platforms/demo/cmd.py").write_text(
+        "async def f(bot):\n    return await bot.service.store.balance('x')\n"
+    )
+    monkeypatch.setitem(globals(), "ROOT", fake_root)
+    assert store_accesses("bot/platforms") == [
+        "bot/platforms/demo/cmd.py:2: return await bot.service.store.balance('x')"
+    ]

@@ -40,7 +40,7 @@ async def test_a_session_reserves_its_whole_length_then_settles_use_and_releases
 
 async def test_hundred_concurrent_starts_on_a_balance_for_ten_start_exactly_ten(service, store):
     await store.grant(TENANT, 100, "admin")
-    await store.set_limits(TENANT, max_concurrent=1000, daily_user_credits=100_000)
+    await store.set_limits(TENANT, max_concurrent=50, daily_user_credits=100_000)
     results = await asyncio.gather(
         *(service.start(cmd(user=f"u{i}")) for i in range(100)), return_exceptions=True
     )

@@ -47,7 +47,8 @@ async def _check(store: SqliteStore) -> None:
 
 
 async def _play(path: Path, ops: list[tuple]) -> None:
-    limits = Limits(max_concurrent=1000, daily_user_credits=10**9, max_minutes=240)
+    # The highest limits allowed: only credits refuse here.
+    limits = Limits(max_concurrent=50, daily_user_credits=1_000_000, max_minutes=240)
     store = await SqliteStore.open(path, limits)
     ids: list[str] = []
     try:

@@ -14,6 +14,7 @@ from bot.compat import discord_compat
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
+from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.discord.client import AvatarBot
 from bot.settings import Settings
 from bot.storage.sqlite import SqliteStore
@@ -72,6 +73,14 @@ class Stack:
         )
         return self
 
+    @property
+    def tenants(self) -> TenantService:
+        return TenantService(self.store)
+
+    @property
+    def bindings(self) -> ChatBindings:
+        return ChatBindings(self.store)
+
     async def close(self) -> None:
         await self.store.close()
 
@@ -94,8 +103,8 @@ class Bot:
 async def run_bot(fake: FakeDiscord, stack: Stack, settings: Settings) -> Bot:
     fake.reset_ready()
     # discord.py waits guild_ready_timeout (2 s) for more GUILD_CREATEs before on_ready
-    client = AvatarBot(settings=settings, service=stack.service, links=stack.links,
-                       guild_ready_timeout=0.05)
+    client = AvatarBot(settings=settings, service=stack.service, tenants=stack.tenants,
+                       bindings=stack.bindings, links=stack.links, guild_ready_timeout=0.05)
     client.relay.edit_interval_s = 0.2  # keep the suite fast; the throttle itself is tested
     task = asyncio.create_task(client.start(TOKEN))
     await fake.wait_ready()

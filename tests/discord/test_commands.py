@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.core.models import SessionState
+from bot.core.models import SessionState, limit_bounds
 from bot.platforms.discord import build_discord_client
 from bot.platforms.discord.sync import sync_commands
 from tests.discord.conftest import (
@@ -135,6 +135,15 @@ async def test_sync_registers_the_avatar_group(fake: FakeDiscord, tmp_path: Path
     assert {c["value"] for c in start_opts["mode"]["choices"]} == {"ask", "say"}
     assert {o["name"] for o in subs["admin"]["options"]} == {
         "grant", "limits", "allow-role", "deny-role", "default-avatar", "sessions"}
+    # The limit options' ranges are the ones Limits carries (and Slack's admin command checks).
+    admin_subs = {o["name"]: o for o in subs["admin"]["options"]}
+    limit_opts = {o["name"]: o for o in admin_subs["limits"]["options"]}
+    assert {k: (o["min_value"], o["max_value"]) for k, o in limit_opts.items()} == {
+        "max_concurrent": (0, 50), "max_minutes": (1, 240), "daily_user_credits": (0, 1_000_000)}
+    assert {k: limit_bounds(k) for k in limit_opts} == {
+        k: (o["min_value"], o["max_value"]) for k, o in limit_opts.items()}
+    say_text = {o["name"]: o for o in subs["say"]["options"]}["text"]
+    assert say_text["max_length"] == 2000  # Discord's own message limit, every provider's default
     # without --guild and without DISCORD_GUILD_IDS: a global sync
     await sync_commands(settings, None)
     (avatar,) = fake.commands["global"]
@@ -147,7 +156,8 @@ async def test_client_requests_the_intents_it_needs(stack: Stack) -> None:
     from bot.settings import Settings
 
     settings = Settings(_env_file=None, discord_token="x")  # type: ignore[call-arg]
-    client = build_discord_client(settings=settings, service=stack.service, links=stack.links)
+    client = build_discord_client(settings=settings, service=stack.service, tenants=stack.tenants,
+                                  bindings=stack.bindings, links=stack.links)
     intents = client.intents
     assert intents.guilds and intents.guild_messages and intents.message_content
     assert not intents.members and not intents.presences

@@ -128,3 +128,20 @@ async def test_debug_logging_keeps_viewer_links_and_interaction_tokens_out(
     assert viewer_token not in text
     assert pending.token not in text
     assert TOKEN not in text
+
+
+async def test_an_unexpected_failure_in_a_thread_message_is_answered_like_a_command(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    """Thread messages and commands share one error path (``errors.user_text``)."""
+    from bot.platforms.discord.errors import INTERNAL, user_text
+
+    await stack.store.grant(TENANT, 100, "test")
+    _, _, thread = await start_session(fake, alice, avatar="fake:ava-1", minutes=5)
+    # A bug-like failure, not an AvatarBotError: its words must never reach the chat.
+    stack.provider.fail["ask"] = RuntimeError("internal detail: secret-ish stack")
+    late = await fake.user_message(alice, thread["id"], "hello?")
+    reply = await fake.wait_for(lambda: [m for m in fake.channel_messages(thread["id"])
+                                         if m["content"].startswith("⚠️")])
+    assert reply[0]["content"] == user_text(RuntimeError()) == "⚠️ " + INTERNAL
+    assert "secret-ish" not in reply[0]["content"] and not late["reactions"]

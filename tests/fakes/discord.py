@@ -28,7 +28,7 @@ DISCORD_EPOCH_MS = 1420070400000
 MESSAGE_CONTENT = 1 << 15
 ADMIN_PERMS = (1 << 5) | (1 << 3)  # manage guild + administrator
 MEMBER_PERMS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 6) | (1 << 35) | (1 << 38)
-BOT_PERMS = MEMBER_PERMS | (1 << 13)  # + manage messages
+BOT_PERMS = MEMBER_PERMS | (1 << 13) | (1 << 16)  # + manage messages, read message history
 CREATE_PUBLIC_THREADS = 1 << 35
 
 
@@ -86,6 +86,9 @@ class FakeDiscord:
         self.interactions: dict[str, PendingInteraction] = {}
         self.deadline_s = 3.0
         self.reject_message_content = False
+        # When set, REST calls must carry ``Authorization: Bot <token>``; others get Discord's 401
+        # body (Discord docs, topics/opcodes-and-status-codes: 401 UNAUTHORIZED, code 0).
+        self.token: str | None = None
         self.hide_threads = False  # leave threads out of GUILD_CREATE (an uncached thread)
         self.identifies: list[dict[str, Any]] = []
         self.rate_limits: list[tuple[str, str, float]] = []  # (method, path regex, retry_after)
@@ -218,6 +221,9 @@ class FakeDiscord:
             elif raw and request.content_type.startswith("multipart/"):
                 body = await self._multipart_json(request)
             call = Call(request.method, request.path[len("/api/v10"):], dict(request.query), body)
+            if self.token is not None and request.headers.get("Authorization") != \
+                    f"Bot {self.token}":
+                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
             for i, (method, pattern, retry_after) in enumerate(self.rate_limits):
                 if method == request.method and re.search(pattern, call.path):
                     del self.rate_limits[i]
@@ -288,7 +294,10 @@ class FakeDiscord:
         return _json({
             "id": self.app_id, "name": "avatarbot", "description": "", "icon": None,
             "bot_public": True, "bot_require_code_grant": False, "verify_key": "00" * 32,
-            "owner": self.user("owner"), "flags": 0, "summary": "",
+            "owner": self.user("owner"), "summary": "",
+            # GATEWAY_MESSAGE_CONTENT_LIMITED (1 << 19): the intent switched on in the portal
+            # (Discord docs, resources/application "Application Flags").
+            "flags": 0 if self.reject_message_content else 1 << 19,
         })
 
     async def _gateway_info(self, call: Call) -> web.Response:

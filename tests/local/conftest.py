@@ -114,7 +114,10 @@ def hub() -> EventHub:
 
 @pytest.fixture
 async def provider(hub):
-    prov = LocalProvider(events=hub, pricing=PRICING, allow_loopback=True)
+    # the tests' viewers decode VP8 in this process: the small size keeps the timing checks
+    # steady on a busy machine (test_stream.py checks the default size on its own)
+    prov = LocalProvider(events=hub, pricing=PRICING, width=320, height=240, fps=15,
+                         allow_loopback=True)
     yield prov
     await prov.aclose()
 

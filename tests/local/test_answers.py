@@ -42,7 +42,9 @@ def test_long_answers_are_cut_at_a_sentence_end():
 
 def test_retrieval_picks_the_sentence_that_matches():
     assert "9am" in retrieve(KNOWLEDGE, "When does the support desk open?")
-    assert "40 euros" in retrieve(KNOWLEDGE, "How much is the Turbo Widget?")
+    assert retrieve(KNOWLEDGE, "How much is the Turbo Widget?") == (
+        "Our flagship product is the Turbo Widget, which costs 40 euros.")
+    assert "Lyon" in retrieve(KNOWLEDGE, "Where was Acme founded?")
     assert retrieve(KNOWLEDGE, "What is the capital of Peru?") is None
     assert retrieve(None, "anything") is None
 
@@ -86,6 +88,9 @@ async def test_ask_through_the_chat_endpoint(hub):
     assert body["model"] == "tiny-model"
     system, user = body["messages"]
     assert system["role"] == "system" and "support desk opens at 9am" in system["content"]
+    # the model speaks as the session's avatar and knows what avatarbot is
+    assert "You are Ada" in system["content"] and "/avatar start" in system["content"]
+    assert "LLM_BASE_URL" in system["content"]
     assert user == {"role": "user", "content": "When do you open?"}
 
 
@@ -103,10 +108,13 @@ async def test_chat_failures_fall_back_clearly_and_never_log_the_key(hub, caplog
             ps = await prov.start(request(knowledge=KNOWLEDGE))
             text = await _answer(prov, hub, ps, "How much is the Turbo Widget?")
             plain = await _answer(prov, hub, ps, "Who are you?")
+            lost = await _answer(prov, hub, ps, "Who won the match?")
         finally:
             await prov.aclose()
     assert text.startswith(LLM_DOWN) and "40 euros" in text
-    assert plain == LLM_DOWN
+    # what the avatar knows without the endpoint still gets said
+    assert plain.startswith(LLM_DOWN) and "I'm Ada" in plain
+    assert lost == LLM_DOWN
     assert secret not in caplog.text and "sk-wrong" not in caplog.text
     assert "chat endpoint" in caplog.text
     assert secret not in repr(cfg)

@@ -4,6 +4,7 @@ a real SQLite store and session service with the in-memory FakeProvider."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -19,7 +20,8 @@ from aiohttp import web
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
-from bot.platforms.slack import build_slack_app, mount_slack
+from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.slack import build_slack, mount_slack
 from bot.settings import Settings
 from bot.storage.slack_installs import SqliteSlackInstallStore
 from bot.storage.sqlite import SqliteStore
@@ -54,6 +56,14 @@ class Stack:
         # What the composition root gives the Slack adapter, on the same store.
         self.installs = SqliteSlackInstallStore(self.store)
 
+    @property
+    def tenants(self) -> TenantService:
+        return TenantService(self.store)
+
+    @property
+    def bindings(self) -> ChatBindings:
+        return ChatBindings(self.store)
+
 
 @pytest.fixture
 async def fake_slack():
@@ -87,11 +97,11 @@ def sign(body: str | bytes, *, ts: int | None = None, secret: str = SECRET) -> d
 class SlackHarness:
     """Signed HTTP requests into the real app, as Slack would send them."""
 
-    def __init__(self, fake: FakeSlack, stack: Stack, url: str, bolt: Any) -> None:
+    def __init__(self, fake: FakeSlack, stack: Stack, url: str, adapter: Any) -> None:
         self.fake = fake
         self.stack = stack
         self.url = url
-        self.bolt = bolt
+        self.adapter = adapter
         self.http = aiohttp.ClientSession()
         self._events = 0
 
@@ -161,6 +171,7 @@ class SlackHarness:
 @pytest.fixture
 async def make_slack(fake_slack, stack):
     made: list[tuple[SlackHarness, web.AppRunner]] = []
+    relays = contextlib.AsyncExitStack()
 
     async def make(*, min_interval_s: float = 0.01, **overrides: Any) -> SlackHarness:
         values: dict[str, Any] = {
@@ -168,12 +179,15 @@ async def make_slack(fake_slack, stack):
             "slack_api_url": fake_slack.api_url, "public_url": "http://viewer.test",
         }
         settings = Settings(_env_file=None, **(values | overrides))
-        bolt = build_slack_app(settings=settings, service=stack.service, links=stack.links,
-                               installs=stack.installs, min_interval_s=min_interval_s)
+        adapter = build_slack(settings=settings, service=stack.service, tenants=stack.tenants,
+                              bindings=stack.bindings, links=stack.links, installs=stack.installs,
+                              min_interval_s=min_interval_s)
         web_app = web.Application()
-        mount_slack(web_app, bolt)
+        mount_slack(web_app, adapter)
+        # As the composition root does: the relay runs for as long as the app serves.
+        await relays.enter_async_context(adapter.relay)
         runner, port = await serve_local(web_app)
-        harness = SlackHarness(fake_slack, stack, f"http://127.0.0.1:{port}", bolt)
+        harness = SlackHarness(fake_slack, stack, f"http://127.0.0.1:{port}", adapter)
         harness.settings = settings
         made.append((harness, runner))
         return harness
@@ -182,6 +196,7 @@ async def make_slack(fake_slack, stack):
     for harness, runner in made:
         await harness.http.close()
         await runner.cleanup()
+    await relays.aclose()
 
 
 @pytest.fixture

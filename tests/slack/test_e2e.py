@@ -97,8 +97,7 @@ async def test_a_restarted_app_still_knows_the_thread(make_slack, fake_slack, st
     await stack.store.grant(f"slack:{TEAM}", 100, "test")
     post = await start_session(first)
     ts = post.result["ts"]
-    from bot.platforms.slack import adapter_of
-    await adapter_of(first.bolt).stop_relay()  # the first process is gone
+    await first.adapter.relay.aclose()  # the first process is gone
 
     second = await make_slack()  # a new app object: nothing in memory, only the database
     await second.thread_message("still there?", ts)

@@ -11,7 +11,6 @@ import pytest
 from bot.core.errors import NotAllowed
 from bot.core.models import SessionState
 from bot.core.service import StartCommand
-from bot.platforms.slack import adapter_of
 from tests.slack.conftest import eventually
 
 CLIENT_ID = "1234.5678"
@@ -66,7 +65,7 @@ async def test_install_flow_then_commands_use_the_new_token(multi):
     (access,) = fake.called("oauth.v2.access")
     assert access.params["code"] == "code-1"
     assert [c.token for c in fake.called("auth.test")] == [TOKEN2]
-    bot = await adapter_of(multi.bolt).installations.async_find_bot(
+    bot = await multi.adapter.installations.async_find_bot(
         enterprise_id=None, team_id=TEAM2)
     assert bot.bot_token == TOKEN2 and bot.bot_id == "BBT2"
     assert await store.tenant_exists(f"slack:{TEAM2}")
@@ -124,7 +123,7 @@ async def test_uninstall_ends_sessions_and_refuses_the_workspace(multi, event):
     assert provider.called("stop")
     assert (await store.balance(f"slack:{TEAM2}")).pending == 0
     assert await store.verify() == []
-    assert await adapter_of(multi.bolt).installations.async_find_bot(
+    assert await multi.adapter.installations.async_find_bot(
         enterprise_id=None, team_id=TEAM2) is None
     status, _ = await multi.command("start", team=TEAM2, channel="C2")
     assert status == 401

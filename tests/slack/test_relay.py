@@ -108,11 +108,9 @@ async def test_sessions_of_other_platforms_are_not_posted(slack, stack):
 
 
 async def test_closing_sends_the_summaries_of_sessions_ended_just_before(slack):
-    from bot.platforms.slack import adapter_of
-
     sid, ts = await start(slack)
     await slack.stack.service.stop(sid, "the server shut down")
-    await adapter_of(slack.bolt).stop_relay()  # at once, as a shutdown does
+    await slack.adapter.relay.aclose()  # at once, as a shutdown does
     summaries = [p for p in thread_posts(slack, ts) if "ended after" in p.params["text"]]
     assert len(summaries) == 1 and "(the server shut down)" in summaries[0].params["text"]
     assert slack.fake.called("chat.update")

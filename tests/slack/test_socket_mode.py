@@ -27,7 +27,7 @@ async def test_commands_arrive_over_the_socket(slack):
     fake = slack.fake
     fake.app_tokens.add("xapp-1-dev")
     await slack.stack.store.grant(f"slack:{TEAM}", 100, "test")
-    conn = await start_socket_mode(slack.bolt, "xapp-1-dev")
+    conn = await start_socket_mode(slack.adapter, "xapp-1-dev")
     try:
         ack = await fake.socket_request(slash("e1", "help", fake))
         assert "`start [avatar] [minutes] [ask|say]`" in ack["payload"]["text"]
@@ -44,18 +44,19 @@ async def test_commands_arrive_over_the_socket(slack):
 
 async def test_a_refused_app_token_is_a_clear_config_error(slack):
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN was refused by Slack"):
-        await start_socket_mode(slack.bolt, "xapp-wrong")
+        await start_socket_mode(slack.adapter, "xapp-wrong")
 
 
 async def test_a_second_app_for_socket_mode_does_not_post_twice(slack):
-    """The composition root may build one app for HTTP and another for Socket Mode."""
-    from bot.platforms.slack import build_slack_app
+    """A second app object on the same service, whose relay nobody runs, posts nothing twice."""
+    from bot.platforms.slack import build_slack
 
     fake, stack = slack.fake, slack.stack
     fake.app_tokens.add("xapp-1-dev")
     await stack.store.grant(f"slack:{TEAM}", 100, "test")
-    second = build_slack_app(settings=slack.settings, service=stack.service, links=stack.links,
-                             installs=stack.installs, min_interval_s=0.01)
+    second = build_slack(settings=slack.settings, service=stack.service, tenants=stack.tenants,
+                         bindings=stack.bindings, links=stack.links, installs=stack.installs,
+                         min_interval_s=0.01)
     conn = await start_socket_mode(second, "xapp-1-dev")
     try:
         await fake.socket_request(slash("e1", "start", fake))

@@ -148,3 +148,25 @@ async def test_deeply_nested_json_body_is_unreadable_not_a_500(stack: Any, clien
                            headers={"Content-Type": "application/json"}) as resp:
         assert resp.status == 400 and "Send a text" in (await resp.json())["error"]
     assert (await stack.service.get(body["session_id"])).state is SessionState.LIVE
+
+
+async def test_pages_and_checks_take_their_text_bounds_from_the_provider(
+    stack: Any, client: Any
+) -> None:
+    caps = stack.service.provider("local").capabilities
+    async with client.get(stack.url + "/") as resp:
+        html = await resp.text()
+        assert f'id="knowledge" rows="3" maxlength="{caps.max_knowledge_chars}"' in html
+    status, body = await _start(client, stack.url, knowledge="k" * (caps.max_knowledge_chars + 1))
+    assert status == 400 and f"at most {caps.max_knowledge_chars} characters" in body["error"]
+    status, body = await _start(client, stack.url, knowledge="We sell tea.")
+    assert status == 200
+    async with client.get(stack.url + body["url"]) as resp:
+        assert f'maxlength="{caps.max_text_chars}"' in await resp.text()
+    host = body["url"].split("/v/")[1]
+    too_long = "x" * (caps.max_text_chars + 1)
+    async with client.post(f"{stack.url}/playground/{host}/say", json={"text": too_long}) as resp:
+        assert resp.status == 400
+        assert f"at most {caps.max_text_chars} characters" in (await resp.json())["error"]
+    async with client.post(f"{stack.url}/playground/{host}/stop", json={}) as resp:
+        assert resp.status == 200

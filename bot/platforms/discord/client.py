@@ -19,7 +19,8 @@ from discord import app_commands
 from bot.compat import discord_compat
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
-from bot.platforms.discord.commands import AvatarCommands, build_avatar_group
+from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.discord.commands import AvatarCommands, build_avatar_group, guild_tenant
 from bot.platforms.discord.errors import reply_error
 from bot.platforms.discord.threads import ThreadRelay, route_message
 from bot.settings import Settings
@@ -72,15 +73,19 @@ class AvatarBot(discord.Client):
     Args:
         settings: the process settings (token, endpoints).
         service: the session service every command calls.
+        tenants: a server's limits, credits and activity.
+        bindings: which thread belongs to which session.
         links: signs the viewer links put on the session message.
     """
 
-    def __init__(self, *, settings: Settings, service: SessionService, links: ViewerLinks,
-                 **options: Any) -> None:
+    def __init__(self, *, settings: Settings, service: SessionService, tenants: TenantService,
+                 bindings: ChatBindings, links: ViewerLinks, **options: Any) -> None:
         super().__init__(intents=bot_intents(), allowed_mentions=discord.AllowedMentions.none(),
                          **options)
         self.settings = settings
         self.service = service
+        self.tenants = tenants
+        self.bindings = bindings
         self.links = links
         self.mention_mode = False
         self.tree = app_commands.CommandTree(self)
@@ -148,22 +153,19 @@ class AvatarBot(discord.Client):
 
     async def on_guild_remove(self, guild: discord.Guild) -> None:
         """The bot left or was removed from a server: end its sessions, mark it inactive."""
-        tenant = f"discord:{guild.id}"
+        tenant = guild_tenant(guild.id)
         log.info("removed from %s; ending its sessions", tenant)
         # Refuse new starts first: one that slipped in while earlier sessions were still
         # stopping would run on in a server the bot has left.
-        if await self.service.store.tenant_exists(tenant):
-            await self.service.store.set_tenant_active(tenant, False)
+        await self.tenants.deactivate(tenant)
         await self.service.stop_all("the bot was removed from the server", tenant)
 
     async def on_guild_join(self, guild: discord.Guild) -> None:
         """The bot was added to a server (again): a tenant removed earlier is active again."""
-        tenant = f"discord:{guild.id}"
-        if await self.service.store.tenant_exists(tenant):
-            await self.service.store.set_tenant_active(tenant, True)
+        await self.tenants.reactivate(guild_tenant(guild.id))
 
     async def _end_for_thread(self, thread_id: int, reason: str) -> None:
-        binding = await self.service.store.binding_for_thread("discord", str(thread_id))
+        binding = await self.bindings.for_thread("discord", str(thread_id))
         if binding is None:
             return
         record = await self.service.get(binding.session_id)
@@ -186,7 +188,9 @@ class AvatarBot(discord.Client):
 
 
 def build_discord_client(
-    *, settings: Settings, service: SessionService, links: ViewerLinks
+    *, settings: Settings, service: SessionService, tenants: TenantService,
+    bindings: ChatBindings, links: ViewerLinks,
 ) -> AvatarBot:
     """The Discord client the composition root starts with ``await client.start(token)``."""
-    return AvatarBot(settings=settings, service=service, links=links)
+    return AvatarBot(settings=settings, service=service, tenants=tenants, bindings=bindings,
+                     links=links)

@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from bot.core.errors import (
-    InsufficientCredits,
-    InvalidRequest,
-    LimitReached,
-    NotAllowed,
+from bot.core.errors import InvalidRequest, NotAllowed
+from bot.core.models import (
+    AvatarInfo,
+    Capabilities,
+    ChatBinding,
+    Mode,
+    SessionRecord,
+    TenantId,
+    limit_bounds,
 )
-from bot.core.models import AvatarInfo, ChatBinding, Mode, SessionRecord
 from bot.core.service import StartCommand
+from bot.platforms.discord.permissions import NEEDED_PERMISSIONS
 from bot.platforms.discord.views import session_view
 
 if TYPE_CHECKING:
@@ -38,20 +42,29 @@ QUICK_S = 1.5
 PRECHECK_S = 2.0
 AUTOCOMPLETE_S = 2.0
 THREAD_ARCHIVE_MIN = 60
-# What the bot needs in the channel to run a session there.
-NEEDED_PERMISSIONS = {
-    "send_messages": "Send Messages",
-    "embed_links": "Embed Links",
-    "create_public_threads": "Create Public Threads",
-    "send_messages_in_threads": "Send Messages in Threads",
-}
+# Option ranges Discord's client enforces, read from the one home of each bound.
+CONCURRENT_MIN, CONCURRENT_MAX = limit_bounds("max_concurrent")
+MINUTES_MIN, MINUTES_MAX = limit_bounds("max_minutes")
+DAILY_MIN, DAILY_MAX = limit_bounds("daily_user_credits")
+# The default every provider's text bound starts from (the service checks the session's own).
+TEXT_MAX = Capabilities.model_fields["max_text_chars"].default
 
 
-def tenant_of(interaction: discord.Interaction) -> str:
+def guild_tenant(guild_id: int | str) -> TenantId:
+    """The tenant of a Discord server."""
+    return TenantId(platform="discord", id=str(guild_id))
+
+
+def user_key(user_id: int | str) -> str:
+    """A Discord user as the ledger names who granted credits."""
+    return str(TenantId(platform="discord", id=str(user_id)))
+
+
+def tenant_of(interaction: discord.Interaction) -> TenantId:
     """The tenant of the guild the interaction came from."""
     if interaction.guild_id is None:
         raise app_commands.NoPrivateMessage()
-    return f"discord:{interaction.guild_id}"
+    return guild_tenant(interaction.guild_id)
 
 
 def role_ids(user: discord.abc.User) -> list[str]:
@@ -72,7 +85,8 @@ class AvatarCommands:
     def __init__(self, bot: AvatarBot) -> None:
         self.bot = bot
         self.service = bot.service
-        self.store = bot.service.store
+        self.tenants = bot.tenants
+        self.bindings = bot.bindings
 
     # ------------------------------------------------------------------ start
     async def start(
@@ -126,34 +140,7 @@ class AvatarCommands:
             )
         except TimeoutError:
             return None  # a slow vendor list: the service resolves it after the defer
-        prov = self.service.provider(info.provider)
-        minutes = cmd.minutes or self.service.default_minutes
-        cost = prov.capabilities.pricing.cost(minutes * 60)
-        await self.store.ensure_tenant(cmd.tenant)
-        limits = await self.store.get_limits(cmd.tenant)
-        if (limits.allowed_roles or limits.allowed_users) and cmd.user not in limits.allowed_users \
-                and not set(cmd.roles) & set(limits.allowed_roles):
-            raise NotAllowed(
-                "You are not among the roles or people allowed to start sessions here. "
-                "Ask an admin (`/avatar admin allow-role`)."
-            )
-        if minutes > limits.max_minutes:
-            raise LimitReached(f"Sessions here last at most {limits.max_minutes} minutes.")
-        running = len(await self.service.open_sessions(cmd.tenant))
-        if running >= limits.max_concurrent:
-            raise LimitReached(
-                f"{running} session(s) already running here (limit {limits.max_concurrent}); "
-                "stop one first."
-            )
-        spent = await self.store.user_spent_today(cmd.tenant, cmd.user)
-        if spent + cost > limits.daily_user_credits:
-            raise LimitReached(
-                f"Your daily limit is {limits.daily_user_credits} credits; you have used {spent} "
-                f"today and this session needs {cost}."
-            )
-        balance = await self.store.balance(cmd.tenant)
-        if balance.available < cost:
-            raise InsufficientCredits(available=balance.available, required=cost)
+        await self.service.precheck(cmd, info)
         return info
 
     async def _post_session(
@@ -172,7 +159,7 @@ class AvatarCommands:
             name=f"{record.avatar_name} · {record.id[:6]}"[:100],
             auto_archive_duration=THREAD_ARCHIVE_MIN,
         )
-        await self.store.bind_chat(ChatBinding(
+        await self.bindings.bind(ChatBinding(
             session_id=record.id, platform="discord", channel_id=str(channel.id),
             thread_id=str(thread.id), message_id=str(message.id),
         ))
@@ -234,14 +221,14 @@ class AvatarCommands:
     async def session_here(self, interaction: discord.Interaction) -> SessionRecord:
         """The session a command means: this thread's, else the only one in this channel."""
         tenant = tenant_of(interaction)
-        binding = await self.store.binding_for_thread("discord", str(interaction.channel_id))
+        binding = await self.bindings.for_thread("discord", str(interaction.channel_id))
         if binding is not None:
             return await self.service.get(binding.session_id, tenant=tenant)
         running = await self.service.open_sessions(tenant)
         here = [
             r for r in running
             if any(b.channel_id == str(interaction.channel_id)
-                   for b in await self.store.bindings_for_session(r.id))
+                   for b in await self.bindings.for_session(r.id))
         ]
         candidates = here or running
         if len(candidates) == 1:
@@ -331,7 +318,7 @@ class AvatarCommands:
 
     async def credits(self, interaction: discord.Interaction) -> None:
         """``/avatar credits``: the guild's balance and the caller's use today."""
-        report = await self.service.credits(tenant_of(interaction), str(interaction.user.id))
+        report = await self.tenants.credits(tenant_of(interaction), str(interaction.user.id))
         bal = report.balance
         await interaction.response.send_message(
             f"This server has **{bal.available}** credits available ({bal.pending} reserved by "
@@ -344,8 +331,8 @@ class AvatarCommands:
     async def grant(self, interaction: discord.Interaction, amount: int) -> None:
         """``/avatar admin grant``."""
         require_admin(interaction)
-        balance = await self.service.grant(
-            tenant_of(interaction), amount, f"discord:{interaction.user.id}", "/avatar admin grant"
+        balance = await self.tenants.grant(
+            tenant_of(interaction), amount, user_key(interaction.user.id), "/avatar admin grant"
         )
         await interaction.response.send_message(
             f"Granted {amount} credits; {balance.available} available now.", ephemeral=True
@@ -355,10 +342,9 @@ class AvatarCommands:
         """``/avatar admin limits``: show, or change the given limits."""
         require_admin(interaction)
         tenant = tenant_of(interaction)
-        await self.store.ensure_tenant(tenant)
         wanted = {k: v for k, v in changes.items() if v is not None}
-        limits = await (self.store.set_limits(tenant, **wanted) if wanted
-                        else self.store.get_limits(tenant))
+        limits = await (self.tenants.set_limits(tenant, **wanted) if wanted
+                        else self.tenants.limits(tenant))
         roles = ", ".join(f"<@&{r}>" for r in limits.allowed_roles) or "everyone"
         await interaction.response.send_message(
             f"Limits: {limits.max_concurrent} sessions at once, {limits.max_minutes} min each, "
@@ -371,10 +357,9 @@ class AvatarCommands:
         """``/avatar admin allow-role`` / ``deny-role``."""
         require_admin(interaction)
         tenant = tenant_of(interaction)
-        await self.store.ensure_tenant(tenant)
-        current = set((await self.store.get_limits(tenant)).allowed_roles)
+        current = set((await self.tenants.limits(tenant)).allowed_roles)
         current = current | {str(role.id)} if allow else current - {str(role.id)}
-        limits = await self.store.set_limits(tenant, allowed_roles=sorted(current))
+        limits = await self.tenants.set_limits(tenant, allowed_roles=sorted(current))
         roles = ", ".join(f"<@&{r}>" for r in limits.allowed_roles) or "everyone"
         await interaction.response.send_message(
             f"Who may start sessions: {roles}.", ephemeral=True, allowed_mentions=NO_MENTIONS
@@ -431,7 +416,8 @@ def build_avatar_group(impl: AvatarCommands | None) -> app_commands.Group:
     )
     async def start(
         interaction: discord.Interaction, avatar: str | None = None,
-        provider: str | None = None, minutes: app_commands.Range[int, 1, 240] | None = None,
+        provider: str | None = None,
+        minutes: app_commands.Range[int, MINUTES_MIN, MINUTES_MAX] | None = None,
         mode: Literal["ask", "say"] = "ask",
         knowledge: app_commands.Range[str, 1, 4000] | None = None,
     ) -> None:
@@ -451,12 +437,12 @@ def build_avatar_group(impl: AvatarCommands | None) -> app_commands.Group:
 
     @group.command(name="say", description="Make the avatar say this, word for word")
     async def say(interaction: discord.Interaction,
-                  text: app_commands.Range[str, 1, 2000]) -> None:
+                  text: app_commands.Range[str, 1, TEXT_MAX]) -> None:
         await run().drive(interaction, Mode.SAY, text)
 
     @group.command(name="ask", description="Ask the avatar something")
     async def ask(interaction: discord.Interaction,
-                  text: app_commands.Range[str, 1, 2000]) -> None:
+                  text: app_commands.Range[str, 1, TEXT_MAX]) -> None:
         await run().drive(interaction, Mode.ASK, text)
 
     @group.command(name="mode", description="What a thread message does: ask or say")
@@ -487,9 +473,9 @@ def build_avatar_group(impl: AvatarCommands | None) -> app_commands.Group:
     @admin.command(name="limits", description="Show or change this server's limits")
     async def limits(
         interaction: discord.Interaction,
-        max_concurrent: app_commands.Range[int, 0, 50] | None = None,
-        max_minutes: app_commands.Range[int, 1, 240] | None = None,
-        daily_user_credits: app_commands.Range[int, 0, 1_000_000] | None = None,
+        max_concurrent: app_commands.Range[int, CONCURRENT_MIN, CONCURRENT_MAX] | None = None,
+        max_minutes: app_commands.Range[int, MINUTES_MIN, MINUTES_MAX] | None = None,
+        daily_user_credits: app_commands.Range[int, DAILY_MIN, DAILY_MAX] | None = None,
     ) -> None:
         await run().limits(interaction, max_concurrent=max_concurrent, max_minutes=max_minutes,
                            daily_user_credits=daily_user_credits)

@@ -1,4 +1,8 @@
-"""The one place where an error becomes what a Discord user reads (always ephemeral)."""
+"""The one place where an error becomes what a Discord user reads.
+
+``user_text`` is that text, for every surface: command replies (``reply_error``, always
+ephemeral), the Stop button, and replies to messages in session threads.
+"""
 
 from __future__ import annotations
 
@@ -35,9 +39,14 @@ def error_text(exc: BaseException) -> str:
     return INTERNAL
 
 
+def user_text(exc: BaseException) -> str:
+    """The whole line a Discord user reads about ``exc`` (a warning sign and ``error_text``)."""
+    return "⚠️ " + error_text(exc)
+
+
 async def reply_error(interaction: discord.Interaction, exc: BaseException) -> None:
     """Answer ``interaction`` ephemerally with the text for ``exc``, however far it got."""
-    text = "⚠️ " + error_text(exc)
+    text = user_text(exc)
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.core.errors import AvatarBotError
 from bot.core.events import AnyEvent, Ended, Transcript, Warning
 from bot.core.models import SessionSummary
+from bot.platforms.discord.commands import guild_tenant
+from bot.platforms.discord.errors import user_text
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import AvatarBot
@@ -186,7 +187,7 @@ class ThreadRelay:
             text, standalone = summary_text(event.summary), True
         else:
             return
-        bindings = await self.bot.service.store.bindings_for_session(event.session_id)
+        bindings = await self.bot.bindings.for_session(event.session_id)
         for binding in bindings:
             if binding.platform != "discord":
                 continue
@@ -259,7 +260,7 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         return
     if bot.user is not None and message.author.id == bot.user.id:
         return
-    binding = await bot.service.store.binding_for_thread("discord", str(message.channel.id))
+    binding = await bot.bindings.for_thread("discord", str(message.channel.id))
     if binding is None:
         return
     text = message.content
@@ -272,10 +273,10 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
     try:
         await bot.service.send(
             binding.session_id, text, author=message.author.display_name,
-            tenant=f"discord:{message.guild.id}",
+            tenant=guild_tenant(message.guild.id),
         )
-    except AvatarBotError as exc:
-        await _reply(message, f"⚠️ {exc.user_message}")
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one reply, as for commands
+        await _reply(message, user_text(exc))
         return
     try:
         await message.add_reaction(ACCEPTED)

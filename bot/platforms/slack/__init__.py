@@ -2,14 +2,13 @@
 
 from bot.platforms.slack.app import (
     SlackAdapter,
-    adapter_of,
-    build_slack_app,
+    build_slack,
     mount_slack,
     start_socket_mode,
 )
 from bot.platforms.slack.manifest import app_manifest, manifest_json
 
 __all__ = [
-    "SlackAdapter", "adapter_of", "app_manifest", "build_slack_app", "manifest_json",
+    "SlackAdapter", "app_manifest", "build_slack", "manifest_json",
     "mount_slack", "start_socket_mode",
 ]

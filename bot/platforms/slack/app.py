@@ -1,8 +1,10 @@
 """The Slack adapter: a slack-bolt ``AsyncApp`` on our aiohttp app, single- or multi-workspace.
 
-``build_slack_app`` makes the app; ``mount_slack`` adds ``/slack/events``, ``/slack/install`` and
-``/slack/oauth_redirect`` to the web app and runs the thread relay for as long as the web app
-runs; ``start_socket_mode`` connects over Socket Mode instead of public HTTP (development).
+``build_slack`` makes the adapter and its app; ``mount_slack`` adds ``/slack/events``,
+``/slack/install`` and ``/slack/oauth_redirect`` to the web app; ``start_socket_mode`` connects
+over Socket Mode instead of public HTTP (development). The adapter's thread relay is an async
+context manager: the composition root (``bot/app.py``) runs it in its ``AsyncExitStack``, so its
+lifetime has one owner and no module keeps a registry of apps or relays.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import hmac
 import json
 import logging
 import time
-import weakref
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -34,9 +35,10 @@ from bot.core.errors import ConfigError
 from bot.core.links import ViewerLinks
 from bot.core.ports import SlackInstallStore
 from bot.core.service import SessionService
+from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.slack import commands, events
 from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
-from bot.platforms.slack.threads import ThreadRelay
+from bot.platforms.slack.threads import ThreadRelay, team_tenant
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,38 +51,40 @@ SDK_LOG.setLevel(logging.INFO)
 logging.getLogger("slack_sdk").setLevel(logging.INFO)
 
 BOT_SCOPES = [
-    "commands", "chat:write", "chat:write.public", "channels:join", "channels:history",
+    "commands", "chat:write", "channels:join", "channels:history",
     "groups:history", "im:history", "reactions:write", "users:read",
 ]
 ADMIN_CACHE_S = 60.0
 MAX_CLOCK_SKEW_S = 300  # Slack's rule: refuse requests stamped more than 5 minutes off
 # Events that end an installation; they must pass even after the workspace's tokens are gone.
 _UNINSTALL_EVENTS = ("app_uninstalled", "tokens_revoked")
-_ADAPTERS: weakref.WeakKeyDictionary[AsyncApp, SlackAdapter] = weakref.WeakKeyDictionary()
-# One relay posts for a session service, however many app objects were built for it (an HTTP
-# app and a Socket Mode app in one process would otherwise post every line twice).
-_RUNNING: weakref.WeakKeyDictionary[SessionService, ThreadRelay] = weakref.WeakKeyDictionary()
 
 
 class SlackAdapter:
-    """What the Slack listeners share: the core, the stores, tokens, the relay.
+    """What the Slack listeners share: the core, the stores, tokens, the relay, the bolt app.
 
     Args:
         settings: the process settings.
         service: the session service.
+        tenants: a workspace's limits, credits and activity.
+        bindings: which Slack thread belongs to which session.
         links: the viewer link signer.
         installs: Slack installations, OAuth states and seen event ids.
         min_interval_s: least time between two thread posts of one workspace.
     """
 
-    def __init__(self, *, settings: Settings, service: SessionService, links: ViewerLinks,
+    app: AsyncApp
+
+    def __init__(self, *, settings: Settings, service: SessionService, tenants: TenantService,
+                 bindings: ChatBindings, links: ViewerLinks,
                  installs: SlackInstallStore, min_interval_s: float = 1.0) -> None:
         if settings.slack_signing_secret is None:
             raise ConfigError("SLACK_SIGNING_SECRET is required for Slack.")
         self.settings = settings
         self.service = service
+        self.tenants = tenants
+        self.bindings = bindings
         self.links = links
-        self.store = service.store
         self.installs = installs
         self.api_url = str(settings.slack_api_url)
         self.bot_token = (
@@ -98,7 +102,7 @@ class SlackAdapter:
         if self.multi:
             self.installations = SlackInstallationStore(installs, settings.slack_client_id or "")
         self.signing_secret = settings.slack_signing_secret.get_secret_value().encode()
-        self.relay = ThreadRelay(service, self.token_for, self.client, min_interval_s)
+        self.relay = ThreadRelay(service, bindings, self.token_for, self.client, min_interval_s)
         self._single_team: str | None = None
         self._admins: dict[tuple[str, str], tuple[float, bool]] = {}
 
@@ -127,8 +131,7 @@ class SlackAdapter:
                 return None
             team = resp.get("team_id")
             if team:
-                await self.store.ensure_tenant(f"slack:{team}")
-                await self.store.set_tenant_active(f"slack:{team}", True)
+                await self.tenants.activate(team_tenant(team))
             self._single_team = team
         return self._single_team
 
@@ -145,25 +148,6 @@ class SlackAdapter:
             return team == await self.single_team()
         bot = await self.installations.async_find_bot(enterprise_id=enterprise, team_id=team)
         return bot is not None
-
-    # ------------------------------------------------------------------ the relay
-    def active_relay(self) -> ThreadRelay:
-        """The relay that posts for this adapter's service (its own, or another app's)."""
-        return _RUNNING.get(self.service, self.relay)
-
-    async def start_relay(self) -> bool:
-        """Start this adapter's relay unless one already runs for the service; True if started."""
-        if self.service in _RUNNING:
-            return False
-        _RUNNING[self.service] = self.relay
-        await self.relay.start()
-        return True
-
-    async def stop_relay(self) -> None:
-        """Stop this adapter's relay (after sending what is queued)."""
-        if _RUNNING.get(self.service) is self.relay:
-            del _RUNNING[self.service]
-        await self.relay.aclose()
 
     # ------------------------------------------------------------------ people
     async def is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
@@ -198,7 +182,7 @@ class SlackAdapter:
             return BoltResponse(status=400, body="no team in the request")
         if not uninstall and not await self.knows_team(team, context.enterprise_id):
             log.warning("request from an unknown Slack workspace refused",
-                        extra={"tenant": f"slack:{team}"})
+                        extra={"tenant": str(team_tenant(team))})
             return BoltResponse(status=401, body="unknown workspace")
         event_id = body.get("event_id")
         if kind == "event_callback" and event_id:
@@ -209,20 +193,26 @@ class SlackAdapter:
         return None
 
 
-def build_slack_app(*, settings: Settings, service: SessionService, links: ViewerLinks,
-                    installs: SlackInstallStore, min_interval_s: float = 1.0) -> AsyncApp:
-    """Build the Slack app: listeners, authorization, OAuth (when configured) and the relay.
+def build_slack(*, settings: Settings, service: SessionService, tenants: TenantService,
+                bindings: ChatBindings, links: ViewerLinks, installs: SlackInstallStore,
+                min_interval_s: float = 1.0) -> SlackAdapter:
+    """Build the Slack adapter and its app: listeners, authorization, OAuth (when configured).
+
+    The adapter's ``relay`` posts into session threads only while it runs (``async with``).
 
     Args:
         settings: needs ``SLACK_SIGNING_SECRET`` and either ``SLACK_BOT_TOKEN`` or
             ``SLACK_CLIENT_ID`` + ``SLACK_CLIENT_SECRET``; ``SLACK_API_URL`` is the Web API base.
         service: the session service.
+        tenants: a workspace's limits, credits and activity.
+        bindings: which Slack thread belongs to which session.
         links: signs viewer links.
         installs: Slack installations, OAuth states and seen event ids (from the composition
             root; the adapter never reaches into the session store for them).
         min_interval_s: least time between two thread posts of one workspace.
     """
-    adapter = SlackAdapter(settings=settings, service=service, links=links, installs=installs,
+    adapter = SlackAdapter(settings=settings, service=service, tenants=tenants,
+                           bindings=bindings, links=links, installs=installs,
                            min_interval_s=min_interval_s)
     secret = settings.slack_signing_secret.get_secret_value()  # type: ignore[union-attr]
     kwargs: dict[str, Any] = {
@@ -260,13 +250,8 @@ def build_slack_app(*, settings: Settings, service: SessionService, links: Viewe
     async def on_error(error: Exception) -> None:
         log.error("unhandled error in a Slack listener", exc_info=error)
 
-    _ADAPTERS[app] = adapter
-    return app
-
-
-def adapter_of(bolt_app: AsyncApp) -> SlackAdapter:
-    """The adapter behind an app made by ``build_slack_app``."""
-    return _ADAPTERS[bolt_app]
+    adapter.app = app
+    return adapter
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -338,49 +323,37 @@ def _oauth_handler(bolt_app: AsyncApp, install: bool) -> Any:
     return handle
 
 
-def mount_slack(web_app: web.Application, bolt_app: AsyncApp) -> None:
-    """Serve the Slack routes on ``web_app``; the thread relay runs while ``web_app`` runs."""
-    adapter = adapter_of(bolt_app)
+def mount_slack(web_app: web.Application, adapter: SlackAdapter) -> None:
+    """Serve the Slack routes on ``web_app`` (the relay's lifetime is the caller's)."""
+    bolt_app = adapter.app
     web_app.router.add_post("/slack/events", _events_handler(bolt_app, adapter))
     web_app.router.add_get("/slack/install", _oauth_handler(bolt_app, install=True))
     web_app.router.add_get("/slack/oauth_redirect", _oauth_handler(bolt_app, install=False))
-
-    async def relay_lifetime(_: web.Application) -> Any:
-        started = await adapter.start_relay()
-        yield
-        if started:
-            await adapter.stop_relay()
-
-    web_app.cleanup_ctx.append(relay_lifetime)
 
 
 class SocketModeConnection:
     """A running Socket Mode connection; ``aclose()`` ends it (idempotent)."""
 
-    def __init__(self, handler: Any, adapter: SlackAdapter, owns_relay: bool) -> None:
+    def __init__(self, handler: Any) -> None:
         self._handler = handler
-        self._adapter = adapter
-        self._owns_relay = owns_relay
 
     async def aclose(self) -> None:
-        """Disconnect, and stop the relay if this connection started it."""
+        """Disconnect."""
         if self._handler is not None:
             handler, self._handler = self._handler, None
             await handler.close_async()
-            if self._owns_relay:
-                await self._adapter.stop_relay()
 
     close_async = aclose  # the name slack-bolt's own handlers use
 
 
-async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeConnection:
+async def start_socket_mode(adapter: SlackAdapter, app_token: str) -> SocketModeConnection:
     """Connect over Socket Mode (``SLACK_APP_TOKEN``, ``xapp-...``): no public URL needed.
 
     Socket Mode apps cannot be listed in the Slack Marketplace; use HTTP + OAuth in production.
     """
     from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-    adapter = adapter_of(bolt_app)
+    bolt_app = adapter.app
     client = adapter.client()
     # slack-sdk retries a refused token forever inside connect(); ask once here to fail clearly.
     try:
@@ -392,12 +365,9 @@ async def start_socket_mode(bolt_app: AsyncApp, app_token: str) -> SocketModeCon
     # The WebSocket URL carries a connection ticket: the socket client logs on SDK_LOG too.
     handler = AsyncSocketModeHandler(bolt_app, app_token, web_client=client, logger=SDK_LOG)
     handler.client.wss_uri = opened["url"]  # the URL just issued; it is good for one connection
-    owns_relay = await adapter.start_relay()
     try:
         await handler.connect_async()
     except BaseException:
         await handler.close_async()
-        if owns_relay:
-            await adapter.stop_relay()
         raise
-    return SocketModeConnection(handler, adapter, owns_relay)
+    return SocketModeConnection(handler)

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from bot.core.models import AvatarInfo, Limits, SessionRecord, SessionSummary
-from bot.core.service import CreditsReport
+from bot.core.tenants import CreditsReport
 
 STOP_ACTION = "avatar_stop"
 VIEWER_ACTION = "open_viewer"

@@ -19,11 +19,19 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.errors import InvalidRequest, NotAllowed, SessionNotFound
-from bot.core.models import ChatBinding, Mode, SessionRecord, SessionState
+from bot.core.models import (
+    NUMERIC_LIMITS,
+    ChatBinding,
+    Mode,
+    SessionRecord,
+    SessionState,
+    TenantId,
+    limit_bounds,
+)
 from bot.core.service import StartCommand
 from bot.platforms.slack import blocks
 from bot.platforms.slack.errors import error_text
-from bot.platforms.slack.threads import Target, thread_key
+from bot.platforms.slack.threads import Target, team_tenant, thread_key
 
 if TYPE_CHECKING:
     from bot.platforms.slack.app import SlackAdapter
@@ -33,10 +41,7 @@ log = logging.getLogger(__name__)
 COMMAND = "/avatar"
 _NOT_MEMBER = ("not_in_channel", "channel_not_found")
 _USER = re.compile(r"^<@([UW][A-Z0-9]+)(?:\|[^>]*)?>$|^([UW][A-Z0-9]{2,})$")
-# The same bounds as the Discord command options (Discord enforces them in its client).
-_LIMIT_RANGES = {"max_concurrent": (0, 50), "max_minutes": (1, 240),
-                 "daily_user_credits": (0, 1_000_000)}
-_LIMIT_KEYS = tuple(_LIMIT_RANGES)
+_LIMIT_KEYS = NUMERIC_LIMITS
 # "-5", "1.5", "1e9": meant as a length, so they get a length error, not "unknown avatar".
 _NUMBERISH = re.compile(r"^[+-]?\d*[.,]?\d+(?:e[+-]?\d+)?$", re.ASCII | re.IGNORECASE)
 
@@ -65,9 +70,9 @@ class Call:
     rest: str
 
     @property
-    def tenant(self) -> str:
+    def tenant(self) -> TenantId:
         """The workspace's tenant id."""
-        return f"slack:{self.team}"
+        return team_tenant(self.team)
 
 
 Handler = Callable[[Call], Awaitable[str | None]]
@@ -123,7 +128,7 @@ async def channel_session(call: Call, ref: str | None = None) -> SessionRecord:
         return await service.get(ref, tenant=call.tenant)
     found: list[SessionRecord] = []
     for record in await service.open_sessions(call.tenant):
-        bindings = await service.store.bindings_for_session(record.id)
+        bindings = await call.adapter.bindings.for_session(record.id)
         if any(b.platform == "slack" and b.channel_id == call.channel for b in bindings):
             found.append(record)
     if not found:
@@ -197,11 +202,11 @@ async def _announce(call: Call, record: SessionRecord) -> None:
         blocks=blocks.session_started(record, vendor, url), unfurl_links=False,
     )
     ts = resp["ts"]
-    await adapter.service.store.bind_chat(ChatBinding(
+    await adapter.bindings.bind(ChatBinding(
         session_id=record.id, platform="slack", channel_id=call.channel,
         thread_id=thread_key(call.channel, ts), message_id=ts,
     ))
-    adapter.active_relay().bound(record.id, Target(call.team, call.channel, ts, record.avatar_name))
+    adapter.relay.bound(record.id, Target(call.team, call.channel, ts, record.avatar_name))
 
 
 # ---------------------------------------------------------------------- driving a session
@@ -274,7 +279,7 @@ async def cmd_avatars(call: Call) -> str | None:
 
 async def cmd_credits(call: Call) -> str | None:
     """The workspace's credits and the caller's use today."""
-    return blocks.credits_text(await call.adapter.service.credits(call.tenant, call.user))
+    return blocks.credits_text(await call.adapter.tenants.credits(call.tenant, call.user))
 
 
 # ---------------------------------------------------------------------- admin
@@ -301,16 +306,16 @@ async def admin_grant(call: Call, args: list[str]) -> str | None:
     if amount is None:
         raise InvalidRequest("Usage: `/avatar admin grant <credits> [note]`.")
     note = " ".join(args[1:]) or None
-    balance = await call.adapter.service.grant(call.tenant, amount, f"slack:{call.user}", note)
+    actor = TenantId(platform="slack", id=call.user)
+    balance = await call.adapter.tenants.grant(call.tenant, amount, actor, note)
     return f":coin: Granted {amount} credits. Available now: *{balance.available}*."
 
 
 async def admin_limits(call: Call, args: list[str]) -> str | None:
     """Show, or set with ``key=value``, the workspace's limits."""
-    store = call.adapter.service.store
-    await store.ensure_tenant(call.tenant)
+    tenants = call.adapter.tenants
     if not args:
-        return blocks.limits_text(await store.get_limits(call.tenant))
+        return blocks.limits_text(await tenants.limits(call.tenant))
     changes: dict[str, Any] = {}
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -319,11 +324,11 @@ async def admin_limits(call: Call, args: list[str]) -> str | None:
             raise InvalidRequest(
                 f"Bad limit {arg!r}: write key=number with key one of {', '.join(_LIMIT_KEYS)}."
             )
-        low, high = _LIMIT_RANGES[key]
+        low, high = limit_bounds(key)
         if not low <= number <= high:
             raise InvalidRequest(f"Bad limit {arg!r}: {key} goes from {low} to {high:,}.")
         changes[key] = number
-    limits = await store.set_limits(call.tenant, **changes)
+    limits = await tenants.set_limits(call.tenant, **changes)
     return ":white_check_mark: Limits updated.\n" + blocks.limits_text(limits)
 
 
@@ -332,10 +337,9 @@ async def admin_allow(call: Call, args: list[str]) -> str | None:
     if not args:
         raise InvalidRequest("Usage: `/avatar admin allow @person ...`.")
     users = [parse_user(a) for a in args]
-    store = call.adapter.service.store
-    await store.ensure_tenant(call.tenant)
-    current = (await store.get_limits(call.tenant)).allowed_users
-    limits = await store.set_limits(call.tenant, allowed_users=[*current, *users])
+    tenants = call.adapter.tenants
+    current = (await tenants.limits(call.tenant)).allowed_users
+    limits = await tenants.set_limits(call.tenant, allowed_users=[*current, *users])
     return ":white_check_mark: Allowed.\n" + blocks.limits_text(limits)
 
 
@@ -344,9 +348,8 @@ async def admin_deny(call: Call, args: list[str]) -> str | None:
     if not args:
         raise InvalidRequest("Usage: `/avatar admin deny @person ...`.")
     users = {parse_user(a) for a in args}
-    store = call.adapter.service.store
-    await store.ensure_tenant(call.tenant)
-    current = (await store.get_limits(call.tenant)).allowed_users
+    tenants = call.adapter.tenants
+    current = (await tenants.limits(call.tenant)).allowed_users
     if not users & set(current):
         raise InvalidRequest(
             "They are not on the list of who may start sessions. (An empty list means "
@@ -358,7 +361,7 @@ async def admin_deny(call: Call, args: list[str]) -> str | None:
             "That would empty the list, which means everyone may start sessions. Allow "
             "someone else first."
         )
-    limits = await store.set_limits(call.tenant, allowed_users=remaining)
+    limits = await tenants.set_limits(call.tenant, allowed_users=remaining)
     return ":white_check_mark: Removed.\n" + blocks.limits_text(limits)
 
 
@@ -424,8 +427,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         user = body["user"]["id"]
         name = body["user"].get("username") or body["user"].get("name") or user
         try:
-            record = await adapter.service.get(action.get("value", ""), tenant=f"slack:{team}")
+            tenant = team_tenant(team)
+            record = await adapter.service.get(action.get("value", ""), tenant=tenant)
             await may_stop(adapter, client, team, user, record)
-            await adapter.service.stop(record.id, f"stopped by {name}", tenant=f"slack:{team}")
+            await adapter.service.stop(record.id, f"stopped by {name}", tenant=tenant)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one ephemeral line
             await respond(text=error_text(exc), response_type="ephemeral", replace_original=False)

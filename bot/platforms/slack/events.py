@@ -11,7 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.platforms.slack.errors import error_text
-from bot.platforms.slack.threads import is_person_thread_reply, route_thread_message
+from bot.platforms.slack.threads import is_person_thread_reply, route_thread_message, team_tenant
 
 if TYPE_CHECKING:
     from bot.platforms.slack.app import SlackAdapter
@@ -33,7 +33,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             return
         team = context.team_id
         try:
-            routed = await route_thread_message(adapter.service, team, event)
+            routed = await route_thread_message(adapter.service, adapter.bindings, team, event)
         except Exception as exc:  # noqa: BLE001 - told to the writer, privately
             await _tell(client, event, error_text(exc))
             return
@@ -66,15 +66,15 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
                      reason: str) -> None:
     """End the workspace's sessions, mark it inactive and forget its tokens."""
-    tenant = f"slack:{team}"
+    tenant = team_tenant(team)
     # Refuse new starts first: one that slipped in while earlier sessions were still stopping
     # would run on in a workspace that removed the app.
-    await adapter.store.set_tenant_active(tenant, False)
+    await adapter.tenants.deactivate(tenant)
     summaries = await adapter.service.stop_all(reason, tenant)
     if adapter.installations is not None:
         await adapter.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
     log.info("slack workspace removed; %d session(s) ended", len(summaries),
-             extra={"tenant": tenant})
+             extra={"tenant": str(tenant)})
 
 
 async def _react(client: AsyncWebClient, event: dict[str, Any], name: str) -> None:

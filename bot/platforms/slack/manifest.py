@@ -16,10 +16,12 @@ BOT_EVENTS = ["message.channels", "message.groups", "message.im", "app_uninstall
               "tokens_revoked"]
 
 
-def app_manifest(public_url: str, *, name: str = "avatarbot", socket_mode: bool = False
+def app_manifest(public_url: str | None, *, name: str = "avatarbot", socket_mode: bool = False
                  ) -> dict[str, Any]:
-    """The manifest for an app served at ``public_url`` (or over Socket Mode)."""
-    base = public_url.rstrip("/")
+    """The manifest for an app served at ``public_url`` (or over Socket Mode: no URLs at all)."""
+    if public_url is None and not socket_mode:
+        raise ValueError("an HTTP app needs its public URL")
+    base = (public_url or "").rstrip("/")
     events_url = None if socket_mode else f"{base}/slack/events"
     command: dict[str, Any] = {
         "command": COMMAND, "description": "Talking avatars: start, talk, stop",
@@ -33,16 +35,18 @@ def app_manifest(public_url: str, *, name: str = "avatarbot", socket_mode: bool 
         command["url"] = events_url
         subscriptions["request_url"] = events_url
         interactivity["request_url"] = events_url
+    oauth: dict[str, Any] = {"scopes": {"bot": list(BOT_SCOPES)}}
+    if events_url:
+        # Used only with SLACK_CLIENT_ID/SECRET (many workspaces, /slack/install); harmless for
+        # an app installed in one workspace from its settings page.
+        oauth["redirect_urls"] = [f"{base}/slack/oauth_redirect"]
     return {
         "display_information": {"name": name},
         "features": {
             "bot_user": {"display_name": name, "always_online": True},
             "slash_commands": [command],
         },
-        "oauth_config": {
-            "redirect_urls": [f"{base}/slack/oauth_redirect"],
-            "scopes": {"bot": list(BOT_SCOPES)},
-        },
+        "oauth_config": oauth,
         "settings": {
             "event_subscriptions": subscriptions,
             "interactivity": interactivity,
@@ -53,6 +57,6 @@ def app_manifest(public_url: str, *, name: str = "avatarbot", socket_mode: bool 
     }
 
 
-def manifest_json(public_url: str, *, socket_mode: bool = False) -> str:
+def manifest_json(public_url: str | None, *, socket_mode: bool = False) -> str:
     """The manifest as indented JSON (Slack accepts JSON or YAML)."""
     return json.dumps(app_manifest(public_url, socket_mode=socket_mode), indent=2)

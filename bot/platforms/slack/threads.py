@@ -21,10 +21,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.errors import SessionNotFound
+from bot.core.errors import InvalidRequest, SessionNotFound
 from bot.core.events import AnyEvent, Ended, StateChanged, Transcript, Warning
-from bot.core.models import SessionState
+from bot.core.models import SessionState, TenantId
 from bot.core.service import SessionService
+from bot.core.tenants import ChatBindings
 from bot.platforms.slack import blocks
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ class Target:
     channel: str
     thread_ts: str
     avatar_name: str
+
+
+def team_tenant(team: str) -> TenantId:
+    """The tenant of a Slack workspace."""
+    return TenantId(platform="slack", id=team)
 
 
 def thread_key(channel: str, thread_ts: str) -> str:
@@ -119,10 +125,10 @@ class Outbox:
                 await self._send(self.team, post)
             except SlackApiError as exc:
                 log.warning("Slack refused a thread post: %s", exc.response.get("error"),
-                            extra={"tenant": f"slack:{self.team}"})
+                            extra={"tenant": str(team_tenant(self.team))})
             except Exception:
                 log.exception("could not post into a Slack thread",
-                              extra={"tenant": f"slack:{self.team}"})
+                              extra={"tenant": str(team_tenant(self.team))})
             self._next_at = time.monotonic() + self._interval
 
 
@@ -131,14 +137,16 @@ class ThreadRelay:
 
     Args:
         service: the session service (its ``events`` hub is subscribed to, all sessions).
+        bindings: which Slack thread belongs to which session.
         tokens: the bot token of a team id, or ``None`` when the workspace is gone.
         client_for: builds a Web API client for a token.
         min_interval_s: least time between two calls of one workspace.
     """
 
-    def __init__(self, service: SessionService, tokens: TokenSource, client_for: ClientFactory,
-                 min_interval_s: float = 1.0) -> None:
+    def __init__(self, service: SessionService, bindings: ChatBindings, tokens: TokenSource,
+                 client_for: ClientFactory, min_interval_s: float = 1.0) -> None:
         self._service = service
+        self._bindings = bindings
         self._tokens = tokens
         self._client_for = client_for
         self._interval = min_interval_s
@@ -174,6 +182,13 @@ class ThreadRelay:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> ThreadRelay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _caught_up(self) -> bool:
         return not self._busy and (self._queue is None or self._queue.empty())
@@ -227,16 +242,19 @@ class ThreadRelay:
             self._dispatch(target, event)
 
     async def _resolve(self, sid: str) -> Target | None:
-        store = self._service.store
         try:
-            record = await store.get_session(sid)
+            record = await self._service.get(sid)
         except SessionNotFound:
             return None
-        if not record.tenant.startswith("slack:"):
+        try:
+            tenant = TenantId.parse(record.tenant)
+        except InvalidRequest:
             return None
-        for binding in await store.bindings_for_session(sid):
+        if tenant.platform != "slack":
+            return None
+        for binding in await self._bindings.for_session(sid):
             if binding.platform == "slack":
-                return Target(record.tenant.split(":", 1)[1], binding.channel_id,
+                return Target(tenant.id, binding.channel_id,
                               binding.message_id or binding.thread_id.rsplit(":", 1)[-1],
                               record.avatar_name)
         if record.state.is_open:
@@ -285,7 +303,7 @@ class ThreadRelay:
         token = await self._tokens(team)
         if token is None:
             log.info("no Slack token for a workspace; a thread line is dropped",
-                     extra={"tenant": f"slack:{team}"})
+                     extra={"tenant": str(team_tenant(team))})
             return
         client = self._client_for(token)
         if post.update:
@@ -317,20 +335,20 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-async def route_thread_message(service: SessionService, team: str, event: dict[str, Any],
-                               ) -> tuple[str, str] | None:
+async def route_thread_message(service: SessionService, bindings: ChatBindings, team: str,
+                               event: dict[str, Any]) -> tuple[str, str] | None:
     """Send a person's thread message to its session; ``(session id, mode)`` or None if unbound.
 
     Raises the service's typed errors (session ended, text too long ...).
     """
-    binding = await service.store.binding_for_thread(
+    binding = await bindings.for_thread(
         "slack", thread_key(event["channel"], event["thread_ts"])
     )
     if binding is None:
         return None
     author = event.get("user")
     mode = await service.send(binding.session_id, blocks.plain(event.get("text") or ""),
-                              author=author, tenant=f"slack:{team}")
+                              author=author, tenant=team_tenant(team))
     return binding.session_id, mode.value
 
 
@@ -347,5 +365,6 @@ def is_person_thread_reply(event: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "Post", "Target", "ThreadRelay", "is_person_thread_reply", "route_thread_message", "thread_key",
+    "Post", "Target", "ThreadRelay", "is_person_thread_reply", "route_thread_message",
+    "team_tenant", "thread_key",
 ]

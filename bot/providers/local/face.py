@@ -2,8 +2,10 @@
 
 Everything that does not move (background, shoulders, head, hair, nose, brows) is painted once per
 session into a canvas a little larger than the frame; each frame is a shifted crop of it (the
-slight head movement) with the eyes and the mouth painted on top. That keeps a 320x240 frame near
-a quarter of a millisecond.
+slight head movement) with the eyes and the mouth painted on top. That keeps a 640x480 frame near
+a millisecond (``bench/local_avatar.py`` measures the whole pipeline). Every length is in drawing
+units of ``height / 240`` pixels while edges stay anti-aliased over a pixel or two, so a larger
+frame is sharper, not a blown-up small one.
 """
 
 from __future__ import annotations

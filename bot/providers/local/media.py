@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import functools
 import logging
 import time
 from collections import deque
@@ -19,8 +20,16 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from bot.core.errors import SpeechBusy
 from bot.providers.local.face import REST, Face, MouthShape, mouth_at
-from bot.providers.local.speech import OUT_RATE, Utterance
+from bot.providers.local.speech import (
+    OUT_RATE,
+    Utterance,
+    Voice,
+    halve,
+    split_for_speech,
+    synthesize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,7 @@ class SessionMedia:
         self._video_enc = self._make_video_encoder(face.width, face.height, fps)
         self._audio_enc = self._make_audio_encoder()
         self._silence = np.zeros(AUDIO_FRAME, dtype=np.int16)
+        self._played = asyncio.Event()  # set whenever queued audio shrinks
         self.frames_rendered = 0
         self.audio_packets = 0
 
@@ -126,8 +136,7 @@ class SessionMedia:
         self._tasks = []
         for track in list(self._tracks):
             track.stop()
-        self._queue.clear()
-        self._current = None
+        self.interrupt()
 
     # ------------------------------------------------------------------ viewers
     def subscribe(self, kind: str) -> FanoutTrack:
@@ -159,6 +168,22 @@ class SessionMedia:
         self._queue.clear()
         self._current = None
         self._pos = 0
+        self._played.set()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """PCM bytes waiting to be played: the rest of the current utterance and the queue."""
+        total = sum(u.samples.nbytes for u in self._queue)
+        cur = self._current
+        if cur is not None:
+            total += max(0, len(cur.samples) - self._pos) * cur.samples.itemsize
+        return total
+
+    async def wait_buffered_at_most(self, limit: int) -> None:
+        """Return once at most ``limit`` bytes of speech are waiting to be played."""
+        while self.buffered_bytes > limit:
+            self._played.clear()
+            await self._played.wait()
 
     @property
     def speaking(self) -> bool:
@@ -226,6 +251,8 @@ class SessionMedia:
         while True:
             n = await self._tick(n, AUDIO_PERIOD, 1.0)  # catch up: lost audio is heard
             pcm = self._next_samples()
+            if pcm is not self._silence:
+                self._played.set()
             if any(t.kind == "audio" for t in self._tracks):
                 frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
                 frame.sample_rate, frame.pts = OUT_RATE, n * AUDIO_FRAME
@@ -264,3 +291,124 @@ class SessionMedia:
         codec.time_base = _AUDIO_TB
         codec.options = {"application": "voip"}
         return codec
+
+
+class Speaker:
+    """Speaks a session's texts a piece at a time, so its audio buffer stays bounded.
+
+    A text is cut into pieces of a few seconds (``split_for_speech``); the next piece is
+    synthesised only when the session's queued audio leaves room for a whole piece, so at most
+    ``buffer_bytes`` of PCM are ever queued, whatever the text's length or how many there are.
+    At most ``max_pending`` texts wait their turn (the one being synthesised counts); more are
+    refused with ``SpeechBusy``. ``interrupt`` forgets the waiting texts and the rest of the
+    current one, and drops the queued audio.
+
+    Args:
+        media: the session's media, which plays the pieces.
+        voice: the session's espeak-ng voice.
+        executor: the thread that runs espeak-ng.
+        buffer_bytes: the most PCM (48 kHz mono 16-bit: 96,000 bytes a second) queued at once;
+            a piece is at most half of it.
+        max_pending: how many texts may wait to be spoken.
+    """
+
+    def __init__(
+        self, media: SessionMedia, voice: Voice, executor: Executor, *, buffer_bytes: int,
+        max_pending: int,
+    ) -> None:
+        if buffer_bytes < 2 * 2 * AUDIO_FRAME or max_pending < 1:
+            raise ValueError("the speech buffer must hold at least 40 ms and one text")
+        self.media = media
+        self.voice = voice
+        self.buffer_bytes = buffer_bytes
+        self.piece_bytes = buffer_bytes // 2
+        self.max_pending = max_pending
+        self._executor = executor
+        self._waiting: deque[str] = deque()
+        self._current: str | None = None
+        self._generation = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Texts accepted and not yet wholly synthesised (waiting, or being synthesised)."""
+        return len(self._waiting) + (self._current is not None)
+
+    @property
+    def full(self) -> bool:
+        """Whether a new text would be refused."""
+        return self.pending >= self.max_pending
+
+    def start(self) -> None:
+        """Start synthesising whatever is queued."""
+        self._task = asyncio.create_task(self._run(), name="local-avatar-speech")
+
+    def enqueue(self, text: str) -> None:
+        """Queue ``text`` after what is being said; ``SpeechBusy`` when too many are waiting."""
+        if self.full:
+            raise SpeechBusy()
+        self._waiting.append(text)
+        self._wake.set()
+
+    def interrupt(self) -> None:
+        """Forget every waiting text and the rest of the current one; silence at once."""
+        self._generation += 1
+        self._waiting.clear()
+        self._current = None  # its synthesis stops at the next piece (generation check)
+        self.media.interrupt()
+
+    async def aclose(self) -> None:
+        """Stop synthesising and drop everything queued (idempotent)."""
+        self.interrupt()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            while not self._waiting:
+                self._wake.clear()
+                await self._wake.wait()
+            self._current = self._waiting.popleft()
+            try:
+                await self._speak(self._current, self._generation)
+            except Exception:  # one text that cannot be spoken must not silence the session
+                log.exception("the local avatar could not speak a text; it is skipped")
+            finally:
+                self._current = None
+
+    async def _speak(self, text: str, generation: int) -> None:
+        pieces = deque(split_for_speech(text))
+        while pieces:
+            piece, sentence_end = pieces.popleft()
+            budget = self.piece_bytes
+            while True:
+                await self.media.wait_buffered_at_most(self.buffer_bytes - budget)
+                if generation != self._generation:
+                    return
+                utterance = await self._synthesize(piece, budget, sentence_end)
+                if generation != self._generation:
+                    return  # interrupted while espeak-ng ran: the audio is dropped here
+                if utterance.complete or budget == self.buffer_bytes or " " in piece:
+                    break
+                # one word longer than a piece (a long number read out): wait until the
+                # buffer is empty and give it the whole buffer
+                budget = self.buffer_bytes
+            if not utterance.complete:
+                halves = halve(piece)
+                if halves is not None:  # more speech than a piece holds: say it in two
+                    pieces.extendleft([(halves[1], sentence_end), (halves[0], False)])
+                    continue
+                log.info("one word is longer than the speech buffer; it is cut")
+            self.media.speak(utterance)
+
+    async def _synthesize(self, piece: str, max_bytes: int, sentence_end: bool) -> Utterance:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, functools.partial(
+                synthesize, piece, self.voice, max_samples=max_bytes // 2,
+                end_pause=sentence_end,
+            ),
+        )

@@ -30,12 +30,12 @@ from aiortc.sdp import candidate_from_sdp
 
 from bot.compat import aioice_compat, aiortc_compat
 from bot.core.errors import (
+    AtCapacity,
     ConfigError,
     InvalidRequest,
-    LimitReached,
-    ProviderError,
     ProviderRejected,
     SessionNotLive,
+    SpeechBusy,
 )
 from bot.core.events import EventHub, Transcript
 from bot.core.models import (
@@ -48,21 +48,28 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
+from bot.providers.local import persona
 from bot.providers.local.answer import (
     LLM_DOWN,
     ChatClient,
     LLMConfig,
     LLMError,
-    answer_from_knowledge,
-    retrieve,
+    local_answer,
 )
 from bot.providers.local.face import DEFAULT_LOOK, LOOKS, Face, Look
-from bot.providers.local.media import FanoutTrack, SessionMedia
-from bot.providers.local.speech import Utterance, Voice, synthesize, voice_exists
+from bot.providers.local.media import FanoutTrack, SessionMedia, Speaker
+from bot.providers.local.speech import Voice, voice_exists
 
 log = logging.getLogger(__name__)
 
-MAX_VIEWERS = 40  # one process serves about 30 viewers in all (docs/browser.md)
+# One process serves about 30 viewers in all (docs/browser.md); the settings
+# LOCAL_MAX_SESSIONS, LOCAL_MAX_VIEWERS and LOCAL_MAX_VIEWERS_PER_SESSION default to these.
+MAX_SESSIONS = 8
+MAX_VIEWERS = 30
+MAX_VIEWERS_PER_SESSION = 10
+# LOCAL_SPEECH_BUFFER_BYTES: 10 s of 48 kHz mono 16-bit PCM per session (96,000 bytes a second)
+SPEECH_BUFFER_BYTES = 960_000
+MAX_PENDING_SAYS = 4  # LOCAL_MAX_PENDING_SAYS: texts waiting to be spoken per session
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}(\+[A-Za-z0-9_]{1,20})?")
 _CODECS = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}
 
@@ -82,9 +89,10 @@ class _Session:
     look: Look
     voice: Voice
     media: SessionMedia
+    speaker: Speaker
     knowledge: str | None
     viewers: dict[str, _Viewer] = field(default_factory=dict)
-    interrupts: int = 0  # speech synthesised before an interrupt is dropped
+    interrupts: int = 0  # an answer that arrives after an interrupt is not spoken
 
 
 def _ice_servers(servers: list[dict[str, Any]]) -> list[RTCIceServer]:
@@ -111,17 +119,28 @@ class LocalProvider(ProviderBase):
         llm: an OpenAI-compatible chat endpoint for ``ask``; without it answers come from the
             session's knowledge text.
         http: the shared HTTP client for the chat endpoint.
+        max_sessions: sessions this process runs at once; more are refused (``AtCapacity``).
+        max_viewers: viewer peer connections this process holds at once, across sessions.
+        max_viewers_per_session: viewer peer connections of one session.
+        speech_buffer_bytes: the most synthesised PCM one session queues (see ``Speaker``).
+        max_pending_says: texts one session lets wait to be spoken; more get ``SpeechBusy``.
     """
 
     name = "local"
     display_name = "Local avatar"
 
     def __init__(
-        self, *, events: EventHub, pricing: Pricing, width: int = 320, height: int = 240,
+        self, *, events: EventHub, pricing: Pricing, width: int = 640, height: int = 480,
         fps: int = 15, ice_servers: list[dict[str, Any]] | None = None,
         allow_loopback: bool = False, llm: LLMConfig | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: httpx.AsyncClient | None = None, max_sessions: int = MAX_SESSIONS,
+        max_viewers: int = MAX_VIEWERS, max_viewers_per_session: int = MAX_VIEWERS_PER_SESSION,
+        speech_buffer_bytes: int = SPEECH_BUFFER_BYTES, max_pending_says: int = MAX_PENDING_SAYS,
     ) -> None:
+        if min(max_sessions, max_viewers, max_viewers_per_session, max_pending_says) < 1:
+            raise ConfigError("Local avatar caps (sessions, viewers, pending says) must be >= 1.")
+        if speech_buffer_bytes < 96_000:
+            raise ConfigError("LOCAL_SPEECH_BUFFER_BYTES must hold at least 1 s (96000 bytes).")
         if width % 2 or height % 2 or width < 64 or height < 64 or not 1 <= fps <= 60:
             raise ConfigError("Local avatar video must be even-sized, at least 64x64, 1-60 fps.")
         self.events = events
@@ -131,6 +150,8 @@ class LocalProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="webrtc", control="server", multi_viewer=True, lists_sessions=False,
             survives_restart=False, pricing=pricing,
+            # The knowledge text goes into every LLM prompt: kept short (the playground is public).
+            max_text_chars=2000, max_knowledge_chars=5000,
         )
         self._own_http = http is None and llm is not None
         self._http = http or (httpx.AsyncClient() if llm is not None else None)
@@ -141,6 +162,12 @@ class LocalProvider(ProviderBase):
         self._render_pool = ThreadPoolExecutor(2, thread_name_prefix="local-avatar-render")
         self._speech_pool = ThreadPoolExecutor(1, thread_name_prefix="local-avatar-speech")
         self._sessions: dict[str, _Session] = {}
+        self.max_sessions = max_sessions
+        self.max_viewers = max_viewers
+        self.max_viewers_per_session = max_viewers_per_session
+        self.speech_buffer_bytes = speech_buffer_bytes
+        self.max_pending_says = max_pending_says
+        self._starting = 0  # starts past the capacity check, not yet in ``_sessions``
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         # a viewer that has not connected this long after its offer (no answer, no candidates)
@@ -164,16 +191,26 @@ class LocalProvider(ProviderBase):
         if look is None:
             names = ", ".join(f"{lk.name} ({lk.id})" for lk in LOOKS.values())
             raise ProviderRejected(self.name, f"Unknown local avatar. Choose one of: {names}.")
-        voice = await self._pick_voice(look, request)
-        loop = asyncio.get_running_loop()
-        face = await loop.run_in_executor(
-            self._render_pool, Face, look, self.width, self.height, secrets.randbits(32)
-        )
+        if len(self._sessions) + self._starting >= self.max_sessions:
+            raise AtCapacity(self.name, f"The built-in avatar is at capacity "
+                                        f"({self.max_sessions} sessions); try again later.")
+        self._starting += 1  # counted from here, so concurrent starts cannot overshoot
+        try:
+            voice = await self._pick_voice(look, request)
+            loop = asyncio.get_running_loop()
+            face = await loop.run_in_executor(
+                self._render_pool, Face, look, self.width, self.height, secrets.randbits(32)
+            )
+        finally:
+            self._starting -= 1
         media = SessionMedia(face, self.fps, self._render_pool)
+        speaker = Speaker(media, voice, self._speech_pool, buffer_bytes=self.speech_buffer_bytes,
+                          max_pending=self.max_pending_says)
         local_id = f"local-{secrets.token_hex(8)}"
-        self._sessions[local_id] = _Session(request.session_id, look, voice, media,
+        self._sessions[local_id] = _Session(request.session_id, look, voice, media, speaker,
                                             request.knowledge)
         media.start()
+        speaker.start()
         log.info("local avatar started", extra={"session": request.session_id, "look": look.id})
         return ProviderSession(
             session_id=request.session_id, provider=self.name, provider_session_id=local_id,
@@ -216,6 +253,7 @@ class LocalProvider(ProviderBase):
             return
         for viewer_id in list(sess.viewers):
             await self._drop_viewer(sess, viewer_id)
+        await sess.speaker.aclose()
         await sess.media.aclose()
         log.info("local avatar stopped", extra={"session": sess.session_id})
 
@@ -254,39 +292,44 @@ class LocalProvider(ProviderBase):
         sess = self._live(session)
         if not text.strip():
             raise InvalidRequest("Ask a question: the text is empty.")
+        if sess.speaker.full:  # refused before the chat endpoint is paid for
+            raise SpeechBusy()
+        generation = sess.interrupts
+        name, look_id = sess.look.name, sess.look.id
         if self._chat is None:
-            answer = answer_from_knowledge(sess.knowledge, text)
+            answer = local_answer(sess.knowledge, text, name, look_id).text
         else:
             try:
-                answer = await self._chat.answer(sess.knowledge, text)
+                answer = await self._chat.answer(sess.knowledge, text,
+                                                 persona.system_prompt(name, look_id))
             except LLMError as exc:
                 log.warning("local avatar chat endpoint failed: %s", exc)
-                found = retrieve(sess.knowledge, text)
-                answer = f"{LLM_DOWN} From my notes: {found}" if found else LLM_DOWN
-        await self._speak(self._live(session), session, answer)
+                # what the avatar can say without the endpoint, if anything
+                reply = local_answer(sess.knowledge, text, name, look_id)
+                if reply.kind == "knowledge":
+                    answer = f"{LLM_DOWN} From my notes: {reply.text}"
+                elif reply.kind == "fallback":
+                    answer = LLM_DOWN
+                else:
+                    answer = f"{LLM_DOWN} {reply.text}"
+        if self._live(session).interrupts != generation:
+            return  # interrupted while the answer was being found
+        await self._speak(sess, session, answer)
 
     async def _speak(self, sess: _Session, session: ProviderSession, text: str) -> None:
+        """Queue ``text``; it is synthesised piece by piece as the audio plays (``Speaker``)."""
         text = " ".join(text.split())
         if not text:
             raise InvalidRequest("There is nothing to say: the text is empty.")
-        loop = asyncio.get_running_loop()
-        generation = sess.interrupts
-        try:
-            utterance: Utterance = await loop.run_in_executor(
-                self._speech_pool, synthesize, text, sess.voice
-            )
-        except ValueError as exc:
-            raise ProviderError(self.name, "The local avatar could not speak that.") from exc
-        if self._live(session).interrupts != generation:
-            return
-        sess.media.speak(utterance)
+        sess.speaker.enqueue(text)
+        # published when accepted: a long text is synthesised while it plays, piece by piece
         self.events.publish(Transcript(session_id=sess.session_id, speaker="avatar", text=text))
 
     async def interrupt(self, session: ProviderSession) -> None:
-        """Stop speaking at once (the next 20 ms audio packet is silent)."""
+        """Stop speaking at once (the next 20 ms audio packet is silent) and free the audio."""
         sess = self._live(session)
         sess.interrupts += 1
-        sess.media.interrupt()
+        sess.speaker.interrupt()
 
     async def set_context(self, session: ProviderSession, text: str) -> None:
         """Replace the knowledge text ``ask`` answers from."""
@@ -298,8 +341,12 @@ class LocalProvider(ProviderBase):
         sess = self._live(session)
         if viewer_id in sess.viewers:
             await self._drop_viewer(sess, viewer_id)
-        if len(sess.viewers) >= MAX_VIEWERS:
-            raise LimitReached("This avatar already has as many viewers as it can serve.")
+        if len(sess.viewers) >= self.max_viewers_per_session:
+            raise AtCapacity(self.name, f"This avatar already has as many viewers as it can "
+                                        f"serve ({self.max_viewers_per_session}); try again later.")
+        if self.viewers_total >= self.max_viewers:
+            raise AtCapacity(self.name, f"The built-in avatar is at capacity "
+                                        f"({self.max_viewers} viewers); try again later.")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice))
         viewer = _Viewer(pc, [])
         sess.viewers[viewer_id] = viewer
@@ -365,13 +412,29 @@ class LocalProvider(ProviderBase):
         sess = self._sessions.get(session.provider_session_id)
         return len(sess.viewers) if sess else 0
 
+    @property
+    def viewers_total(self) -> int:
+        """Viewer peer connections this process holds, across sessions."""
+        return sum(len(sess.viewers) for sess in self._sessions.values())
+
+    @property
+    def sessions_total(self) -> int:
+        """Sessions this process runs (and starts in progress)."""
+        return len(self._sessions) + self._starting
+
     def media_stats(self, session: ProviderSession) -> dict[str, int]:
-        """Counters of the session's media: viewers, frames drawn, audio packets encoded."""
+        """Counters of the session's media.
+
+        Viewers, frames drawn, audio packets encoded, and the speech waiting: PCM bytes queued
+        to play (``speech_buffered_bytes``) and texts not yet synthesised (``speech_pending``).
+        """
         sess = self._live(session)
         return {
             "viewers": len(sess.viewers),
             "frames_rendered": sess.media.frames_rendered,
             "audio_packets": sess.media.audio_packets,
+            "speech_buffered_bytes": sess.media.buffered_bytes,
+            "speech_pending": sess.speaker.pending,
         }
 
     def _viewer(self, sess: _Session, viewer_id: str) -> _Viewer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -78,6 +79,7 @@ class Utterance:
     samples: np.ndarray
     phonemes: list[Phoneme] = field(default_factory=list)
     visemes: list[tuple[int, str]] = field(default_factory=list)
+    complete: bool = True  # False: cut at ``max_samples``, the rest of the text is not in it
 
     @property
     def duration_ms(self) -> int:
@@ -101,6 +103,8 @@ class _Engine:
         self._lib: ctypes.CDLL | None = None
         self._callback = _CALLBACK(self._on_synth)  # kept alive: the library holds a pointer
         self._pcm: list[bytes] = []
+        self._samples = 0
+        self._limit: int | None = None  # samples after which the synthesis is aborted
         self._phonemes: list[Phoneme] = []
         self._abort = False
         self.sample_rate = ESPEAK_RATE
@@ -135,8 +139,11 @@ class _Engine:
         return lib
 
     def _on_synth(self, wav: ctypes.Array, count: int, events: ctypes.Array) -> int:
-        if wav and count > 0:
+        if wav and count > 0 and not self._abort:
             self._pcm.append(ctypes.string_at(wav, count * 2))
+            self._samples += count
+            if self._limit is not None and self._samples > self._limit:
+                self._abort = True  # the library stops at this callback's return value
         i = 0
         while events[i].type != _EVENT_LIST_TERMINATED:
             ev = events[i]
@@ -156,17 +163,31 @@ class _Engine:
         lib.espeak_SetParameter(_PARAM_VOLUME, 100, 0)
         return True
 
-    def synth(self, text: str, voice: Voice) -> tuple[np.ndarray, list[Phoneme]]:
-        """Synthesise ``text``: raw samples at ``sample_rate`` and the phoneme timings."""
+    def synth(
+        self, text: str, voice: Voice, *, limit: int | None = None, end_pause: bool = True
+    ) -> tuple[np.ndarray, list[Phoneme], bool]:
+        """Synthesise ``text``: raw samples at ``sample_rate``, phoneme timings, completeness.
+
+        With ``limit`` the synthesis stops after that many samples and reports incomplete.
+        """
         lib = self._load()
         if not self.set_voice(voice):
             raise ValueError(f"espeak-ng has no voice {voice.name!r}")
-        self._pcm, self._phonemes = [], []
+        self._pcm, self._phonemes, self._samples = [], [], 0
+        self._limit, self._abort = limit, False
         data = text.encode("utf-8") + b"\0"
         buf = ctypes.create_string_buffer(data)
-        lib.espeak_Synth(buf, len(data), 0, 0, 0, _CHARS_UTF8 | _ENDPAUSE, None, None)
-        pcm = np.frombuffer(b"".join(self._pcm), dtype=np.int16)
-        return pcm, self._phonemes
+        flags = _CHARS_UTF8 | (_ENDPAUSE if end_pause else 0)
+        try:
+            lib.espeak_Synth(buf, len(data), 0, 0, 0, flags, None, None)
+            pcm = np.frombuffer(b"".join(self._pcm), dtype=np.int16)
+            complete = not self._abort
+        finally:
+            self._pcm, self._limit, self._abort = [], None, False
+        phonemes, self._phonemes = self._phonemes, []
+        if limit is not None:
+            pcm = pcm[:limit]
+        return pcm, phonemes, complete
 
 
 _ENGINE = _Engine()
@@ -179,19 +200,82 @@ def voice_exists(voice: Voice) -> bool:
         return _ENGINE.set_voice(voice)
 
 
-def synthesize(text: str, voice: Voice) -> Utterance:
-    """Speak ``text`` into 48 kHz samples with visemes (blocking; run off the event loop)."""
+def synthesize(
+    text: str, voice: Voice, *, max_samples: int | None = None, end_pause: bool = True
+) -> Utterance:
+    """Speak ``text`` into 48 kHz samples with visemes (blocking; run off the event loop).
+
+    With ``max_samples`` the audio is at most that long: a text that would be longer is cut
+    there and the utterance says ``complete=False`` (the caller splits the text and retries).
+    ``end_pause`` adds espeak-ng's pause at the end (a sentence end; not inside a sentence).
+    """
     with _LOCK:
-        pcm, phonemes = _ENGINE.synth(text, voice)
+        rate = _ENGINE.sample_rate
+        limit = None
+        if max_samples is not None:
+            # leave room for the resampler's rounding; the result is cut to max_samples anyway
+            limit = max(1, max_samples * rate // OUT_RATE - 32)
+        pcm, phonemes, complete = _ENGINE.synth(text, voice, limit=limit, end_pause=end_pause)
         rate = _ENGINE.sample_rate
     samples = resample(pcm, rate, OUT_RATE)
+    if max_samples is not None:
+        samples = samples[:max_samples]
     visemes = visemes_for(phonemes)
     # espeak-ng sends no event for the pause it adds at the end: close the mouth when sound stops
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > 300)
     end_ms = int((loud[-1] + 1) * 1000 / rate) if len(loud) else 0
     if visemes and end_ms > visemes[-1][0] and visemes[-1][1] != "rest":
         visemes.append((end_ms, "rest"))
-    return Utterance(text, samples, phonemes, visemes)
+    return Utterance(text, samples, phonemes, visemes, complete)
+
+
+# ---------------------------------------------------------------- pieces to synthesise
+MAX_PIECE_CHARS = 64  # about 4 s of speech at 170 words a minute
+_MAX_WORD = 16  # longer "words" (URLs, digit strings) are cut, so none outgrows a piece
+_SENTENCE_END = re.compile(r"(?<=[.!?\u2026])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:\u2014])\s+")
+
+
+def split_for_speech(text: str, max_chars: int = MAX_PIECE_CHARS) -> list[tuple[str, bool]]:
+    """Cut ``text`` into pieces of at most ``max_chars`` to synthesise one at a time.
+
+    Each piece comes with whether it ends a sentence (it then gets espeak-ng's end pause).
+    Sentences are kept whole when they fit; longer ones are cut after commas, semicolons and
+    colons, then between words; a word longer than ``_MAX_WORD`` is cut too.
+    """
+    out: list[tuple[str, bool]] = []
+    for sentence in _SENTENCE_END.split(" ".join(text.split())):
+        if not sentence:
+            continue
+        parts: list[str] = []
+        for clause in _CLAUSE_END.split(sentence):
+            words: list[str] = []
+            for word in clause.split(" "):
+                words += [word[i:i + _MAX_WORD] for i in range(0, len(word), _MAX_WORD)]
+            parts += _pack(words, max_chars)
+        pieces = _pack(parts, max_chars)
+        out += [(piece, i == len(pieces) - 1) for i, piece in enumerate(pieces)]
+    return out
+
+
+def halve(piece: str) -> tuple[str, str] | None:
+    """``piece`` cut in two at the word nearest its middle; ``None`` for a single word."""
+    words = piece.split(" ")
+    if len(words) < 2:
+        return None
+    mid = len(words) // 2
+    return " ".join(words[:mid]), " ".join(words[mid:])
+
+
+def _pack(items: list[str], max_chars: int) -> list[str]:
+    """Join consecutive ``items`` with spaces into strings of at most ``max_chars``."""
+    out: list[str] = []
+    for item in items:
+        if out and len(out[-1]) + 1 + len(item) <= max_chars:
+            out[-1] += " " + item
+        elif item:
+            out.append(item)
+    return out
 
 
 def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""Small services beside ``SessionService``: a tenant's settings and credits, and chat bindings.
+
+The chat platforms and the web layer reach persistence only through ``SessionService`` and
+these two, never through the store itself (``tests/core/test_architecture.py`` holds that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from bot.core.models import Balance, ChatBinding, Limits, TenantId
+from bot.core.ports import SessionStore
+
+TenantKey = TenantId | str
+
+
+class CreditsReport(BaseModel):
+    """What ``/avatar credits`` shows."""
+
+    tenant: str
+    balance: Balance
+    used_today_by_user: int
+    daily_user_credits: int
+
+
+class TenantService:
+    """Admin settings and credits of a tenant (a Discord server, a Slack workspace, the playground).
+
+    Args:
+        store: persistence for tenants and the ledger.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    async def activate(self, tenant: TenantKey) -> None:
+        """The platform says the bot is installed here: create the tenant if new, mark it active."""
+        await self._store.ensure_tenant(str(tenant))
+        await self._store.set_tenant_active(str(tenant), True)
+
+    async def reactivate(self, tenant: TenantKey) -> None:
+        """Mark a tenant seen before active again (an unknown tenant stays unknown)."""
+        if await self._store.tenant_exists(str(tenant)):
+            await self._store.set_tenant_active(str(tenant), True)
+
+    async def deactivate(self, tenant: TenantKey) -> None:
+        """Refuse new starts from now on (the bot was removed); an unknown tenant stays unknown."""
+        if await self._store.tenant_exists(str(tenant)):
+            await self._store.set_tenant_active(str(tenant), False)
+
+    async def limits(self, tenant: TenantKey) -> Limits:
+        """The tenant's limits, defaults filled in (the tenant is created if new)."""
+        await self._store.ensure_tenant(str(tenant))
+        return await self._store.get_limits(str(tenant))
+
+    async def set_limits(self, tenant: TenantKey, **changes: Any) -> Limits:
+        """Change some limits (``None`` restores a default); returns the limits now in force."""
+        await self._store.ensure_tenant(str(tenant))
+        return await self._store.set_limits(str(tenant), **changes)
+
+    async def grant(self, tenant: TenantKey, amount: int, actor: TenantKey | str,
+                    note: str | None = None) -> Balance:
+        """Credit the tenant's account (``actor`` is who granted, for the ledger)."""
+        return await self._store.grant(str(tenant), amount, str(actor), note)
+
+    async def credits(self, tenant: TenantKey, user: str) -> CreditsReport:
+        """The tenant's balance and the user's use today."""
+        key = str(tenant)
+        limits = await self.limits(key)
+        return CreditsReport(
+            tenant=key, balance=await self._store.balance(key),
+            used_today_by_user=await self._store.user_spent_today(key, user),
+            daily_user_credits=limits.daily_user_credits,
+        )
+
+
+class ChatBindings:
+    """Which chat thread belongs to which session.
+
+    Args:
+        store: persistence for the bindings.
+    """
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+
+    async def bind(self, binding: ChatBinding) -> None:
+        """Remember that a platform thread belongs to a session."""
+        await self._store.bind_chat(binding)
+
+    async def for_thread(self, platform: str, thread_id: str) -> ChatBinding | None:
+        """The binding of a platform thread, if it is a session's."""
+        return await self._store.binding_for_thread(platform, thread_id)
+
+    async def for_session(self, session_id: str) -> list[ChatBinding]:
+        """Every platform thread bound to a session."""
+        return await self._store.bindings_for_session(session_id)
