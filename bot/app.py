@@ -143,7 +143,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         await top_up_playground(settings, store)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
-            TenantService(store), ChatBindings(store),
+            tenants=TenantService(store), bindings=ChatBindings(store),
             slack_installs=SqliteSlackInstallStore(store),
         )
 

@@ -27,11 +27,12 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 26 methods:
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 27 methods:
 
     Tenants and limits
         - ``ensure_tenant``: create the tenant if new.
         - ``tenant_exists``: whether the tenant has been seen.
+        - ``tenant_active``: whether the tenant may start sessions (not removed or uninstalled).
         - ``get_limits``: the tenant's limits, defaults filled in.
         - ``set_limits``: change some limits (``None`` restores a default).
         - ``set_tenant_active``: activate or deactivate a tenant (uninstalled workspace).
