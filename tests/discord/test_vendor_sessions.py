@@ -1,5 +1,5 @@
-"""Through the real discord.py client and the fake Discord: LiveAvatar end to end, and a HeyGen
-session that HeyGen closes on its own.
+"""Through the real discord.py client and the fake Discord: LiveAvatar end to end, a HeyGen
+session that HeyGen closes on its own, and an A2E room that A2E released before someone wrote.
 
 No browser runs here: the viewer page's part (publishing the relayed ``agent-control`` commands
 into the LiveKit room, forwarding ``agent-response`` events back) is played by ``PageStandIn``,
@@ -23,11 +23,13 @@ from bot.core.events import Relay
 from bot.core.models import Pricing, SessionState
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
+from bot.providers.a2e import A2EProvider
 from bot.providers.heygen import HeyGenProvider
 from bot.providers.liveavatar import LiveAvatarProvider
 from tests.discord.conftest import TENANT, callback, final_text, make_settings, run_bot
 from tests.discord.test_real_providers import ProviderStack
 from tests.discord.test_session_flow import start_session
+from tests.fakes.a2e import FakeA2E
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.heygen import FakeHeyGen
 from tests.fakes.liveavatar import FakeLiveAvatar
@@ -174,6 +176,34 @@ async def test_heygen_closing_the_stream_tells_the_thread(fake: FakeDiscord, tmp
             await fake.user_message(alice, thread["id"], "hello?")
             await asyncio.sleep(0.3)
             assert vendor.calls("/streaming.task") == []
+        finally:
+            await bot.close()
+            await stack.close()
+
+
+async def test_a2e_room_gone_when_someone_writes_ends_the_session_at_once(
+    fake: FakeDiscord, tmp_path: Path, alice: dict, http: httpx.AsyncClient
+) -> None:
+    async with FakeA2E() as vendor:
+        stack = await ProviderStack(tmp_path / "t.db", "a2e", lambda hub: A2EProvider(
+            api_key=SecretStr(vendor.api_key), http=http, events=hub, pricing=PER_SECOND,
+            base_url=vendor.url, timeout_s=2.0)).open()
+        bot = await run_bot(fake, stack, make_settings(fake, tmp_path))
+        try:
+            await stack.store.grant(TENANT, 1000, "test")
+            _, anchor, thread = await start_session(
+                fake, alice, avatar="a2e:676e1f054c86ff839eae2cc3", minutes=2)
+            (record,) = await stack.service.open_sessions(TENANT)
+            vendor.release_room(record.provider_session_id)  # A2E ends it; no reaper runs here
+            await fake.user_message(alice, thread["id"], "Are you there?")
+            told = await fake.wait_for(lambda: [
+                t for t in thread_texts(fake, thread["id"]) if "A2E closed the avatar's room" in t])
+            assert told[-1].startswith("🏁 Session with Linda ended")
+            # the writer is also answered: their message could not reach the avatar
+            assert "⚠️ That A2E session has already ended." in thread_texts(fake, thread["id"])
+            final = await stack.service.get(record.id)
+            assert final.state is SessionState.ENDED
+            assert await stack.store.verify() == []
         finally:
             await bot.close()
             await stack.close()
