@@ -19,6 +19,15 @@ from bot.core.models import Limits, Pricing, limit_bounds
 
 IdList = Annotated[list[str], NoDecode]
 
+# docs/vendors/heygen.md "Status": raw WebRTC (v1) ended on 2025-02-28.
+HEYGEN_V1_REFUSED = (
+    "HeyGen's raw WebRTC (v1) streaming is no longer offered (HeyGen ended it on 2025-02-28) and "
+    "avatarbot no longer speaks it. Remove HEYGEN_TRANSPORT (LiveKit is the only HeyGen "
+    "transport), or better, move to LiveAvatar, where HeyGen has moved interactive avatars: get a "
+    "key at app.liveavatar.com (HeyGen keys do not work there), set LIVEAVATAR_API_KEY and unset "
+    "HEYGEN_API_KEY."
+)
+
 
 _CONCURRENT = limit_bounds("max_concurrent")
 _MINUTES = limit_bounds("max_minutes")
@@ -130,6 +139,13 @@ class Settings(BaseSettings):
     def _split_ids(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("heygen_transport")
+    @classmethod
+    def _no_raw_webrtc(cls, v: str) -> str:
+        if v == "webrtc":
+            raise ValueError(HEYGEN_V1_REFUSED)
         return v
 
     @field_validator("local_ice_servers", mode="before")

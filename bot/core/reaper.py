@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from bot.core.errors import AvatarBotError, ProviderError
+from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone
 from bot.core.events import VendorEnded, Warning
 from bot.core.models import ProviderSession, SessionRecord, SessionState, ViewerInfo, utcnow
+from bot.core.provider import SessionStatusSource
 from bot.core.service import SessionService
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class SessionReaper:
         self.pending_timeout_s = pending_timeout_s
         self._warned: set[tuple[str, str]] = set()
         self._kept_alive: dict[str, float] = {}
+        self._status_asked: dict[str, float] = {}
         self._last_sweep = 0.0
 
     async def run(self, *, reconcile_first: bool = True) -> None:
@@ -80,12 +82,13 @@ class SessionReaper:
                     await self.end_for_vendor(event)
 
     async def end_for_vendor(self, event: VendorEnded) -> None:
-        """End the session the vendor ended; one no longer live is left as it is."""
+        """End the session the vendor ended, settling at the event's time.
+
+        A session no longer live is left as it is.
+        """
         try:
-            record = await self.service.store.get_session(event.session_id)
-            if record.state is not SessionState.LIVE:
-                return
-            await self.service.stop(event.session_id, event.reason)
+            at = datetime.fromtimestamp(event.at, tz=UTC)
+            await self.service.vendor_ended(event.session_id, event.reason, at)
         except AvatarBotError as exc:
             log.warning("could not end session %s the vendor ended: %r", event.session_id, exc)
 
@@ -139,6 +142,7 @@ class SessionReaper:
         """Drop per-session bookkeeping of sessions that are no longer open."""
         self._warned = {key for key in self._warned if key[0] in open_ids}
         self._kept_alive = {k: v for k, v in self._kept_alive.items() if k in open_ids}
+        self._status_asked = {k: v for k, v in self._status_asked.items() if k in open_ids}
 
     async def _tend(self, record: SessionRecord, now: datetime) -> None:
         if record.state is SessionState.LIVE:
@@ -157,6 +161,8 @@ class SessionReaper:
         idle = (now - record.last_activity_at).total_seconds()
         if left <= 0:
             await self.service.stop(record.id, "time is up")
+        elif await self._vendor_ended_it(record):
+            return
         elif idle >= self.idle_timeout_s:
             await self.service.stop(record.id, "nobody wrote for a while")
         else:
@@ -195,8 +201,39 @@ class SessionReaper:
         try:
             await prov.keep_alive(ps)
             self._kept_alive[record.id] = time.monotonic()
+        except ProviderSessionGone as exc:
+            await self.service.vendor_ended(record.id, exc.reason, exc.ended_at)
         except ProviderError as exc:
             log.warning("keep-alive failed for %s: %r", record.id, exc)
+
+    async def _vendor_ended_it(self, record: SessionRecord) -> bool:
+        """End the session as vendor-ended if its vendor says it is closed; return whether.
+
+        The vendor is asked at most every ``capabilities.status_interval_s`` seconds.
+        """
+        prov = self.service.providers.get(record.provider)
+        ps = record.provider_session()
+        if prov is None or ps is None or not isinstance(prov, SessionStatusSource):
+            return False
+        interval = prov.capabilities.status_interval_s
+        if interval is None:
+            return False
+        if time.monotonic() - self._status_asked.get(record.id, float("-inf")) < interval:
+            return False
+        self._status_asked[record.id] = time.monotonic()
+        try:
+            status = await prov.status(ps)
+        except ProviderSessionGone as exc:
+            await self.service.vendor_ended(record.id, exc.reason, exc.ended_at)
+            return True
+        except ProviderError as exc:
+            log.warning("could not ask %s about session %s: %r", record.provider, record.id, exc)
+            return False
+        if status.open:
+            return False
+        reason = status.reason or f"{prov.display_name} ended the session"
+        await self.service.vendor_ended(record.id, reason, status.ended_at)
+        return True
 
     # ------------------------------------------------------------------ orphans
     async def sweep_orphans(self, *, force: bool = False) -> list[str]:

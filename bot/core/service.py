@@ -20,6 +20,7 @@ from bot.core.errors import (
     AvatarBotError,
     InvalidRequest,
     ProviderError,
+    ProviderSessionGone,
     ProviderUnavailable,
     SessionNotFound,
     SessionNotLive,
@@ -291,20 +292,51 @@ class SessionService:
 
     # ------------------------------------------------------------------ stop
     async def stop(
-        self, session_id: str, reason: str = "stopped", *, tenant: TenantKey | None = None
+        self, session_id: str, reason: str = "stopped", *, tenant: TenantKey | None = None,
+        at: datetime | None = None,
     ) -> SessionSummary:
-        """End a session (idempotent); returns its summary."""
+        """End a session (idempotent); returns its summary.
+
+        ``at`` is when its use ended, if that was before now (the vendor ended it): credits
+        settle there. It is clamped to the session's start and to now.
+        """
         await self.get(session_id, tenant=tenant)
         async with self._lock(session_id):
             # Read under the lock: whoever held it before may have ended the session already.
             record = await self.store.get_session(session_id)
             if record.state.is_open:
-                record = await self.store.begin_end(session_id, reason, utcnow())
+                end = utcnow() if at is None else min(at, utcnow())
+                if record.started_at is not None:
+                    end = max(end, record.started_at)
+                record = await self.store.begin_end(session_id, reason, end)
                 self._publish_state(record)
                 record = await self.finish_ending(record)
         if not record.state.is_open:
             self._locks.pop(session_id, None)
         return self.summary(record)
+
+    async def vendor_ended(
+        self, session_id: str, reason: str, at: datetime | None = None
+    ) -> SessionSummary | None:
+        """End a live session that its vendor ended on its own; ``None`` if it was not live.
+
+        Args:
+            session_id: our session.
+            reason: why, in plain words (the end summary shows it in the thread).
+            at: when the vendor ended it (credits settle there); ``None`` means now.
+        """
+        record = await self.store.get_session(session_id)
+        if record.state is not SessionState.LIVE:
+            return None
+        log.info("the vendor ended the session: %s", reason, extra=_ctx(record))
+        return await self.stop(session_id, reason, at=at)
+
+    async def _end_if_gone(self, session_id: str, exc: ProviderSessionGone) -> None:
+        """React to a vendor saying the session no longer exists: end it as vendor-ended."""
+        try:
+            await self.vendor_ended(session_id, exc.reason, exc.ended_at)
+        except AvatarBotError:
+            log.exception("could not end a session the vendor ended")
 
     async def retry_stop(self, session_id: str) -> SessionRecord:
         """Try again to stop an ending session's vendor session (the reaper's retries).
@@ -416,7 +448,11 @@ class SessionService:
         self.events.publish(Transcript(
             session_id=session_id, speaker="user", text=text, author=author, intent=mode.value,
         ))
-        await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+        try:
+            await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+        except ProviderSessionGone as exc:
+            await self._end_if_gone(session_id, exc)
+            raise
         await self.store.update_session(session_id, last_activity_at=utcnow())
 
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
@@ -425,7 +461,11 @@ class SessionService:
         prov, ps = self._provider_session(record)
         if not prov.capabilities.interrupt:
             raise InvalidRequest(f"{prov.display_name} avatars cannot be interrupted.")
-        await prov.interrupt(ps)
+        try:
+            await prov.interrupt(ps)
+        except ProviderSessionGone as exc:
+            await self._end_if_gone(session_id, exc)
+            raise
 
     async def set_context(self, session_id: str, text: str, *,
                           tenant: TenantKey | None = None) -> None:
@@ -435,7 +475,11 @@ class SessionService:
         knowledge = _clean_knowledge(text, prov.capabilities) or ""
         if not prov.capabilities.set_context:
             raise InvalidRequest(f"{prov.display_name} avatars take no knowledge text.")
-        await prov.set_context(ps, knowledge)
+        try:
+            await prov.set_context(ps, knowledge)
+        except ProviderSessionGone as exc:
+            await self._end_if_gone(session_id, exc)
+            raise
         await self.store.update_session(session_id, knowledge=knowledge)
 
     async def set_mode(self, session_id: str, mode: Mode, *,

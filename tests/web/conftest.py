@@ -183,7 +183,7 @@ async def _vendor(name: str, settings: Settings, http: httpx.AsyncClient,
         fake = await FakeA2E().start()
         return fake, A2EProvider(api_key=SecretStr(fake.api_key), http=http, events=events,
                                  pricing=settings.pricing("a2e"), base_url=fake.url)
-    if name in ("heygen", "heygen-webrtc"):
+    if name == "heygen":
         from bot.providers.heygen import HeyGenProvider
         from tests.fakes.heygen import FakeHeyGen
 
@@ -191,7 +191,6 @@ async def _vendor(name: str, settings: Settings, http: httpx.AsyncClient,
         return fake, HeyGenProvider(
             api_key=SecretStr(fake.api_key), http=http, events=events,
             pricing=settings.pricing("heygen"), base_url=fake.url,
-            transport="webrtc" if name == "heygen-webrtc" else "livekit",
         )
     if name == "liveavatar":
         from bot.providers.liveavatar import LiveAvatarProvider
