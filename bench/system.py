@@ -16,7 +16,8 @@ Sessions are started with signed ``/avatar start`` slash commands, one channel p
 anchor message the fake Slack returned is the session's thread. Thread messages are signed Events
 API POSTs to ``/slack/events``, in Slack's ``message`` event shape with ``thread_ts``. A message's
 latency runs from just before its POST to its arrival at the fake vendor (matched by its text).
-CPU comes from ``/proc/<pid>/stat`` (utime + stime) of each process, RSS from ``/proc/<pid>/status``.
+CPU comes from ``/proc/<pid>/stat`` (utime + stime) of each process, RSS from
+``/proc/<pid>/status``.
 
     .venv/bin/python bench/system.py --quick          # smoke run, under a minute
     .venv/bin/python bench/system.py                  # 10 and 500 sessions, 3 rounds
@@ -34,7 +35,6 @@ import contextlib
 import hashlib
 import hmac
 import itertools
-import json
 import os
 import signal
 import socket
@@ -45,7 +45,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +192,7 @@ class Phase:
     arrived: int
     cpu_s: float | None
     ack_errors: int = 0
+    texts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -221,6 +221,7 @@ class Bench:
         self.msg_ids = itertools.count(1)
         self.cmd_ids = itertools.count(1)
         self.ws: Workspace | None = None
+        self.achieved_rate = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -233,7 +234,8 @@ class Bench:
             connector=aiohttp.TCPConnector(limit=2000), timeout=aiohttp.ClientTimeout(total=60)
         )
         self.floor_http = httpx.AsyncClient(
-            base_url=self.a2e.url, timeout=15, headers={"Authorization": f"Bearer {self.a2e.api_key}"}
+            base_url=self.a2e.url, timeout=15,
+            headers={"Authorization": f"Bearer {self.a2e.api_key}"},
         )
         port = free_port()
         self.bot_url = f"http://127.0.0.1:{port}"
@@ -248,9 +250,11 @@ class Bench:
             "IDLE_TIMEOUT_S": "86400", "PLAYGROUND_ENABLED": "false",
             "SECRET_KEY": "bench-system-link-secret-0123456789",
         }
-        await self.cli("credits", "grant", f"slack:{TEAM}", "10000000")  # the most one grant may add
-        log = open(self.tmp / "bot.log", "wb")  # noqa: SIM115 - lives as long as the process
-        self.bot = subprocess.Popen(
+        # 10,000,000 is the most one grant may add: 5,000 one-hour A2E sessions take 3,600,000
+        await self.cli("credits", "grant", f"slack:{TEAM}", "10000000")
+        # The log file and Popen: opened once at set-up, they do not block the loop for long.
+        log = open(self.tmp / "bot.log", "wb")  # noqa: SIM115, ASYNC230 - lives with the process
+        self.bot = subprocess.Popen(  # noqa: ASYNC220
             [str(BIN / "avatarbot"), "run"], env=self.env, cwd=self.tmp, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
@@ -262,7 +266,7 @@ class Bench:
             db.execute("CREATE TABLE threads (thread_key TEXT PRIMARY KEY, room TEXT NOT NULL)")
         for kind in ("plain", "bolt"):
             aport = free_port()
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: ASYNC220 - once, at set-up
                 [sys.executable, str(ROOT / "bench" / "system_anchor.py"), kind, str(aport),
                  str(self.anchor_db), self.a2e.url],
                 env={**self.env, "BENCH_SLACK_SECRET": SECRET, "BENCH_VENDOR_KEY": self.a2e.api_key,
@@ -413,6 +417,7 @@ class Bench:
             tasks.append(asyncio.create_task(
                 self.send_one(target, threads[k % len(threads)], text, acks, errors)))
         last_send = time.monotonic()
+        self.achieved_rate = (count - 1) / max(1e-9, last_send - start) if count > 1 else rate
         deadline = last_send + drain_s
         while time.monotonic() < deadline:
             if all(t in self.a2e.arrivals for t, _ in texts):
@@ -425,7 +430,20 @@ class Bench:
                 await asyncio.gather(*tasks)
         cpu = (cpu_s(target.pid) - cpu0) if target.pid and cpu0 is not None else None
         lat = [self.a2e.arrivals[t] - t0 for t, t0 in texts if t in self.a2e.arrivals]
-        return Phase(lat, acks, count, len(lat), cpu, len(errors)), drain
+        return Phase(lat, acks, count, len(lat), cpu, len(errors), [t for t, _ in texts]), drain
+
+    async def settle(self, limit_s: float) -> float:
+        """Wait (at most ``limit_s``) until nothing reaches the fakes for 2 s; seconds waited."""
+        t0 = time.monotonic()
+        seen, quiet_since = -1, t0
+        while time.monotonic() - t0 < limit_s:
+            now = len(self.a2e.arrivals) + len(self.slack.calls)
+            if now != seen:
+                seen, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= 2.0:
+                break
+            await asyncio.sleep(0.1)
+        return time.monotonic() - t0
 
     # ------------------------------------------------------------------ probes
     async def healthz(self, count: int, every_s: float = 0.0) -> list[float]:
@@ -448,7 +466,8 @@ class Bench:
             channel = items[(k * 7919) % len(items)][0]
             key, t0 = await self.command("link", channel, "U0001")
             deadline = t0 + 30
-            while key not in self.slack.response_at and time.monotonic() < deadline:
+            # The fake stamps the arrival itself: this poll's period does not enter the figure.
+            while key not in self.slack.response_at and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
             if key in self.slack.response_at:
                 times.append(self.slack.response_at[key] - t0)
@@ -461,7 +480,7 @@ class Bench:
         t0 = time.monotonic()
         self.bot.send_signal(signal.SIGTERM)
         limit = 30 + 0.2 * len(self.threads.items)
-        while self.bot.poll() is None and time.monotonic() - t0 < limit:
+        while self.bot.poll() is None and time.monotonic() - t0 < limit:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         took = time.monotonic() - t0
         if self.bot.poll() is None:
@@ -491,15 +510,15 @@ def ratio(anchor: list[float] | None, bot: list[float]) -> float | None:
     if not anchor or not bot:
         return None
     a, b = statistics.median(anchor), statistics.median(bot)
-    return b / a if a > 0 else None
+    return b / a if a > 0 and b == b else None  # a negative "added" anchor has no ratio
 
 
 def print_rows(title: str, rows: list[Row]) -> None:
     print(f"\n== {title}   (cells: min / median / max over rounds; ratio = median / median)")
-    print(f"{'figure':<46} | {'anchor':<24} | {'avatarbot':<24} | ratio")
+    print(f"{'figure':<50} | {'anchor':<24} | {'avatarbot':<24} | ratio")
     for name, anchor, bot, unit in rows:
         r = ratio(anchor, bot)
-        print(f"{name + ' (' + unit + ')':<46} | {fmt(anchor):<24} | {fmt(bot):<24} | "
+        print(f"{name + ' (' + unit + ')':<50} | {fmt(anchor):<24} | {fmt(bot):<24} | "
               f"{'-' if r is None else f'x{r:.2f}'}")
 
 
@@ -510,12 +529,13 @@ async def run(args: argparse.Namespace) -> int:
         levels.append(5000)
     if args.quick:
         levels = [int(x) for x in args.sessions.split(",")] if args.sessions_given else [5, 20]
-    msgs = 30 if args.quick else 200
+    msgs = 20 if args.quick else 200
     rate = 20.0
     probes = 5 if args.quick else 20
-    quiet_s = 3.0 if args.quick else 11.0
-    over_s = 2.0 if args.quick else 8.0
-    drain_max = 15.0 if args.quick else 90.0
+    quiet_s = 2.0 if args.quick else 11.0
+    over_s = 1.5 if args.quick else 8.0
+    drain_max = 6.0 if args.quick else 60.0
+    settle_max = 6.0 if args.quick else 60.0
     t_run = time.monotonic()
     targets_met: list[tuple[str, bool | None, str]] = []
     per_level: dict[int, dict[str, list[float]]] = {}
@@ -559,7 +579,14 @@ async def run(args: argparse.Namespace) -> int:
                     fig.setdefault("health.p99", []).append(pct(health, .99) * 1000)
                 assert bench.bot is not None
                 live = len(bench.threads.items)
-                fig["rss_per"] = [(rss_kb(bench.bot.pid) - bench.rss0_kb) / live]
+                rss = rss_kb(bench.bot.pid)
+                fig["rss"] = [rss / 1024]
+                fig["rss_per"] = [(rss - bench.rss0_kb) / live]
+                fig["live"] = [live]
+                if per_level:  # the growth since the previous level, per session added
+                    prev = per_level[max(per_level)]
+                    added = live - prev["live"][0]
+                    fig["rss_per"] = [(rss - prev["rss"][0] * 1024) / max(1, added)]
                 sampled = await bench.healthz(int(quiet_s / 0.05), every_s=0.05)
                 fig["stall"] = [max(sampled) * 1000]
                 fig["stall_p50"] = [pct(sampled, .5) * 1000]
@@ -590,7 +617,9 @@ async def run(args: argparse.Namespace) -> int:
                      fig["health.p50"], "ms"),
                     ("/healthz p99 [vs @first level]", per_level[levels[0]]["health.p99"],
                      fig["health.p99"], "ms"),
-                    ("RSS per live session (since boot)", None, [fig["rss_per"][0]], "KB"),
+                    ("RSS of avatarbot", None, fig["rss"], "MB"),
+                    ("RSS per live session (growth since previous level,"
+                     " or since boot)", None, fig["rss_per"], "KB"),
                     (f"reaper stall: max /healthz, 50 ms x {quiet_s:.0f} s", None, fig["stall"],
                      "ms"),
                     ("   (median /healthz in that phase)", None, fig["stall_p50"], "ms"),
@@ -605,19 +634,26 @@ async def run(args: argparse.Namespace) -> int:
             over_rate = min(2 * capacity, 400.0)
             count = int(over_rate * over_s)
             print(f"\n-- overload: capacity ~{capacity:.0f} msg/s per core (1 / cpu per message); "
-                  f"offering {over_rate:.0f}/s for {over_s:.0f} s = {count} messages, each target")
+                  f"offering {over_rate:.0f}/s for {over_s:.1f} s = {count} messages, each target")
             over: dict[str, tuple[Phase, float]] = {}
+            lost_after: dict[str, int] = {}
             for name in ("bolt", "plain", "avatarbot"):
                 eph0 = len(bench.slack.called("chat.postEphemeral"))
                 over[name] = await bench.paced(bench.targets[name], count, over_rate,
                                                f"OVER{name}", drain_s=drain_max)
                 phase, drain = over[name]
+                sent_rate = bench.achieved_rate
+                waited = await bench.settle(settle_max)
+                never = sum(t not in bench.a2e.arrivals for t in phase.texts)
+                lost_after[name] = never
                 told = len(bench.slack.called("chat.postEphemeral")) - eph0
-                print(f"   {name:<9} lost {phase.sent - phase.arrived}/{phase.sent}  "
+                late = "" if phase.arrived == phase.sent else f" (cap {drain_max:.0f} s)"
+                print(f"   {name:<9} sent at {sent_rate:.0f}/s; "
+                      f"not arrived within the cap {phase.sent - phase.arrived}/{phase.sent}, "
+                      f"never arrived {never} (after {waited:.0f} s more); "
                       f"acks p50 {pct(phase.acks, .5):.2f} s max {max(phase.acks):.2f} s, "
-                      f"{sum(a > 3 for a in phase.acks)} over 3 s, {phase.ack_errors} not 200  "
-                      f"drain {drain:.1f} s  error notes to people {told}", flush=True)
-            await asyncio.sleep(1.0)
+                      f"{sum(a > 3 for a in phase.acks)} over 3 s, {phase.ack_errors} not 200; "
+                      f"drain {drain:.1f} s{late}; error notes to people {told}", flush=True)
 
             # ---------------------------------------------------------- shutdown
             live = len(bench.threads.items)
@@ -653,13 +689,14 @@ async def run(args: argparse.Namespace) -> int:
             check(f"memory per session <= 50 KB at {levels[-1]}", last["rss_per"][0] <= 50,
                   f"{last['rss_per'][0]:.1f} KB")
             bot_over, drain = over["avatarbot"]
-            lost = bot_over.sent - bot_over.arrived
+            lost = lost_after["avatarbot"]
             check("overload 2x: 0 messages lost", lost == 0, f"{lost} of {bot_over.sent} lost")
             slow = sum(a > 3 for a in bot_over.acks)
             check("overload 2x: every ack within 3 s", slow == 0 and bot_over.ack_errors == 0,
                   f"{slow} acks over 3 s, max {max(bot_over.acks):.2f} s")
-            check("overload 2x: backlog drains", drain == drain and lost == 0,
-                  f"drain {drain:.1f} s")
+            drained = bot_over.arrived == bot_over.sent
+            check("overload 2x: backlog drains", drained and lost == 0,
+                  f"drain {drain:.1f} s" if drained else f"not drained within {drain_max:.0f} s")
             check(f"shutdown with {live} live sessions < 10 s (target: 500)",
                   took < 10 if live >= 500 else None, f"{took:.1f} s")
             print("\n== targets (issue 15)")
