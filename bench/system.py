@@ -2,10 +2,10 @@
 
 What runs (every server on 127.0.0.1):
 
-* this process: a fake A2E vendor (``tests/fakes/a2e.py``, here stamping when each ``ask``
-  arrives and taking ``stop_delay_s`` per ``leave``) and a fake Slack Web API
-  (``tests/fakes/slack.py``, here stamping anchor posts and ``response_url`` answers); it also
-  sends the load;
+* a fake A2E vendor in its own process (``bench/system_vendor.py``: ``tests/fakes/a2e.py``
+  stamping when each ``ask`` arrives, and taking a set time per ``leave``);
+* this process: a fake Slack Web API (``tests/fakes/slack.py``, here stamping anchor posts and
+  ``response_url`` answers); it also sends the load;
 * ``avatarbot run`` in its own process, configured through the environment like
   ``tests/test_product.py``: Slack in one-workspace mode over HTTP events, with a signing secret;
 * two anchors, each in its own process (``bench/system_anchor.py``): a bare aiohttp handler
@@ -58,7 +58,6 @@ sys.path.insert(0, str(ROOT))  # for tests.fakes
 
 from tests.fakes.a2e import FakeA2E  # noqa: E402
 from tests.fakes.slack import FakeSlack, Workspace, dumps  # noqa: E402
-from tests.fakes.vendor_base import body_of  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SECRET = "bench-system-signing-secret-0123"
@@ -70,24 +69,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------- fakes with clocks
-class BenchA2E(FakeA2E):
-    """The fake A2E, noting when each ``ask`` text arrives and slowing ``leave`` on demand."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(coins=10**12, **kw)
-        self.arrivals: dict[str, float] = {}
-        self.stop_delay_s = 0.0
-
-    async def _ask(self, request: web.Request) -> web.Response:
-        self.arrivals[str(body_of(request).get("text"))] = time.monotonic()
-        return await super()._ask(request)
-
-    async def _leave(self, request: web.Request) -> web.Response:
-        if self.stop_delay_s:
-            await asyncio.sleep(self.stop_delay_s)
-        return await super()._leave(request)
-
-
 class BenchSlack(FakeSlack):
     """The fake Slack, noting when each channel's anchor message and each response arrive."""
 
@@ -206,7 +187,9 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
         self.tmp = tmp
-        self.a2e = BenchA2E()
+        self.vendor: subprocess.Popen[bytes] | None = None
+        self.vendor_url = ""
+        self.arrivals: dict[str, float] = {}
         self.slack = BenchSlack()
         self.http: aiohttp.ClientSession | None = None
         self.floor_http: httpx.AsyncClient | None = None
@@ -225,7 +208,15 @@ class Bench:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        await self.a2e.start()
+        self.vendor = subprocess.Popen(  # noqa: ASYNC220 - once, at set-up
+            [sys.executable, str(ROOT / "bench" / "system_vendor.py")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        assert self.vendor.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.vendor.stdout.readline), 30)
+        if not line.startswith(b"ready "):
+            raise RuntimeError("the fake vendor did not start")
+        self.vendor_url = line.split()[1].decode()
         await self.slack.start()
         self.ws = self.slack.add_workspace(TEAM, TOKEN)
         for i in range(200):
@@ -234,8 +225,8 @@ class Bench:
             connector=aiohttp.TCPConnector(limit=2000), timeout=aiohttp.ClientTimeout(total=60)
         )
         self.floor_http = httpx.AsyncClient(
-            base_url=self.a2e.url, timeout=15,
-            headers={"Authorization": f"Bearer {self.a2e.api_key}"},
+            base_url=self.vendor_url, timeout=15,
+            headers={"Authorization": f"Bearer {FakeA2E.api_key}"},
         )
         port = free_port()
         self.bot_url = f"http://127.0.0.1:{port}"
@@ -244,8 +235,8 @@ class Bench:
                if not k.startswith(("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LLM_"))},
             "DATABASE_PATH": str(self.tmp / "bot.db"), "HOST": "127.0.0.1", "PORT": str(port),
             "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": TOKEN,
-            "SLACK_API_URL": self.slack.api_url, "A2E_API_KEY": self.a2e.api_key,
-            "A2E_BASE_URL": self.a2e.url, "DEFAULT_MAX_CONCURRENT": "1000000",
+            "SLACK_API_URL": self.slack.api_url, "A2E_API_KEY": FakeA2E.api_key,
+            "A2E_BASE_URL": self.vendor_url, "DEFAULT_MAX_CONCURRENT": "1000000",
             "DEFAULT_MAX_MINUTES": "60", "DEFAULT_DAILY_USER_CREDITS": str(10**12),
             "IDLE_TIMEOUT_S": "86400", "PLAYGROUND_ENABLED": "false",
             "SECRET_KEY": "bench-system-link-secret-0123456789",
@@ -268,10 +259,12 @@ class Bench:
             aport = free_port()
             proc = subprocess.Popen(  # noqa: ASYNC220 - once, at set-up
                 [sys.executable, str(ROOT / "bench" / "system_anchor.py"), kind, str(aport),
-                 str(self.anchor_db), self.a2e.url],
-                env={**self.env, "BENCH_SLACK_SECRET": SECRET, "BENCH_VENDOR_KEY": self.a2e.api_key,
+                 str(self.anchor_db), self.vendor_url],
+                env={**{k: v for k, v in self.env.items() if not k.startswith("SLACK_")},
+                     "BENCH_SLACK_SECRET": SECRET, "BENCH_VENDOR_KEY": FakeA2E.api_key,
                      "BENCH_SLACK_TOKEN": TOKEN, "BENCH_SLACK_API_URL": self.slack.api_url},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=open(self.tmp / f"anchor-{kind}.log", "wb"),  # noqa: SIM115, ASYNC230
             )
             self.anchors[kind] = proc
             assert proc.stdout is not None
@@ -298,7 +291,14 @@ class Bench:
         if self.floor_http is not None:
             await self.floor_http.aclose()
         await self.slack.close()
-        await self.a2e.close()
+        if self.vendor is not None:
+            with contextlib.suppress(Exception):
+                assert self.vendor.stdin is not None
+                self.vendor.stdin.close()
+                self.vendor.wait(10)
+            if self.vendor.poll() is None:
+                self.vendor.kill()
+                self.vendor.wait()
 
     async def cli(self, *args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -345,7 +345,6 @@ class Bench:
         channel = f"C{i:06d}"
         assert self.ws is not None
         self.ws.channels.add(channel)
-        rooms_before = set(self.a2e.rooms)
         _, t0 = await self.command(f"start a2e:{AVATAR} 60", channel, f"U{i % 200:04d}")
         deadline = t0 + 60
         while channel not in self.slack.anchors:
@@ -353,13 +352,34 @@ class Bench:
                 raise RuntimeError(f"session {i} never posted its link:\n{self.bot_log()[-1500:]}")
             await asyncio.sleep(0.005)
         ts, at = self.slack.anchors[channel]
-        # The vendor room: the bot's room is not told to us, so anchors get any room booked
-        # while this start ran (they only need a live room to forward to).
-        new = [r for r in self.a2e.rooms if r not in rooms_before] or list(self.a2e.rooms)
-        self.threads.items.append((channel, ts, new[-1]))
-        with sqlite3.connect(self.anchor_db) as db:
-            db.execute("INSERT INTO threads VALUES (?, ?)", (f"{channel}:{ts}", new[-1]))
+        self.threads.items.append((channel, ts, ""))  # its room: see assign_rooms
         return at - t0
+
+    async def vendor_state(self, what: str) -> Any:
+        assert self.http is not None
+        async with self.http.get(f"{self.vendor_url}/bench/{what}") as resp:
+            return await resp.json()
+
+    async def sync_arrivals(self) -> None:
+        """Fetch the ``ask`` arrivals the fake vendor noted since the last call."""
+        for text, at in await self.vendor_state(f"arrivals?from={len(self.arrivals)}"):
+            self.arrivals[text] = at
+
+    async def assign_rooms(self) -> None:
+        """Give sessions without one a vendor room, for the anchors and the floor.
+
+        The bot does not tell which room is whose; the anchors only need a live room to forward
+        to, so the n-th session gets the n-th room booked.
+        """
+        rooms = (await self.vendor_state("rooms"))["rooms"]
+        items = self.threads.items
+        rows = []
+        for k, (channel, ts, room) in enumerate(items):
+            if not room:
+                items[k] = (channel, ts, rooms[k % len(rooms)])
+                rows.append((f"{channel}:{ts}", items[k][2]))
+        with sqlite3.connect(self.anchor_db) as db:
+            db.executemany("INSERT INTO threads VALUES (?, ?)", rows)
 
     async def ramp_to(self, n: int, concurrency: int = 8) -> list[float]:
         """Start sessions until ``n`` are live; start-to-link latencies of those started."""
@@ -373,6 +393,7 @@ class Bench:
 
         async with asyncio.timeout(max(120, n * 0.5)):
             await asyncio.gather(*(one(i) for i in todo))
+        await self.assign_rooms()
         return times
 
     # ------------------------------------------------------------------ messages
@@ -420,16 +441,18 @@ class Bench:
         self.achieved_rate = (count - 1) / max(1e-9, last_send - start) if count > 1 else rate
         deadline = last_send + drain_s
         while time.monotonic() < deadline:
-            if all(t in self.a2e.arrivals for t, _ in texts):
+            await self.sync_arrivals()
+            if all(t in self.arrivals for t, _ in texts):
                 break
-            await asyncio.sleep(0.02)
-        arrivals = [self.a2e.arrivals[t] for t, _ in texts if t in self.a2e.arrivals]
+            await asyncio.sleep(0.05)
+        arrivals = [self.arrivals[t] for t, _ in texts if t in self.arrivals]
         drain = (max(arrivals) - last_send) if arrivals else float("nan")
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(5.0, drain_s)):
+            async with asyncio.timeout(10.0):  # acks still missing by then count as late
                 await asyncio.gather(*tasks)
         cpu = (cpu_s(target.pid) - cpu0) if target.pid and cpu0 is not None else None
-        lat = [self.a2e.arrivals[t] - t0 for t, t0 in texts if t in self.a2e.arrivals]
+        await self.sync_arrivals()
+        lat = [self.arrivals[t] - t0 for t, t0 in texts if t in self.arrivals]
         return Phase(lat, acks, count, len(lat), cpu, len(errors), [t for t, _ in texts]), drain
 
     async def settle(self, limit_s: float) -> float:
@@ -437,7 +460,8 @@ class Bench:
         t0 = time.monotonic()
         seen, quiet_since = -1, t0
         while time.monotonic() - t0 < limit_s:
-            now = len(self.a2e.arrivals) + len(self.slack.calls)
+            await self.sync_arrivals()
+            now = len(self.arrivals) + len(self.slack.calls)
             if now != seen:
                 seen, quiet_since = now, time.monotonic()
             elif time.monotonic() - quiet_since >= 2.0:
@@ -476,7 +500,10 @@ class Bench:
     async def shutdown(self) -> tuple[float, int]:
         """SIGTERM with every session live; seconds to exit, vendor rooms left open."""
         assert self.bot is not None
-        self.a2e.stop_delay_s = 0.1
+        assert self.http is not None
+        async with self.http.post(f"{self.vendor_url}/bench/stop-delay",
+                                  json={"seconds": 0.1}) as resp:
+            resp.raise_for_status()
         t0 = time.monotonic()
         self.bot.send_signal(signal.SIGTERM)
         limit = 30 + 0.2 * len(self.threads.items)
@@ -487,7 +514,7 @@ class Bench:
             self.bot.kill()
             self.bot.wait()
             took = float("inf")
-        return took, len(self.a2e.open_rooms())
+        return took, len((await self.vendor_state("rooms"))["open"])
 
 
 # ---------------------------------------------------------------------- report
@@ -534,8 +561,8 @@ async def run(args: argparse.Namespace) -> int:
     probes = 5 if args.quick else 20
     quiet_s = 2.0 if args.quick else 11.0
     over_s = 1.5 if args.quick else 8.0
-    drain_max = 6.0 if args.quick else 60.0
-    settle_max = 6.0 if args.quick else 60.0
+    drain_max = 6.0 if args.quick else 30.0
+    settle_max = 6.0 if args.quick else 20.0
     t_run = time.monotonic()
     targets_met: list[tuple[str, bool | None, str]] = []
     per_level: dict[int, dict[str, list[float]]] = {}
@@ -569,9 +596,6 @@ async def run(args: argparse.Namespace) -> int:
                               f"arrived {phase.arrived}/{phase.sent}"
                               + (f"  cpu {phase.cpu_s * 1000 / max(1, phase.arrived):.2f} ms/msg"
                                  if phase.cpu_s is not None else ""), flush=True)
-                    starts = [await bench.start_session(len(bench.threads.items))
-                              for _ in range(2 if args.quick else 5)]
-                    fig.setdefault("start_link", []).append(statistics.median(starts) * 1000)
                     links = await bench.channel_link(probes)
                     fig.setdefault("chan.p50", []).append(pct(links, .5) * 1000)
                     health = await bench.healthz(probes * 2)
@@ -590,11 +614,17 @@ async def run(args: argparse.Namespace) -> int:
                 sampled = await bench.healthz(int(quiet_s / 0.05), every_s=0.05)
                 fig["stall"] = [max(sampled) * 1000]
                 fig["stall_p50"] = [pct(sampled, .5) * 1000]
+                for _ in range(args.rounds):  # after the rest: these add live sessions
+                    starts = [await bench.start_session(len(bench.threads.items))
+                              for _ in range(2 if args.quick else 5)]
+                    fig.setdefault("start_link", []).append(statistics.median(starts) * 1000)
+                await bench.assign_rooms()
                 for name in ("plain", "bolt", "avatarbot"):
                     fig[f"{name}.added50"] = [b - f for b, f in zip(
                         fig[f"{name}.p50"], fig["floor.p50"], strict=True)]
+                    # The floor's p99 is mostly the machine's noise: p99 is measured over its p50.
                     fig[f"{name}.added99"] = [b - f for b, f in zip(
-                        fig[f"{name}.p99"], fig["floor.p99"], strict=True)]
+                        fig[f"{name}.p99"], fig["floor.p50"], strict=True)]
                 per_level[n] = fig
                 rows: list[Row] = [
                     ("floor: bare POST to vendor p50", None, fig["floor.p50"], "ms"),
@@ -604,7 +634,7 @@ async def run(args: argparse.Namespace) -> int:
                     ("msg latency p99 [vs bolt]", fig["bolt.p99"], fig["avatarbot.p99"], "ms"),
                     ("added over floor p50 [vs bolt]", fig["bolt.added50"],
                      fig["avatarbot.added50"], "ms"),
-                    ("added over floor p99 [vs bolt]", fig["bolt.added99"],
+                    ("added over floor p50, at p99 [vs bolt]", fig["bolt.added99"],
                      fig["avatarbot.added99"], "ms"),
                     ("cpu per message [vs plain]", fig["plain.cpu"], fig["avatarbot.cpu"], "ms"),
                     ("cpu per message [vs bolt]", fig["bolt.cpu"], fig["avatarbot.cpu"], "ms"),
@@ -624,7 +654,9 @@ async def run(args: argparse.Namespace) -> int:
                      "ms"),
                     ("   (median /healthz in that phase)", None, fig["stall_p50"], "ms"),
                 ]
-                print_rows(f"{live} live sessions ({n} + probe starts), {args.rounds} rounds, "
+                print_rows(f"{live} live sessions (then +{len(bench.threads.items) - live} by the "
+                           "start probes), "
+                           f"{args.rounds} rounds, "
                            f"{msgs} msgs at {rate:.0f}/s per target per round", rows)
 
             # ---------------------------------------------------------- overload
@@ -644,7 +676,7 @@ async def run(args: argparse.Namespace) -> int:
                 phase, drain = over[name]
                 sent_rate = bench.achieved_rate
                 waited = await bench.settle(settle_max)
-                never = sum(t not in bench.a2e.arrivals for t in phase.texts)
+                never = sum(t not in bench.arrivals for t in phase.texts)
                 lost_after[name] = never
                 told = len(bench.slack.called("chat.postEphemeral")) - eph0
                 late = "" if phase.arrived == phase.sent else f" (cap {drain_max:.0f} s)"
@@ -672,10 +704,14 @@ async def run(args: argparse.Namespace) -> int:
 
             cpu_r = med(last["avatarbot.cpu"]) / med(last["bolt.cpu"])
             check("cpu per message <= 1.3x bolt anchor", cpu_r <= 1.3, f"x{cpu_r:.2f}")
-            a50 = med(last["avatarbot.added50"]) / max(1e-9, med(last["bolt.added50"]))
-            check("added latency p50 <= 1.5x bolt anchor", a50 <= 1.5, f"x{a50:.2f}")
-            a99 = med(last["avatarbot.added99"]) / max(1e-9, med(last["bolt.added99"]))
-            check("added latency p99 <= 2x bolt anchor", a99 <= 2.0, f"x{a99:.2f}")
+            for pname, limit in (("50", 1.5), ("99", 2.0)):
+                bot_add, bolt_add = (med(last[f"{who}.added{pname}"])
+                                     for who in ("avatarbot", "bolt"))
+                title = f"added latency p{pname} <= {limit}x bolt anchor"
+                if bolt_add <= 0.2:  # the anchor is within noise of the floor: no ratio
+                    check(title, None, f"bolt adds {bolt_add:.2f} ms, bot {bot_add:.2f} ms")
+                else:
+                    check(title, bot_add / bolt_add <= limit, f"x{bot_add / bolt_add:.2f}")
             scale_note = f"at {levels[-1]} vs {levels[0]}"
             big = levels[-1] >= 5000
             cr = med(last["chan.p50"]) / med(first["chan.p50"])
@@ -721,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
     args.sessions = args.sessions or "10,500"
     if args.quick and "--rounds" not in (argv or sys.argv):
         args.rounds = 1
+    # SIGTERM ends the run like Ctrl-C: the cleanup below stops every process it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     return asyncio.run(run(args))
 
 
