@@ -455,8 +455,9 @@ class Bench:
         lat = [self.arrivals[t] - t0 for t, t0 in texts if t in self.arrivals]
         return Phase(lat, acks, count, len(lat), cpu, len(errors), [t for t, _ in texts]), drain
 
-    async def settle(self, limit_s: float) -> float:
-        """Wait (at most ``limit_s``) until nothing reaches the fakes for 2 s; seconds waited."""
+    async def settle(self, limit_s: float, quiet_s: float) -> float:
+        """Wait (at most ``limit_s``) until nothing reaches the fakes for ``quiet_s``; seconds
+        waited."""
         t0 = time.monotonic()
         seen, quiet_since = -1, t0
         while time.monotonic() - t0 < limit_s:
@@ -464,7 +465,7 @@ class Bench:
             now = len(self.arrivals) + len(self.slack.calls)
             if now != seen:
                 seen, quiet_since = now, time.monotonic()
-            elif time.monotonic() - quiet_since >= 2.0:
+            elif time.monotonic() - quiet_since >= quiet_s:
                 break
             await asyncio.sleep(0.1)
         return time.monotonic() - t0
@@ -496,6 +497,16 @@ class Bench:
             if key in self.slack.response_at:
                 times.append(self.slack.response_at[key] - t0)
         return times
+
+    async def wait_idle(self, pid: int, limit_s: float) -> float:
+        """Wait (at most ``limit_s``) until ``pid`` uses under 10% of a core over 1 s; seconds."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit_s:
+            before = cpu_s(pid)
+            await asyncio.sleep(1.0)
+            if cpu_s(pid) - before < 0.1:
+                break
+        return time.monotonic() - t0
 
     async def shutdown(self) -> tuple[float, int]:
         """SIGTERM with every session live; seconds to exit, vendor rooms left open."""
@@ -560,9 +571,9 @@ async def run(args: argparse.Namespace) -> int:
     rate = 20.0
     probes = 5 if args.quick else 20
     quiet_s = 2.0 if args.quick else 11.0
-    over_s = 1.5 if args.quick else 8.0
+    over_s = 1.5 if args.quick else 5.0
     drain_max = 6.0 if args.quick else 30.0
-    settle_max = 6.0 if args.quick else 20.0
+    settle_max = 6.0 if args.quick else 30.0
     t_run = time.monotonic()
     targets_met: list[tuple[str, bool | None, str]] = []
     per_level: dict[int, dict[str, list[float]]] = {}
@@ -671,11 +682,16 @@ async def run(args: argparse.Namespace) -> int:
             lost_after: dict[str, int] = {}
             for name in ("bolt", "plain", "avatarbot"):
                 eph0 = len(bench.slack.called("chat.postEphemeral"))
+                assert bench.vendor is not None
+                t0, v0, me0 = time.monotonic(), cpu_s(bench.vendor.pid), cpu_s(os.getpid())
                 over[name] = await bench.paced(bench.targets[name], count, over_rate,
                                                f"OVER{name}", drain_s=drain_max)
                 phase, drain = over[name]
                 sent_rate = bench.achieved_rate
-                waited = await bench.settle(settle_max)
+                span = time.monotonic() - t0
+                vendor_cpu = (cpu_s(bench.vendor.pid) - v0) / span * 100
+                my_cpu = (cpu_s(os.getpid()) - me0) / span * 100
+                waited = await bench.settle(settle_max, 2.0 if args.quick else 5.0)
                 never = sum(t not in bench.arrivals for t in phase.texts)
                 lost_after[name] = never
                 told = len(bench.slack.called("chat.postEphemeral")) - eph0
@@ -685,10 +701,17 @@ async def run(args: argparse.Namespace) -> int:
                       f"never arrived {never} (after {waited:.0f} s more); "
                       f"acks p50 {pct(phase.acks, .5):.2f} s max {max(phase.acks):.2f} s, "
                       f"{sum(a > 3 for a in phase.acks)} over 3 s, {phase.ack_errors} not 200; "
-                      f"drain {drain:.1f} s{late}; error notes to people {told}", flush=True)
+                      f"drain {drain:.1f} s{late}; error notes to people {told}; "
+                      f"CPU of a core meanwhile: fake vendor {vendor_cpu:.0f}%, "
+                      f"bench sender + fake Slack {my_cpu:.0f}%, load {os.getloadavg()[0]:.1f}",
+                      flush=True)
 
             # ---------------------------------------------------------- shutdown
             live = len(bench.threads.items)
+            assert bench.bot is not None
+            idle = await bench.wait_idle(bench.bot.pid, 15 if args.quick else 90)
+            print(f"\n-- waited {idle:.0f} s for avatarbot to go idle (under 10% of a core) "
+                  "before the shutdown")
             took, left = await bench.shutdown()
             print(f"\n-- shutdown with {live} live sessions, fake vendor 100 ms per stop: "
                   f"{took:.1f} s to exit, {left} vendor rooms left open")
