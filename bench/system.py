@@ -684,6 +684,9 @@ async def run(args: argparse.Namespace) -> int:
                 eph0 = len(bench.slack.called("chat.postEphemeral"))
                 assert bench.vendor is not None
                 t0, v0, me0 = time.monotonic(), cpu_s(bench.vendor.pid), cpu_s(os.getpid())
+                pid = bench.targets[name].pid
+                assert pid is not None
+                target0 = cpu_s(pid)
                 over[name] = await bench.paced(bench.targets[name], count, over_rate,
                                                f"OVER{name}", drain_s=drain_max)
                 phase, drain = over[name]
@@ -691,6 +694,7 @@ async def run(args: argparse.Namespace) -> int:
                 span = time.monotonic() - t0
                 vendor_cpu = (cpu_s(bench.vendor.pid) - v0) / span * 100
                 my_cpu = (cpu_s(os.getpid()) - me0) / span * 100
+                target_cpu = (cpu_s(pid) - target0) / span * 100
                 waited = await bench.settle(settle_max, 2.0 if args.quick else 5.0)
                 never = sum(t not in bench.arrivals for t in phase.texts)
                 lost_after[name] = never
@@ -702,7 +706,8 @@ async def run(args: argparse.Namespace) -> int:
                       f"acks p50 {pct(phase.acks, .5):.2f} s max {max(phase.acks):.2f} s, "
                       f"{sum(a > 3 for a in phase.acks)} over 3 s, {phase.ack_errors} not 200; "
                       f"drain {drain:.1f} s{late}; error notes to people {told}; "
-                      f"CPU of a core meanwhile: fake vendor {vendor_cpu:.0f}%, "
+                      f"CPU of a core meanwhile: {name} {target_cpu:.0f}%, "
+                      f"fake vendor {vendor_cpu:.0f}%, "
                       f"bench sender + fake Slack {my_cpu:.0f}%, load {os.getloadavg()[0]:.1f}",
                       flush=True)
 
@@ -712,6 +717,13 @@ async def run(args: argparse.Namespace) -> int:
             idle = await bench.wait_idle(bench.bot.pid, 15 if args.quick else 90)
             print(f"\n-- waited {idle:.0f} s for avatarbot to go idle (under 10% of a core) "
                   "before the shutdown")
+            await bench.sync_arrivals()
+            for name, (phase, _) in over.items():
+                lost_after[name] = sum(t not in bench.arrivals for t in phase.texts)
+            print("   overload messages that never reached the vendor, counted now: "
+                  + ", ".join(f"{name} {n}" for name, n in lost_after.items())
+                  + "; error notes to people so far "
+                  + str(len(bench.slack.called("chat.postEphemeral"))))
             took, left = await bench.shutdown()
             print(f"\n-- shutdown with {live} live sessions, fake vendor 100 ms per stop: "
                   f"{took:.1f} s to exit, {left} vendor rooms left open")
