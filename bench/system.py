@@ -77,7 +77,7 @@ class BenchSlack(FakeSlack):
         self.anchors: dict[str, tuple[str, float]] = {}  # channel -> (ts, when posted)
         self.response_at: dict[str, float] = {}
 
-    def _chat_postMessage(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
+    def _chat_postMessage(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - overrides the fake's Slack-named method
         result = super()._chat_postMessage(ws, params)
         if result.get("ok") and not params.get("thread_ts"):
             self.anchors.setdefault(params["channel"], (result["ts"], time.monotonic()))
@@ -244,7 +244,7 @@ class Bench:
         # 10,000,000 is the most one grant may add: 5,000 one-hour A2E sessions take 3,600,000
         await self.cli("credits", "grant", f"slack:{TEAM}", "10000000")
         # The log file and Popen: opened once at set-up, they do not block the loop for long.
-        log = open(self.tmp / "bot.log", "wb")  # noqa: SIM115, ASYNC230 - lives with the process
+        log = open(self.tmp / "bot.log", "wb")  # noqa: ASYNC230 - lives with the process
         self.bot = subprocess.Popen(  # noqa: ASYNC220
             [str(BIN / "avatarbot"), "run"], env=self.env, cwd=self.tmp, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -264,7 +264,7 @@ class Bench:
                      "BENCH_SLACK_SECRET": SECRET, "BENCH_VENDOR_KEY": FakeA2E.api_key,
                      "BENCH_SLACK_TOKEN": TOKEN, "BENCH_SLACK_API_URL": self.slack.api_url},
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=open(self.tmp / f"anchor-{kind}.log", "wb"),  # noqa: SIM115, ASYNC230
+                stderr=open(self.tmp / f"anchor-{kind}.log", "wb"),  # noqa: ASYNC230
             )
             self.anchors[kind] = proc
             assert proc.stdout is not None

@@ -25,8 +25,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fakes
 
-from tests.fakes.a2e import FakeA2E  # noqa: E402
-from tests.fakes.vendor_base import body_of  # noqa: E402
+from tests.fakes.a2e import FakeA2E
+from tests.fakes.vendor_base import body_of
 
 
 class BenchA2E(FakeA2E):
