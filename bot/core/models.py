@@ -120,6 +120,8 @@ class Capabilities(BaseModel):
     # Whether a live session outlives a restart of our process (vendor sessions do; the
     # local avatar, which runs inside the process, does not).
     survives_restart: bool = True
+    # The longest text one say/ask may carry (the viewer's counter shows it).
+    max_text_chars: int = Field(default=2000, ge=1)
     pricing: Pricing
 
 
@@ -292,6 +294,17 @@ class SessionSummary(BaseModel):
     settled: int
     released: int
     reason: str
+
+
+class TranscriptLine(BaseModel):
+    """One kept line of a session's transcript (kept for ``TRANSCRIPT_RETENTION_H``)."""
+
+    session_id: str
+    at: float
+    speaker: Literal["user", "avatar", "system"]
+    text: str
+    author: str | None = None
+    intent: str | None = None
 
 
 class ChatBinding(BaseModel):

@@ -131,6 +131,8 @@ class LocalProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="webrtc", control="server", multi_viewer=True, lists_sessions=False,
             survives_restart=False, pricing=pricing,
+            # About half a minute of speech: longer texts are better split into turns.
+            max_text_chars=500,
         )
         self._own_http = http is None and llm is not None
         self._http = http or (httpx.AsyncClient() if llm is not None else None)
@@ -364,6 +366,10 @@ class LocalProvider(ProviderBase):
         """How many viewers the session has now."""
         sess = self._sessions.get(session.provider_session_id)
         return len(sess.viewers) if sess else 0
+
+    def running(self) -> tuple[int, int]:
+        """Sessions rendering and viewer peers open now, across all sessions (for metrics)."""
+        return len(self._sessions), sum(len(s.viewers) for s in self._sessions.values())
 
     def media_stats(self, session: ProviderSession) -> dict[str, int]:
         """Counters of the session's media: viewers, frames drawn, audio packets encoded."""
