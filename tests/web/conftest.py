@@ -92,8 +92,9 @@ class WebStack:
     vendors: dict[str, Any] = field(default_factory=dict)
 
     async def start(self, provider: str, tenant: str = "discord:1", **kw: Any) -> Any:
-        return await self.service.start(StartCommand(tenant=tenant, user="u1", provider=provider,
-                                                     minutes=kw.pop("minutes", 5), **kw))
+        return await self.service.start(StartCommand(
+            tenant=tenant, user=kw.pop("user", "u1"), provider=provider,
+            minutes=kw.pop("minutes", 5), **kw))
 
     async def links_session(self, url: str) -> str | None:
         """The session id a ``/v/<token>`` URL (absolute or not) opens."""
