@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -32,6 +31,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from bot.core.errors import AvatarBotError, SessionNotFound
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
+from bot.core.transcripts import speaker_label, transcript_filename, transcript_text
 from web.context import WEB, WebContext
 from web.hub import HubClosed, Viewer
 from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
@@ -182,25 +182,6 @@ def line_json(line: TranscriptLine) -> dict[str, Any]:
             "intent": line.intent, "final": True, "at": line.at}
 
 
-def transcript_text(avatar: str, lines: list[TranscriptLine]) -> str:
-    """A transcript as plain text, one line per turn with its UTC time."""
-    out = []
-    for line in lines:
-        when = datetime.fromtimestamp(line.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        out.append(f"[{when} UTC] {speaker_label(avatar, line)}: {line.text}")
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def speaker_label(avatar: str, line: TranscriptLine) -> str:
-    """Who said a line, as the page labels it."""
-    if line.speaker == "avatar":
-        return avatar
-    if line.speaker == "system":
-        return "Note"
-    verb = {"say": "had the avatar say", "ask": "asked"}.get(line.intent or "", "said")
-    return f"{line.author or 'Someone'} {verb}"
-
-
 def format_duration(seconds: int) -> str:
     """``3 min 05 s`` style."""
     minutes, secs = divmod(max(0, int(seconds)), 60)
@@ -245,7 +226,7 @@ async def transcript_file(request: web.Request) -> web.Response:
         return not_found(ctx)
     _, record = found
     text = transcript_text(record.avatar_name, await ctx.service.transcript(record.id))
-    name = f"transcript-{record.id}.txt"
+    name = transcript_filename(record.id)
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
