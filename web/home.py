@@ -211,11 +211,11 @@ async def _explain(ctx: WebContext, exc: LimitReached) -> PlaygroundRefused:
             f"{until_midnight_utc()}). To use the avatar now, run avatarbot yourself: see the "
             "README."
         )
-    limits = await ctx.service.store.get_limits(str(PLAYGROUND))
+    slots = ctx.settings.playground_max_concurrent  # the tenant's limit (bot/app.py sets it)
     running = await ctx.service.open_sessions(str(PLAYGROUND))
-    if len(running) >= limits.max_concurrent:
+    if len(running) >= slots:
         return PlaygroundRefused(
-            f"All {limits.max_concurrent} playground slots are in use right now. Try again in a "
+            f"All {slots} playground slots are in use right now. Try again in a "
             f"few minutes: sessions last at most {ctx.settings.playground_max_minutes} min."
         )
     return PlaygroundRefused(
