@@ -24,6 +24,8 @@ from tests.web.conftest import ARTIFACTS, chromium_args, ensure_bundles, guard_p
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 BIN = Path(sys.executable).parent
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
 VENDOR_ENV = ("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LIVEAVATAR_", "LLM_")
 
 
@@ -77,7 +79,7 @@ async def test_cli_stop_ends_the_open_page_and_frees_the_local_avatar(
         str(BIN / "avatarbot"), "run", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    ctx = None
+    contexts: list[Any] = []
     try:
         async with asyncio.timeout(30):
             while "playground" not in (line := (await proc.stdout.readline()).decode()):
@@ -89,30 +91,38 @@ async def test_cli_stop_ends_the_open_page_and_frees_the_local_avatar(
             assert started.status_code == 200, started.text
             session_id, url = started.json()["session_id"], started.json()["url"]
 
-            ctx = await browser.new_context(viewport={"width": 1280, "height": 800})
-            page = await ctx.new_page()
-            await guard_page(page, base)
-            await page.goto(base + url)
-            await page.wait_for_function("() => window.avatarViewer.status === 'live'",
-                                         timeout=20_000)
+            # The host's page on a desktop and a second viewer on a phone.
+            pages = {}
+            for name, viewport, link in (("desktop", DESKTOP, base + url),
+                                         ("phone", PHONE, base + url)):
+                ctx = await browser.new_context(viewport=viewport)
+                contexts.append(ctx)
+                page = await ctx.new_page()
+                await guard_page(page, base)
+                await page.goto(link)
+                await page.wait_for_function("() => window.avatarViewer.status === 'live'",
+                                             timeout=20_000)
+                pages[name] = page
             assert await metric(http, "avatarbot_local_sessions") == 1
-            assert await metric(http, "avatarbot_local_peers") == 1
+            assert await metric(http, "avatarbot_local_peers") == 2
 
             out = await cli(env, "sessions", "stop", session_id)
             stopped_at = time.monotonic()
             assert f"{session_id}: ended" in out
-            await page.wait_for_function("() => window.avatarViewer.status === 'ended'",
-                                         timeout=1_000)
+            for page in pages.values():
+                await page.wait_for_function("() => window.avatarViewer.status === 'ended'",
+                                             timeout=1_000)
             took = time.monotonic() - stopped_at
-            assert await page.text_content("#status") == "Ended"
-            assert "stopped from the command line" in await page.text_content("#notice")
-            await page.screenshot(path=str(ARTIFACTS / "cli-stop-ended-desktop.png"))
+            for name, page in pages.items():
+                assert await page.text_content("#status") == "Ended"
+                assert "stopped from the command line" in await page.text_content("#notice")
+                await page.screenshot(path=str(ARTIFACTS / f"cli-stop-ended-{name}.png"))
             # The server's local avatar let go of the session at once, not at shutdown.
             assert await metric(http, "avatarbot_local_sessions") == 0
             assert await metric(http, "avatarbot_local_peers") == 0
-            print(f"page ended {took:.2f} s after the CLI exited")
+            print(f"pages ended {took:.2f} s after the CLI exited")
     finally:
-        if ctx is not None:
+        for ctx in contexts:
             await ctx.close()
         proc.send_signal(signal.SIGTERM)
         rest, _ = await asyncio.wait_for(proc.communicate(), 40)
