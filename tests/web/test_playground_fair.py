@@ -128,3 +128,30 @@ async def test_pages_gone_end_their_session_beacon_first_heartbeat_as_backstop(
             assert await end_abandoned(app, now=now + grace + 1) == []
             assert kept["session_id"] not in app[VISITORS].left
         assert (await stack.service.get(kept["session_id"])).state is SessionState.LIVE
+
+
+async def test_an_ended_link_is_a_plain_404_once_its_transcript_is_no_longer_kept(
+    tmp_path: Path,
+) -> None:
+    async with web_stack(tmp_path, vendors=(), local=True, transcript_retention_h=0) as stack:
+        record = await stack.start("local", minutes=2)
+        link = stack.link(record.id)
+        await stack.service.stop(record.id, "done")
+        async with aiohttp.ClientSession() as client:
+            async with client.get(link) as resp:
+                gone = (resp.status, await resp.text())
+            async with client.get(stack.url + "/v/not-a-token") as resp:
+                unknown = (resp.status, await resp.text())
+    assert gone == unknown and gone[0] == 404
+
+
+async def test_leaving_after_the_socket_closed_is_not_an_error(stack: Any) -> None:
+    # The page posts /webrtc/leave when its session ends, after the server closed its socket.
+    record = await stack.start("local", minutes=2)
+    link = stack.link(record.id)
+    async with aiohttp.ClientSession() as client:
+        async with client.post(link + "/webrtc/leave", json={"viewer_id": "gone-viewer"}) as resp:
+            assert resp.status == 200 and (await resp.json()) == {"ok": True}
+        # Other signalling of an unknown viewer is still refused.
+        async with client.post(link + "/webrtc/offer", json={"viewer_id": "gone-viewer"}) as resp:
+            assert resp.status == 409
