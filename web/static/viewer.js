@@ -475,6 +475,7 @@
       const err = $("chat-error");
       err.hidden = !text;
       err.textContent = text;
+      err.dataset.kind = "";
     };
     // The limit comes from the provider's capabilities (page config): counted, never cut.
     const limit = cfg.max_text || 2000;
@@ -488,7 +489,9 @@
       return over;
     };
     box.addEventListener("input", () => {
-      if (!counter() && $("chat-error").dataset.kind === "length") showError("");
+      // Typing answers the page's own complaint (empty, too long) once it no longer holds.
+      const kind = $("chat-error").dataset.kind;
+      if (!counter() && (kind === "length" || kind === "empty")) showError("");
     });
     box.addEventListener("paste", () => {
       // After the paste lands: announce a text over the limit instead of cutting it.
