@@ -501,8 +501,8 @@ class SessionService:
         limit = prov.capabilities.max_text_chars
         if len(text) > limit:
             raise InvalidRequest(
-                f"That text is too long ({len(text)} characters; {prov.display_name} avatars "
-                f"take at most {limit}). Shorten it or send it in parts."
+                f"That text is too long ({len(text)} characters; this avatar takes at most "
+                f"{limit}). Shorten it or send it in parts."
             )
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")

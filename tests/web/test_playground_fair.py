@@ -155,3 +155,19 @@ async def test_leaving_after_the_socket_closed_is_not_an_error(stack: Any) -> No
         # Other signalling of an unknown viewer is still refused.
         async with client.post(link + "/webrtc/offer", json={"viewer_id": "gone-viewer"}) as resp:
             assert resp.status == 409
+
+
+async def test_a_text_over_the_avatars_limit_is_refused_whole_with_the_numbers(
+    stack: Any,
+) -> None:
+    limit = stack.providers["local"].capabilities.max_text_chars
+    async with visitor() as a:
+        _, body = await start(a, stack.url)
+        host = body["url"].split("/v/")[1]
+        async with a.post(f"{stack.url}/playground/{host}/say",
+                          json={"text": "x" * (limit + 1)}) as resp:
+            error = (await resp.json())["error"]
+        assert resp.status == 400
+        assert f"({limit + 1} characters; this avatar takes at most {limit})" in error
+        async with a.post(f"{stack.url}/playground/{host}/say", json={"text": "x" * limit}) as resp:
+            assert resp.status == 200
