@@ -242,8 +242,10 @@ class SlackAdapter:
             return None
         event = body.get("event") if isinstance(body.get("event"), dict) else {}
         uninstall = kind == "event_callback" and event.get("type") in _UNINSTALL_EVENTS
-        team = context.team_id
-        if team is None:
+        # An org-wide install's events name no team in `authorizations` (team_id null), so
+        # Bolt's context has none: the workspace the event happened in is the wrapper's team_id.
+        team = context.team_id or (body.get("team_id") if kind == "event_callback" else None)
+        if not team:
             return BoltResponse(status=400, body="no team in the request")
         if not uninstall and not await self.knows_team(team, context.enterprise_id):
             log.warning("request from an unknown Slack workspace refused",
