@@ -110,6 +110,34 @@ async def test_grid_install_then_the_avatar_speaks_in_the_thread(
     assert await store.verify() == []
 
 
+async def test_removing_an_org_wide_install_ends_its_sessions(multi):
+    fake, store, provider = multi.fake, multi.stack.store, multi.stack.provider
+    await install(multi, "code-org", None, ORG_TOKEN, enterprise=ORG)
+    await store.grant(f"slack:{ORG_TEAM}", 100, "test")
+    await multi.command("start Ava 5", team=ORG_TEAM, channel="C9", enterprise=ORG,
+                        org_install=True)
+    await eventually(lambda: _true(anchor_of(fake, ORG_TOKEN)))
+    (record,) = await store.open_sessions()
+
+    # app_uninstalled of the org-wide install: the one authorization names no team
+    fake.revoked.add(ORG_TOKEN)
+    body = multi.event_body({"type": "app_uninstalled"}, team=ORG_TEAM, enterprise=ORG,
+                            org_install=True)
+    status, _ = await multi.post(body, "application/json")
+    assert status == 200
+
+    async def ended() -> bool:
+        return (await store.get_session(record.id)).state is SessionState.ENDED
+
+    await eventually(ended)
+    assert provider.called("stop")
+    assert await multi.adapter.installations.async_find_bot(
+        enterprise_id=ORG, team_id=None, is_enterprise_install=True) is None
+    status, _ = await multi.command("credits", team=ORG_TEAM, enterprise=ORG, org_install=True)
+    assert status == 401
+    assert await store.verify() == []
+
+
 async def _true(value: Any) -> bool:
     return bool(value)
 

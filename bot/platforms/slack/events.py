@@ -10,7 +10,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.core.errors import InvalidRequest, SessionNotFound
+from bot.core.errors import AvatarBotError, InvalidRequest, SessionNotFound
 from bot.core.models import ChatBinding, TenantId
 from bot.platforms.readable import slack_forwardable
 from bot.platforms.slack.errors import error_text
@@ -94,9 +94,14 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         log.debug("Slack event %s ignored", event.get("type"))
 
 
-async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
+async def _uninstall(adapter: SlackAdapter, team: str | None, enterprise: str | None,
                      reason: str) -> None:
     """End the workspace's sessions, mark it inactive and forget its tokens."""
+    if team is None:
+        # An org-wide install: its events name the org only (authorizations' team_id is null).
+        if enterprise is not None:
+            await _uninstall_org(adapter, enterprise, reason)
+        return
     tenant = team_tenant(team)
     # Refuse new starts first: one that slipped in while earlier sessions were still stopping
     # would run on in a workspace that removed the app.
@@ -106,6 +111,28 @@ async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
         await adapter.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
     log.info("slack workspace removed; %d session(s) ended", len(summaries),
              extra={"tenant": str(tenant)})
+
+
+async def _uninstall_org(adapter: SlackAdapter, enterprise: str, reason: str) -> None:
+    """Forget an org-wide install and end the sessions of the org's workspaces it served.
+
+    A workspace of the org that also has its own install keeps its sessions.
+    """
+    if adapter.installations is not None:
+        await adapter.installations.async_delete_all(enterprise_id=enterprise, team_id=None)
+    ended = 0
+    for record in await adapter.service.open_sessions():
+        ours = [b for b in await adapter.bindings.for_session(record.id)
+                if b.platform == "slack" and b.enterprise_id == enterprise]
+        owner = await _owner(adapter, ours[0]) if ours else None
+        if owner is None or await adapter.token_for(*owner) is not None:
+            continue
+        try:
+            await adapter.service.stop(record.id, reason)
+            ended += 1
+        except AvatarBotError:
+            log.exception("could not stop a session of a removed Slack org")
+    log.info("slack org-wide install removed; %d session(s) ended", ended)
 
 
 async def _owner(adapter: SlackAdapter, binding: ChatBinding) -> tuple[str, str | None] | None:
