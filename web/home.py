@@ -336,9 +336,8 @@ async def drive(request: web.Request) -> web.Response:
         await ctx.service.interrupt(record.id, tenant=record.tenant)
         return web.json_response({"ok": True})
     text = (await _body(request)).get("text")
-    max_text = ctx.service.provider(record.provider).capabilities.max_text_chars
-    if not isinstance(text, str) or len(text) > max_text:
-        raise InvalidRequest(f"Send a text of at most {max_text} characters.")
+    if not isinstance(text, str):
+        raise InvalidRequest("Send a text for the avatar to say or answer.")
     if not readable_text(text):
         raise InvalidRequest("The text holds characters that are not valid Unicode.")
     method = ctx.service.say if action == "say" else ctx.service.ask
