@@ -22,6 +22,7 @@ WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -34,6 +35,7 @@ from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
 from bot.core.transcripts import speaker_label, transcript_filename, transcript_text
 from web.context import WEB, WebContext
 from web.hub import HubClosed, Viewer
+from web.preview import VENDOR_LOOKUP_S, card_for, face_png, is_preview_fetcher, neutral_card
 from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v/{token}", viewer_page)
     app.router.add_get("/v/{token}/ws", viewer_socket)
     app.router.add_get("/v/{token}/transcript.txt", transcript_file)
+    app.router.add_get("/v/{token}/preview.png", preview_image)
     app.router.add_post("/v/{token}/webrtc/{action}", signalling)
 
 
@@ -198,6 +201,11 @@ async def viewer_page(request: web.Request) -> web.Response:
     if found is None:
         return not_found(ctx)
     claims, record = found
+    token = request.match_info["token"]
+    card = card_for(record, vendor_name(ctx, record.provider), f"{ctx.links.base_url}/v/{token}")
+    if is_preview_fetcher(request.headers.get("User-Agent")):
+        # A chat building the link's card (web/preview.py): the tags and nothing to join with.
+        return ctx.render("card.html", card=card, live=record.state.is_open)
     if not record.state.is_open:
         summary = ctx.service.summary(record)
         lines = await ctx.service.transcript(record.id)
@@ -208,12 +216,13 @@ async def viewer_page(request: web.Request) -> web.Response:
             lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
             download=f"/v/{request.match_info['token']}/transcript.txt",
             playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
-            retention_h=ctx.settings.transcript_retention_h,
+            retention_h=ctx.settings.transcript_retention_h, card=card,
         )
-    config = page_config(ctx, request.match_info["token"], claims, record)
+    config = page_config(ctx, token, claims, record)
     if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
         request[CSP_KEY] = connect_origins(record.viewer.url)
-    return ctx.render("viewer.html", config=config, host=claims.role == "host")
+    return ctx.render("viewer.html", config=config, host=claims.role == "host",
+                      card=card)
 
 
 async def transcript_file(request: web.Request) -> web.Response:
@@ -229,6 +238,36 @@ async def transcript_file(request: web.Request) -> web.Response:
     name = transcript_filename(record.id)
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def preview_image(request: web.Request) -> web.StreamResponse:
+    """``/v/<token>/preview.png``: the card image of a viewer link (web/preview.py).
+
+    The built-in avatar's face, or a redirect to the vendor's thumbnail, or a neutral card.
+    Reads only; a bad token gets the same plain 404 as the page.
+    """
+    ctx = request.app[WEB]
+    if limited(ctx, request, "pages"):
+        return too_many(ctx, "page")
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
+    if found is None:
+        return not_found(ctx)
+    _, record = found
+    image: bytes | None = None
+    if record.provider == "local":
+        image = await face_png(record.avatar_id)
+    else:
+        try:
+            info = await asyncio.wait_for(
+                ctx.service.find_avatar(record.avatar_id, record.provider), VENDOR_LOOKUP_S)
+        except Exception:  # a slow or failing vendor list: show the plain card
+            log.info("no vendor thumbnail for a link preview", exc_info=True)
+            info = None
+        thumb = info.preview_url if info is not None else None
+        if thumb and thumb.startswith("https://"):
+            raise web.HTTPFound(thumb)
+    return web.Response(body=image or neutral_card(), content_type="image/png",
+                        headers={"Cache-Control": "public, max-age=300"})
 
 
 # ---------------------------------------------------------------------------- websocket
