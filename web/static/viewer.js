@@ -215,6 +215,8 @@
       else if (state === "CONNECTED" && viewer.status === "reconnecting") setStatus("live");
     });
     await client.join(m.app_id, m.channel, m.token, m.uid);
+    if (attempt.cancelled || viewer.agora !== client) return;
+    joinedRoom(true);
     if (viewer.status !== "live") setStatus("connecting", "Waiting for the avatar…");
   }
 
@@ -232,6 +234,8 @@
     room.on(LK.RoomEvent.Reconnecting, () => setStatus("reconnecting"));
     room.on(LK.RoomEvent.Reconnected, () => setStatus("live"));
     await room.connect(cfg.media.url, cfg.media.token);
+    if (attempt.cancelled || viewer.room !== room) return;
+    joinedRoom(true);
     setStatus("live");
   }
 
@@ -264,6 +268,7 @@
   async function stopMedia() {
     const running = media;
     media = null;
+    if (relayState.joined) joinedRoom(false);
     if (running) await running.stop();
     clearVideo();
   }
@@ -278,27 +283,102 @@
     send({type: "data", payload: payload});
   }
 
-  const relayQueue = [];
-  let relayBusy = false;
-  function relay(messages, bytesPerSecond) {
-    for (const m of messages) relayQueue.push({text: JSON.stringify(m), bps: bytesPerSecond});
-    if (!relayBusy) drainRelay();
+  // The server keeps each message until this page says the SDK sent it; the page announces when
+  // it is in the room ("joined"), and only then does it get messages. The vendor's limits come
+  // with them (config): each message at most max_message_bytes, and bytes_per_second of encoded
+  // bytes (UTF-8, as the vendor counts), the pace the server-side chunker is built for.
+  const encoder = new TextEncoder();
+  const relayState = {config: null, queue: [], busy: false, joined: false, nextAt: 0};
+  // Ids already sent into this session's room, kept across reloads and shared with other tabs
+  // of this browser: a message handed out again (reload, reconnect, takeover) is not resent.
+  const SENT_KEY = "avatarbot-relayed:" + cfg.token.slice(-24);
+  function sentIds() {
+    try { return JSON.parse(localStorage.getItem(SENT_KEY) || "[]"); } catch (e) { return []; }
+  }
+  function markSent(id) {
+    const ids = sentIds();
+    ids.push(id);
+    try { localStorage.setItem(SENT_KEY, JSON.stringify(ids.slice(-500))); } catch (e) { /* full */ }
   }
 
-  async function drainRelay() {
-    relayBusy = true;
-    while (relayQueue.length && viewer.agora) {
-      const {text, bps} = relayQueue.shift();
-      try {
-        await viewer.agora.sendStreamMessage(text, false);
-        viewer.relayed += 1;
-      } catch (err) {
-        console.warn("could not send a data message", err);
-      }
-      // Keep the vendor's pace (AKool: at most about 6 KB/s on Agora's data stream).
-      if (bps > 0) await new Promise((r) => setTimeout(r, (text.length / bps) * 1000));
+  // The transport's own way into the room; null while the page is not in it.
+  function roomSender() {
+    if (!relayState.joined) return null;
+    if (viewer.agora) {
+      const client = viewer.agora;
+      return (text) => client.sendStreamMessage(text, false);
     }
-    relayBusy = false;
+    if (viewer.room && viewer.room.localParticipant) {
+      const participant = viewer.room.localParticipant;
+      const topic = relayState.config && relayState.config.topic;
+      return (text) => participant.publishData(encoder.encode(text),
+        topic ? {reliable: true, topic: topic} : {reliable: true});
+    }
+    return null;
+  }
+
+  function joinedRoom(yes) {
+    relayState.joined = yes;
+    if (!yes) relayState.queue.length = 0;  // the server hands them again after the next join
+    send({type: "joined", joined: yes});
+  }
+
+  function relay(msg) {
+    relayState.config = msg.config || relayState.config;
+    const queued = new Set(relayState.queue.map((m) => m.id));
+    for (const m of msg.messages || []) if (!queued.has(m.id)) relayState.queue.push(m);
+    drainRelay();
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  async function drainRelay() {
+    if (relayState.busy) return;
+    relayState.busy = true;
+    try {
+      while (relayState.queue.length) {
+        if (!roomSender()) return;
+        const m = relayState.queue[0];
+        if (sentIds().includes(m.id)) {
+          relayState.queue.shift();
+          send({type: "relayed", ids: [m.id]});
+          continue;
+        }
+        const text = JSON.stringify(m.payload);
+        const size = encoder.encode(text).length;
+        const limits = relayState.config || {};
+        if (limits.max_message_bytes && size > limits.max_message_bytes) {
+          // Cannot happen with the server's chunker; never push an oversized message anyway.
+          console.warn("avatarbot: a relayed message is over the vendor's size limit");
+          relayState.queue.shift();
+          continue;
+        }
+        const wait = relayState.nextAt - performance.now();
+        if (wait > 0) await sleep(wait);
+        const sender = roomSender();
+        if (!sender) return;
+        if (relayState.queue[0] === m) {
+          const start = performance.now();
+          try {
+            await sender(text);
+          } catch (err) {
+            console.warn("could not send a data message; retrying", err);
+            await sleep(500);
+            continue;
+          }
+          // Keep the vendor's pace in encoded bytes (AKool: 5,000 B/s leaves room under 6 KB/s).
+          if (limits.bytes_per_second > 0) {
+            relayState.nextAt = start + (size / limits.bytes_per_second) * 1000;
+          }
+          markSent(m.id);
+          if (relayState.queue[0] === m) relayState.queue.shift();
+          viewer.relayed += 1;
+          send({type: "relayed", ids: [m.id]});
+        }
+      }
+    } finally {
+      relayState.busy = false;
+    }
   }
 
   // ------------------------------------------------------------------ websocket
@@ -355,7 +435,7 @@
         if (typeof msg.seconds_left === "number") setCountdown(msg.seconds_left);
         break;
       case "relay":
-        relay(msg.messages || [], msg.bytes_per_second || 0);
+        relay(msg);
         break;
       case "superseded":
         viewer.active = false;
