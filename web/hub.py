@@ -31,6 +31,7 @@ from web.metrics import WebMetrics
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
+RELEASE_WAIT_S = 2.0  # how long a displaced relay tab has to finish a send under way
 
 
 class HubClosed(RuntimeError):
@@ -48,6 +49,8 @@ class Viewer:
     signalled: bool = False
     # Whether the page has joined the vendor's media room (relayed messages go only then).
     joined: bool = False
+    # Displaced while relaying: what it holds goes to the next tab once it has let go.
+    letting_go: bool = False
 
 
 @dataclass(eq=False)
@@ -151,7 +154,10 @@ class ViewerHub:
         previous = room.viewers.get(room.active) if room.active else None
         room.active = viewer.id
         if previous is not None and previous is not viewer:
-            self._stop_relaying(previous)
+            # The displaced tab may be sending right now: what it holds goes to the new relay
+            # tab once it says it has let go (its acknowledgements arrive first), or after a
+            # short wait.
+            self._stop_relaying(previous, let_go=True)
         if viewer.joined:
             self._outboxes.set_present(room.session_id, True)
             await self._hand(room)
@@ -167,6 +173,7 @@ class ViewerHub:
         if room is None or room.viewers.pop(viewer.id, None) is None:
             return
         await self._drop_peer(viewer)
+        self._release(viewer)
         if room.active == viewer.id:
             self._stop_relaying(viewer)
             # The newest remaining tab inherits the relay; a single-credential tab must ask
@@ -186,6 +193,7 @@ class ViewerHub:
         if not joined:
             if room.active == viewer.id:
                 self._stop_relaying(viewer)
+            self._release(viewer)
             viewer.joined = False
             return
         viewer.joined = True
@@ -203,9 +211,18 @@ class ViewerHub:
             self.drops.drop(viewer.session_id, "acknowledgement of messages this tab never got")
         await self._hand(room)
 
-    def _stop_relaying(self, viewer: Viewer) -> None:
-        self._outboxes.release(viewer.session_id, viewer.id)
+    def _stop_relaying(self, viewer: Viewer, *, let_go: bool = False) -> None:
         self._outboxes.set_present(viewer.session_id, False)
+        if let_go and not viewer.ws.closed:
+            viewer.letting_go = True
+            asyncio.get_running_loop().call_later(RELEASE_WAIT_S, self._release, viewer)
+        else:
+            self._outboxes.release(viewer.session_id, viewer.id)
+
+    def _release(self, viewer: Viewer) -> None:
+        if viewer.letting_go:
+            viewer.letting_go = False
+            self._outboxes.release(viewer.session_id, viewer.id)
 
     async def _hand(self, room: _Room) -> None:
         """Give the relay tab what the outbox has ready for it."""

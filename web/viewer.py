@@ -6,11 +6,12 @@ join the media (never a vendor API key).
 
 WebSocket ``/v/<token>/ws`` (JSON text frames; ``?passive=1`` joins without taking the media):
 
-- server to page: ``hello {viewer_id, active, state, seconds_left}``, ``state {state, reason,
-  seconds_left}``, ``transcript {speaker, text, author, intent, final}``, ``warning {text,
-  seconds_left}``, ``relay {config {max_message_bytes, bytes_per_second, topic}, messages [{id,
-  payload}]}`` (the relay tab only, once it has joined the room), ``superseded`` (another tab
-  took the media), ``active`` (this tab has it again), ``end {summary}``, ``pong``;
+- server to page: ``hello {viewer_id, active, state, seconds_left, max_report_bytes}``,
+  ``state {state, reason, seconds_left}``, ``transcript {speaker, text, author, intent, final}``,
+  ``warning {text, seconds_left}``, ``relay {config {max_message_bytes, bytes_per_second,
+  topic}, messages [{id, payload}]}`` (the relay tab only, once it has joined the room),
+  ``superseded`` (another tab took the media), ``active`` (this tab has it again), ``end
+  {summary}``, ``pong``;
 - page to server: ``joined {joined}`` (the page is in, or out of, the vendor's media room),
   ``relayed {ids}`` (the SDK's send of these resolved), ``takeover``, ``data {payload}`` (a data
   message the page received from the vendor; relay tab only), ``ping``. Anything else, or too
@@ -193,6 +194,7 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
         await ctx.hub.send(viewer, {
             "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
             "state": record.state.value, "seconds_left": record.seconds_left(),
+            "max_report_bytes": MAX_PAGE_MESSAGE,
         })
         await _read_loop(ctx, viewer, ws)
     finally:

@@ -88,7 +88,7 @@ class _Entry:
     item: RelayItem
     group: int
     queued_at: float
-    handed: bool = False  # currently in the hands of the relay page
+    holder: str | None = None  # the page it is handed to now
     handed_to: set[str] = field(default_factory=set)  # pages that may acknowledge it
     sent: bool = False
     sent_at: float = 0.0
@@ -212,8 +212,9 @@ class RelayOutboxes:
     def take(self, session_id: str, page: str) -> list[tuple[str, dict[str, Any]]]:
         """The next messages for relay page ``page``: ``(id, payload)`` in order.
 
-        Stops after a barrier that is not sent yet, and before anything behind a barrier that
-        is sent but not confirmed.
+        Stops after a barrier that is not sent yet, before anything behind a barrier that is
+        sent but not confirmed, and before a message another page still holds (it may be
+        sending it right now; ``release`` gives it back).
         """
         box = self._boxes.get(session_id)
         if box is None:
@@ -222,8 +223,10 @@ class RelayOutboxes:
         for entry in box.entries:
             if entry.item.barrier and entry.sent:
                 break  # waiting for the vendor's confirmation
-            if not entry.sent and not entry.handed:
-                entry.handed = True
+            if entry.holder is not None and entry.holder != page:
+                break
+            if not entry.sent and entry.holder is None:
+                entry.holder = page
                 entry.handed_to.add(page)
                 out.append((entry.id, entry.item.payload))
             if entry.item.barrier:
@@ -242,7 +245,7 @@ class RelayOutboxes:
             if entry.id not in wanted or entry.sent or page not in entry.handed_to:
                 continue
             count += 1
-            entry.sent, entry.sent_at, entry.handed = True, now, False
+            entry.sent, entry.sent_at, entry.holder = True, now, None
             if entry.item.on_sent is not None:
                 try:
                     entry.item.on_sent()
@@ -261,8 +264,8 @@ class RelayOutboxes:
         if box is None:
             return
         for entry in box.entries:
-            if page in entry.handed_to and not entry.sent:
-                entry.handed = False
+            if entry.holder == page and not entry.sent:
+                entry.holder = None
         self._wake(box)
 
     def waiting(self, session_id: str) -> int:
@@ -324,7 +327,7 @@ class RelayOutboxes:
             self._notice_waiting(session_id, count)
         sent_groups = {e.group for e in box.entries if e.sent}
         expired = sorted({e.group for e in box.entries if e.group not in sent_groups
-                          and not e.handed and now - e.queued_at >= self.max_wait_s})
+                          and e.holder is None and now - e.queued_at >= self.max_wait_s})
         if expired:
             labels = [box.labels.pop(g, "") for g in expired]
             box.entries = [e for e in box.entries if e.group not in expired]
@@ -342,7 +345,7 @@ class RelayOutboxes:
             log.warning("the vendor did not confirm a relayed command; sending it again",
                         extra={"session": session_id})
             head.id = f"{self._epoch}-{next(self._ids)}"
-            head.sent, head.handed, head.handed_to = False, False, set()
+            head.sent, head.holder, head.handed_to = False, None, set()
             self._wake(box)
 
     def _notice_waiting(self, session_id: str, count: int) -> None:

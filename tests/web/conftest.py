@@ -134,6 +134,7 @@ async def web_stack(
         store = await SqliteStore.open(tmp_path / f"web-{secrets.token_hex(3)}.db")
         stack.push_async_callback(store.close)
         events = EventHub()
+        events.relay.max_wait_s = settings.relay_max_wait_s
         providers: dict[str, AvatarProvider] = {}
         fakes: dict[str, Any] = {}
         for name in vendors:
@@ -271,6 +272,21 @@ def ensure_bundles() -> None:
         if b"npm is not installed" in exc.stderr:
             pytest.skip("npm is unavailable: cannot install the browser SDK bundles")
         pytest.fail(f"web/assets/install.sh failed: {exc.stderr.decode()[-2000:]}")
+
+
+async def wire_akool(ctx: Any, fake: Any) -> None:
+    """Hand every stream message a page of ``ctx`` sends (``tests/fakes/agora_fake.js``) to the
+    fake AKool data channel of its Agora channel, and play the avatar's answers back to it."""
+
+    def on_send(channel: str, text: str, at_ms: float) -> list[str]:
+        ch = fake.channel_named(channel)
+        before = len(ch.outbox)
+        ch.send(text.encode(), at=at_ms / 1000)
+        replies = ch.outbox[before:]
+        del ch.outbox[before:]
+        return replies
+
+    await ctx.expose_function("__akoolChannel", on_send)
 
 
 async def guard_page(page: Any, base_url: str) -> list[str]:

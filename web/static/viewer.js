@@ -275,8 +275,13 @@
 
   // ------------------------------------------------------------------ relay (vendor data channel)
   const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
   function reportData(data) {
     let text = typeof data === "string" ? data : decoder.decode(data);
+    if (viewer.maxReport && encoder.encode(text).length > viewer.maxReport - 64) {
+      console.warn("avatarbot: a data message too large to report was dropped");
+      return;
+    }
     let payload = text;
     try { payload = JSON.parse(text); } catch (e) { /* not JSON: pass the text on */ }
     viewer.reported += 1;
@@ -287,7 +292,6 @@
   // it is in the room ("joined"), and only then does it get messages. The vendor's limits come
   // with them (config): each message at most max_message_bytes, and bytes_per_second of encoded
   // bytes (UTF-8, as the vendor counts), the pace the server-side chunker is built for.
-  const encoder = new TextEncoder();
   const relayState = {config: null, queue: [], busy: false, joined: false, nextAt: 0};
   // Ids already sent into this session's room, kept across reloads and shared with other tabs
   // of this browser: a message handed out again (reload, reconnect, takeover) is not resent.
@@ -317,9 +321,14 @@
     return null;
   }
 
-  function joinedRoom(yes) {
+  async function joinedRoom(yes) {
     relayState.joined = yes;
-    if (!yes) relayState.queue.length = 0;  // the server hands them again after the next join
+    if (!yes) {
+      relayState.queue.length = 0;  // the server hands them out again after the next join
+      // A send under way settles (and is acknowledged) before the server may hand what this
+      // page held to another tab: the vendor must not get a message twice.
+      while (relayState.busy) await sleep(20);
+    }
     send({type: "joined", joined: yes});
   }
 
@@ -413,6 +422,7 @@
       case "hello":
         wsRetry = 0;
         viewer.viewerId = msg.viewer_id;
+        viewer.maxReport = msg.max_report_bytes || 0;
         viewer.active = msg.active;
         setCountdown(msg.seconds_left);
         if (msg.state === "pending") { setStatus("pending"); return; }
