@@ -100,6 +100,7 @@ class _Outbox:
     config: RelayConfig
     entries: list[_Entry] = field(default_factory=list)
     labels: dict[int, str] = field(default_factory=dict)
+    started: set[int] = field(default_factory=set)  # groups with a message sent already
     told: bool = False  # the "waiting" notice went out during this absence
     timer: asyncio.TimerHandle | None = None
 
@@ -182,6 +183,7 @@ class RelayOutboxes:
         label = box.labels.get(entry.group, "")
         box.entries = [e for e in box.entries if e.group != entry.group]
         box.labels.pop(entry.group, None)
+        box.started.discard(entry.group)
         self._publish_warning(session_id, f"{why} So this was not sent: {label}")
         self._wake(box)
         return True
@@ -246,6 +248,7 @@ class RelayOutboxes:
                 continue
             count += 1
             entry.sent, entry.sent_at, entry.holder = True, now, None
+            box.started.add(entry.group)
             if entry.item.on_sent is not None:
                 try:
                     entry.item.on_sent()
@@ -285,6 +288,7 @@ class RelayOutboxes:
     def _finish(self, box: _Outbox, entry: _Entry) -> None:
         if not any(e.group == entry.group for e in box.entries):
             box.labels.pop(entry.group, None)
+            box.started.discard(entry.group)
 
     def _wake(self, box: _Outbox) -> None:
         """Tell the hub there may be something to hand out; keep the clock watching."""
@@ -325,8 +329,7 @@ class RelayOutboxes:
             box.told = True
             count = len({e.group for e in unsent})
             self._notice_waiting(session_id, count)
-        sent_groups = {e.group for e in box.entries if e.sent}
-        expired = sorted({e.group for e in box.entries if e.group not in sent_groups
+        expired = sorted({e.group for e in box.entries if e.group not in box.started
                           and e.holder is None and now - e.queued_at >= self.max_wait_s})
         if expired:
             labels = [box.labels.pop(g, "") for g in expired]
