@@ -285,6 +285,7 @@
     let payload = text;
     try { payload = JSON.parse(text); } catch (e) { /* not JSON: pass the text on */ }
     viewer.reported += 1;
+    flushAcks();  // the server learns a message went out before it hears the answer to it
     send({type: "data", payload: payload});
   }
 
@@ -321,6 +322,20 @@
     return null;
   }
 
+  // Acknowledgements go in small batches: one socket message per data message could run into
+  // the socket's rate limit when many short messages go out.
+  const pendingAcks = [];
+  let ackTimer = null;
+  function ack(id) {
+    pendingAcks.push(id);
+    if (!ackTimer) ackTimer = setTimeout(flushAcks, 100);
+  }
+  function flushAcks() {
+    clearTimeout(ackTimer);
+    ackTimer = null;
+    if (pendingAcks.length) send({type: "relayed", ids: pendingAcks.splice(0)});
+  }
+
   async function joinedRoom(yes) {
     relayState.joined = yes;
     if (!yes) {
@@ -328,6 +343,7 @@
       // A send under way settles (and is acknowledged) before the server may hand what this
       // page held to another tab: the vendor must not get a message twice.
       while (relayState.busy) await sleep(20);
+      flushAcks();
     }
     send({type: "joined", joined: yes});
   }
@@ -350,7 +366,7 @@
         const m = relayState.queue[0];
         if (sentIds().includes(m.id)) {
           relayState.queue.shift();
-          send({type: "relayed", ids: [m.id]});
+          ack(m.id);
           continue;
         }
         const text = JSON.stringify(m.payload);
@@ -382,7 +398,7 @@
           markSent(m.id);
           if (relayState.queue[0] === m) relayState.queue.shift();
           viewer.relayed += 1;
-          send({type: "relayed", ids: [m.id]});
+          ack(m.id);
         }
       }
     } finally {
@@ -486,7 +502,10 @@
     if (ws) ws.close();
   }
 
-  window.addEventListener("pagehide", () => { if (media) media.stop(); });
+  window.addEventListener("pagehide", () => {
+    flushAcks();
+    if (media) media.stop();
+  });
 
   // ------------------------------------------------------------------ host chat box
   const chat = $("chat");
