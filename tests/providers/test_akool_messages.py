@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from bot.core.errors import InvalidRequest
 from bot.core.events import EventHub
 from bot.core.models import ProviderSession, ViewerInfo, utcnow
+from bot.core.relay import RelayOutboxFull
 from bot.providers.akool import AKoolProvider
 from bot.providers.akool_wire import (
     BYTES_PER_SECOND,
@@ -191,3 +192,17 @@ async def test_sessions_longer_than_an_hour_are_refused_before_any_charge(case):
         await case.provider.start(case.request(duration_s=3601))
     assert case.fake.calls("/session/create") == []
     assert case.provider.capabilities.max_duration_s == 3600
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_a_full_outbox_refuses_the_next_message_clearly_and_keeps_the_rest(case: Case):
+    ps = await case.start(mode="ask")
+    case.events.relay.max_queued = 3
+    await case.provider.ask(ps, "One?")
+    await case.provider.ask(ps, "Two?")
+    await case.provider.ask(ps, "Three?")
+    with pytest.raises(RelayOutboxFull, match="3 messages are still waiting"):
+        await case.provider.ask(ps, "Four?")
+    assert case.asked(ps) == ["One?", "Two?", "Three?"]
+    await case.provider.ask(ps, "Four?")  # room again once the page has sent them
+    assert case.asked(ps)[-1] == "Four?"
