@@ -305,6 +305,8 @@ class ViewerHub:
         """The session ended: close every page's socket (they show the summary)."""
         if self._rooms.get(room.session_id) is room:
             del self._rooms[room.session_id]
+        self._outboxes.forget(room.session_id)  # nothing is sent into an ended session
+        self.drops.forget(room.session_id)
         # At once, so that one slow page does not hold up the others' close handshakes.
         await asyncio.gather(*(
             v.ws.close(code=WSCloseCode.OK, message=b"ended") for v in list(room.viewers.values())

@@ -232,6 +232,10 @@ class AKoolProvider(ProviderBase):
             "with the knowledge instead."
         )
 
+    def confirmed_mode(self, session_id: str) -> int | None:
+        """The ``mode_type`` AKool last confirmed for a session (``None`` when unknown)."""
+        return self._modes.get(session_id)
+
     def _mode_switch(self, session: ProviderSession, mode_type: int) -> list[RelayItem]:
         """A ``set-params`` barrier when the mode the vendor will be in differs from ``mode_type``.
 

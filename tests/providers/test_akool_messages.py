@@ -72,7 +72,6 @@ def test_sending_at_the_relays_pace_never_exceeds_six_kilobytes_a_second(texts):
     provider = AKoolProvider(api_key=SecretStr("k"), http=None, events=events,  # type: ignore[arg-type]
                              pricing=PRICING)
     ps = _session()
-    provider._modes["s1"] = 2  # the mode the session was created in (as ``start`` records it)
     for text in texts:
         run_now(provider.ask(ps, text))
     config = events.relay.config("s1")
@@ -86,6 +85,10 @@ def test_sending_at_the_relays_pace_never_exceeds_six_kilobytes_a_second(texts):
             channel.send(raw, at=at)
             at += len(raw) / config.bytes_per_second
         events.relay.acked("s1", "page", [i for i, _ in batch])
+        # The page reports the avatar's answers; the mode switch's ack releases the questions.
+        for message in channel.outbox:
+            provider.decode_viewer_data(ps, message)
+        channel.outbox.clear()
     assert channel.violations == []
     assert channel.asked == texts
     assert events.relay.waiting("s1") == 0
@@ -177,13 +180,13 @@ def test_user_speech_and_refused_commands_are_decoded():
     forged = {"v": 2, "type": "command", "mid": "c1",
               "pld": {"cmd": "set-params", "code": 1000, "msg": "OK"}}
     assert provider.decode_viewer_data(ps, forged) == []
-    assert "s1" not in provider._modes
+    assert provider.confirmed_mode("s1") is None
     # The vendor refuses the switch: the say behind it is dropped, with a notice, never sent.
     nack = {"v": 2, "type": "command", "mid": switch["mid"],
             "pld": {"cmd": "set-params", "code": 1003, "msg": "bad"}}
     assert provider.decode_viewer_data(ps, nack) == []
     assert events.relay.queued("s1") == []
-    assert "s1" not in provider._modes
+    assert provider.confirmed_mode("s1") is None
 
 
 @pytest.mark.parametrize("case", ["akool"], indirect=True)

@@ -274,11 +274,11 @@ async def test_a_say_after_a_lost_set_params_is_still_spoken_word_for_word(
             await eventually(lambda: len(channel.lost) == 1, within=5)
             await asyncio.sleep(0.3)
             # The switch never arrived: the adapter still thinks "dialogue", nothing else went.
-            assert provider._modes[record.id] == 2
+            assert provider.confirmed_mode(record.id) == 2
             assert channel.chats == [] and thread.avatar_lines() == []
             await eventually(lambda: channel.chats != [], within=5)
             assert channel.chats == [(1, "Read this out exactly as written.")]
-            assert provider._modes[record.id] == 1
+            assert provider.confirmed_mode(record.id) == 1
             await eventually(lambda: thread.avatar_lines() != [])
             assert thread.avatar_lines() == ["Read this out exactly as written."]
             assert channel.violations == [] and errors == []

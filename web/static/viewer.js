@@ -296,7 +296,8 @@
   const relayState = {config: null, queue: [], busy: false, joined: false, nextAt: 0};
   // Ids already sent into this session's room, kept across reloads and shared with other tabs
   // of this browser: a message handed out again (reload, reconnect, takeover) is not resent.
-  const SENT_KEY = "avatarbot-relayed:" + cfg.token.slice(-24);
+  // Ids are unique across sessions (a per-process prefix), so one list serves every link.
+  const SENT_KEY = "avatarbot-relayed";
   function sentIds() {
     try { return JSON.parse(localStorage.getItem(SENT_KEY) || "[]"); } catch (e) { return []; }
   }
