@@ -87,6 +87,9 @@ class AKoolProvider(ProviderBase):
 
     name = "akool"
     display_name = "AKool"
+    # Whether the avatar echoes a retold text as ``bot`` chat. AKool's docs describe no echo, so
+    # a ``say`` is shown once the page has sent it; with an echo it would be shown on the echo.
+    say_echo = False
 
     def __init__(
         self,
@@ -194,8 +197,8 @@ class AKoolProvider(ProviderBase):
         """Queue ``text`` for the page in retelling mode (spoken verbatim).
 
         The thread sees it as the avatar's line once the page has sent its last chunk into the
-        room, after the vendor confirmed retelling mode (AKool documents no echo of a retold
-        text; an echo that does come must match and is not shown twice).
+        room, after the vendor confirmed retelling mode, or, with ``say_echo``, once the avatar
+        echoed it. An echo must match what was sent, and is never shown twice.
         """
         sid = session.session_id
         chunks = [RelayItem(c) for c in chunk_chat(text, new_mid())]
@@ -203,7 +206,8 @@ class AKoolProvider(ProviderBase):
         def spoken() -> None:
             self.events.publish(Transcript(session_id=sid, speaker="avatar", text=text))
 
-        chunks[-1].on_sent = spoken
+        if not self.say_echo:
+            chunks[-1].on_sent = spoken
         self._queue(session, self._mode_switch(session, 1), chunks, f"say: {text}")
         self._echo.said(sid, text)
 
@@ -359,7 +363,11 @@ class AKoolProvider(ProviderBase):
         if sender == "user":
             return [Transcript(session_id=sid, speaker="user", text=text)]
         if self._echo.is_echo(sid, text):
-            return []  # a retold text comes back as it was sent: already shown
+            # A retold text coming back as it was sent: the proof it was spoken, or, when the
+            # line was shown on sending, a repeat.
+            if not self.say_echo:
+                return []
+            return [Transcript(session_id=sid, speaker="avatar", text=text)]
         now = time.monotonic()
         asks = [t for t in self._asks.get(sid, []) if t > now]
         if not asks:

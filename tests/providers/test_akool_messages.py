@@ -209,3 +209,19 @@ async def test_a_full_outbox_refuses_the_next_message_clearly_and_keeps_the_rest
     assert case.asked(ps) == ["One?", "Two?", "Three?"]
     await case.provider.ask(ps, "Four?")  # room again once the page has sent them
     assert case.asked(ps)[-1] == "Four?"
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_with_an_echoing_avatar_a_say_shows_only_once_it_is_echoed(case: Case):
+    ps = await case.start(mode="say")
+    case.provider.say_echo = True
+    case.fake.channel(ps.provider_session_id).echo_retelling = True
+    await case.provider.say(ps, "Welcome everyone.")
+    case.pump()
+    assert case.transcripts(ps.session_id, "avatar") == []  # sent, but not yet heard back
+    lines = [t for m in case.viewer_messages(ps) for t in case.provider.decode_viewer_data(ps, m)]
+    assert [(t.speaker, t.text) for t in lines] == [("avatar", "Welcome everyone.")]
+    # A second copy of the echo is not a second line.
+    again = {"v": 2, "type": "chat", "mid": "x", "idx": 0, "fin": True,
+             "pld": {"from": "bot", "text": "Welcome everyone."}}
+    assert case.provider.decode_viewer_data(ps, again) == []
