@@ -70,7 +70,8 @@ class RelayItem:
     """One message a provider wants sent into the room.
 
     Args:
-        payload: the vendor's message, as the page must send it (JSON-encoded).
+        payload: the vendor's message, a JSON object; the page sends it JSON-encoded, in UTF-8
+            where the transport takes bytes.
         barrier: later messages wait until the vendor confirms this one (``confirm(key)``).
         key: the name the vendor's confirmation carries (AKool: the command's ``mid``).
         on_sent: called once the relay page acknowledged the send.
@@ -368,7 +369,11 @@ class RelayOutboxes:
                 name = None
             self._publish_warning(session_id, text(name))
 
-        task = asyncio.get_running_loop().create_task(publish())
+        try:
+            task = asyncio.get_running_loop().create_task(publish())
+        except RuntimeError:  # called without a running loop: say it without the name
+            self._publish_warning(session_id, text(None))
+            return
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
