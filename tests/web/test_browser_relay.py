@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp import WSCloseCode
 
 from bot.core.events import AnyEvent, EventHub, Transcript, Warning
 from tests.web.conftest import (
@@ -31,6 +32,7 @@ from tests.web.conftest import (
     wire_akool,
 )
 from tests.web.test_browser import FAKE_AGORA, until
+from web.context import WEB
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -89,12 +91,15 @@ async def thread_of(events: EventHub, session_id: str) -> AsyncIterator[Thread]:
         task.cancel()
 
 
-async def open_relay_page(browser: Any, stack: Any, record: Any, *,
-                          join_delay_ms: int = 0) -> tuple[Any, Any, list[str]]:
+async def open_relay_page(browser: Any, stack: Any, record: Any, *, join_delay_ms: int = 0,
+                          on_send: Any = None) -> tuple[Any, Any, list[str]]:
     """A new browser context (another person's browser) on the viewer link, wired to the fake
-    AKool data channel."""
+    AKool data channel (or to ``on_send``)."""
     ctx = await browser.new_context()
-    await wire_akool(ctx, stack.vendors["akool"])
+    if on_send is None:
+        await wire_akool(ctx, stack.vendors["akool"])
+    else:
+        await ctx.expose_function("__akoolChannel", on_send)
     if join_delay_ms:
         await ctx.add_init_script(f"window.__agoraJoinDelayMs = {join_delay_ms};")
     page = await ctx.new_page()
@@ -176,6 +181,38 @@ async def test_a_reload_mid_queue_loses_nothing_and_duplicates_nothing(
         assert channel.violations == []  # no chunk twice, no window over 6,000 bytes
         assert channel.chats == [(1, JAPANESE), (1, ARABIC)]
         # The page acknowledged everything (the last acknowledgement may trail the send).
+        await eventually(lambda: stack.events.relay.waiting(record.id) == 0, within=3)
+        assert errors == []
+    finally:
+        await ctx.close()
+
+
+async def test_an_acknowledgement_lost_with_the_socket_is_not_a_second_send(
+    browser: Any, stack: Any
+) -> None:
+    record = await stack.start("akool", minutes=3, mode="say")
+    channel = channel_of(stack, record)
+    hub = stack.app[WEB].hub
+    cut = asyncio.Event()
+
+    async def on_send(name: str, text: str, at_ms: float) -> list[str]:
+        channel.send(text.encode(), at=at_ms / 1000)
+        if len(channel.chats) == 0 and not cut.is_set() and '"idx":2' in text:
+            # The vendor has the third chunk; the socket drops before the page can say so.
+            cut.set()
+            for viewer in [v for v in list(hub._rooms[record.id].viewers.values())]:
+                await viewer.ws.close(code=WSCloseCode.GOING_AWAY)
+        return []
+
+    ctx, page, errors = await open_relay_page(browser, stack, record, on_send=on_send)
+    try:
+        await until(page, "window.avatarViewer.status === 'live'")
+        await stack.service.say(record.id, JAPANESE, author="Ann")
+        await eventually(lambda: channel.said == [JAPANESE], within=15)
+        assert cut.is_set()
+        # Handed again after the reconnect, the chunk already sent was acknowledged, not resent.
+        assert channel.violations == []
+        assert await page.evaluate("window.__agoraFake.joins.length") == 2
         await eventually(lambda: stack.events.relay.waiting(record.id) == 0, within=3)
         assert errors == []
     finally:
