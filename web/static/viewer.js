@@ -301,9 +301,9 @@
   function sentIds() {
     try { return JSON.parse(localStorage.getItem(SENT_KEY) || "[]"); } catch (e) { return []; }
   }
-  function markSent(id) {
-    const ids = sentIds();
-    ids.push(id);
+  function markSent(id, sent) {
+    const ids = sentIds().filter((x) => x !== id);
+    if (sent) ids.push(id);
     try { localStorage.setItem(SENT_KEY, JSON.stringify(ids.slice(-500))); } catch (e) { /* full */ }
   }
 
@@ -385,9 +385,13 @@
         if (!sender) return;
         if (relayState.queue[0] === m) {
           const start = performance.now();
+          // Recorded before the call: once the SDK has the bytes they leave, even if this page
+          // is unloaded before the promise settles; a reload must not send them again.
+          markSent(m.id, true);
           try {
             await sender(text);
           } catch (err) {
+            markSent(m.id, false);
             console.warn("could not send a data message; retrying", err);
             await sleep(500);
             continue;
@@ -396,7 +400,6 @@
           if (limits.bytes_per_second > 0) {
             relayState.nextAt = start + (size / limits.bytes_per_second) * 1000;
           }
-          markSent(m.id);
           if (relayState.queue[0] === m) relayState.queue.shift();
           viewer.relayed += 1;
           ack(m.id);
