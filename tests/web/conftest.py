@@ -274,11 +274,21 @@ def ensure_bundles() -> None:
         pytest.fail(f"web/assets/install.sh failed: {exc.stderr.decode()[-2000:]}")
 
 
-async def wire_akool(ctx: Any, fake: Any) -> None:
-    """Hand every stream message a page of ``ctx`` sends (``tests/fakes/agora_fake.js``) to the
-    fake AKool data channel of its Agora channel, and play the avatar's answers back to it."""
+FAKE_AKOOL_PATH = "/__fake-akool/send"
 
-    def on_send(channel: str, text: str, at_ms: float) -> list[str]:
+
+async def wire_akool(page: Any, fake: Any, on_send: Any = None) -> None:
+    """Hand every stream message ``page`` sends (``tests/fakes/agora_fake.js``) to the fake AKool
+    data channel of its Agora channel, and play the avatar's answers back to it.
+
+    The fake client posts each message with a synchronous request to ``FAKE_AKOOL_PATH``, which
+    this route answers (call it after ``guard_page``): like the real SDK, whose bytes are on
+    their way once ``sendStreamMessage`` is called, the vendor has the message before the call
+    returns, even if the page is unloaded right after. ``on_send(channel, text, at_ms)`` may
+    replace the default delivery; it returns the avatar's answers.
+    """
+
+    def deliver(channel: str, text: str, at_ms: float) -> list[str]:
         ch = fake.channel_named(channel)
         before = len(ch.outbox)
         ch.send(text.encode(), at=at_ms / 1000)
@@ -286,7 +296,16 @@ async def wire_akool(ctx: Any, fake: Any) -> None:
         del ch.outbox[before:]
         return replies
 
-    await ctx.expose_function("__akoolChannel", on_send)
+    async def handler(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        replies = (on_send or deliver)(body["channel"], body["text"], body["at"])
+        if asyncio.iscoroutine(replies):
+            replies = await replies
+        await route.fulfill(status=200, content_type="application/json",
+                            body=json.dumps(replies))
+
+    await page.add_init_script(f"window.__fakeAkoolUrl = {json.dumps(FAKE_AKOOL_PATH)};")
+    await page.route("**" + FAKE_AKOOL_PATH, handler)
 
 
 async def guard_page(page: Any, base_url: str) -> list[str]:

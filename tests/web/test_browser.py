@@ -58,8 +58,6 @@ async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, i
                     fake_agora: bool = False, akool: bool = False) -> tuple[Any, Any, list[str]]:
     ctx = await browser.new_context(viewport=viewport, is_mobile=viewport is PHONE,
                                     has_touch=viewport is PHONE)
-    if akool:  # the page's stream messages reach the fake AKool avatar, and it answers
-        await wire_akool(ctx, stack.vendors["akool"])
     page = await ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -76,6 +74,8 @@ async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, i
             else None)
     page.logs = logs  # type: ignore[attr-defined]
     aborted = await guard_page(page, stack.url)
+    if akool:  # the page's stream messages reach the fake AKool avatar, and it answers
+        await wire_akool(page, stack.vendors["akool"])
     if fake_agora:
         await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
             status=200, content_type="application/javascript", body=FAKE_AGORA))

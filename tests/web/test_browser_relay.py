@@ -96,16 +96,13 @@ async def open_relay_page(browser: Any, stack: Any, record: Any, *, join_delay_m
     """A new browser context (another person's browser) on the viewer link, wired to the fake
     AKool data channel (or to ``on_send``)."""
     ctx = await browser.new_context()
-    if on_send is None:
-        await wire_akool(ctx, stack.vendors["akool"])
-    else:
-        await ctx.expose_function("__akoolChannel", on_send)
     if join_delay_ms:
         await ctx.add_init_script(f"window.__agoraJoinDelayMs = {join_delay_ms};")
     page = await ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await guard_page(page, stack.url)
+    await wire_akool(page, stack.vendors["akool"], on_send)
     await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
         status=200, content_type="application/javascript", body=FAKE_AGORA))
     await page.goto(stack.link(record.id))
