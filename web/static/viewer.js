@@ -298,6 +298,7 @@
   // of this browser: a message handed out again (reload, reconnect, takeover) is not resent.
   // Ids are unique across sessions (a per-process prefix), so one list serves every link.
   const SENT_KEY = "avatarbot-relayed";
+  const NEXT_KEY = "avatarbot-relay-next";
   function sentIds() {
     try { return JSON.parse(localStorage.getItem(SENT_KEY) || "[]"); } catch (e) { return []; }
   }
@@ -379,12 +380,15 @@
           relayState.queue.shift();
           continue;
         }
-        const wait = relayState.nextAt - performance.now();
+        // The pace holds across a reload or a takeover in this browser: the earliest time for
+        // the next message is shared with the other tabs.
+        const next = Math.max(relayState.nextAt, Number(localStorage.getItem(NEXT_KEY)) || 0);
+        const wait = next - Date.now();
         if (wait > 0) await sleep(wait);
         const sender = roomSender();
         if (!sender) return;
         if (relayState.queue[0] === m) {
-          const start = performance.now();
+          const start = Date.now();
           // Recorded before the call: once the SDK has the bytes they leave, even if this page
           // is unloaded before the promise settles; a reload must not send them again.
           markSent(m.id, true);
@@ -399,6 +403,7 @@
           // Keep the vendor's pace in encoded bytes (AKool: 5,000 B/s leaves room under 6 KB/s).
           if (limits.bytes_per_second > 0) {
             relayState.nextAt = start + (size / limits.bytes_per_second) * 1000;
+            try { localStorage.setItem(NEXT_KEY, String(relayState.nextAt)); } catch (e) { /* */ }
           }
           if (relayState.queue[0] === m) relayState.queue.shift();
           viewer.relayed += 1;
