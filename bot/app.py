@@ -128,6 +128,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         store = await SqliteStore.open(settings.database_path, settings.default_limits())
         stack.push_async_callback(store.close)
         events = EventHub()
+        events.relay.max_wait_s = settings.relay_max_wait_s
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)

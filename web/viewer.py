@@ -8,13 +8,17 @@ join the media (never a vendor API key).
 
 WebSocket ``/v/<token>/ws`` (JSON text frames; ``?passive=1`` joins without taking the media):
 
-- server to page: ``hello {viewer_id, active, state, seconds_left, transcript}`` (the kept
-  lines so far), ``state {state, reason,
-  seconds_left}``, ``transcript {speaker, text, author, intent, final}``, ``warning {text,
-  seconds_left}``, ``relay {messages, bytes_per_second}`` (active page only), ``superseded``
-  (another tab took the media), ``active`` (this tab has it again), ``end {summary}``, ``pong``;
-- page to server: ``takeover``, ``data {payload}`` (a data message the page received from the
-  vendor; active page only), ``ping``. Anything else, or too big, or too fast, is dropped.
+- server to page: ``hello {viewer_id, active, state, seconds_left, max_report_bytes,
+  transcript}`` (``transcript``: the kept lines so far),
+  ``state {state, reason, seconds_left}``, ``transcript {speaker, text, author, intent, final}``,
+  ``warning {text, seconds_left}``, ``relay {config {max_message_bytes, bytes_per_second,
+  topic}, messages [{id, payload}]}`` (the relay tab only, once it has joined the room),
+  ``superseded`` (another tab took the media), ``active`` (this tab has it again), ``end
+  {summary}``, ``pong``;
+- page to server: ``joined {joined}`` (the page is in, or out of, the vendor's media room),
+  ``relayed {ids}`` (the SDK's send of these resolved), ``takeover``, ``data {payload}`` (a data
+  message the page received from the vendor; relay tab only), ``ping``. Anything else, or too
+  big, or too fast, is dropped; each kind of drop is logged once per session.
 
 WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}`` with the
 ``viewer_id`` from ``hello``; only a connected page that holds the media may signal.
@@ -47,6 +51,7 @@ WS_MAX_FRAME = 64 * 1024
 MAX_SDP = 64 * 1024
 MAX_CANDIDATE = 2048
 WS_HEARTBEAT_S = 25.0
+MAX_ACK_IDS = 200
 
 
 def setup(app: web.Application) -> None:
@@ -307,6 +312,7 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
             "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
             "state": record.state.value, "seconds_left": record.seconds_left(),
             "transcript": history,
+            "max_report_bytes": MAX_PAGE_MESSAGE,
         })
         await _read_loop(ctx, viewer, ws)
     finally:
@@ -344,7 +350,7 @@ async def _read_loop(ctx: WebContext, viewer: Viewer, ws: web.WebSocketResponse)
 
 def _drop(ctx: WebContext, viewer: Viewer, reason: str) -> None:
     ctx.metrics.ws_dropped.labels(reason).inc()
-    log.warning("dropped a viewer message (%s)", reason, extra={"session": viewer.session_id})
+    ctx.hub.drops.drop(viewer.session_id, reason)
 
 
 async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None:
@@ -353,15 +359,23 @@ async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None
         await ctx.hub.send(viewer, {"type": "pong"})
     elif kind == "takeover":
         await ctx.hub.take_over(viewer)
+    elif kind == "joined":
+        await ctx.hub.joined(viewer, data.get("joined") is not False)
+    elif kind == "relayed":
+        ids = data.get("ids")
+        if (not isinstance(ids, list) or not 0 < len(ids) <= MAX_ACK_IDS
+                or not all(isinstance(i, str) and len(i) <= 64 for i in ids)):
+            _drop(ctx, viewer, "bad_ack")
+            return
+        await ctx.hub.relayed(viewer, ids)
     elif kind == "data":
         if not ctx.hub.is_relay_target(viewer):
             _drop(ctx, viewer, "not_active")
             return
         try:
             await ctx.service.viewer_data(viewer.session_id, data.get("payload"))
-        except AvatarBotError as exc:
-            log.info("viewer data refused: %s", exc.user_message,
-                     extra={"session": viewer.session_id})
+        except AvatarBotError:
+            _drop(ctx, viewer, "session_not_live")
         except Exception:
             # A provider that cannot decode a message must not take the socket down.
             log.exception("viewer data could not be decoded", extra={"session": viewer.session_id})
