@@ -138,6 +138,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         if sealed := await store.write(lambda c: seal_plain(c, box)):
             log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
+        events.relay.max_wait_s = settings.relay_max_wait_s
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)

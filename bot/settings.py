@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
     stop_sessions_on_shutdown: bool = True
 
+    # --- the viewer relay (vendors reached through the page's media room: AKool)
+    relay_max_wait_s: int = Field(default=120, ge=5, le=3600)
+
     # --- the built-in local avatar
     local_video_width: int = Field(default=640, ge=64, le=1920)
     local_video_height: int = Field(default=480, ge=64, le=1080)

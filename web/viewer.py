@@ -8,13 +8,17 @@ join the media (never a vendor API key).
 
 WebSocket ``/v/<token>/ws`` (JSON text frames; ``?passive=1`` joins without taking the media):
 
-- server to page: ``hello {viewer_id, active, state, seconds_left, transcript}`` (the kept
-  lines so far), ``state {state, reason,
-  seconds_left}``, ``transcript {speaker, text, author, intent, final}``, ``warning {text,
-  seconds_left}``, ``relay {messages, bytes_per_second}`` (active page only), ``superseded``
-  (another tab took the media), ``active`` (this tab has it again), ``end {summary}``, ``pong``;
-- page to server: ``takeover``, ``data {payload}`` (a data message the page received from the
-  vendor; active page only), ``ping``. Anything else, or too big, or too fast, is dropped.
+- server to page: ``hello {viewer_id, active, state, seconds_left, max_report_bytes,
+  transcript}`` (``transcript``: the kept lines so far),
+  ``state {state, reason, seconds_left}``, ``transcript {speaker, text, author, intent, final}``,
+  ``warning {text, seconds_left}``, ``relay {config {max_message_bytes, bytes_per_second,
+  topic}, messages [{id, payload}]}`` (the relay tab only, once it has joined the room),
+  ``superseded`` (another tab took the media), ``active`` (this tab has it again), ``end
+  {summary}``, ``pong``;
+- page to server: ``joined {joined}`` (the page is in, or out of, the vendor's media room),
+  ``relayed {ids}`` (the SDK's send of these resolved), ``takeover``, ``data {payload}`` (a data
+  message the page received from the vendor; relay tab only), ``ping``. Anything else, or too
+  big, or too fast, is dropped; each kind of drop is logged once per session.
 
 WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}`` with the
 ``viewer_id`` from ``hello``; only a connected page that holds the media may signal.
@@ -22,6 +26,7 @@ WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -36,6 +41,7 @@ from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
 from bot.core.transcripts import speaker_label, transcript_filename, transcript_text
 from web.context import WEB, WebContext
 from web.hub import HubClosed, Viewer
+from web.preview import VENDOR_LOOKUP_S, card_for, face_png, is_preview_fetcher, neutral_card
 from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ WS_MAX_FRAME = 64 * 1024
 MAX_SDP = 64 * 1024
 MAX_CANDIDATE = 2048
 WS_HEARTBEAT_S = 25.0
+MAX_ACK_IDS = 200
 # The provider whose WebRTC peer is this server (bot/providers/local).
 LOCAL = "local"
 
@@ -56,6 +63,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v/{token}", viewer_page)
     app.router.add_get("/v/{token}/ws", viewer_socket)
     app.router.add_get("/v/{token}/transcript.txt", transcript_file)
+    app.router.add_get("/v/{token}/preview.png", preview_image)
     app.router.add_post("/v/{token}/webrtc/{action}", signalling)
 
 
@@ -223,6 +231,11 @@ async def viewer_page(request: web.Request) -> web.Response:
     if found is None:
         return not_found(ctx)
     claims, record = found
+    token = request.match_info["token"]
+    card = card_for(record, vendor_name(ctx, record.provider), f"{ctx.links.base_url}/v/{token}")
+    if is_preview_fetcher(request.headers.get("User-Agent")):
+        # A chat building the link's card (web/preview.py): the tags and nothing to join with.
+        return ctx.render("card.html", card=card, live=record.state.is_open)
     if not record.state.is_open:
         summary = ctx.service.summary(record)
         lines = await ctx.service.transcript(record.id)
@@ -233,12 +246,13 @@ async def viewer_page(request: web.Request) -> web.Response:
             lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
             download=f"/v/{request.match_info['token']}/transcript.txt",
             playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
-            retention_h=ctx.settings.transcript_retention_h,
+            retention_h=ctx.settings.transcript_retention_h, card=card,
         )
-    config = page_config(ctx, request.match_info["token"], claims, record)
+    config = page_config(ctx, token, claims, record)
     if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
         request[CSP_KEY] = connect_origins(record.viewer.url)
-    return ctx.render("viewer.html", config=config, host=claims.role == "host")
+    return ctx.render("viewer.html", config=config, host=claims.role == "host",
+                      card=card)
 
 
 async def transcript_file(request: web.Request) -> web.Response:
@@ -254,6 +268,36 @@ async def transcript_file(request: web.Request) -> web.Response:
     name = transcript_filename(record.id)
     return web.Response(text=text, content_type="text/plain", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def preview_image(request: web.Request) -> web.StreamResponse:
+    """``/v/<token>/preview.png``: the card image of a viewer link (web/preview.py).
+
+    The built-in avatar's face, or a redirect to the vendor's thumbnail, or a neutral card.
+    Reads only; a bad token gets the same plain 404 as the page.
+    """
+    ctx = request.app[WEB]
+    if limited(ctx, request, "pages"):
+        return too_many(ctx, "page")
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
+    if found is None:
+        return not_found(ctx)
+    _, record = found
+    image: bytes | None = None
+    if record.provider == "local":
+        image = await face_png(record.avatar_id)
+    else:
+        try:
+            info = await asyncio.wait_for(
+                ctx.service.find_avatar(record.avatar_id, record.provider), VENDOR_LOOKUP_S)
+        except Exception:  # a slow or failing vendor list: show the plain card
+            log.info("no vendor thumbnail for a link preview", exc_info=True)
+            info = None
+        thumb = info.preview_url if info is not None else None
+        if thumb and thumb.startswith("https://"):
+            raise web.HTTPFound(thumb)
+    return web.Response(body=image or neutral_card(), content_type="image/png",
+                        headers={"Cache-Control": "public, max-age=300"})
 
 
 # ---------------------------------------------------------------------------- websocket
@@ -299,6 +343,7 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
             "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
             "state": record.state.value, "seconds_left": record.seconds_left(),
             "transcript": history,
+            "max_report_bytes": MAX_PAGE_MESSAGE,
         })
         await _read_loop(ctx, viewer, ws)
     finally:
@@ -336,7 +381,7 @@ async def _read_loop(ctx: WebContext, viewer: Viewer, ws: web.WebSocketResponse)
 
 def _drop(ctx: WebContext, viewer: Viewer, reason: str) -> None:
     ctx.metrics.ws_dropped.labels(reason).inc()
-    log.warning("dropped a viewer message (%s)", reason, extra={"session": viewer.session_id})
+    ctx.hub.drops.drop(viewer.session_id, reason)
 
 
 async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None:
@@ -345,15 +390,23 @@ async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None
         await ctx.hub.send(viewer, {"type": "pong"})
     elif kind == "takeover":
         await ctx.hub.take_over(viewer)
+    elif kind == "joined":
+        await ctx.hub.joined(viewer, data.get("joined") is not False)
+    elif kind == "relayed":
+        ids = data.get("ids")
+        if (not isinstance(ids, list) or not 0 < len(ids) <= MAX_ACK_IDS
+                or not all(isinstance(i, str) and len(i) <= 64 for i in ids)):
+            _drop(ctx, viewer, "bad_ack")
+            return
+        await ctx.hub.relayed(viewer, ids)
     elif kind == "data":
         if not ctx.hub.is_relay_target(viewer):
             _drop(ctx, viewer, "not_active")
             return
         try:
             await ctx.service.viewer_data(viewer.session_id, data.get("payload"))
-        except AvatarBotError as exc:
-            log.info("viewer data refused: %s", exc.user_message,
-                     extra={"session": viewer.session_id})
+        except AvatarBotError:
+            _drop(ctx, viewer, "session_not_live")
         except Exception:
             # A provider that cannot decode a message must not take the socket down.
             log.exception("viewer data could not be decoded", extra={"session": viewer.session_id})

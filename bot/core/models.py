@@ -352,6 +352,9 @@ class ChatBinding(BaseModel):
     channel_id: str
     thread_id: str
     message_id: str | None = None
+    # Slack Enterprise Grid: the org the thread's workspace belongs to (its token is stored under
+    # (enterprise id, team id)); None elsewhere.
+    enterprise_id: str | None = None
 
 
 class ComponentStatus(BaseModel):

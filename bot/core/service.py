@@ -44,6 +44,7 @@ from bot.core.models import (
 )
 from bot.core.ports import SessionStore
 from bot.core.provider import AvatarProvider, WebRTCSignalling
+from bot.core.relay import neutralise
 from bot.core.rules import check_start
 from bot.core.tenants import TenantKey
 
@@ -621,7 +622,9 @@ class SessionService:
         """Decode a data message a viewer received from the vendor and publish its lines."""
         record = await self.live(session_id)
         prov, ps = self._provider_session(record)
-        lines = prov.decode_viewer_data(ps, payload)
+        # What a page reports is not trusted: mentions and links are made inert before posting.
+        lines = [line.model_copy(update={"text": neutralise(line.text)})
+                 for line in prov.decode_viewer_data(ps, payload)]
         for line in lines:
             self.events.publish(line)
         return lines

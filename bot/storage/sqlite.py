@@ -322,9 +322,10 @@ class SqliteStore:
         """Remember which platform thread belongs to a session."""
         await self.write(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO chat_bindings VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO chat_bindings (session_id, platform, channel_id, "
+                "thread_id, message_id, enterprise_id) VALUES (?, ?, ?, ?, ?, ?)",
                 (binding.session_id, binding.platform, binding.channel_id, binding.thread_id,
-                 binding.message_id),
+                 binding.message_id, binding.enterprise_id),
             )
         )
 

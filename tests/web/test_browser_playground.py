@@ -324,7 +324,7 @@ async def test_ended_link_shows_summary_transcript_and_download_while_kept(
             await page.click("#stop")
             await until(page, "window.avatarViewer.status === 'ended'")
             # The live page offers the download and another session.
-            assert await page.is_visible("#ended-transcript")
+            await page.locator("#ended-transcript").wait_for(state="visible", timeout=5_000)
             assert await page.get_attribute("#ended-another", "href") == "/#playground"
             await shot(page, f"ended-live-page-{name}")
 

@@ -25,6 +25,7 @@ from bot.core.models import SessionSummary
 from bot.core.transcripts import transcript_filename, transcript_text
 from bot.platforms.discord.commands import guild_tenant
 from bot.platforms.discord.errors import user_text
+from bot.platforms.readable import DISCORD_PEOPLE_TYPES, discord_forwardable
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import AvatarBot
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 2000
 NO_MENTIONS = discord.AllowedMentions.none()
 ACCEPTED = "✅"
+# The answer to a message with nothing to read out (only an image, a file, a sticker or a
+# forward): a muted speaker, "the avatar only hears text", instead of a public warning.
+TEXT_ONLY = "🔇"
 # Reasons used when the thread itself went away: the summary is not posted into it then
 # (posting would unarchive an archived thread, and a deleted one cannot take messages).
 THREAD_GONE_REASONS = ("thread archived", "thread locked", "thread deleted")
@@ -281,11 +285,20 @@ class ThreadRelay:
 
 
 async def route_message(bot: AvatarBot, message: discord.Message) -> None:
-    """Forward a person's message in a session thread to the avatar as ask or say."""
+    """Forward a person's message in a session thread to the avatar as ask or say.
+
+    Only DEFAULT and REPLY messages are people talking (``discord_forwardable``): a thread
+    rename, a pin, a member added and every other system message reach nothing. Mentions, emoji,
+    links and markdown are read as a person would read them out (``names.NameResolver``). A
+    message with nothing to read out but an attachment, sticker or forward gets the
+    ``TEXT_ONLY`` reaction.
+    """
     if message.guild is None or message.author.bot:
         return
     if bot.user is not None and message.author.id == bot.user.id:
         return
+    if message.type.value not in DISCORD_PEOPLE_TYPES:
+        return  # checked before any look-up: system messages cost nothing
     binding = await bot.bindings.for_thread("discord", str(message.channel.id))
     if binding is None:
         return
@@ -295,19 +308,39 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         if bot.user is None or not any(u.id == bot.user.id for u in message.mentions):
             return
         text = _MENTION.sub("", text)
+    readable = await bot.names.readable(message.guild, text, message.mentions)
+    verdict = discord_forwardable(
+        message.type.value, bool(readable), has_attachments=bool(message.attachments),
+        has_stickers=bool(message.stickers), is_forward=_is_forward(message),
+    )
+    if verdict == "ignore":
+        return
+    if verdict == "react":
+        await _react(message, TEXT_ONLY)
+        return
     bot.relay.new_turn(message.channel.id)
     try:
         await bot.service.send(
-            binding.session_id, text, author=message.author.display_name,
+            binding.session_id, readable, author=message.author.display_name,
             tenant=guild_tenant(message.guild.id),
         )
     except Exception as exc:  # noqa: BLE001 - every failure becomes one reply, as for commands
         await _reply(message, user_text(exc))
         return
+    await _react(message, ACCEPTED)
+
+
+def _is_forward(message: discord.Message) -> bool:
+    ref = message.reference
+    return (ref is not None and ref.type is discord.MessageReferenceType.forward) or bool(
+        message.message_snapshots)
+
+
+async def _react(message: discord.Message, emoji: str) -> None:
     try:
-        await message.add_reaction(ACCEPTED)
+        await message.add_reaction(emoji)
     except discord.HTTPException:
-        log.info("could not react to a forwarded message", exc_info=True)
+        log.info("could not react to a thread message", exc_info=True)
 
 
 async def _reply(message: discord.Message, text: str) -> None:

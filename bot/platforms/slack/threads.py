@@ -31,7 +31,8 @@ from bot.platforms.slack import blocks
 
 log = logging.getLogger(__name__)
 
-TokenSource = Callable[[str], Awaitable[str | None]]
+# (team id, enterprise id) -> the bot token serving that workspace, or None
+TokenSource = Callable[[str, str | None], Awaitable[str | None]]
 ClientFactory = Callable[[str], AsyncWebClient]
 PENDING_CAP = 50
 PENDING_TTL_S = 60.0
@@ -39,12 +40,17 @@ PENDING_TTL_S = 60.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where a session's lines go: a workspace, a channel and the anchor message's thread."""
+    """Where a session's lines go: a workspace, a channel and the anchor message's thread.
+
+    ``enterprise`` is the Enterprise Grid org of the workspace (None outside Grid): with the team
+    id it finds the bot token the thread's messages are posted with.
+    """
 
     team: str
     channel: str
     thread_ts: str
     avatar_name: str
+    enterprise: str | None = None
 
 
 def team_tenant(team: str) -> TenantId:
@@ -80,9 +86,11 @@ class _Pending:
 class Outbox:
     """The throttled sender of one workspace."""
 
-    def __init__(self, team: str, send: Callable[[str, Post], Awaitable[None]],
+    def __init__(self, team: str, enterprise: str | None,
+                 send: Callable[[str, str | None, Post], Awaitable[None]],
                  min_interval_s: float) -> None:
         self.team = team
+        self.enterprise = enterprise
         self._send = send
         self._interval = min_interval_s
         self._queue: collections.deque[Post] = collections.deque()
@@ -125,7 +133,7 @@ class Outbox:
                 await asyncio.sleep(delay)
             post = self._take()
             try:
-                await self._send(self.team, post)
+                await self._send(self.team, self.enterprise, post)
             except SlackApiError as exc:
                 log.warning("Slack refused a thread post: %s", exc.response.get("error"),
                             extra={"tenant": str(team_tenant(self.team))})
@@ -141,7 +149,8 @@ class ThreadRelay:
     Args:
         service: the session service (its ``events`` hub is subscribed to, all sessions).
         bindings: which Slack thread belongs to which session.
-        tokens: the bot token of a team id, or ``None`` when the workspace is gone.
+        tokens: the bot token of a (team id, enterprise id), or ``None`` when the workspace is
+            gone.
         client_for: builds a Web API client for a token.
         min_interval_s: least time between two calls of one workspace.
     """
@@ -155,7 +164,7 @@ class ThreadRelay:
         self._interval = min_interval_s
         self._targets: dict[str, Target | None] = {}
         self._pending: dict[str, _Pending] = {}
-        self._outboxes: dict[str, Outbox] = {}
+        self._outboxes: dict[tuple[str, str | None], Outbox] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._queue: asyncio.Queue[AnyEvent] | None = None
@@ -259,7 +268,7 @@ class ThreadRelay:
             if binding.platform == "slack":
                 return Target(tenant.id, binding.channel_id,
                               binding.message_id or binding.thread_id.rsplit(":", 1)[-1],
-                              record.avatar_name)
+                              record.avatar_name, binding.enterprise_id)
         if record.state.is_open:
             # Started from Slack but the thread is not bound yet: ``bound()`` will come.
             raise _NotYet
@@ -276,7 +285,7 @@ class ThreadRelay:
             pending.events.append(event)
 
     def _dispatch(self, target: Target, event: AnyEvent) -> None:
-        outbox = self._outbox(target.team)
+        outbox = self._outbox(target.team, target.enterprise)
         channel, ts = target.channel, target.thread_ts
         if isinstance(event, Transcript):
             if event.speaker == "avatar":
@@ -297,14 +306,15 @@ class ThreadRelay:
             outbox.put(Post(channel, ts, text))
             outbox.put(Post(channel, ts, text, [_section(text)], update=True))
 
-    def _outbox(self, team: str) -> Outbox:
-        outbox = self._outboxes.get(team)
+    def _outbox(self, team: str, enterprise: str | None) -> Outbox:
+        outbox = self._outboxes.get((team, enterprise))
         if outbox is None:
-            outbox = self._outboxes[team] = Outbox(team, self._send, self._interval)
+            outbox = Outbox(team, enterprise, self._send, self._interval)
+            self._outboxes[(team, enterprise)] = outbox
         return outbox
 
-    async def _send(self, team: str, post: Post) -> None:
-        token = await self._tokens(team)
+    async def _send(self, team: str, enterprise: str | None, post: Post) -> None:
+        token = await self._tokens(team, enterprise)
         if token is None:
             log.info("no Slack token for a workspace; a thread line is dropped",
                      extra={"tenant": str(team_tenant(team))})
@@ -364,23 +374,6 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-async def route_thread_message(service: SessionService, bindings: ChatBindings, team: str,
-                               event: dict[str, Any]) -> tuple[str, str] | None:
-    """Send a person's thread message to its session; ``(session id, mode)`` or None if unbound.
-
-    Raises the service's typed errors (session ended, text too long ...).
-    """
-    binding = await bindings.for_thread(
-        "slack", thread_key(event["channel"], event["thread_ts"])
-    )
-    if binding is None:
-        return None
-    author = event.get("user")
-    mode = await service.send(binding.session_id, blocks.plain(event.get("text") or ""),
-                              author=author, tenant=team_tenant(team))
-    return binding.session_id, mode.value
-
-
 def is_person_thread_reply(event: dict[str, Any]) -> bool:
     """A new message by a person, inside a thread (not an edit, delete, bot post or the root)."""
     return (
@@ -394,6 +387,6 @@ def is_person_thread_reply(event: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "Post", "Target", "ThreadRelay", "is_person_thread_reply", "route_thread_message",
+    "Post", "Target", "ThreadRelay", "is_person_thread_reply",
     "team_tenant", "thread_key",
 ]
