@@ -175,7 +175,8 @@ class SlackAdapter:
         if kind in ("url_verification", "ssl_check") or body.get("ssl_check"):
             await next()
             return None
-        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        raw_event = body.get("event")
+        event: dict[str, Any] = raw_event if isinstance(raw_event, dict) else {}
         uninstall = kind == "event_callback" and event.get("type") in _UNINSTALL_EVENTS
         team = context.team_id
         if team is None:
