@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -278,7 +278,7 @@ class AKoolProvider(ProviderBase):
         text = "".join(self._replies.pop(key)).strip()
         if not text or (sender == "bot" and self._echo.is_echo(session.session_id, text)):
             return []
-        speaker = "avatar" if sender == "bot" else "user"
+        speaker: Literal["avatar", "user"] = "avatar" if sender == "bot" else "user"
         return [Transcript(session_id=session.session_id, speaker=speaker, text=text)]
 
 
