@@ -19,6 +19,15 @@ from bot.core.models import Limits, Pricing, limit_bounds
 
 IdList = Annotated[list[str], NoDecode]
 
+# docs/vendors/heygen.md "Status": raw WebRTC (v1) ended on 2025-02-28.
+HEYGEN_V1_REFUSED = (
+    "HeyGen's raw WebRTC (v1) streaming is no longer offered (HeyGen ended it on 2025-02-28) and "
+    "avatarbot no longer speaks it. Remove HEYGEN_TRANSPORT (LiveKit is the only HeyGen "
+    "transport), or better, move to LiveAvatar, where HeyGen has moved interactive avatars: get a "
+    "key at app.liveavatar.com (HeyGen keys do not work there), set LIVEAVATAR_API_KEY and unset "
+    "HEYGEN_API_KEY."
+)
+
 
 _CONCURRENT = limit_bounds("max_concurrent")
 _MINUTES = limit_bounds("max_minutes")
@@ -83,6 +92,20 @@ class Settings(BaseSettings):
     playground_credits: int = Field(default=100, ge=_DAILY[0], le=_DAILY[1])
     playground_max_minutes: int = Field(default=5, ge=_MINUTES[0], le=_MINUTES[1])
     playground_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
+    # Each visitor (signed cookie) and each address may run this many sessions at once.
+    playground_per_visitor: int = Field(default=1, ge=1)
+    playground_per_address: int = Field(default=2, ge=1)
+    # A playground session whose page has been gone this long ends (the tab was closed and its
+    # beacon was lost); a page that said goodbye (its beacon) gets a short grace for a reload.
+    playground_heartbeat_s: float = Field(default=30.0, gt=0)
+    playground_leave_grace_s: float = Field(default=5.0, ge=0)
+
+    # --- transcripts and the viewer page
+    transcript_retention_h: float = Field(default=24.0, ge=0)
+    # The viewer says why and offers Retry after this long without media.
+    viewer_media_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # How often the server checks whether another process (the CLI) changed sessions.
+    store_watch_interval_s: float = Field(default=0.5, gt=0, le=10)
 
     # --- session reaper
     idle_timeout_s: int = Field(default=300, ge=30)
@@ -130,6 +153,13 @@ class Settings(BaseSettings):
     def _split_ids(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("heygen_transport")
+    @classmethod
+    def _no_raw_webrtc(cls, v: str) -> str:
+        if v == "webrtc":
+            raise ValueError(HEYGEN_V1_REFUSED)
         return v
 
     @field_validator("local_ice_servers", mode="before")

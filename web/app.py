@@ -106,6 +106,11 @@ def create_app(
         metrics=metrics, limits=limits, buckets=limits.buckets(), templates=make_templates(),
     )
     metrics.viewers.set_function(hub.count)
+    local = service.providers.get("local")
+    running = getattr(local, "running", None)
+    if callable(running):
+        metrics.local_sessions.set_function(lambda: running()[0])
+        metrics.local_peers.set_function(lambda: running()[1])
     app.on_response_prepare.append(add_security_headers)
     app.on_shutdown.append(_close_hub)
     app.router.add_get("/healthz", healthz)

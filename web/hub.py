@@ -60,7 +60,8 @@ def event_message(event: AnyEvent) -> dict[str, Any] | None:
                 "seconds_left": event.seconds_left}
     if isinstance(event, Transcript):
         return {"type": "transcript", "speaker": event.speaker, "text": event.text,
-                "author": event.author, "intent": event.intent, "final": event.final}
+                "author": event.author, "intent": event.intent, "final": event.final,
+                "at": event.at}
     if isinstance(event, Warning):
         return {"type": "warning", "text": event.text, "seconds_left": event.seconds_left}
     if isinstance(event, Ended):
@@ -91,6 +92,11 @@ class ViewerHub:
     def count(self) -> int:
         """Connected viewers across all sessions."""
         return sum(len(room.viewers) for room in self._rooms.values())
+
+    def watching(self, session_id: str) -> int:
+        """How many pages of ``session_id`` are connected now."""
+        room = self._rooms.get(session_id)
+        return len(room.viewers) if room else 0
 
     def find(self, session_id: str, viewer_id: str) -> Viewer | None:
         """The connected viewer ``viewer_id`` of ``session_id``."""

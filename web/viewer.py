@@ -1,12 +1,15 @@
 """Viewer routes: the page at ``/v/<token>``, its WebSocket and the WebRTC signalling.
 
 A token that is malformed, forged, expired or names an unknown session gets the same plain
-404 page. An ended session shows its summary. The page gets only what the browser needs to
+404 page. An ended session shows its summary and kept transcript (``GET /v/<token>/transcript.txt``
+downloads it) for ``TRANSCRIPT_RETENTION_H`` after its end, even once the link's own expiry has
+passed; after that it is the plain 404 too. The page gets only what the browser needs to
 join the media (never a vendor API key).
 
 WebSocket ``/v/<token>/ws`` (JSON text frames; ``?passive=1`` joins without taking the media):
 
-- server to page: ``hello {viewer_id, active, state, seconds_left}``, ``state {state, reason,
+- server to page: ``hello {viewer_id, active, state, seconds_left, transcript}`` (the kept
+  lines so far), ``state {state, reason,
   seconds_left}``, ``transcript {speaker, text, author, intent, final}``, ``warning {text,
   seconds_left}``, ``relay {messages, bytes_per_second}`` (active page only), ``superseded``
   (another tab took the media), ``active`` (this tab has it again), ``end {summary}``, ``pong``;
@@ -27,7 +30,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.core.errors import AvatarBotError, SessionNotFound
 from bot.core.links import LinkClaims
-from bot.core.models import SessionRecord, SessionState
+from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
+from bot.core.transcripts import speaker_label, transcript_filename, transcript_text
 from web.context import WEB, WebContext
 from web.hub import HubClosed, Viewer
 from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
@@ -47,6 +51,7 @@ def setup(app: web.Application) -> None:
     """Register the viewer routes."""
     app.router.add_get("/v/{token}", viewer_page)
     app.router.add_get("/v/{token}/ws", viewer_socket)
+    app.router.add_get("/v/{token}/transcript.txt", transcript_file)
     app.router.add_post("/v/{token}/webrtc/{action}", signalling)
 
 
@@ -75,16 +80,37 @@ def limited(ctx: WebContext, request: web.Request, bucket: str) -> bool:
     return not ctx.buckets[bucket].allow(client_ip(request))
 
 
-async def session_for(ctx: WebContext, token: str) -> tuple[LinkClaims, SessionRecord] | None:
-    """The claims and session of a valid token, or ``None`` (never a reason)."""
+async def session_for(
+    ctx: WebContext, token: str, *, ended_ok: bool = False
+) -> tuple[LinkClaims, SessionRecord] | None:
+    """The claims and session of a valid token, or ``None`` (never a reason).
+
+    With ``ended_ok``, a link past its own expiry still opens a session that has ended, during
+    the transcript retention period after its end (its summary and transcript stay readable).
+    """
     claims = ctx.links.verify(token)
+    expired = False
+    if claims is None and ended_ok:
+        claims = ctx.links.verify(token, now=0)  # the signature is right; only the time is out
+        expired = True
     if claims is None:
         return None
     try:
         record = await ctx.service.get(claims.session_id)
     except SessionNotFound:
         return None
+    if ended_ok and not record.state.is_open and not retained(ctx, record):
+        return None
+    if expired and record.state.is_open:
+        return None
     return claims, record
+
+
+def retained(ctx: WebContext, record: SessionRecord) -> bool:
+    """Whether an ended session's summary and transcript are still kept."""
+    end = record.ended_at or record.ending_at or record.created_at
+    keep_s = ctx.settings.transcript_retention_h * 3600
+    return (utcnow() - end).total_seconds() <= keep_s
 
 
 def vendor_name(ctx: WebContext, provider: str) -> str:
@@ -122,7 +148,38 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         "state": record.state.value,
         "seconds_left": record.seconds_left(),
         "multi_viewer": multi_viewer(ctx, record.provider),
+        "max_text": max_text(ctx, record.provider),
+        "can_interrupt": can_interrupt(ctx, record.provider),
+        "media_timeout_s": ctx.settings.viewer_media_timeout_s,
+        "operator_hint": OPERATOR_HINT if record.provider == "local" else None,
+        "playground": ctx.settings.playground_enabled and "local" in ctx.service.providers,
     }
+
+
+# Shown when the local avatar's video never arrives: what whoever runs the server can change.
+OPERATOR_HINT = (
+    "If you run this server: viewers behind strict firewalls need a TURN relay, set with "
+    "LOCAL_ICE_SERVERS; for testing with the browser on the same machine, set "
+    "LOCAL_ALLOW_LOOPBACK=true."
+)
+
+
+def max_text(ctx: WebContext, provider: str) -> int:
+    """The longest say/ask text the session's provider takes."""
+    prov = ctx.service.providers.get(provider)
+    return prov.capabilities.max_text_chars if prov is not None else 2000
+
+
+def can_interrupt(ctx: WebContext, provider: str) -> bool:
+    """Whether the session's avatar can be interrupted."""
+    prov = ctx.service.providers.get(provider)
+    return bool(prov is not None and prov.capabilities.interrupt)
+
+
+def line_json(line: TranscriptLine) -> dict[str, Any]:
+    """A kept line as the page receives it (the shape of a ``transcript`` message)."""
+    return {"speaker": line.speaker, "text": line.text, "author": line.author,
+            "intent": line.intent, "final": True, "at": line.at}
 
 
 def format_duration(seconds: int) -> str:
@@ -137,24 +194,41 @@ async def viewer_page(request: web.Request) -> web.Response:
     ctx = request.app[WEB]
     if limited(ctx, request, "pages"):
         return too_many(ctx, "page")
-    found = await session_for(ctx, request.match_info["token"])
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
     if found is None:
         return not_found(ctx)
     claims, record = found
     if not record.state.is_open:
         summary = ctx.service.summary(record)
+        lines = await ctx.service.transcript(record.id)
         return ctx.render(
             "ended.html", avatar=record.avatar_name, vendor=vendor_name(ctx, record.provider),
             duration=format_duration(summary.duration_s),
             failed=record.state is SessionState.FAILED, reason=summary.reason,
+            lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
+            download=f"/v/{request.match_info['token']}/transcript.txt",
+            playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
+            retention_h=ctx.settings.transcript_retention_h,
         )
     config = page_config(ctx, request.match_info["token"], claims, record)
     if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
         request[CSP_KEY] = connect_origins(record.viewer.url)
-    prov = ctx.service.providers.get(record.provider)
-    max_text = prov.capabilities.max_text_chars if prov is not None else 0
-    return ctx.render("viewer.html", config=config, host=claims.role == "host",
-                      max_text=max_text)
+    return ctx.render("viewer.html", config=config, host=claims.role == "host")
+
+
+async def transcript_file(request: web.Request) -> web.Response:
+    """``GET /v/<token>/transcript.txt``: the kept transcript as a text download."""
+    ctx = request.app[WEB]
+    if limited(ctx, request, "pages"):
+        return too_many(ctx, "page")
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
+    if found is None:
+        return not_found(ctx)
+    _, record = found
+    text = transcript_text(record.avatar_name, await ctx.service.transcript(record.id))
+    name = transcript_filename(record.id)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 # ---------------------------------------------------------------------------- websocket
@@ -189,9 +263,11 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
             await ws.send_json({"type": "end", "summary": None})
             await ws.close()
             return ws
+        history = [line_json(li) for li in await ctx.service.transcript(record.id)]
         await ctx.hub.send(viewer, {
             "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
             "state": record.state.value, "seconds_left": record.seconds_left(),
+            "transcript": history,
         })
         await _read_loop(ctx, viewer, ws)
     finally:
@@ -270,6 +346,10 @@ async def signalling(request: web.Request) -> web.Response:
     if body is None:
         return web.json_response({"error": "bad request"}, status=400)
     viewer = ctx.hub.find(found[1].id, str(body.get("viewer_id", "")))
+    if viewer is None and action == "leave":
+        # Leaving is idempotent: a page whose socket already closed (the session ended) has
+        # no peer left to drop.
+        return web.json_response({"ok": True})
     if viewer is None:
         return web.json_response({"error": "unknown viewer"}, status=409)
     if action != "leave" and not ctx.hub.is_active(viewer):

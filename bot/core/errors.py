@@ -28,6 +28,8 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class AvatarBotError(Exception):
     """Root of every avatarbot error; ``user_message`` is safe to show to people."""
@@ -188,12 +190,32 @@ class AtCapacity(ProviderUnavailable):
 
     def __init__(self, provider: str, user_message: str) -> None:
         super().__init__(provider, user_message)
+
+
 class ProviderSessionGone(ProviderRejected):
     """The vendor says the session has already ended or never existed.
 
     Stopping such a session counts as stopped; callers test for this type, never for the text.
+    Raised on say, ask, keep-alive ..., it means the vendor ended the session on its own: the
+    service then ends it as vendor-ended instead of leaving it live with credits reserved.
+
+    Args:
+        provider: the provider's name.
+        user_message: what to tell the person whose command failed.
+        reason: why the session ended, in plain words, for the end summary.
+        ended_at: when the vendor ended it, if known (credits settle there); else "now".
     """
 
-    def __init__(self, provider: str, user_message: str | None = None, **kw: object) -> None:
+    def __init__(
+        self,
+        provider: str,
+        user_message: str | None = None,
+        *,
+        reason: str | None = None,
+        ended_at: datetime | None = None,
+        **kw: object,
+    ) -> None:
         msg = user_message or f"That {provider} session has already ended."
         super().__init__(provider, msg, **kw)
+        self.reason = reason or "the vendor ended the session"
+        self.ended_at = ended_at

@@ -120,11 +120,28 @@ class Capabilities(BaseModel):
     # Whether a live session outlives a restart of our process (vendor sessions do; the
     # local avatar, which runs inside the process, does not).
     survives_restart: bool = True
+    # How often the reaper may ask the vendor whether a live session is still open (the
+    # ``SessionStatusSource`` capability); ``None``: the vendor is not asked.
+    status_interval_s: float | None = None
     pricing: Pricing
     # The longest text one say/ask may carry, and the longest knowledge text, in characters.
     # The service refuses longer text for this provider; the chat options and pages read these.
     max_text_chars: int = Field(default=2000, ge=1)
     max_knowledge_chars: int = Field(default=20_000, ge=0)
+
+
+class VendorStatus(BaseModel):
+    """What a vendor says about one of its sessions.
+
+    ``ended_at`` is when the vendor ended it (credits settle there); ``None`` means "when we
+    asked". ``reason`` is plain words for the thread.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    open: bool
+    reason: str | None = None
+    ended_at: datetime | None = None
 
 
 class AvatarInfo(BaseModel):
@@ -314,6 +331,17 @@ class SessionSummary(BaseModel):
     settled: int
     released: int
     reason: str
+
+
+class TranscriptLine(BaseModel):
+    """One kept line of a session's transcript (kept for ``TRANSCRIPT_RETENTION_H``)."""
+
+    session_id: str
+    at: float
+    speaker: Literal["user", "avatar", "system"]
+    text: str
+    author: str | None = None
+    intent: str | None = None
 
 
 class ChatBinding(BaseModel):

@@ -1,4 +1,4 @@
-"""The provider protocol every avatar backend implements (A2E, AKool, HeyGen, local).
+"""The provider protocol every avatar backend implements (A2E, AKool, HeyGen, LiveAvatar, local).
 
 Vendor wire models stay inside each adapter; the core sees only the types below.
 
@@ -14,7 +14,13 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from bot.core.events import Transcript
-from bot.core.models import AvatarInfo, Capabilities, ProviderSession, StartRequest
+from bot.core.models import (
+    AvatarInfo,
+    Capabilities,
+    ProviderSession,
+    StartRequest,
+    VendorStatus,
+)
 
 
 @runtime_checkable
@@ -71,8 +77,23 @@ class AvatarProvider(Protocol):
 
 
 @runtime_checkable
+class SessionStatusSource(Protocol):
+    """Optional capability: ask the vendor whether one of its sessions is still open.
+
+    Providers whose vendor can end a session on its own without telling us by an event
+    implement it (AKool's session detail, HeyGen's session list, A2E's room expiry); the reaper
+    calls it for live sessions at most every ``capabilities.status_interval_s`` seconds. Raise a
+    ``ProviderError`` when the vendor cannot be asked: the session is then left as it is.
+    """
+
+    async def status(self, session: ProviderSession) -> VendorStatus:
+        """Whether the vendor still holds ``session`` open, and if not since when and why."""
+        ...
+
+
+@runtime_checkable
 class WebRTCSignalling(Protocol):
-    """Server-offer WebRTC signalling (the local avatar and HeyGen v1).
+    """Server-offer WebRTC signalling (the local avatar).
 
     The server makes the offer, the browser answers and trickles its candidates; candidates
     that arrive before the answer are buffered by the implementation.

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from bot.core.errors import AvatarBotError, ProviderError
+from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone
 from bot.core.events import VendorEnded, Warning
 from bot.core.models import (
     Capabilities,
@@ -23,6 +23,7 @@ from bot.core.models import (
     ViewerInfo,
     utcnow,
 )
+from bot.core.provider import SessionStatusSource
 from bot.core.service import SessionService
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class SessionReaper:
         interval_s: how often ``run`` ticks.
         orphan_sweep_s: how often vendors are asked for sessions we do not know.
         pending_timeout_s: a session still pending after this long is failed.
+        transcript_retention_s: transcript lines older than this are forgotten (None keeps
+            them); pruned at most every ``prune_every_s``.
     """
 
     def __init__(
@@ -50,6 +53,8 @@ class SessionReaper:
         interval_s: float = 5.0,
         orphan_sweep_s: float = 120.0,
         pending_timeout_s: float = 120.0,
+        transcript_retention_s: float | None = None,
+        prune_every_s: float = 600.0,
     ) -> None:
         self.service = service
         self.idle_timeout_s = idle_timeout_s
@@ -59,7 +64,11 @@ class SessionReaper:
         self.pending_timeout_s = pending_timeout_s
         self._warned: set[tuple[str, str]] = set()
         self._kept_alive: dict[str, float] = {}
+        self._status_asked: dict[str, float] = {}
         self._last_sweep = 0.0
+        self.transcript_retention_s = transcript_retention_s
+        self.prune_every_s = prune_every_s
+        self._last_prune = 0.0
 
     async def run(self, *, reconcile_first: bool = True) -> None:
         """Tick forever (until cancelled), after the startup reconciliation unless done already."""
@@ -87,12 +96,13 @@ class SessionReaper:
                     await self.end_for_vendor(event)
 
     async def end_for_vendor(self, event: VendorEnded) -> None:
-        """End the session the vendor ended; one no longer live is left as it is."""
+        """End the session the vendor ended, settling at the event's time.
+
+        A session no longer live is left as it is.
+        """
         try:
-            record = await self.service.store.get_session(event.session_id)
-            if record.state is not SessionState.LIVE:
-                return
-            await self.service.stop(event.session_id, event.reason)
+            at = datetime.fromtimestamp(event.at, tz=UTC)
+            await self.service.vendor_ended(event.session_id, event.reason, at)
         except AvatarBotError as exc:
             log.warning("could not end session %s the vendor ended: %r", event.session_id, exc)
 
@@ -141,11 +151,23 @@ class SessionReaper:
                 log.warning("reaper could not tend session %s: %r", record.id, exc)
         self._forget_closed({r.id for r in records})
         await self.sweep_orphans()
+        await self.prune_transcripts(now)
+
+    async def prune_transcripts(self, now: datetime | None = None, *, force: bool = False) -> int:
+        """Forget transcript lines past the retention period; how many went."""
+        if self.transcript_retention_s is None:
+            return 0
+        if not force and time.monotonic() - self._last_prune < self.prune_every_s:
+            return 0
+        self._last_prune = time.monotonic()
+        before = (now or utcnow()).timestamp() - self.transcript_retention_s
+        return await self.service.store.prune_transcripts(before)
 
     def _forget_closed(self, open_ids: set[str]) -> None:
         """Drop per-session bookkeeping of sessions that are no longer open."""
         self._warned = {key for key in self._warned if key[0] in open_ids}
         self._kept_alive = {k: v for k, v in self._kept_alive.items() if k in open_ids}
+        self._status_asked = {k: v for k, v in self._status_asked.items() if k in open_ids}
 
     async def _tend(self, record: SessionRecord, now: datetime) -> None:
         if record.state is SessionState.LIVE:
@@ -164,6 +186,8 @@ class SessionReaper:
         idle = (now - record.last_activity_at).total_seconds()
         if left <= 0:
             await self.service.stop(record.id, "time is up")
+        elif await self._vendor_ended_it(record):
+            return
         elif idle >= self.idle_timeout_s:
             await self.service.stop(record.id, "nobody wrote for a while")
         else:
@@ -202,8 +226,39 @@ class SessionReaper:
         try:
             await prov.keep_alive(ps)
             self._kept_alive[record.id] = time.monotonic()
+        except ProviderSessionGone as exc:
+            await self.service.vendor_ended(record.id, exc.reason, exc.ended_at)
         except ProviderError as exc:
             log.warning("keep-alive failed for %s: %r", record.id, exc)
+
+    async def _vendor_ended_it(self, record: SessionRecord) -> bool:
+        """End the session as vendor-ended if its vendor says it is closed; return whether.
+
+        The vendor is asked at most every ``capabilities.status_interval_s`` seconds.
+        """
+        prov = self.service.providers.get(record.provider)
+        ps = record.provider_session()
+        if prov is None or ps is None or not isinstance(prov, SessionStatusSource):
+            return False
+        interval = prov.capabilities.status_interval_s
+        if interval is None:
+            return False
+        if time.monotonic() - self._status_asked.get(record.id, float("-inf")) < interval:
+            return False
+        self._status_asked[record.id] = time.monotonic()
+        try:
+            status = await prov.status(ps)
+        except ProviderSessionGone as exc:
+            await self.service.vendor_ended(record.id, exc.reason, exc.ended_at)
+            return True
+        except ProviderError as exc:
+            log.warning("could not ask %s about session %s: %r", record.provider, record.id, exc)
+            return False
+        if status.open:
+            return False
+        reason = status.reason or f"{prov.display_name} ended the session"
+        await self.service.vendor_ended(record.id, reason, status.ended_at)
+        return True
 
     # ------------------------------------------------------------------ orphans
     async def sweep_orphans(self, *, force: bool = False) -> list[str]:

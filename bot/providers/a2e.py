@@ -9,7 +9,7 @@ so ``leave`` must always be called. A2E documents no interrupt and no session li
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -29,6 +29,7 @@ from bot.core.models import (
     Pricing,
     ProviderSession,
     StartRequest,
+    VendorStatus,
     ViewerInfo,
     utcnow,
 )
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 
 _API = "/api/v1/streaming-avatar"
 MAX_KNOWLEDGE_CHARS = 5000  # set-qa-context refuses longer text [A2E-qa]
+# The room is "released after" the token's expiry [A2E-tok]; an expiry this much before our
+# own end of the session means A2E gave a shorter window than we asked for.
+EXPIRY_SLACK_S = 5.0
+STATUS_INTERVAL_S = 5.0  # the check is local (the expiry we were given): no vendor call
 _MAX_ANSWER_CHARS = 20_000
 
 
@@ -52,6 +57,8 @@ class _Token(BaseModel):
     app_id: str = Field(alias="appId")
     channel: str
     uid: int | str
+    # A number in the docs' sample [A2E-tok]; anything else is ignored, not a failed start.
+    expire_epoch_timestamp: Any = None
 
 
 class _Avatar(BaseModel):
@@ -85,6 +92,7 @@ class A2EProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="agora", control="server", interrupt=False, pricing=pricing,
             max_duration_s=3600, max_text_chars=2000, max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
+            status_interval_s=STATUS_INTERVAL_S,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -126,7 +134,8 @@ class A2EProvider(ProviderBase):
                 uid=tok.uid,
             ),
             expires_at=utcnow() + timedelta(seconds=request.duration_s),
-            handle={"channel": tok.channel}, raw=body,
+            handle={"channel": tok.channel, "expire_epoch": _epoch(tok.expire_epoch_timestamp)},
+            raw=body,
         )
         if request.knowledge:
             await self._knowledge_or_leave(session, request.knowledge)
@@ -175,9 +184,29 @@ class A2EProvider(ProviderBase):
             log.warning("could not leave A2E room after a failed start: %r", exc)
 
     async def _post(self, action: str, session: ProviderSession, text: str) -> None:
-        await self._api.call(
-            "POST", f"{_API}/{action}", json_body={"channel": _channel(session), "text": text}
-        )
+        try:
+            await self._api.call(
+                "POST", f"{_API}/{action}", json_body={"channel": _channel(session), "text": text}
+            )
+        except ProviderSessionGone as exc:
+            # A2E released the room: at its token's expiry if that has passed, else just now.
+            expiry = _vendor_expiry(session)
+            if expiry is not None and expiry <= utcnow():
+                exc.ended_at, exc.reason = expiry, _EXPIRED
+            raise
+
+    async def status(self, session: ProviderSession) -> VendorStatus:
+        """Closed once the room's token expiry passed, if A2E set it before our own end.
+
+        A2E releases the room at ``expire_epoch_timestamp`` [A2E-tok] and has no call that says
+        whether a room is still open; a room gone earlier shows on the next ``ask``/``speak``.
+        """
+        expiry = _vendor_expiry(session)
+        if expiry is None or expiry > utcnow():
+            return VendorStatus(open=True)
+        if expiry >= session.expires_at - timedelta(seconds=EXPIRY_SLACK_S):
+            return VendorStatus(open=True)  # our own window ends here too: "time is up"
+        return VendorStatus(open=False, reason=_EXPIRED, ended_at=expiry)
 
     def decode_viewer_data(self, session: ProviderSession, payload: Any) -> list[Transcript]:
         """Turn Agora ``{type: "QA", message, pos}`` messages into the avatar's answer lines.
@@ -217,6 +246,25 @@ def _channel(session: ProviderSession) -> str:
 
 
 _GONE = "That A2E session has already ended."
+_EXPIRED = "A2E released the avatar's room: its booked time ran out"
+_CLOSED = "A2E closed the avatar's room"
+
+
+def _epoch(value: Any) -> float | None:
+    """A plausible epoch timestamp (seconds) or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        epoch = float(value)
+        datetime.fromtimestamp(epoch, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return epoch if epoch > 0 else None
+
+
+def _vendor_expiry(session: ProviderSession) -> datetime | None:
+    epoch = _epoch(session.handle.get("expire_epoch"))
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def _is_gone(exc: ProviderError) -> bool:
@@ -243,5 +291,5 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
     if "avatar" in msg and ("not" in msg or "invalid" in msg):
         return ProviderRejected("a2e", "That avatar does not exist.", status_code=status, code=code)
     if "channel" in msg and ("not" in msg or "left" in msg or "closed" in msg):
-        return ProviderSessionGone("a2e", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("a2e", _GONE, reason=_CLOSED, status_code=status, code=code)
     return None

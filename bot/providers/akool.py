@@ -10,7 +10,7 @@ page sends for us (``Relay`` events).
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -31,6 +31,7 @@ from bot.core.models import (
     Pricing,
     ProviderSession,
     StartRequest,
+    VendorStatus,
     ViewerInfo,
     utcnow,
 )
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _API = "/api/open/v4"
 MAX_DURATION_S = 3600
+# How often the reaper reads a live session's detail to see whether AKool closed it: one GET per
+# session per interval keeps well clear of AKool's "frequent operation" refusal (1005).
+STATUS_INTERVAL_S = 30.0
 MAX_KNOWLEDGE_CHARS = 10_000  # knowledge-base ``prompt`` limit [AK-kb]
 _OPEN_STATUSES = {1, 2}  # 1 queueing, 2 processing; 3 completed, 4 failed
 _MODE_TYPE = {Mode.SAY: 1, Mode.ASK: 2}  # 1 retelling (verbatim), 2 dialogue (LLM answers)
@@ -92,12 +96,13 @@ class AKoolProvider(ProviderBase):
         base_url: str = "https://openapi.akool.com",
         timeout_s: float = 15.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen model, safe as a default
+        status_interval_s: float = STATUS_INTERVAL_S,
     ) -> None:
         self.events = events
         self.capabilities = Capabilities(
             transport="agora", control="viewer", set_context=False, pricing=pricing,
             max_duration_s=MAX_DURATION_S, lists_sessions=True, max_text_chars=2000,
-            max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
+            max_knowledge_chars=MAX_KNOWLEDGE_CHARS, status_interval_s=status_interval_s,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -108,6 +113,7 @@ class AKoolProvider(ProviderBase):
         self._modes: dict[str, int] = {}  # the mode_type each session was last set to
         self._replies: dict[tuple[str, str, str], list[str]] = {}  # (session, from, mid) -> text
         self._echo = EchoFilter()
+        self._seen_open: dict[str, datetime] = {}  # session -> when AKool last said it was open
 
     async def list_avatars(self) -> list[AvatarInfo]:
         """Return the available streaming avatars (first 100)."""
@@ -144,6 +150,7 @@ class AKoolProvider(ProviderBase):
         answer = await self._api.call("POST", f"{_API}/liveAvatar/session/create", json_body=body)
         session = self._to_session(request, answer)
         self._modes[request.session_id] = mode_type
+        self._seen_open[request.session_id] = utcnow()
         if answer["data"].get("status") == 4:
             await self._close_quietly(session)
             raise ProviderUnavailable(self.name, "AKool could not start the avatar; try again.")
@@ -225,6 +232,7 @@ class AKoolProvider(ProviderBase):
         except ProviderSessionGone:
             pass  # 1216 does not exist / 1219 already closed: stopped either way
         self._modes.pop(session.session_id, None)
+        self._seen_open.pop(session.session_id, None)
         self._echo.forget(session.session_id)
         self._replies = {k: v for k, v in self._replies.items() if k[0] != session.session_id}
 
@@ -233,6 +241,27 @@ class AKoolProvider(ProviderBase):
             await self.stop(session)
         except ProviderError as exc:
             log.warning("could not close a failed AKool session: %r", exc)
+
+    async def status(self, session: ProviderSession) -> VendorStatus:
+        """Read the session's detail: ``status`` 3 (completed) or 4 (failed) means AKool closed it.
+
+        The detail carries no end time [AK-oas], so the end is taken as the last time AKool
+        still said the session was open (at most one status interval before it closed).
+        """
+        vendor_id = str(session.handle.get("id") or session.provider_session_id)
+        body = await self._api.call(
+            "GET", f"{_API}/liveAvatar/session/detail", params={"id": vendor_id}
+        )
+        data = body.get("data")
+        state = data.get("status") if isinstance(data, dict) else None
+        if not isinstance(state, int) or isinstance(state, bool):
+            raise self._api.unreadable()
+        if state in _OPEN_STATUSES:
+            self._seen_open[session.session_id] = utcnow()
+            return VendorStatus(open=True)
+        reason = _FAILED if state == 4 else _COMPLETED
+        return VendorStatus(open=False, reason=reason,
+                            ended_at=self._seen_open.get(session.session_id))
 
     async def list_open_sessions(self) -> list[str]:
         """Vendor ids of sessions still queueing or running (up to 10 pages of 100)."""
@@ -298,6 +327,8 @@ _ERRORS: dict[int, tuple[type[ProviderError], str]] = {
     1221: (ProviderRejected, "The AKool account is not subscribed to live avatars."),
 }
 _AUTH_CODES = {1009, 1101, 1102, 1200}
+_COMPLETED = "AKool closed the session (its time ran out or it was ended on AKool's side)"
+_FAILED = "AKool reported that the avatar session failed"
 
 
 def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
@@ -306,6 +337,9 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
         return None
     if code in _AUTH_CODES:
         return auth_error("akool", "AKool", status, code)
+    if code in (1216, 1219):  # the session does not exist / is closed: AKool ended it
+        return ProviderSessionGone("akool", _ERRORS[code][1], reason=_COMPLETED,
+                                   status_code=status, code=code)
     if code in _ERRORS:
         cls, text = _ERRORS[code]
         return cls("akool", text, status_code=status, code=code)

@@ -1,16 +1,20 @@
-"""HeyGen Interactive Avatar (``/v1/streaming.*``): LiveKit (v2) or raw WebRTC (v1) media.
+"""HeyGen Interactive Avatar (``/v1/streaming.*``), LEGACY: LiveKit (v2) media only.
+
+HeyGen has moved interactive avatars to LiveAvatar (``bot/providers/liveavatar.py``); this
+adapter stays for accounts that have not switched yet. Raw WebRTC (v1) ended on 2025-02-28 and is
+no longer spoken here (the setting that selected it is refused with an explanation).
 
 Wire facts (``docs/vendors/heygen.md``): base ``https://api.heygen.com``, ``X-Api-Key``
 on server calls, envelope ``{code: 100, message, data}`` (``create_token`` answers
 ``{error: null, data}``), errors as HTTP 4xx/5xx with ``{code, message}``. A session dies after
-120 s without activity unless ``streaming.keep_alive`` is called. For v1 the browser's SDP answer
-and ICE candidates travel through our server, so the key never reaches the browser.
+120 s without activity unless ``streaming.keep_alive`` is called, and after
+``session_duration_limit`` seconds, which we set to the session's requested length.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -29,6 +33,7 @@ from bot.core.models import (
     Pricing,
     ProviderSession,
     StartRequest,
+    VendorStatus,
     ViewerInfo,
     utcnow,
 )
@@ -40,17 +45,23 @@ log = logging.getLogger(__name__)
 
 _V1 = "/v1"
 KEEP_ALIVE_S = 60  # well inside HeyGen's 120 s idle timeout
+# How often the reaper asks ``streaming.list`` whether a live session is still open.
+STATUS_INTERVAL_S = 30.0
 _MAX_LINE_CHARS = 20_000
+# What people see in the startup banner and ``doctor`` while a HeyGen key is configured.
+LEGACY_NOTICE = (
+    "LEGACY: HeyGen has moved interactive avatars to LiveAvatar and is retiring this API. "
+    "A new key is needed (from app.liveavatar.com; HeyGen keys do not work there): set "
+    "LIVEAVATAR_API_KEY, then unset HEYGEN_API_KEY"
+)
 
 
 class _NewSession(BaseModel):
-    """``streaming.new`` answer ``data`` (v1 fills ``sdp``/``ice_servers2``, v2 ``url``...)."""
+    """``streaming.new`` answer ``data`` for v2 (LiveKit)."""
 
     model_config = ConfigDict(extra="ignore")
 
     session_id: str
-    sdp: dict[str, str] | None = None
-    ice_servers2: list[dict[str, Any]] | None = None
     url: str | None = None
     access_token: str | None = None
 
@@ -65,7 +76,7 @@ class _Avatar(BaseModel):
 
 
 class HeyGenProvider(ProviderBase):
-    """HeyGen streaming avatars; also the WebRTC signalling relay for the v1 transport."""
+    """HeyGen streaming avatars over LiveKit (legacy: LiveAvatar is the successor)."""
 
     name = "heygen"
     display_name = "HeyGen"
@@ -78,16 +89,15 @@ class HeyGenProvider(ProviderBase):
         events: EventHub,
         pricing: Pricing,
         base_url: str = "https://api.heygen.com",
-        transport: Literal["livekit", "webrtc"] = "livekit",
         timeout_s: float = 15.0,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen model, safe as a default
+        status_interval_s: float = STATUS_INTERVAL_S,
     ) -> None:
         self.events = events
-        self.transport = transport
         self.capabilities = Capabilities(
-            transport=transport, control="server", set_context=False, pricing=pricing,
+            transport="livekit", control="server", set_context=False, pricing=pricing,
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
-            max_text_chars=2000, max_knowledge_chars=20_000,
+            max_text_chars=2000, max_knowledge_chars=20_000, status_interval_s=status_interval_s,
         )
         self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(
@@ -95,13 +105,31 @@ class HeyGenProvider(ProviderBase):
             headers=self._key_headers, is_success=_is_success, error_for=_error_for,
             timeout_s=timeout_s, retry=retry,
         )
-        self._answered: set[str] = set()  # v1 sessions whose browser answer reached HeyGen
-        self._pending_ice: dict[str, list[dict[str, Any]]] = {}
         self._lines: dict[tuple[str, str], list[str]] = {}  # (session, speaker) -> pieces
         self._echo = EchoFilter()
+        self._seen_open: dict[str, datetime] = {}  # session -> when HeyGen last had it open
 
     async def _post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return await self._api.call("POST", f"{_V1}/{path}", json_body=body, **kw)
+
+    async def _session_call(self, session: ProviderSession, path: str,
+                            body: dict[str, Any]) -> dict[str, Any]:
+        """A call about one session; HeyGen answering that it is closed means HeyGen ended it."""
+        try:
+            answer = await self._post(path, body)
+        except ProviderSessionGone as exc:
+            exc.ended_at = self._end_time(session)
+            raise
+        self._seen_open[session.session_id] = utcnow()
+        return answer
+
+    def _end_time(self, session: ProviderSession) -> datetime | None:
+        """When HeyGen closed a session we found closed: the last time it still had it open.
+
+        HeyGen does not say when (``None``: not known, so "now"). Its own end at
+        ``session_duration_limit`` coincides with our expiry, which settlement is capped at.
+        """
+        return self._seen_open.get(session.session_id)
 
     async def list_avatars(self) -> list[AvatarInfo]:
         """Return the account's active streaming avatars."""
@@ -118,7 +146,7 @@ class HeyGenProvider(ProviderBase):
         ]
 
     async def start(self, request: StartRequest) -> ProviderSession:
-        """``create_token`` then ``streaming.new`` (and ``streaming.start`` for LiveKit)."""
+        """``create_token``, ``streaming.new`` (v2), then ``streaming.start``."""
         token_body = await self._post("streaming.create_token", {})
         data = token_body.get("data")
         token = str(data.get("token") or "") if isinstance(data, dict) else ""
@@ -132,25 +160,26 @@ class HeyGenProvider(ProviderBase):
         except ValueError:
             raise self._api.unreadable() from None
         session = self._to_session(request, new, answer)
-        if not (new.url and new.access_token if self.transport == "livekit" else new.sdp):
+        if not (new.url and new.access_token):
             await self._stop_quietly(session)
             raise self._api.unreadable()
-        if self.transport == "livekit":
-            try:
-                await self._post("streaming.start", {"session_id": new.session_id})
-            except BaseException:
-                await self._stop_quietly(session)
-                raise
+        try:
+            await self._post("streaming.start", {"session_id": new.session_id})
+        except BaseException:
+            await self._stop_quietly(session)
+            raise
+        self._seen_open[request.session_id] = utcnow()
         return session
 
     def _new_body(self, request: StartRequest) -> dict[str, Any]:
-        # The docs name the avatar ``avatar_id``, the SDK and v1 demo ``avatar_name``: send both.
+        # The docs name the avatar ``avatar_id``, the SDK ``avatar_name``: send both.
         body: dict[str, Any] = {
             "avatar_id": request.avatar_id, "avatar_name": request.avatar_id,
-            "quality": "medium", "activity_idle_timeout": 120,
+            "quality": "medium", "activity_idle_timeout": 120, "version": "v2",
+            # HeyGen ends the session itself after this many seconds, so an API session never
+            # outlives (nor bills past) the window we reserved credits for.
+            "session_duration_limit": request.duration_s,
         }
-        if self.transport == "livekit":
-            body["version"] = "v2"
         if request.knowledge:
             body["knowledge_base"] = request.knowledge
         if request.voice:
@@ -162,15 +191,11 @@ class HeyGenProvider(ProviderBase):
     def _to_session(
         self, request: StartRequest, new: _NewSession, answer: dict[str, Any]
     ) -> ProviderSession:
-        handle: dict[str, Any] = {"session_id": new.session_id, "transport": self.transport}
-        if self.transport == "livekit":
-            viewer = ViewerInfo(transport="livekit", url=new.url, token=new.access_token)
-        else:
-            viewer = ViewerInfo(transport="webrtc", ice_servers=new.ice_servers2 or [])
-            handle["offer"] = (new.sdp or {}).get("sdp", "")
+        handle: dict[str, Any] = {"session_id": new.session_id, "transport": "livekit"}
         return ProviderSession(
             session_id=request.session_id, provider=self.name,
-            provider_session_id=new.session_id, viewer=viewer,
+            provider_session_id=new.session_id,
+            viewer=ViewerInfo(transport="livekit", url=new.url, token=new.access_token),
             expires_at=utcnow() + timedelta(seconds=request.duration_s), handle=handle,
             raw=answer,
         )
@@ -186,14 +211,14 @@ class HeyGenProvider(ProviderBase):
         await self._task(session, text, "chat")
 
     async def _task(self, session: ProviderSession, text: str, task_type: str) -> None:
-        await self._post("streaming.task", {
+        await self._session_call(session, "streaming.task", {
             "session_id": _sid(session), "text": text, "task_type": task_type,
             "task_mode": "async",
         })
 
     async def interrupt(self, session: ProviderSession) -> None:
         """Stop the current speech."""
-        await self._post("streaming.interrupt", {"session_id": _sid(session)})
+        await self._session_call(session, "streaming.interrupt", {"session_id": _sid(session)})
 
     async def set_context(self, session: ProviderSession, text: str) -> None:
         """HeyGen takes its knowledge base only in ``streaming.new``."""
@@ -204,7 +229,7 @@ class HeyGenProvider(ProviderBase):
 
     async def keep_alive(self, session: ProviderSession) -> None:
         """Reset HeyGen's idle timer."""
-        await self._post("streaming.keep_alive", {"session_id": _sid(session)})
+        await self._session_call(session, "streaming.keep_alive", {"session_id": _sid(session)})
 
     async def stop(self, session: ProviderSession) -> None:
         """End the session; one that is already closed or unknown counts as stopped."""
@@ -222,11 +247,17 @@ class HeyGenProvider(ProviderBase):
             log.warning("could not stop a half-started HeyGen session: %r", exc)
 
     def _forget(self, session_id: str, vendor_id: str) -> None:
-        self._answered.discard(vendor_id)
-        self._pending_ice.pop(vendor_id, None)
+        self._seen_open.pop(session_id, None)
         self._echo.forget(session_id)
         for key in [k for k in self._lines if k[0] == session_id]:
             del self._lines[key]
+
+    async def status(self, session: ProviderSession) -> VendorStatus:
+        """Open while ``streaming.list`` (active sessions only) lists it; else HeyGen closed it."""
+        if _sid(session) in await self.list_open_sessions():
+            self._seen_open[session.session_id] = utcnow()
+            return VendorStatus(open=True)
+        return VendorStatus(open=False, reason=_CLOSED, ended_at=self._end_time(session))
 
     async def list_open_sessions(self) -> list[str]:
         """Vendor ids of the account's active sessions (``streaming.list``)."""
@@ -237,43 +268,6 @@ class HeyGenProvider(ProviderBase):
             # The reaper lists sessions at startup: garbage must be a typed error.
             raise self._api.unreadable()
         return [str(s["session_id"]) for s in sessions if isinstance(s, dict) and "session_id" in s]
-
-    # ------------------------------------------------------------------ v1 WebRTC signalling
-    async def viewer_offer(self, session: ProviderSession, viewer_id: str) -> dict[str, str]:
-        """The server offer that ``streaming.new`` returned."""
-        offer = session.handle.get("offer")
-        if not offer:
-            raise InvalidRequest("This HeyGen session does not use WebRTC signalling.")
-        return {"type": "offer", "sdp": str(offer)}
-
-    async def viewer_answer(self, session: ProviderSession, viewer_id: str, sdp: str) -> None:
-        """Forward the browser's answer to ``streaming.start``, then any buffered candidates."""
-        sid = _sid(session)
-        if sid in self._answered:
-            raise InvalidRequest("This HeyGen session already has its one viewer.")
-        await self._post("streaming.start",
-                         {"session_id": sid, "sdp": {"type": "answer", "sdp": sdp}})
-        self._answered.add(sid)
-        for candidate in self._pending_ice.pop(sid, []):
-            await self._post("streaming.ice", {"session_id": sid, "candidate": candidate})
-
-    async def viewer_candidate(
-        self, session: ProviderSession, viewer_id: str, candidate: dict[str, Any] | None
-    ) -> None:
-        """Forward one browser candidate to ``streaming.ice`` (buffered until the answer)."""
-        if candidate is None or not candidate.get("candidate"):
-            return  # end of candidates: HeyGen has no message for it
-        sid = _sid(session)
-        wire = {k: candidate.get(k) for k in
-                ("candidate", "sdpMid", "sdpMLineIndex", "usernameFragment")}
-        if sid not in self._answered:
-            self._pending_ice.setdefault(sid, []).append(wire)
-            return
-        await self._post("streaming.ice", {"session_id": sid, "candidate": wire})
-
-    async def viewer_leave(self, session: ProviderSession, viewer_id: str) -> None:
-        """Drop buffered candidates; HeyGen keeps the session until it is stopped."""
-        self._pending_ice.pop(_sid(session), None)
 
     # ------------------------------------------------------------------ viewer data
     def decode_viewer_data(self, session: ProviderSession, payload: Any) -> list[Transcript]:
@@ -309,6 +303,7 @@ def _is_success(body: dict[str, Any]) -> bool:
 
 
 _GONE = "That HeyGen session has already ended."
+_CLOSED = "HeyGen closed the stream (idle timeout, credits or an error on HeyGen's side)"
 _CODES: dict[int, tuple[type[ProviderError], str]] = {
     400112: (ProviderRejected, "HeyGen refused this avatar or voice for streaming; try another."),
     10013: (ProviderRejected, "That avatar does not exist."),
@@ -333,8 +328,9 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
             "heygen", "The HeyGen account is out of credits; an operator must top it up.",
             status_code=status, code=code,
         )
+    # also "session state wrong: closed", what an idle-closed session answers
     if "session" in msg and ("closed" in msg or "not found" in msg or "not exist" in msg):
-        return ProviderSessionGone("heygen", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("heygen", _GONE, reason=_CLOSED, status_code=status, code=code)
     if "state wrong" in msg:  # e.g. "session state wrong: new": no viewer has connected yet
         return ProviderRejected(
             "heygen", "The HeyGen avatar is not connected yet; open the viewer link first.",

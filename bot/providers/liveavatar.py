@@ -33,6 +33,7 @@ from bot.core.errors import (
     InvalidRequest,
     ProviderError,
     ProviderRejected,
+    ProviderSessionGone,
 )
 from bot.core.events import EventHub, Relay, Transcript, VendorEnded
 from bot.core.models import (
@@ -290,9 +291,8 @@ class LiveAvatarProvider(ProviderBase):
         try:
             await self._api.call("POST", f"{_V1}/sessions/stop",
                                  json_body={"session_id": vendor_id, "reason": _STOP_REASON})
-        except ProviderRejected as exc:
-            if exc.user_message != _GONE:
-                raise
+        except ProviderSessionGone:
+            pass  # LiveAvatar ended it already: stopped either way
 
     async def _delete_context(self, context_id: str) -> None:
         try:
@@ -485,7 +485,8 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
         )
     if "session" in msg and any(w in msg for w in ("not found", "ended", "closed", "inactive",
                                                    "not active", "stopped")):
-        return ProviderRejected("liveavatar", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("liveavatar", _GONE, reason="LiveAvatar ended the session",
+                                   status_code=status, code=code)
     if "sandbox" in msg:
         return ProviderRejected(
             "liveavatar", "LiveAvatar sandbox mode takes only its sandbox avatar (Wayne).",
@@ -495,7 +496,8 @@ def _error_for(status: int, body: dict[str, Any]) -> ProviderError | None:
         return ProviderRejected("liveavatar", "That avatar does not exist.", status_code=status,
                                 code=code)
     if status == 404 and "session" in msg:
-        return ProviderRejected("liveavatar", _GONE, status_code=status, code=code)
+        return ProviderSessionGone("liveavatar", _GONE, reason="LiveAvatar ended the session",
+                                   status_code=status, code=code)
     if status == 422:
         return ProviderRejected("liveavatar", "LiveAvatar refused the request's parameters.",
                                 status_code=status, code=code)

@@ -8,7 +8,7 @@ from bot.core.events import EventHub
 from bot.core.provider import AvatarProvider
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
-from bot.providers.heygen import HeyGenProvider
+from bot.providers.heygen import LEGACY_NOTICE, HeyGenProvider
 from bot.providers.liveavatar import LiveAvatarProvider
 from bot.settings import Settings
 
@@ -37,7 +37,7 @@ def build_vendor_providers(
         found["heygen"] = HeyGenProvider(
             api_key=settings.heygen_api_key, http=http, events=events,
             pricing=settings.pricing("heygen"), base_url=str(settings.heygen_base_url),
-            transport=settings.heygen_transport, timeout_s=timeout,
+            timeout_s=timeout,
         )
     key = settings.liveavatar_api_key
     if key is not None and key.get_secret_value():
@@ -55,11 +55,20 @@ def describe_vendors(settings: Settings) -> list[tuple[str, bool, str]]:
     for name in VENDORS:
         key = getattr(settings, f"{name}_api_key")
         if key is None or not key.get_secret_value():
-            rows.append((name, False, f"set {name.upper()}_API_KEY to enable"))
+            hint = f"set {name.upper()}_API_KEY to enable"
+            if name == "heygen":
+                hint = "legacy, not recommended: HeyGen has moved interactive avatars to " \
+                       "LiveAvatar (set LIVEAVATAR_API_KEY)"
+            rows.append((name, False, hint))
             continue
         why = f"key set, {getattr(settings, f'{name}_base_url')}"
         if name == "heygen":
-            why += f" ({settings.heygen_transport})"
+            la_key = settings.liveavatar_api_key
+            if la_key is not None and la_key.get_secret_value():
+                why += (". LEGACY: HeyGen has moved interactive avatars to LiveAvatar, which is "
+                        "configured: unset HEYGEN_API_KEY to finish switching")
+            else:
+                why += f". {LEGACY_NOTICE}"
         if name == "liveavatar" and settings.liveavatar_sandbox:
             why += " (sandbox)"
         rows.append((name, True, why))

@@ -32,6 +32,7 @@ from bot.core.models import (
     ProviderSession,
     SessionRecord,
     SessionState,
+    TranscriptLine,
     utcnow,
 )
 from bot.core.rules import check_start
@@ -331,6 +332,43 @@ class SqliteStore:
             ).fetchall()
         )
         return [ChatBinding.model_validate(dict(r)) for r in rows]
+
+    # --- transcripts
+    async def add_transcript_line(self, line: TranscriptLine) -> None:
+        """Keep one final transcript line of a session."""
+        await self.write(
+            lambda c: c.execute(
+                "INSERT INTO transcript_lines (session_id, at, speaker, text, author, intent)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (line.session_id, line.at, line.speaker, line.text, line.author, line.intent),
+            )
+        )
+
+    async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:
+        """The kept lines of a session, oldest first (the newest ``limit`` of them)."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT * FROM (SELECT * FROM transcript_lines WHERE session_id = ?"
+                " ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (session_id, limit),
+            ).fetchall()
+        )
+        return [TranscriptLine.model_validate({k: r[k] for k in r.keys() if k != "id"})
+                for r in rows]
+
+    async def prune_transcripts(self, before: float) -> int:
+        """Forget lines older than ``before`` (epoch seconds); return how many went."""
+        return await self.write(
+            lambda c: c.execute("DELETE FROM transcript_lines WHERE at < ?", (before,)).rowcount
+        )
+
+    async def data_version(self) -> int:
+        """SQLite's ``data_version``: it changes when another connection (process) commits.
+
+        Our own commits do not change it, so a change means someone else wrote: the running
+        server polls it to notice a stop made by ``avatarbot sessions stop`` in another process.
+        """
+        return await self.run(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
 
     # --- meta
     async def get_meta(self, key: str) -> str | None:

@@ -66,3 +66,25 @@ def test_bad_configuration_exits_with_the_list(cli, monkeypatch):
     monkeypatch.setenv("PORT", "x")
     result = CliRunner().invoke(main, ["ledger", "verify"])
     assert result.exit_code == 2 and "PORT" in result.output
+
+
+def test_doctor_marks_heygen_legacy_and_says_how_to_switch(cli, monkeypatch):
+    monkeypatch.setenv("HEYGEN_API_KEY", "hg-key-for-doctor")
+    monkeypatch.setenv("HEYGEN_BASE_URL", "http://127.0.0.1:9/")  # nothing listens: a FAIL line
+    for name in ("A2E_API_KEY", "AKOOL_API_KEY", "LIVEAVATAR_API_KEY", "DISCORD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    result = cli("doctor")
+    (line,) = [x for x in result.output.splitlines() if x.startswith("[on ] heygen")]
+    assert "LEGACY" in line and "moved interactive avatars to LiveAvatar" in line
+    assert "app.liveavatar.com" in line and "HeyGen keys do not work there" in line
+    assert "set LIVEAVATAR_API_KEY, then unset HEYGEN_API_KEY" in line
+    assert "hg-key-for-doctor" not in result.output
+
+
+def test_raw_webrtc_heygen_is_refused_at_startup_with_the_reason(cli, monkeypatch):
+    monkeypatch.setenv("HEYGEN_API_KEY", "hg")
+    monkeypatch.setenv("HEYGEN_TRANSPORT", "webrtc")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 2
+    assert "HEYGEN_TRANSPORT" in result.output and "2025-02-28" in result.output
+    assert "LIVEAVATAR_API_KEY" in result.output

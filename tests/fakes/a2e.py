@@ -4,6 +4,11 @@ Envelope ``{code: 0, data, trace_id}``; errors as HTTP 200 with a non-zero ``cod
 ``msg``; bad keys get HTTP 401. Coins are charged for ``expire_seconds`` when a room is booked
 (1 coin per 5 s) and the unused part is refunded on ``leave``. ``ask`` makes the avatar answer:
 the answer's Agora data messages (``{type: "QA", message, pos}``) wait in ``viewer_messages``.
+
+A2E "releases the resource" at ``expire_epoch_timestamp`` (the agora-token page). Ending a room on
+A2E's side: ``grant_s`` books rooms for at most that many seconds whatever was asked (so A2E ends
+them before we do), and ``release_room`` releases one at once. A released room answers
+``ask``/``speak``/``set-qa-context`` like a room that was left ("channel not found").
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Room:
     started: float = field(default_factory=time.monotonic)
     qa_context: str = ""
     left: bool = False
+    expires_at: float = float("inf")  # time.time() at which A2E releases the room
     spoken: list[str] = field(default_factory=list)
     asked: list[str] = field(default_factory=list)
 
@@ -45,9 +51,10 @@ class FakeA2E(FakeVendor):
 
     api_key = "a2e-test-key-7f3c"
 
-    def __init__(self, *, coins: int = 10_000, **kw: Any) -> None:
+    def __init__(self, *, coins: int = 10_000, grant_s: int | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.coins = coins
+        self.grant_s = grant_s  # book rooms for at most this long (A2E ends them on its own)
         self.avatars = [
             {"_id": "676e1f054c86ff839eae2cc3", "name": "Linda", "video_cover": "https://x/l.jpg"},
             {"_id": "676e1f054c86ff839eae2cc4", "name": "Tom"},
@@ -62,6 +69,10 @@ class FakeA2E(FakeVendor):
     def issued_tokens(self) -> list[str]:
         """Every Agora token handed out."""
         return [r.token for r in self.rooms.values()]
+
+    def release_room(self, channel: str) -> None:
+        """A2E releases the room now, on its own."""
+        self.rooms[channel].expires_at = time.time()
 
     def settings_overrides(self) -> dict[str, Any]:
         """Keyword arguments for ``load_settings`` that point the app at this fake."""
@@ -108,16 +119,17 @@ class FakeA2E(FakeVendor):
         self.coins -= cost
         channel = secrets.token_hex(3)
         room = Room(channel, avatar_id, expire, "007eJx" + secrets.token_urlsafe(24), cost)
+        room.expires_at = time.time() + min(expire, self.grant_s or expire)
         self.rooms[channel] = room
         return _ok({
             "token": room.token, "appId": "013a409abcdb4ce083d01ff3cb1c78ec", "channel": channel,
-            "expire_epoch_timestamp": time.time() + expire,
+            "expire_epoch_timestamp": room.expires_at,
             "expire_date_UTC": "2030-01-01 00:00:00", "uid": 360923290,
         })
 
     def _room(self, body: dict[str, Any]) -> Room | web.Response:
         room = self.rooms.get(str(body.get("channel")))
-        if room is None or room.left:
+        if room is None or room.left or time.time() >= room.expires_at:
             return _err(1002, "channel not found or already left")
         return room
 

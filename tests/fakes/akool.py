@@ -147,6 +147,14 @@ class FakeAKool(FakeVendor):
         """Every Agora token handed out."""
         return [s.token for s in self.sessions.values()]
 
+    def end_session(self, session_id: str, status: int = 3) -> None:
+        """AKool ends a session on its own: its detail and list show ``status`` (3 completed,
+        4 failed) from now on, and the unused credits come back as on close."""
+        session = self.sessions[session_id]
+        session.status = status
+        used = math.ceil((time.monotonic() - session.started) / 60)
+        self.credits += max(0, session.charged - used)
+
     def add_session(self, avatar_id: str = "dvp_Tristan_cloth2_1080P", duration: int = 600) -> str:
         """Start a session behind our back (an orphan); return its id."""
         return self._create(avatar_id, duration, 2, None).id

@@ -12,6 +12,8 @@ Discord facts it enforces: the 3-second interaction deadline (a late callback ge
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import itertools
 import json
 import re
@@ -81,6 +83,7 @@ class FakeDiscord:
             },
         }
         self.messages: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}  # attachment id -> the uploaded bytes
         self.calls: list[Call] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.interactions: dict[str, PendingInteraction] = {}
@@ -176,13 +179,26 @@ class FakeDiscord:
             "id": self.snowflake(), "channel_id": channel_id, "guild_id": self.guild_id,
             "author": author, "content": body.get("content") or "", "timestamp": _now_iso(),
             "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": body.get("mentions", []), "mention_roles": [], "attachments": [],
+            "mentions": body.get("mentions", []), "mention_roles": [],
+            "attachments": self._attachments(channel_id, body.get("_files", [])),
             "embeds": body.get("embeds") or [], "pinned": False, "type": 0,
             "components": body.get("components") or [], "flags": body.get("flags", 0),
             "allowed_mentions": body.get("allowed_mentions"), "reactions": [],
         }
         self.messages[msg["id"]] = msg
         return msg
+
+    def _attachments(self, channel_id: str, files: list[tuple[str, str, str, bytes]]
+                     ) -> list[dict[str, Any]]:
+        """Discord's attachment objects (id, filename, size, url ...) for uploaded files."""
+        out = []
+        for _, filename, content_type, data in files:
+            aid = self.snowflake()
+            self.files[aid] = data
+            url = f"https://cdn.discordapp.com/attachments/{channel_id}/{aid}/{filename}"
+            out.append({"id": aid, "filename": filename, "size": len(data), "url": url,
+                        "proxy_url": url, "content_type": content_type})
+        return out
 
     def channel_messages(self, channel_id: str) -> list[dict[str, Any]]:
         """Messages of a channel or thread, oldest first."""
@@ -219,7 +235,7 @@ class FakeDiscord:
             if raw and request.content_type == "application/json":
                 body = json.loads(raw)
             elif raw and request.content_type.startswith("multipart/"):
-                body = await self._multipart_json(request)
+                body = self._multipart_json(request.headers["Content-Type"], raw)
             call = Call(request.method, request.path[len("/api/v10"):], dict(request.query), body)
             if self.token is not None and request.headers.get("Authorization") != \
                     f"Bot {self.token}":
@@ -254,9 +270,27 @@ class FakeDiscord:
         return await handler(request)
 
     @staticmethod
-    async def _multipart_json(request: web.Request) -> Any:
-        # discord.py sends multipart only with files; not used by the bot, but parse payload_json.
-        return None
+    def _multipart_json(content_type: str, raw: bytes) -> Any:
+        """A message with files: ``payload_json`` plus ``files[n]`` parts.
+
+        The shape of Discord's "Uploading Files" reference (multipart/form-data; the JSON body in
+        ``payload_json``, file n in ``files[n]``, named in ``attachments[].filename``), which
+        discord.py 2.7 sends (``http.py`` ``handle_message_parameters``). The files come back
+        under ``_files`` as ``(field name, file name, content type, bytes)``.
+        """
+        parser = email.parser.BytesParser(policy=email.policy.default)
+        msg = parser.parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        body: dict[str, Any] = {}
+        files = []
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            data = part.get_payload(decode=True) or b""
+            if name == "payload_json":
+                body.update(json.loads(data))
+            elif isinstance(name, str) and name.startswith("files["):
+                files.append((name, part.get_filename(), part.get_content_type(), data))
+        body["_files"] = files
+        return body
 
     async def _rest(self, request: web.Request) -> web.Response:
         call = request[CALL_KEY]

@@ -4,10 +4,17 @@
 ``{code: 100, message, data}`` except ``create_token`` (``{error: null, data: {token}}``);
 errors as HTTP 400/401/500 with ``{code, message}``. ``streaming.new`` takes ``avatar_id`` or
 ``avatar_name``; ``version: "v2"`` gives LiveKit credentials, otherwise a v1 SDP offer. Tasks take
-``repeat`` and ``chat`` (or its SDK synonym ``talk``). A ``chat`` task queues the avatar's data
-channel events (``avatar_talking_message`` pieces then ``avatar_end_message``) in
-``viewer_messages``. At most ``max_concurrent`` sessions may be open (trial accounts: 3).
-Billing: 0.2 credits per minute, 30 s minimum, counted on stop.
+``repeat`` and ``chat`` (or its SDK synonym ``talk``). A ``chat`` task on a v2 session queues the
+avatar's LiveKit data events (``avatar_talking_message`` pieces then ``avatar_end_message``) in
+``viewer_messages``; a v1 session's data channel only ever carried ``avatar_start_talking`` /
+``avatar_stop_talking`` (HeyGen's v1 ``openapi.yml`` events; the transcript events came with the
+LiveKit SDK), so that is all a v1 session gets. At most ``max_concurrent`` sessions may be open
+(trial accounts: 3). Billing: 0.2 credits per minute, 30 s minimum, counted on stop.
+
+``session_duration_limit`` (seconds, exposed by HeyGen's SDK ``StartAvatarRequest``) is recorded
+per session and must be a positive integer. ``end_session`` closes a session on HeyGen's side
+(idle timeout, credits, an error): it leaves ``streaming.list``, and calls about it answer
+"session state wrong: closed" (the message seen after an idle close, StreamingAvatarSDK issue 26).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ class Session:
     keep_alives: int = 0
     created: float = field(default_factory=time.monotonic)
     ended: float | None = None
+    duration_limit: int | None = None  # session_duration_limit as sent
+    ended_by_vendor_at: float | None = None  # time.time() when HeyGen closed it on its own
 
 
 class FakeHeyGen(FakeVendor):
@@ -74,6 +83,14 @@ class FakeHeyGen(FakeVendor):
         """Session tokens and LiveKit access tokens handed out."""
         return list(self.tokens) + [s.access_token for s in self.sessions.values()
                                     if s.access_token]
+
+    def end_session(self, session_id: str, *, ago_s: float = 0.0) -> None:
+        """Close a session on HeyGen's side, ``ago_s`` seconds in the past (no stop call)."""
+        session = self.sessions[session_id]
+        session.status = "closed"
+        session.ended = time.monotonic() - ago_s
+        session.ended_by_vendor_at = time.time() - ago_s
+        self.credits_used += 0.2 * max(30.0, session.ended - session.created) / 60
 
     def add_session(self, avatar_id: str = "Anna_public_3_20240108") -> str:
         """Start a session behind our back (an orphan); return its id."""
@@ -134,16 +151,21 @@ class FakeHeyGen(FakeVendor):
         avatar = body.get("avatar_id") or body.get("avatar_name")  # both are documented
         if avatar not in {a["avatar_id"] for a in self.avatars if a["status"] == "ACTIVE"}:
             return _err(400, 10013, "avatar not found")
+        limit = body.get("session_duration_limit")
+        if limit is not None and (type(limit) is not int or limit <= 0):
+            return _err(400, 400175, "invalid parameter: session_duration_limit")
         if len(self.open_sessions()) >= self.max_concurrent:
             return _err(400, 10004, "Concurrent limit reached")
-        session = Session(uuid.uuid4().hex, avatar, body.get("version") or "v1", body)
+        session = Session(uuid.uuid4().hex, avatar, body.get("version") or "v1", body,
+                          duration_limit=limit)
         self.sessions[session.id] = session
         if session.version == "v2":
             session.access_token = "eyJlk." + secrets.token_urlsafe(32)
             return _ok({"session_id": session.id, "access_token": session.access_token,
                         "url": "wss://fake-livekit.heygen.test", "livekit_agent_token": "agent",
                         "realtime_endpoint": "wss://x", "is_paid": True,
-                        "session_duration_limit": 600, "sdp": None, "ice_servers2": None})
+                        "session_duration_limit": limit or 600, "sdp": None,
+                        "ice_servers2": None})
         return _ok({"session_id": session.id, "sdp": {"type": "offer", "sdp": OFFER_SDP},
                     "ice_servers2": [{"urls": ["turn:turn.heygen.test:3478"],
                                       "username": "u", "credential": "c",
@@ -197,10 +219,12 @@ class FakeHeyGen(FakeVendor):
 
     def _speak(self, session: Session, text: str) -> None:
         half = max(1, len(text) // 2)
-        events = [{"type": "avatar_start_talking", "task_id": "t"}]
-        events += [{"type": "avatar_talking_message", "message": p}
-                   for p in (text[:half], text[half:])]
-        events += [{"type": "avatar_end_message"}, {"type": "avatar_stop_talking"}]
+        events: list[dict[str, Any]] = [{"type": "avatar_start_talking", "task_id": "t"}]
+        if session.version == "v2":  # v1 had no transcript events (see the module docstring)
+            events += [{"type": "avatar_talking_message", "message": p}
+                       for p in (text[:half], text[half:])]
+            events.append({"type": "avatar_end_message"})
+        events.append({"type": "avatar_stop_talking", "task_id": "t", "duration_ms": 1000})
         self.viewer_messages.setdefault(session.id, []).extend(json.dumps(e) for e in events)
 
     async def _interrupt(self, request: web.Request) -> web.Response:

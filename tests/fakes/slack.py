@@ -56,6 +56,10 @@ class FakeSlack:
         self.client_credentials: tuple[str, str] | None = None
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.revoked: set[str] = set()
+        # Files (the files.uploadV2 flow): id -> {filename, length, data, channel, thread_ts ...}
+        self.files: dict[str, dict[str, Any]] = {}
+        self._file_ids = itertools.count(1)
+        self.scopeless: set[str] = set()  # team ids installed without files:write
         self._failures: dict[str, list[tuple[int, dict[str, str], dict[str, Any]]]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Event()
@@ -73,6 +77,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
         self._runner, port = await serve_local(app)
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -265,6 +270,55 @@ class FakeSlack:
         if user is None:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": user}
+
+    # files.uploadV2 as slack-sdk runs it (``files_upload_v2``), per Slack's reference pages:
+    # files.getUploadURLExternal (filename, length) -> upload_url + file_id; POST the bytes to
+    # upload_url (answers 200 "OK - <length>"); files.completeUploadExternal (files: JSON list of
+    # {id, title}; channel_id, thread_ts, initial_comment) shares them and answers "files".
+    def _files_getUploadURLExternal(self, ws: Workspace, params: dict[str, Any]
+                                    ) -> dict[str, Any]:
+        if ws.team_id in self.scopeless:
+            return {"ok": False, "error": "missing_scope", "needed": "files:write",
+                    "provided": "commands,chat:write"}
+        if not params.get("filename") or not str(params.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._file_ids):09d}"
+        self.files[file_id] = {"id": file_id, "filename": params["filename"],
+                               "length": int(params["length"]), "data": None, "team": ws.team_id}
+        return {"ok": True, "upload_url": f"{self.url}/upload/v1/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        entry = self.files.get(request.match_info["file_id"])
+        if entry is None:
+            return web.Response(status=404, text="not found")
+        entry["data"] = await request.read()
+        self._changed.set()
+        return web.Response(text=f"OK - {len(entry['data'])}")
+
+    def _files_completeUploadExternal(self, ws: Workspace, params: dict[str, Any]
+                                      ) -> dict[str, Any]:
+        try:
+            listed = json.loads(params.get("files", ""))
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = params.get("channel_id")
+        if channel:
+            error = self._member_error(ws, channel)
+            if error:
+                return error
+        shared = []
+        for item in listed:
+            entry = self.files.get(item.get("id", ""))
+            if entry is None or entry["data"] is None or entry["team"] != ws.team_id:
+                return {"ok": False, "error": "file_not_found"}
+            if len(entry["data"]) != entry["length"]:
+                return {"ok": False, "error": "file_upload_size_mismatch"}
+            entry.update(title=item.get("title"), channel=channel,
+                         thread_ts=params.get("thread_ts"),
+                         initial_comment=params.get("initial_comment"))
+            shared.append({"id": entry["id"], "name": entry["filename"],
+                           "title": entry["title"], "size": entry["length"]})
+        return {"ok": True, "files": shared}
 
     def _reactions_add(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
         if not (params.get("channel") and params.get("timestamp") and params.get("name")):

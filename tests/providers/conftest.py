@@ -30,12 +30,12 @@ from tests.fakes.liveavatar import FakeLiveAvatar
 FAST_RETRY = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.02, total_s=10)
 TIMEOUT_S = 0.5
 PRICING = Pricing(credits_per_minute=10, granularity_s=60, minimum_s=60)
-CASES = ["a2e", "akool", "heygen-livekit", "heygen-webrtc", "liveavatar"]
+CASES = ["a2e", "akool", "heygen-livekit", "liveavatar"]
 START_PATH_BY_CASE = {"a2e": "/agora-token", "akool": "/session/create",
-                      "heygen-livekit": "/streaming.new", "heygen-webrtc": "/streaming.new",
+                      "heygen-livekit": "/streaming.new",
                       "liveavatar": "/sessions/token"}
 LIST_PATH_BY_CASE = {"a2e": "/all_avatars", "akool": "/avatar/list",
-                     "heygen-livekit": "/avatar.list", "heygen-webrtc": "/avatar.list",
+                     "heygen-livekit": "/avatar.list",
                      "liveavatar": "/v1/avatars"}
 
 
@@ -66,13 +66,8 @@ class Case:
         return StartRequest(**{**base, **kw})
 
     async def start(self, **kw: Any) -> ProviderSession:
-        """Start a session and, for raw WebRTC, complete the browser's half of signalling."""
-        ps = self.track(await self.provider.start(self.request(**kw)))
-        if self.name == "heygen-webrtc":
-            offer = await self.provider.viewer_offer(ps, "viewer-1")  # type: ignore[attr-defined]
-            assert offer["type"] == "offer"
-            await self.provider.viewer_answer(ps, "viewer-1", "v=0 browser-answer")  # type: ignore[attr-defined]
-        return ps
+        """Start a session."""
+        return self.track(await self.provider.start(self.request(**kw)))
 
     def pump(self) -> None:
         """Play the viewer page: send every new Relay's messages at the pace it asks for."""
@@ -158,7 +153,7 @@ def build(name: str, fake: Any, http: httpx.AsyncClient, events: EventHub,
         return AKoolProvider(**common)
     if name == "liveavatar":
         return LiveAvatarProvider(**common)
-    return HeyGenProvider(transport=name.split("-")[1], **common)
+    return HeyGenProvider(**common)
 
 
 def make_fake(name: str) -> Any:
@@ -167,7 +162,7 @@ def make_fake(name: str) -> Any:
 
 
 AVATARS = {"a2e": "676e1f054c86ff839eae2cc3", "akool": "dvp_Tristan_cloth2_1080P",
-           "heygen-livekit": "Anna_public_3_20240108", "heygen-webrtc": "Anna_public_3_20240108",
+           "heygen-livekit": "Anna_public_3_20240108",
            "liveavatar": "7b1e9d1c-5f0a-4d3e-9a51-2f8c3e4d5a6b"}
 
 

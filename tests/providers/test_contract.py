@@ -16,7 +16,7 @@ from bot.core.errors import (
     ProviderUnavailable,
 )
 from bot.core.models import ProviderSession, ViewerInfo, utcnow
-from bot.core.provider import AvatarProvider, WebRTCSignalling
+from bot.core.provider import AvatarProvider
 from tests.providers.conftest import (
     FAST_RETRY,
     LIST_PATH_BY_CASE,
@@ -51,9 +51,6 @@ def orphan_view(case: Case, vendor_id: str) -> ProviderSession:
 async def test_the_adapter_implements_the_provider_protocol(case: Case) -> None:
     assert isinstance(case.provider, AvatarProvider)
     assert case.provider.name == case.name.split("-")[0]
-    if case.name == "heygen-webrtc":
-        assert isinstance(case.provider, WebRTCSignalling)
-        assert case.provider.capabilities.transport == "webrtc"
 
 
 async def test_avatars_are_listed_without_unavailable_ones(case: Case) -> None:
@@ -261,7 +258,6 @@ VENDOR_FAULTS = {
                        ("10013", ProviderRejected, False, "avatar does not exist"),
                        ("concurrent", ProviderRejected, False, "concurrent sessions")],
 }
-VENDOR_FAULTS["heygen-webrtc"] = VENDOR_FAULTS["heygen-livekit"]
 
 
 async def test_vendor_error_codes_become_typed_errors_people_understand(case: Case) -> None:

@@ -7,40 +7,22 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from bot.core.errors import InvalidRequest, ProviderRejected, ProviderUnavailable
+from bot.core.errors import ConfigError, InvalidRequest, ProviderRejected, ProviderUnavailable
 from bot.core.events import EventHub
 from bot.providers.registry import build_vendor_providers, describe_vendors
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 from tests.fakes.akool import FakeAKool
-from tests.fakes.heygen import OFFER_SDP, FakeHeyGen
+from tests.fakes.heygen import FakeHeyGen
 from tests.providers.conftest import Case, build
 
 
-def candidate(n: int) -> dict:
-    return {"candidate": f"candidate:{n} 1 udp 2122260223 192.168.1.{n} 5000{n} typ host",
-            "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}
-
-
-@pytest.mark.parametrize("case", ["heygen-webrtc"], indirect=True)
-async def test_webrtc_signalling_goes_through_our_server_and_buffers_early_candidates(case: Case):
-    ps = case.track(await case.provider.start(case.request()))
-    assert "offer" in ps.handle  # a restarted process can still hand out the offer
-    offer = await case.provider.viewer_offer(ps, "v1")
-    assert offer == {"type": "offer", "sdp": OFFER_SDP}
-    await case.provider.viewer_candidate(ps, "v1", candidate(1))
-    await case.provider.viewer_candidate(ps, "v1", candidate(2))
-    assert case.fake.calls("/streaming.ice") == []  # HeyGen would refuse them before start
-    await case.provider.viewer_answer(ps, "v1", "v=0 answer-from-browser")
-    await case.provider.viewer_candidate(ps, "v1", candidate(3))
-    await case.provider.viewer_candidate(ps, "v1", None)
-    session = case.fake.sessions[ps.provider_session_id]
-    assert session.answer_sdp == "v=0 answer-from-browser"
-    assert [c["candidate"] for c in session.candidates] == [
-        candidate(n)["candidate"] for n in (1, 2, 3)]
-    assert all(r.headers.get("X-Api-Key") == case.fake.api_key
-               for r in case.fake.calls("/streaming.ice"))
-    with pytest.raises(InvalidRequest, match="one viewer"):
-        await case.provider.viewer_answer(ps, "v2", "v=0 second")
+def test_raw_webrtc_heygen_is_refused_with_the_way_out(monkeypatch):
+    monkeypatch.delenv("HEYGEN_TRANSPORT", raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_settings(_env_file=None, heygen_api_key=SecretStr("hg"), heygen_transport="webrtc")
+    text = err.value.user_message
+    assert "HEYGEN_TRANSPORT" in text and "2025-02-28" in text
+    assert "app.liveavatar.com" in text and "LIVEAVATAR_API_KEY" in text
 
 
 @pytest.mark.parametrize("case", ["heygen-livekit"], indirect=True)
@@ -186,15 +168,18 @@ async def test_the_registry_builds_only_vendors_with_a_key(http, monkeypatch):
     for name in ("A2E", "AKOOL", "HEYGEN"):
         monkeypatch.delenv(f"{name}_API_KEY", raising=False)
     settings = Settings(_env_file=None, akool_api_key=SecretStr("ak"),
-                        heygen_api_key=SecretStr("hg"), heygen_transport="webrtc",
-                        akool_base_url="http://127.0.0.1:9/")
+                        heygen_api_key=SecretStr("hg"), akool_base_url="http://127.0.0.1:9/")
     providers = build_vendor_providers(settings, http, EventHub())
     assert sorted(providers) == ["akool", "heygen"]
-    assert providers["heygen"].capabilities.transport == "webrtc"
+    assert providers["heygen"].capabilities.transport == "livekit"
     assert providers["akool"].capabilities.pricing == settings.pricing("akool")
     rows = {name: (on, why) for name, on, why in describe_vendors(settings)}
     assert rows["a2e"] == (False, "set A2E_API_KEY to enable")
-    assert rows["heygen"][0] and "webrtc" in rows["heygen"][1]
+    # HeyGen is legacy: the banner says where it went, that a new key is needed, and how to switch.
+    heygen_on, heygen_why = rows["heygen"]
+    assert heygen_on and "LEGACY" in heygen_why and "LiveAvatar" in heygen_why
+    assert "app.liveavatar.com" in heygen_why and "HeyGen keys do not work" in heygen_why
+    assert "set LIVEAVATAR_API_KEY" in heygen_why and "unset HEYGEN_API_KEY" in heygen_why
     assert "ak" not in rows["akool"][1].replace("akool", "")
 
 
@@ -211,10 +196,3 @@ async def test_fakes_hand_out_settings_that_build_working_providers(http, monkey
         assert sorted(providers) == ["a2e", "akool", "heygen"]
         for provider in providers.values():
             assert await provider.list_avatars()
-
-
-@pytest.mark.parametrize("case", ["heygen-webrtc"], indirect=True)
-async def test_asking_before_the_webrtc_viewer_connects_says_to_open_the_viewer(case: Case):
-    ps = await case.provider.start(case.request())
-    with pytest.raises(ProviderRejected, match="open the viewer link first"):
-        await case.provider.ask(ps, "Hello?")

@@ -92,8 +92,14 @@ class WebStack:
     vendors: dict[str, Any] = field(default_factory=dict)
 
     async def start(self, provider: str, tenant: str = "discord:1", **kw: Any) -> Any:
-        return await self.service.start(StartCommand(tenant=tenant, user="u1", provider=provider,
-                                                     minutes=kw.pop("minutes", 5), **kw))
+        return await self.service.start(StartCommand(
+            tenant=tenant, user=kw.pop("user", "u1"), provider=provider,
+            minutes=kw.pop("minutes", 5), **kw))
+
+    async def links_session(self, url: str) -> str | None:
+        """The session id a ``/v/<token>`` URL (absolute or not) opens."""
+        claims = self.links.verify(url.split("/v/")[1])
+        return claims.session_id if claims else None
 
     def link(self, session_id: str, role: str = "viewer", ttl: float = 3600) -> str:
         import time
@@ -154,6 +160,9 @@ async def web_stack(
         links = ViewerLinks(SECRET_KEY.encode(), "http://127.0.0.1")
         app = create_app(service=service, links=links, settings=settings,
                          status=status_items(settings), rate_limits=rate_limits)
+        # As bot/app.py runs them: the transcript keeper and the watch for other processes.
+        keepers = [asyncio.create_task(service.keep_transcripts()),
+                   asyncio.create_task(service.watch_other_writers(0.2))]
         runner, port = await serve_local(app, shutdown_timeout=2.0, access_log=None)
         url = f"http://127.0.0.1:{port}"
         links.base_url = url
@@ -161,6 +170,9 @@ async def web_stack(
         async def _shutdown() -> None:
             await service.stop_all("test over")
             await runner.cleanup()
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
 
         stack.push_async_callback(_shutdown)
         yield WebStack(settings=settings, store=store, events=events, service=service,
@@ -183,7 +195,7 @@ async def _vendor(name: str, settings: Settings, http: httpx.AsyncClient,
         fake = await FakeA2E().start()
         return fake, A2EProvider(api_key=SecretStr(fake.api_key), http=http, events=events,
                                  pricing=settings.pricing("a2e"), base_url=fake.url)
-    if name in ("heygen", "heygen-webrtc"):
+    if name == "heygen":
         from bot.providers.heygen import HeyGenProvider
         from tests.fakes.heygen import FakeHeyGen
 
@@ -191,7 +203,6 @@ async def _vendor(name: str, settings: Settings, http: httpx.AsyncClient,
         return fake, HeyGenProvider(
             api_key=SecretStr(fake.api_key), http=http, events=events,
             pricing=settings.pricing("heygen"), base_url=fake.url,
-            transport="webrtc" if name == "heygen-webrtc" else "livekit",
         )
     if name == "liveavatar":
         from bot.providers.liveavatar import LiveAvatarProvider

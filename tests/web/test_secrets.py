@@ -12,8 +12,8 @@ import pytest
 from tests.web.conftest import SECRET_KEY, page_socket, web_stack
 
 # Each vendor set covers transports: agora (AKool driven through the page, A2E from the server),
-# livekit (HeyGen v2), webrtc with a server offer (HeyGen v1 and the local avatar).
-SETS = [("akool", "a2e"), ("heygen",), ("heygen-webrtc",)]
+# livekit (HeyGen v2), webrtc with a server offer (the local avatar; HeyGen's raw WebRTC is gone).
+SETS: list[tuple[str, ...]] = [("akool", "a2e"), ("heygen",), ()]
 
 
 @pytest.mark.parametrize("vendors", SETS, ids=["agora", "livekit", "webrtc"])
@@ -55,14 +55,6 @@ async def test_no_secret_in_any_page_header_or_socket_message(
                     vid = hello["viewer_id"]
                     if record.viewer.transport == "webrtc":
                         await fetch(link + "/webrtc/offer", "POST", json={"viewer_id": vid})
-                    if record.viewer.transport == "webrtc" and provider == "heygen":
-                        # HeyGen v1 speaks only once the viewer's answer reached streaming.start.
-                        await fetch(link + "/webrtc/answer", "POST",
-                                    json={"viewer_id": vid, "sdp": "v=0\r\no=- 1 1 IN IP4 0\r\n"})
-                        await fetch(link + "/webrtc/candidate", "POST", json={
-                            "viewer_id": vid, "candidate": {
-                                "candidate": "candidate:1 1 udp 1 127.0.0.1 9999 typ host",
-                                "sdpMid": "0", "sdpMLineIndex": 0}})
                     await stack.service.say(record.id, "Say this.", author="ann")
                     await stack.service.ask(record.id, "Ask this?", author="ann")
                     await ps.next("transcript")

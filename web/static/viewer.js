@@ -47,21 +47,45 @@
   }
   const countdownTimer = setInterval(renderCountdown, 1000);
 
-  function showNotice(text, retry) {
+  function showNotice(text, retry, hint) {
     $("notice-text").textContent = text;
     $("notice").hidden = !text;
     $("retry").hidden = !retry;
+    $("notice-hint").textContent = hint || "";
+    $("notice-hint").hidden = !hint;
+    $("notice-links").hidden = true;
   }
 
-  $("retry").addEventListener("click", () => {
+  $("retry").addEventListener("click", async () => {
     showNotice("");
+    await stopMedia();
     startMedia();
   });
 
+  // ------------------------------------------------------------------ no media in time
+  // Where the browser cannot reach the media (a firewall, no TURN relay), WebRTC may try for
+  // minutes without failing: after media_timeout_s the page says so and offers Retry.
+  let mediaTimer = null;
+  function watchMedia(attempt) {
+    clearTimeout(mediaTimer);
+    const seconds = cfg.media_timeout_s || 15;
+    mediaTimer = setTimeout(() => {
+      if (media !== attempt || viewer.ended || viewer.status === "live") return;
+      viewer.mediaTimedOut = true;
+      setStatus("failed", "No video");
+      showNotice("The video has not arrived after " + Math.round(seconds) + " seconds. "
+        + "Your network may block the connection to this server's video (a firewall or VPN). "
+        + "Retry, or try another network.", true, cfg.operator_hint || "");
+    }, seconds * 1000);
+  }
+
   // ------------------------------------------------------------------ transcript
   const partial = {};  // speaker -> the line still growing (A2E streams its answers in pieces)
+  let lastKept = 0;  // time of the newest line of the kept history shown
 
   function addLine(line) {
+    // A line already shown from the kept history (hello) is not shown twice.
+    if (line.final !== false && typeof line.at === "number" && line.at <= lastKept) return;
     let li = partial[line.speaker];
     if (!li) {
       li = document.createElement("li");
@@ -178,7 +202,7 @@
     pc.onconnectionstatechange = () => {
       if (pc !== viewer.pc) return;
       const s = pc.connectionState;
-      if (s === "connected") setStatus("live");
+      if (s === "connected") { setStatus("live"); showNotice(""); }
       else if (s === "disconnected") setStatus("reconnecting");
       else if (s === "failed") setStatus("failed", "Could not connect to the video");
     };
@@ -248,6 +272,8 @@
     };
     media = attempt;
     setStatus("connecting");
+    viewer.mediaTimedOut = false;
+    watchMedia(attempt);
     try {
       await TRANSPORTS[cfg.transport](attempt);
     } catch (err) {
@@ -258,7 +284,7 @@
       if (media === attempt) media = null;
       if (attempt.stopFn) attempt.stopFn().catch(() => {});
       setStatus("failed", "Could not connect");
-      showNotice("Could not connect to the avatar's video.", true);
+      showNotice("Could not connect to the avatar's video.", true, cfg.operator_hint || "");
     }
   }
 
@@ -350,6 +376,11 @@
     switch (msg.type) {
       case "hello":
         wsRetry = 0;
+        if (Array.isArray(msg.transcript) && !viewer.historyShown) {
+          viewer.historyShown = true;
+          msg.transcript.forEach(addLine);
+          lastKept = msg.transcript.reduce((t, l) => Math.max(t, l.at || 0), 0);
+        }
         viewer.viewerId = msg.viewer_id;
         viewer.active = msg.active;
         setCountdown(msg.seconds_left);
@@ -403,18 +434,30 @@
     setStatus("ended");
     $("elsewhere").hidden = true;
     $("unmute").hidden = true;
+    clearTimeout(mediaTimer);
     let text = "The session has ended.";
     if (summary) {
       const m = Math.floor(summary.duration_s / 60), s = summary.duration_s % 60;
       text += " It lasted " + (m ? m + " min " : "") + s + " s.";
+      if (summary.reason) text += " (" + summary.reason + ")";
     }
     showNotice(text);
+    $("ended-transcript").href = "/v/" + encodeURIComponent(cfg.token) + "/transcript.txt";
+    $("ended-another").hidden = !cfg.playground;
+    $("notice-links").hidden = false;
     const chat = $("chat");
     if (chat) chat.querySelectorAll("textarea, button").forEach((el) => { el.disabled = true; });
     if (ws) ws.close();
   }
 
-  window.addEventListener("pagehide", () => { if (media) media.stop(); });
+  window.addEventListener("pagehide", () => {
+    if (media) media.stop();
+    // The host's tab is closing or navigating away: tell the server, which ends the playground
+    // session unless a page of it is back within a few seconds (a reload).
+    if (cfg.role === "host" && !viewer.ended && navigator.sendBeacon) {
+      navigator.sendBeacon("/playground/" + encodeURIComponent(cfg.token) + "/leave");
+    }
+  });
 
   // ------------------------------------------------------------------ host chat box
   const chat = $("chat");
@@ -425,20 +468,68 @@
         body: JSON.stringify(body || {}), credentials: "same-origin",
       });
       const data = await resp.json().catch(() => ({}));
-      const err = $("chat-error");
-      err.hidden = resp.ok;
-      err.textContent = resp.ok ? "" : (data.error || "Something went wrong.");
+      showError(resp.ok ? "" : (data.error || "Something went wrong; try again."));
       return resp.ok;
     };
+    const showError = (text) => {
+      const err = $("chat-error");
+      err.hidden = !text;
+      err.textContent = text;
+      err.dataset.kind = "";
+    };
+    // The limit comes from the provider's capabilities (page config): counted, never cut.
+    const limit = cfg.max_text || 2000;
+    const box = $("chat-text");
+    const counter = () => {
+      const n = box.value.trim().length;
+      const over = n > limit;
+      $("chat-count").textContent = n + " / " + limit + (over ? " (" + (n - limit) + " too many)" : "");
+      $("chat-count").classList.toggle("over", over);
+      box.setAttribute("aria-invalid", over ? "true" : "false");
+      return over;
+    };
+    box.addEventListener("input", () => {
+      // Typing answers the page's own complaint (empty, too long) once it no longer holds.
+      const kind = $("chat-error").dataset.kind;
+      if (!counter() && (kind === "length" || kind === "empty")) showError("");
+    });
+    box.addEventListener("paste", () => {
+      // After the paste lands: announce a text over the limit instead of cutting it.
+      setTimeout(() => {
+        if (!counter()) return;
+        const n = box.value.trim().length;
+        const text = "The message is now " + n + " characters; " + cfg.avatar + " takes at most "
+          + limit + ". Shorten it (or send it in parts) before asking.";
+        showError(text);
+        $("chat-error").dataset.kind = "length";
+        $("chat-announce").textContent = text;
+      }, 0);
+    });
+    counter();
     chat.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const action = ev.submitter && ev.submitter.value === "say" ? "say" : "ask";
-      const box = $("chat-text");
       const text = box.value.trim();
-      if (!text) return;
+      if (!text) {
+        showError("Type a message first, then press Ask (or Say).");
+        $("chat-error").dataset.kind = "empty";
+        box.focus();
+        return;
+      }
+      if (text.length > limit) {
+        showError("This message is " + text.length + " characters; the limit is " + limit
+          + ". Shorten it by " + (text.length - limit) + " characters.");
+        $("chat-error").dataset.kind = "length";
+        box.focus();
+        return;
+      }
       // Clear only what was sent: the person may have typed the next message meanwhile.
-      if (await call(action, {text}) && box.value.trim() === text) box.value = "";
+      if (await call(action, {text}) && box.value.trim() === text) {
+        box.value = "";
+        counter();
+      }
     });
+    if ($("interrupt")) $("interrupt").addEventListener("click", () => call("interrupt"));
     $("chat-text").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask").click(); }
     });

@@ -12,6 +12,7 @@ text is split at 2000 characters, and nobody is ever pinged (``AllowedMentions.n
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import time
@@ -21,6 +22,7 @@ import discord
 
 from bot.core.events import AnyEvent, Ended, Transcript, Warning
 from bot.core.models import SessionSummary
+from bot.core.transcripts import transcript_filename, transcript_text
 from bot.platforms.discord.commands import guild_tenant
 from bot.platforms.discord.errors import user_text
 
@@ -72,7 +74,8 @@ class Outbox:
         self.channel = channel
         self.interval_s = interval_s
         self.fresh_after_s = fresh_after_s
-        self.pending: list[tuple[str, bool]] = []
+        # (text, standalone, attachment as (file name, bytes) or None)
+        self.pending: list[tuple[str, bool, tuple[str, bytes] | None]] = []
         self.closing = False
         self.wake = asyncio.Event()
         self._message: discord.Message | None = None
@@ -81,9 +84,10 @@ class Outbox:
         self._break = False
         self._last_write = 0.0
 
-    def push(self, text: str, *, standalone: bool = False) -> None:
-        """Queue ``text``; ``standalone`` text gets a message of its own."""
-        self.pending.append((text, standalone))
+    def push(self, text: str, *, standalone: bool = False,
+             attachment: tuple[str, bytes] | None = None) -> None:
+        """Queue ``text``; ``standalone`` text gets a message of its own, with ``attachment``."""
+        self.pending.append((text, standalone, attachment))
         self.wake.set()
 
     def new_turn(self) -> None:
@@ -103,19 +107,28 @@ class Outbox:
                 await self._write(items)
                 self._last_write = time.monotonic()
 
-    async def _write(self, items: list[tuple[str, bool]]) -> None:
+    async def _write(self, items: list[tuple[str, bool, tuple[str, bytes] | None]]) -> None:
         if time.monotonic() - self._last_write > self.fresh_after_s:
             self._break = True
-        for text, standalone in items:
+        for text, standalone, attachment in items:
             self._break = self._break or standalone
-            for chunk in split_text(text):
+            chunks = split_text(text)
+            for i, chunk in enumerate(chunks):
                 fits = len(self._content) + 1 + len(chunk) <= MAX_MESSAGE
                 if self._message is not None and not self._break and fits:
                     self._content += "\n" + chunk
                     self._dirty = True
                     continue
                 await self._flush_edit()
-                self._message = await self.channel.send(chunk, allowed_mentions=NO_MENTIONS)
+                if attachment is not None and i == len(chunks) - 1:
+                    # The file goes with the message (multipart: payload_json + files[0]).
+                    name, data = attachment
+                    self._message = await self.channel.send(
+                        chunk, file=discord.File(io.BytesIO(data), filename=name),
+                        allowed_mentions=NO_MENTIONS,
+                    )
+                else:
+                    self._message = await self.channel.send(chunk, allowed_mentions=NO_MENTIONS)
                 self._content, self._break = chunk, False
             self._break = self._break or standalone
         await self._flush_edit()
@@ -201,13 +214,26 @@ class ThreadRelay:
     async def _end(self, channel_id: str, message_id: str | None, thread_id: int, text: str,
                    summary: SessionSummary) -> None:
         if summary.reason not in THREAD_GONE_REASONS:
+            attachment = await self._transcript(summary)
             outbox = self._outbox(thread_id)
-            outbox.push(text, standalone=True)
+            outbox.push(text, standalone=True, attachment=attachment)
             outbox.closing = True
         else:
             self._drop(thread_id)
         if message_id is not None:
             await self._disable_buttons(int(channel_id), int(message_id), summary)
+
+    async def _transcript(self, summary: SessionSummary) -> tuple[str, bytes] | None:
+        """The session's kept transcript as a file for the end summary (None when empty)."""
+        try:
+            lines = await self.bot.service.transcript(summary.session_id)
+        except Exception:
+            log.exception("could not read the transcript to attach")
+            return None
+        if not lines:
+            return None
+        text = transcript_text(summary.avatar_name, lines)
+        return transcript_filename(summary.session_id), text.encode()
 
     async def _disable_buttons(self, channel_id: int, message_id: int,
                                summary: SessionSummary) -> None:

@@ -53,6 +53,8 @@ logging.getLogger("slack_sdk").setLevel(logging.INFO)
 BOT_SCOPES = [
     "commands", "chat:write", "channels:join", "channels:history",
     "groups:history", "im:history", "reactions:write", "users:read",
+    # files:write: the end summary attaches the session's transcript (files.uploadV2 flow)
+    "files:write",
 ]
 ADMIN_CACHE_S = 60.0
 MAX_CLOCK_SKEW_S = 300  # Slack's rule: refuse requests stamped more than 5 minutes off

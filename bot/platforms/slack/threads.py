@@ -26,6 +26,7 @@ from bot.core.events import AnyEvent, Ended, StateChanged, Transcript, Warning
 from bot.core.models import SessionState, TenantId
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings
+from bot.core.transcripts import transcript_filename, transcript_text
 from bot.platforms.slack import blocks
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ class Post:
     blocks: list[dict[str, Any]] | None = None
     update: bool = False
     mergeable: bool = False
+    # (session id, avatar name): post ``text`` with the session's kept transcript as a file
+    transcript_of: tuple[str, str] | None = None
 
 
 @dataclass
@@ -287,7 +290,8 @@ class ThreadRelay:
             outbox.put(Post(channel, ts, f":hourglass_flowing_sand: {blocks.escape(event.text)}"))
         elif isinstance(event, Ended):
             text = blocks.summary_text(event.summary)
-            outbox.put(Post(channel, ts, text))
+            outbox.put(Post(channel, ts, text,
+                            transcript_of=(event.session_id, event.summary.avatar_name)))
             outbox.put(Post(channel, ts, text, blocks.session_ended(event.summary), update=True))
         elif isinstance(event, StateChanged):  # failed after going live
             text = f":x: The session failed: {blocks.escape(event.reason or 'unknown reason')}"
@@ -307,12 +311,37 @@ class ThreadRelay:
                      extra={"tenant": str(team_tenant(team))})
             return
         client = self._client_for(token)
+        if post.transcript_of is not None and await self._upload_transcript(client, post):
+            return
         if post.update:
             await client.chat_update(channel=post.channel, ts=post.thread_ts, text=post.text,
                                      blocks=post.blocks)
         else:
             await client.chat_postMessage(channel=post.channel, thread_ts=post.thread_ts,
                                           text=post.text, unfurl_links=False, unfurl_media=False)
+
+
+    async def _upload_transcript(self, client: AsyncWebClient, post: Post) -> bool:
+        """Post ``post.text`` with the transcript file (files_upload_v2); False if not done.
+
+        A workspace installed before the ``files:write`` scope was asked for refuses the
+        upload (``missing_scope``): the summary is then posted without the file.
+        """
+        assert post.transcript_of is not None
+        session_id, avatar = post.transcript_of
+        lines = await self._service.transcript(session_id)
+        if not lines:
+            return False
+        try:
+            await client.files_upload_v2(
+                channel=post.channel, thread_ts=post.thread_ts, initial_comment=post.text,
+                content=transcript_text(avatar, lines), filename=transcript_filename(session_id),
+                title=f"Transcript of the session with {avatar}",
+            )
+        except SlackApiError as exc:
+            log.warning("could not attach the transcript: %s", exc.response.get("error"))
+            return False
+        return True
 
 
 class _NotYet(Exception):
