@@ -65,7 +65,7 @@ def error_status(exc: AvatarBotError) -> int:
     """The HTTP status for ``exc``: the entry of its nearest class in ``ERROR_STATUS``."""
     for cls in type(exc).__mro__:
         if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]  # type: ignore[index]
+            return ERROR_STATUS[cls]
     return 500
 
 

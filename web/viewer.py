@@ -30,7 +30,7 @@ import asyncio
 import json
 import logging
 import secrets
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -472,7 +472,7 @@ async def _signal(ctx: WebContext, viewer: Viewer, action: str,
     return web.json_response({"ok": True})
 
 
-def _candidate(raw: Any) -> dict[str, Any] | None | bool:
+def _candidate(raw: Any) -> dict[str, Any] | None | Literal[False]:
     """A browser ICE candidate, ``None`` for end-of-candidates, ``False`` when malformed."""
     if raw is None or (isinstance(raw, dict) and not raw.get("candidate")):
         return None

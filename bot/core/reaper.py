@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone
 from bot.core.events import VendorEnded, Warning
-from bot.core.models import ProviderSession, SessionRecord, SessionState, ViewerInfo, utcnow
+from bot.core.models import (
+    Capabilities,
+    ProviderSession,
+    SessionRecord,
+    SessionState,
+    ViewerInfo,
+    utcnow,
+)
 from bot.core.provider import SessionStatusSource
 from bot.core.service import SessionService
 
@@ -290,9 +297,8 @@ class SessionReaper:
             return False
 
 
-def _orphan(provider: str, vendor_id: str, caps: object) -> ProviderSession:
-    transport = getattr(caps, "transport", "webrtc")
+def _orphan(provider: str, vendor_id: str, caps: Capabilities) -> ProviderSession:
     return ProviderSession(
         session_id=f"orphan-{vendor_id}", provider=provider, provider_session_id=vendor_id,
-        viewer=ViewerInfo(transport=transport), expires_at=utcnow() + timedelta(seconds=1),
+        viewer=ViewerInfo(transport=caps.transport), expires_at=utcnow() + timedelta(seconds=1),
     )

@@ -24,7 +24,7 @@ import re
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import httpx
@@ -319,7 +319,7 @@ class LiveAvatarProvider(ProviderBase):
                 "type": "active", "page": page, "page_size": 100})
             data = body.get("data")
             items = data.get("results") if isinstance(data, dict) else None
-            if not isinstance(items, list):
+            if not isinstance(data, dict) or not isinstance(items, list):
                 # The reaper lists sessions at startup: garbage must be a typed error.
                 raise self._api.unreadable()
             found += [str(i["id"]) for i in items if isinstance(i, dict) and i.get("id")]
@@ -336,12 +336,14 @@ class LiveAvatarProvider(ProviderBase):
                 "GET", f"{_V1}/sessions/{_sid(session)}/transcript", params=params)
             data = body.get("data")
             items = data.get("transcript_data") if isinstance(data, dict) else None
-            if not isinstance(items, list):
+            if not isinstance(data, dict) or not isinstance(items, list):
                 raise self._api.unreadable()
             for item in items:
                 text = item.get("transcript") if isinstance(item, dict) else None
                 if isinstance(text, str) and text.strip():
-                    speaker = "user" if item.get("role") == "user" else "avatar"
+                    speaker: Literal["user", "avatar"] = (
+                        "user" if item.get("role") == "user" else "avatar"
+                    )
                     lines.append(Transcript(session_id=session.session_id, speaker=speaker,
                                             text=text.strip()))
             nxt = data.get("next_timestamp")
@@ -379,7 +381,9 @@ class LiveAvatarProvider(ProviderBase):
         if not isinstance(text, str) or not text.strip():
             return []
         text = text.strip()
-        speaker = "avatar" if kind == "avatar.transcription" else "user"
+        speaker: Literal["avatar", "user"] = (
+            "avatar" if kind == "avatar.transcription" else "user"
+        )
         if speaker == "avatar" and self._echo.is_echo(session_id, text):
             return []
         return [Transcript(session_id=session_id, speaker=speaker, text=text)]

@@ -673,4 +673,42 @@ def _verify_sessions(c: sqlite3.Connection) -> list[str]:
     return problems
 
 
-__all__ = ["SqliteStore"]
+
+class SyncLedger:
+    """The store's own ledger transactions, run synchronously on a plain ``sqlite3`` connection.
+
+    A bench-only hook: ``bench/ledger.py`` measures ``SqliteStore`` against this, the same SQL
+    bodies with no writer thread and no event loop in between. It is not part of the store port
+    and nothing in the product uses it. The file is configured and migrated as ``SqliteStore``
+    does, and each call is one ``BEGIN IMMEDIATE`` transaction, as there.
+    """
+
+    def __init__(self, path: Path, default_limits: Limits) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._defaults = default_limits
+        _configure(self._conn)
+        apply_migrations(self._conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def grant(self, tenant: str, amount: int, actor: str) -> Balance:
+        """As ``SqliteStore.grant``."""
+        return _tx(self._conn, lambda c: _grant(c, tenant, amount, actor, None))
+
+    def open_session(self, record: SessionRecord) -> SessionRecord:
+        """As ``SqliteStore.open_session`` (no roles)."""
+        return _tx(self._conn, lambda c: _open_session(c, record, [], self._defaults))
+
+    def begin_end(self, session_id: str, reason: str, at: datetime) -> SessionRecord:
+        """As ``SqliteStore.begin_end``."""
+        return _tx(self._conn, lambda c: _begin_end(c, session_id, reason, at))
+
+    def finish_session(self, session_id: str, settle: int) -> SessionRecord:
+        """As ``SqliteStore.finish_session``."""
+        return _tx(self._conn, lambda c: _finish(c, session_id, settle))
+
+
+__all__ = ["SqliteStore", "SyncLedger"]

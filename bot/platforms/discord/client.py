@@ -180,7 +180,9 @@ class AvatarBot(discord.Client):
         try:
             text = await self.commands.stop_session(interaction, session_id)
             await interaction.edit_original_response(content=text)
-        except Exception as exc:
+        # A button has no command tree's on_error: every failure becomes the clicker's reply
+        # here, and reply_error logs the unexpected ones (discord.py would only log them).
+        except Exception as exc:  # noqa: BLE001 - the button's catch-all error reply
             await reply_error(interaction, exc)
 
     async def _on_tree_error(

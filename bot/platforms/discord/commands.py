@@ -42,7 +42,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 QUICK_S = 1.5
 PRECHECK_S = 2.0
 AUTOCOMPLETE_S = 2.0
-THREAD_ARCHIVE_MIN = 60
+THREAD_ARCHIVE_MIN: Literal[60] = 60  # one of the durations Discord accepts
 # Option ranges Discord's client enforces, read from the one home of each bound.
 CONCURRENT_MIN, CONCURRENT_MAX = limit_bounds("max_concurrent")
 MINUTES_MIN, MINUTES_MAX = limit_bounds("max_minutes")
@@ -382,9 +382,11 @@ class AvatarCommands:
             info = await self.service.start_avatar(tenant, None)
             text = f"`/avatar start` with no avatar starts **{info.name}** ({info.provider})."
         else:
-            info = await self.service.set_default_avatar(tenant, avatar)
-            assert info is not None
-            text = f"`/avatar start` with no avatar now starts **{info.name}** ({info.provider})."
+            chosen = await self.service.set_default_avatar(tenant, avatar)
+            assert chosen is not None  # a named avatar comes back (None only when forgetting)
+            text = (
+                f"`/avatar start` with no avatar now starts **{chosen.name}** ({chosen.provider})."
+            )
         await interaction.response.send_message(text, ephemeral=True)
 
     async def sessions(self, interaction: discord.Interaction) -> None:

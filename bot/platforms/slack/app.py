@@ -242,7 +242,8 @@ class SlackAdapter:
         if kind in ("url_verification", "ssl_check") or body.get("ssl_check"):
             await next()
             return None
-        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        raw_event = body.get("event")
+        event: dict[str, Any] = raw_event if isinstance(raw_event, dict) else {}
         uninstall = kind == "event_callback" and event.get("type") in _UNINSTALL_EVENTS
         # An org-wide install's events name no team in `authorizations` (team_id null), so
         # Bolt's context has none: the workspace the event happened in is the wrapper's team_id.

@@ -381,9 +381,9 @@ async def admin_default(call: Call, args: list[str]) -> str | None:
         avatar = await service.start_avatar(call.tenant, None)
         ref = f"{avatar.provider}:{avatar.id}"
         return f"`/avatar start` with no avatar starts *{avatar.name}* (`{ref}`)."
-    avatar = await service.set_default_avatar(call.tenant, " ".join(args))
-    assert avatar is not None
-    return f":white_check_mark: `/avatar start` with no avatar now starts *{avatar.name}*."
+    chosen = await service.set_default_avatar(call.tenant, " ".join(args))
+    assert chosen is not None  # a named avatar comes back (None only when forgetting)
+    return f":white_check_mark: `/avatar start` with no avatar now starts *{chosen.name}*."
 
 
 _ADMIN: dict[str, Callable[[Call, list[str]], Awaitable[str | None]]] = {

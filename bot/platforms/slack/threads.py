@@ -245,8 +245,9 @@ class ThreadRelay:
                 self._targets.setdefault(sid, found)
             held = self._pending.pop(sid, None)
             target = self._targets[sid]
-            for early in held.events if held and target else ():
-                self._dispatch(target, early)
+            if held and target is not None:
+                for early in held.events:
+                    self._dispatch(target, early)
         target = self._targets[sid]
         if _final(event):
             self._targets.pop(sid, None)
