@@ -65,17 +65,30 @@ def unreachable(exc: BaseException) -> NoReturn:
 
 
 async def reset(store: PostgresStore) -> None:
-    """Empty every table but the migrations' record (tables added later included)."""
+    """Empty every table but the migrations' record (tables added later included).
+
+    DELETE, children before parents, rather than TRUNCATE: on these few rows it takes
+    milliseconds where TRUNCATE takes a good part of a second.
+    """
     async with store.transaction() as conn:
-        names = [
+        left = {
             r[0] for r in await conn.fetch(
                 "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
                 "AND tablename <> 'schema_migrations'"
             )
+        }
+        links = [
+            (r[0], r[1]) for r in await conn.fetch(
+                "SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint "
+                "WHERE contype = 'f' AND conrelid <> confrelid"
+            )
         ]
-        if names:
-            tables = ", ".join(f'"{n}"' for n in names)
-            await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        while left:
+            referenced = {parent for child, parent in links if child in left}
+            leaves = sorted(left - referenced) or sorted(left)
+            for name in leaves:
+                await conn.execute(f'DELETE FROM "{name}"')
+            left -= set(leaves)
 
 
 async def open_store(

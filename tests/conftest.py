@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from tests.backends import create_database, drop_database, unreachable
@@ -15,7 +16,7 @@ def pg_url() -> Iterator[str]:
     """A database of this run's own on the test server, dropped at the end of the run."""
     try:
         url = asyncio.run(create_database())
-    except Exception as exc:  # noqa: BLE001 - refused, no server, auth: all reported alike
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         unreachable(exc)
     yield url
     asyncio.run(drop_database(url))
