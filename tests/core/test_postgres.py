@@ -1,0 +1,151 @@
+"""What only PostgreSQL has to prove: several workers (separate pools) on one database.
+
+Each "worker" here is its own ``PostgresStore`` (its own asyncpg pool and connections) with its
+own session service and vendor, as separate ``avatarbot run`` processes would have; the
+contract tests on both backends are in test_ledger.py, test_ledger_properties.py and
+test_start_races.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from bot.core.errors import InsufficientCredits, StoreUnavailable
+from bot.core.events import EventHub
+from bot.core.models import SessionState, utcnow
+from bot.core.service import SessionService
+from bot.storage.postgres import PostgresStore
+from tests.backends import ADMIN_URL, create_database, drop_database, open_store, run_sql
+from tests.core.conftest import TENANT, cmd
+from tests.fakes.provider import FakeProvider
+
+WORKERS = 3
+
+
+@pytest.fixture
+async def workers(pg_url: str) -> AsyncIterator[list[PostgresStore]]:
+    first = await open_store("postgres", pg_url)
+    rest = [await open_store("postgres", pg_url, fresh=False) for _ in range(WORKERS - 1)]
+    stores = [first, *rest]
+    assert isinstance(first, PostgresStore)
+    yield stores  # type: ignore[misc]
+    for store in stores:
+        await store.close()
+
+
+def _service(store: PostgresStore) -> tuple[SessionService, FakeProvider]:
+    hub = EventHub()
+    fake = FakeProvider(hub)
+    return SessionService(store=store, providers={"fake": fake}, events=hub,
+                          start_timeout_s=5.0, stop_timeout_s=2.0), fake
+
+
+async def test_hundred_starts_over_three_workers_on_a_balance_for_ten_start_exactly_ten(workers):
+    first = workers[0]
+    await first.grant(TENANT, 100, "admin")  # 10 sessions of 10 minutes at 1 credit a minute
+    await first.set_limits(TENANT, max_concurrent=50, daily_user_credits=100_000)
+    services = [_service(store) for store in workers]
+
+    results = await asyncio.gather(
+        *(services[i % WORKERS][0].start(cmd(user=f"u{i}")) for i in range(100)),
+        return_exceptions=True,
+    )
+
+    started = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(started) == 10
+    assert all(isinstance(r, InsufficientCredits) for r in refused), refused[:3]
+    vendors_started = sum(len(fake.called("start")) for _, fake in services)
+    assert vendors_started == 10, "a vendor session was started without credits behind it"
+    for store in workers:  # every worker sees the same ledger
+        assert (await store.balance(TENANT)).available == 0
+    assert await first.verify() == []
+
+
+async def test_two_workers_ending_one_session_settle_it_once(workers):
+    a, b = workers[0], workers[1]
+    await a.grant(TENANT, 100, "admin")
+    service, _ = _service(a)
+    record = await service.start(cmd())
+    await a.begin_end(record.id, "stopped", utcnow())
+
+    ends = await asyncio.gather(
+        a.finish_session(record.id, 3), b.finish_session(record.id, 7),
+        workers[2].finish_session(record.id, 5), b.finish_session(record.id, 9),
+    )
+
+    assert {e.state for e in ends} == {SessionState.ENDED}
+    settled = {e.settled for e in ends}
+    assert len(settled) == 1, f"two settlements: {settled}"
+    kinds = [e.kind for e in await b.history(TENANT)]
+    assert kinds.count("settle") == 1 and kinds.count("release") == 1
+    balance = await b.balance(TENANT)
+    assert (balance.settled, balance.pending) == (settled.pop(), 0)
+    assert await a.verify() == []
+
+
+async def test_the_schema_itself_refuses_a_negative_balance_and_a_second_reservation(store_pg):
+    await store_pg.grant(TENANT, 10, "admin")
+    service, _ = _service(store_pg)
+    record = await service.start(cmd(minutes=5))
+
+    with pytest.raises(asyncpg.CheckViolationError):
+        await run_sql(store_pg, "UPDATE balances SET pending = granted + 1")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await run_sql(store_pg, "UPDATE balances SET pending = -1")
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await run_sql(
+            store_pg,
+            "INSERT INTO ledger (tenant, kind, amount, session_id, created_at) "
+            "VALUES (?, 'reserve', 1, ?, now())",
+            TENANT, record.id,
+        )
+    assert (await store_pg.balance(TENANT)).available == 5
+    assert await store_pg.verify() == []
+
+
+@pytest.fixture
+async def store_pg(pg_url: str) -> AsyncIterator[PostgresStore]:
+    store = await open_store("postgres", pg_url)
+    assert isinstance(store, PostgresStore)
+    yield store
+    await store.close()
+
+
+async def test_workers_starting_together_on_a_new_database_migrate_it_once(pg_url):
+    url = await create_database()
+    try:
+        stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(WORKERS)))
+        try:
+            await stores[0].grant(TENANT, 5, "admin")
+            assert (await stores[2].balance(TENANT)).available == 5
+            conn = await asyncpg.connect(url)
+            try:
+                names = [r[0] for r in await conn.fetch("SELECT name FROM schema_migrations")]
+            finally:
+                await conn.close()
+            assert names == sorted(set(names)) and names[0] == "0001_initial"
+        finally:
+            for store in stores:
+                await store.close()
+    finally:
+        await drop_database(url)
+
+
+async def test_an_unreachable_server_is_a_plain_error_without_the_password():
+    with pytest.raises(StoreUnavailable) as caught:
+        await PostgresStore.open("postgresql://bot:hunter2-secret@127.0.0.1:1/avatarbot")
+    message = caught.value.user_message
+    assert "hunter2" not in message
+    assert "no PostgreSQL server answers at 127.0.0.1:1" in message
+    assert message.startswith("Cannot use the database postgresql://bot@127.0.0.1:1/avatarbot")
+
+
+async def test_a_missing_database_is_named_in_the_error(pg_url):
+    missing = ADMIN_URL.rpartition("/")[0] + "/avatarbot_no_such_database"
+    with pytest.raises(StoreUnavailable, match="the database avatarbot_no_such_database does not"):
+        await PostgresStore.open(missing)
