@@ -24,13 +24,13 @@ from aiohttp import web
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
-from bot.core.ports import SlackInstallStore
+from bot.core.ports import SessionStore, SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
-from bot.storage import SqliteSlackInstallStore, SqliteStore
+from bot.storage import Backend, open_backend
 
 if TYPE_CHECKING:
     from bot.platforms.slack import SlackAdapter
@@ -44,7 +44,7 @@ class Services:
 
     settings: Settings
     http: httpx.AsyncClient
-    store: SqliteStore
+    store: SessionStore
     events: EventHub
     providers: dict[str, AvatarProvider]
     service: SessionService
@@ -125,8 +125,9 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=httpx.Timeout(settings.vendor_timeout_s))
         )
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-        stack.push_async_callback(store.close)
+        backend = await open_database(settings)
+        stack.push_async_callback(backend.close)
+        store = backend.store
         events = EventHub()
         providers = build_providers(settings, http, events)
         for provider in providers.values():
@@ -144,18 +145,31 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=SqliteSlackInstallStore(store),
+            slack_installs=backend.installs,
         )
 
 
-async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
+async def open_database(settings: Settings) -> Backend:
+    """PostgreSQL when ``DATABASE_URL`` is set, else the SQLite file; migrated, ready to use.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached, opened or migrated.
+    """
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return await open_backend(
+        database_url=url, database_path=settings.database_path,
+        default_limits=settings.default_limits(),
+    )
+
+
+async def _link_secret(settings: Settings, store: SessionStore) -> bytes:
     """``SECRET_KEY``, or one made once and kept in the database so links survive restarts."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     return (await store.get_or_set_meta("link_secret", secrets.token_hex(32))).encode()
 
 
-async def top_up_playground(settings: Settings, store: SqliteStore) -> None:
+async def top_up_playground(settings: Settings, store: SessionStore) -> None:
     """Give the playground its daily budget and limits (once per UTC day)."""
     if not settings.playground_enabled:
         return

@@ -8,7 +8,6 @@ from bot.core.errors import StoreUnavailable
 from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.providers.registry import VENDORS
 from bot.settings import Settings
-from bot.storage import SqliteStore
 
 Check = tuple[str, bool, str]
 
@@ -30,20 +29,25 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
 
 
 async def _database(settings: Settings) -> Check:
+    from bot.app import open_database
+
+    where = settings.database_path if settings.database_url is None else "DATABASE_URL"
     try:
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-    except StoreUnavailable as exc:  # names the path and the cause itself
+        backend = await open_database(settings)
+    except StoreUnavailable as exc:  # names the database and the cause itself
         return ("database", False, exc.user_message)
     except Exception as exc:  # noqa: BLE001 - any failure to open is what this check reports
-        return ("database", False, f"{settings.database_path}: {exc}")
+        # A PostgreSQL driver's text may quote the URL: only the error's kind is shown then.
+        why = str(exc) if settings.database_url is None else type(exc).__name__
+        return ("database", False, f"{where}: {why}")
     try:
-        problems = await store.verify()
+        problems = await backend.store.verify()
     finally:
-        await store.close()
+        await backend.close()
     if problems:
         detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
         return ("database", False, detail)
-    return ("database", True, f"{settings.database_path} (ledger ok)")
+    return ("database", True, f"{backend.where} (ledger ok)")
 
 
 def _endpoints(settings: Settings) -> list[tuple[str, str]]:

@@ -149,3 +149,80 @@ async def test_a_missing_database_is_named_in_the_error(pg_url):
     missing = ADMIN_URL.rpartition("/")[0] + "/avatarbot_no_such_database"
     with pytest.raises(StoreUnavailable, match="the database avatarbot_no_such_database does not"):
         await PostgresStore.open(missing)
+
+
+def test_the_command_line_works_on_postgresql(pg_url, monkeypatch, tmp_path):
+    """``DATABASE_URL`` moves credits, sessions and ``ledger verify`` onto PostgreSQL."""
+    from click.testing import CliRunner
+
+    from bot.cli import main
+
+    asyncio.run(_empty(pg_url))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "unused.db"))
+    runner = CliRunner()
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "available 250" in cli("credits", "grant", "discord:123", "250", "--note", "launch")
+    shown = cli("credits", "show", "discord:123")
+    assert "available 250 (granted 250, used 0, reserved 0)" in shown
+    assert "launch" in cli("credits", "history", "discord:123")
+    assert "no sessions" in cli("sessions", "list")
+    cli("ledger", "verify")
+    assert not (tmp_path / "unused.db").exists(), "the SQLite file was used instead"
+
+    asyncio.run(_tamper(pg_url))
+    result = runner.invoke(main, ["ledger", "verify"], catch_exceptions=False)
+    assert result.exit_code == 1 and "MISMATCH discord:123" in result.output
+
+
+async def _empty(url: str) -> None:
+    store = await open_store("postgres", url)
+    await store.close()
+
+
+async def _tamper(url: str) -> None:
+    store = await open_store("postgres", url, fresh=False)
+    try:
+        await run_sql(store, "UPDATE balances SET granted = granted + 1")
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("command", [("run",), ("ledger", "verify")], ids=lambda c: c[0])
+@pytest.mark.parametrize("where", ["no server", "no database"])
+async def test_a_postgresql_that_cannot_be_used_is_one_line_and_an_exit(pg_url, command, where):
+    """``avatarbot run`` fails fast, before serving anything, with no password and no trace."""
+    import os
+    import sys
+
+    base = ADMIN_URL.rpartition("/")[0]
+    if where == "no server":
+        url, cause = "postgresql://bot:s3cret-pw@127.0.0.1:1/avatarbot", "no PostgreSQL server"
+    else:
+        url, cause = base + "/avatarbot_missing_db", "the database avatarbot_missing_db does not"
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LLM_"))
+    }
+    env |= {"DATABASE_URL": url, "PORT": "0"}
+    binary = os.path.join(os.path.dirname(sys.executable), "avatarbot")
+    proc = await asyncio.create_subprocess_exec(
+        binary, *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        pytest.fail(f"avatarbot {' '.join(command)} hung with {where}")
+    text = err.decode()
+    assert proc.returncode not in (0, None), (out, text)
+    assert "error: Cannot use the database postgresql://" in text and cause in text, text
+    assert "s3cret" not in text + out.decode()
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
