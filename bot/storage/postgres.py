@@ -461,7 +461,10 @@ async def _ensure_tenant(c: Conn, tenant: str) -> None:
 
 
 async def _limits(c: Conn, tenant: str, defaults: Limits) -> Limits:
-    row = await _tenant_row(c, tenant)
+    return _limits_of(await _tenant_row(c, tenant), defaults)
+
+
+def _limits_of(row: Row | None, defaults: Limits) -> Limits:
     if row is None:
         return defaults
     data = defaults.model_dump()
@@ -510,20 +513,19 @@ async def _append(
     actor: str | None = None,
     note: str | None = None,
 ) -> None:
+    column = {
+        "grant": "granted = granted + $3", "reserve": "pending = pending + $3",
+        "release": "pending = pending - $3", "settle": "settled = settled + $3, "
+        "pending = pending - $3",
+    }[kind]
+    # The entry and the cached balance it changes, in one statement (one round trip).
     await c.execute(
-        "INSERT INTO ledger (tenant, kind, amount, session_id, actor, note, created_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH entry AS (INSERT INTO ledger "
+        "(tenant, kind, amount, session_id, actor, note, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)) "
+        f"UPDATE balances SET {column} WHERE tenant = $1",
         tenant, kind, amount, session_id, actor, note, utcnow(),
     )
-    if kind == "settle":
-        sql = "UPDATE balances SET settled = settled + $1, pending = pending - $1 WHERE tenant = $2"
-    elif kind == "grant":
-        sql = "UPDATE balances SET granted = granted + $1 WHERE tenant = $2"
-    elif kind == "reserve":
-        sql = "UPDATE balances SET pending = pending + $1 WHERE tenant = $2"
-    else:  # release
-        sql = "UPDATE balances SET pending = pending - $1 WHERE tenant = $2"
-    await c.execute(sql, amount, tenant)
 
 
 def _day_start(now: datetime) -> datetime:
@@ -540,33 +542,43 @@ async def _user_spent_today(c: Conn, tenant: str, user: str, now: datetime) -> i
     return int(value)
 
 
+_START_FIGURES = (
+    "SELECT t.*, "
+    "(SELECT COUNT(*) FROM sessions WHERE tenant = $1 AND state = ANY($2::text[])) AS running, "
+    "(SELECT COALESCE(SUM(CASE WHEN state = ANY($2::text[]) THEN reserved "
+    "ELSE COALESCE(settled, 0) END), 0)::bigint FROM sessions "
+    "WHERE tenant = $1 AND started_by = $3 AND created_at >= $4) AS spent_today "
+    "FROM tenants t WHERE t.tenant = $1"
+)
+
+
 async def _open_session(
     c: Conn, rec: SessionRecord, roles: list[str], defaults: Limits
 ) -> SessionRecord:
-    await _ensure_tenant(c, rec.tenant)
     # The tenant's lock: every start of this tenant, on any worker, waits here for the one
-    # before it to commit, so the figures below include its reservation.
-    balance = await _balance(c, rec.tenant, lock=True)
-    tenant_row = await _tenant_row(c, rec.tenant)
-    running = await c.fetchval(
-        "SELECT COUNT(*) FROM sessions WHERE tenant = $1 AND state = ANY($2::text[])",
-        rec.tenant, _OPEN,
+    # before it to commit, so the figures read after it include that one's reservation.
+    try:
+        balance = await _balance(c, rec.tenant, lock=True)
+    except TenantNotFound:
+        await _ensure_tenant(c, rec.tenant)
+        balance = await _balance(c, rec.tenant, lock=True)
+    row = await c.fetchrow(
+        _START_FIGURES, rec.tenant, _OPEN, rec.started_by, _day_start(rec.created_at)
     )
     check_start(
-        limits=await _limits(c, rec.tenant, defaults),
-        active=tenant_row is None or bool(tenant_row["active"]), running=running,
-        spent_today=await _user_spent_today(c, rec.tenant, rec.started_by, rec.created_at),
-        available=balance.available, cost=rec.reserved,
+        limits=_limits_of(row, defaults), active=bool(row["active"]), running=row["running"],
+        spent_today=row["spent_today"], available=balance.available, cost=rec.reserved,
         minutes=rec.requested_s / 60, user=rec.started_by, roles=roles,
     )
     data = {k: _plain(v) for k, v in rec.model_dump(exclude={"viewer"}).items()}
     cols = ", ".join(data)
     marks = ", ".join(f"${i}" for i in range(1, len(data) + 1))
-    await c.execute(
-        f"INSERT INTO sessions ({cols}, viewer) VALUES ({marks}, NULL)", *data.values()
+    inserted = await c.fetchrow(
+        f"INSERT INTO sessions ({cols}, viewer) VALUES ({marks}, NULL) RETURNING *",
+        *data.values(),
     )
     await _append(c, rec.tenant, "reserve", rec.reserved, session_id=rec.id, actor=rec.started_by)
-    return await _get(c, rec.id)
+    return _row_to_session(inserted)
 
 
 async def _get(c: Conn, session_id: str, *, lock: bool = False) -> SessionRecord:
@@ -577,18 +589,26 @@ async def _get(c: Conn, session_id: str, *, lock: bool = False) -> SessionRecord
     return _row_to_session(row)
 
 
+async def _update(c: Conn, sql: str, *args: Any) -> SessionRecord:
+    """Run one ``UPDATE sessions … WHERE id = …`` and return the row as it now is."""
+    row = await c.fetchrow(sql + " RETURNING *", *args)
+    if row is None:
+        raise SessionNotFound(str(args[-1]))
+    return _row_to_session(row)
+
+
 async def _mark_live(c: Conn, session_id: str, ps: ProviderSession) -> SessionRecord:
     rec = await _get(c, session_id, lock=True)
     if rec.state is not SessionState.PENDING:
         return rec
     now = utcnow()
-    await c.execute(
+    return await _update(
+        c,
         "UPDATE sessions SET state = 'live', started_at = $1, expires_at = $2, "
         "last_activity_at = $1, provider_session_id = $3, handle = $4, viewer = $5 WHERE id = $6",
         now, ps.expires_at, ps.provider_session_id, ps.handle, ps.viewer.model_dump(mode="json"),
         session_id,
     )
-    return await _get(c, session_id)
 
 
 async def _fail(c: Conn, session_id: str, reason: str, pending_only: bool) -> SessionRecord:
@@ -596,22 +616,22 @@ async def _fail(c: Conn, session_id: str, reason: str, pending_only: bool) -> Se
     if not rec.state.is_open or (pending_only and rec.state is not SessionState.PENDING):
         return rec
     await _append(c, rec.tenant, "release", rec.reserved, session_id=session_id, note=reason[:200])
-    await c.execute(
+    return await _update(
+        c,
         "UPDATE sessions SET state = 'failed', failure_reason = $1, ended_at = $2, settled = 0 "
         "WHERE id = $3",
         reason[:500], utcnow(), session_id,
     )
-    return await _get(c, session_id)
 
 
 async def _begin_end(c: Conn, session_id: str, reason: str, at: datetime) -> SessionRecord:
     rec = await _get(c, session_id, lock=True)
     if rec.state in (SessionState.PENDING, SessionState.LIVE):
-        await c.execute(
+        rec = await _update(
+            c,
             "UPDATE sessions SET state = 'ending', ending_at = $1, end_reason = $2 WHERE id = $3",
             at, reason[:200], session_id,
         )
-        rec = await _get(c, session_id)
     return rec
 
 
@@ -624,12 +644,12 @@ async def _finish(c: Conn, session_id: str, settle: int) -> SessionRecord:
         await _append(c, rec.tenant, "settle", settle, session_id=session_id)
     if rec.reserved - settle:
         await _append(c, rec.tenant, "release", rec.reserved - settle, session_id=session_id)
-    await c.execute(
+    return await _update(
+        c,
         "UPDATE sessions SET state = 'ended', ended_at = $1, settled = $2, next_stop_at = NULL "
         "WHERE id = $3",
         utcnow(), settle, session_id,
     )
-    return await _get(c, session_id)
 
 
 async def _verify(c: Conn) -> list[str]:
