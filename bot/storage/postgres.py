@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -58,8 +58,8 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # The connection broke under a running call (server stopped, network gone).
 _GONE = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError)
 
-Conn = asyncpg.Connection
-Row = asyncpg.Record
+Conn: TypeAlias = asyncpg.Connection
+Row: TypeAlias = asyncpg.Record
 
 
 def redact(url: str) -> str:
