@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -175,6 +176,17 @@ def test_the_command_line_works_on_postgresql(pg_url, monkeypatch, tmp_path):
     assert "no sessions" in cli("sessions", "list")
     cli("ledger", "verify")
     assert not (tmp_path / "unused.db").exists(), "the SQLite file was used instead"
+
+    # doctor names the database without its password (the local server trusts, so any will do)
+    parts = urlsplit(pg_url)
+    netloc = f"{parts.username or 'postgres'}:doctor-pw-123@{parts.hostname}:{parts.port or 5432}"
+    with_password = urlunsplit(parts._replace(netloc=netloc))
+    monkeypatch.setenv("DATABASE_URL", with_password)
+    report = runner.invoke(main, ["doctor"], catch_exceptions=False).output
+    [line] = [row for row in report.splitlines() if " database " in row]
+    assert line.startswith("ok") and line.endswith("(ledger ok)"), line
+    assert "doctor-pw-123" not in report
+    monkeypatch.setenv("DATABASE_URL", pg_url)
 
     asyncio.run(_tamper(pg_url))
     result = runner.invoke(main, ["ledger", "verify"], catch_exceptions=False)
