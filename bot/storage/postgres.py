@@ -319,15 +319,14 @@ class PostgresStore:
 
     async def schedule_stop_retry(self, session_id: str, next_at: datetime) -> SessionRecord:
         """Count a failed vendor stop and set when to try again."""
-        async def body(c: Conn) -> SessionRecord:
-            await c.execute(
+        return await self.write(
+            lambda c: _update(
+                c,
                 "UPDATE sessions SET stop_attempts = stop_attempts + 1, next_stop_at = $1 "
                 "WHERE id = $2",
                 next_at, session_id,
             )
-            return await _get(c, session_id)
-
-        return await self.write(body)
+        )
 
     async def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set plain fields (mode, knowledge, last_activity_at, avatar_name) of a session."""
@@ -338,14 +337,8 @@ class PostgresStore:
         # Column names come from ``allowed`` above, never from the caller's text.
         assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
 
-        async def body(c: Conn) -> SessionRecord:
-            await c.execute(
-                f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}",
-                *values, session_id,
-            )
-            return await _get(c, session_id)
-
-        return await self.write(body)
+        sql = f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}"
+        return await self.write(lambda c: _update(c, sql, *values, session_id))
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """The session, or ``SessionNotFound``."""
