@@ -14,10 +14,12 @@ run: system-deps python-deps assets
 
 test: test-system-deps python-deps assets
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 lint: python-deps
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: export PYTHONPATH := .
 bench: test-system-deps python-deps assets

@@ -1,12 +1,13 @@
 """Ledger throughput: reserve+settle pairs per second through the real store, against the ceiling.
 
-The ceiling is the same transactions (the store's own SQL bodies) run with plain ``sqlite3`` in one
-thread, no event loop, on a file with the same settings (WAL, synchronous=NORMAL). Target: the
-store reaches at least half the ceiling's throughput.
+The ceiling is the same transactions (the store's own SQL bodies, through its bench-only
+``SyncLedger`` hook) run with plain ``sqlite3`` in one thread, no event loop, on a file with the
+same settings (WAL, synchronous=NORMAL). Target: the store reaches at least half the ceiling's
+throughput.
 
 PostgreSQL (``PostgresStore``) runs the same pairs with 1 worker, and with 3 workers: 3 processes,
-each with its own pool, as 3 ``avatarbot run`` processes on one database would be. Every pair is
-for one tenant, so every start waits for the tenant's balance row lock: the worst case. The
+each with its own pool, as 3 ``avatarbot run`` processes on one database would be; on one tenant
+(every start waits for that tenant's balance row lock: the worst case) and spread over 48. The
 database is made for the run and dropped after it (on ``AVATARBOT_BENCH_PG``, a URL to the
 maintenance database, by default the local server); without a server those rows are skipped.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -28,9 +28,8 @@ from typing import Any
 
 from bot.core.models import Limits, Mode, SessionRecord, SessionState, utcnow
 from bot.storage import SqliteStore
-from bot.storage import sqlite as impl
-from bot.storage.migrations import apply_migrations
 from bot.storage.postgres import PostgresStore
+from bot.storage.sqlite import SyncLedger
 
 LIMITS = Limits(max_concurrent=50, daily_user_credits=1_000_000, max_minutes=240)  # the highest
 TENANT = "discord:1"
@@ -53,22 +52,19 @@ def pct(values: list[float], p: float) -> float:
 
 
 def ceiling(path: Path, pairs: int) -> tuple[float, list[float]]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    impl._configure(conn)
-    apply_migrations(conn)
-    impl._tx(conn, lambda c: impl._grant(c, TENANT, 10**9, "bench", None))
+    ledger = SyncLedger(path, LIMITS)
+    ledger.grant(TENANT, 10**9, "bench")
     lat = []
     start = time.perf_counter()
     for i in range(pairs):
         t0 = time.perf_counter()
         rec = record(i)
-        impl._tx(conn, lambda c, r=rec: impl._open_session(c, r, [], LIMITS))
-        impl._tx(conn, lambda c, r=rec: impl._begin_end(c, r.id, "stop", utcnow()))
-        impl._tx(conn, lambda c, r=rec: impl._finish(c, r.id, 3))
+        ledger.open_session(rec)
+        ledger.begin_end(rec.id, "stop", utcnow())
+        ledger.finish_session(rec.id, 3)
         lat.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
-    conn.close()
+    ledger.close()
     return pairs / elapsed, lat
 
 

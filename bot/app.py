@@ -12,10 +12,10 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 import httpx
@@ -129,6 +129,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(backend.close)
         store = backend.store
         events = EventHub()
+        events.relay.max_wait_s = settings.relay_max_wait_s
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
@@ -139,6 +140,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         reaper = SessionReaper(
             service, idle_timeout_s=settings.idle_timeout_s,
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
+            transcript_retention_s=settings.transcript_retention_h * 3600,
         )
         links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
         await top_up_playground(settings, store)
@@ -169,7 +171,27 @@ async def _link_secret(settings: Settings, store: SessionStore) -> bytes:
     return (await store.get_or_set_meta("link_secret", secrets.token_hex(32))).encode()
 
 
-async def top_up_playground(settings: Settings, store: SessionStore) -> None:
+async def refill_playground(
+    settings: Settings, store: SessionStore, *, interval_s: float = 30.0,
+    today: Callable[[], date] | None = None,
+) -> None:
+    """Top the playground up again each new UTC day while running (checked every ``interval_s``).
+
+    ``top_up_playground`` grants at most once per day (a marker in the meta table), so checking
+    often costs one read; the budget is back within ``interval_s`` of midnight UTC.
+    """
+    clock = today or (lambda: datetime.now(UTC).date())
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await top_up_playground(settings, store, today=clock())
+        except Exception:
+            log.exception("could not refill the playground budget")
+
+
+async def top_up_playground(
+    settings: Settings, store: SessionStore, *, today: date | None = None
+) -> None:
     """Give the playground its daily budget and limits (once per UTC day)."""
     if not settings.playground_enabled:
         return
@@ -180,9 +202,9 @@ async def top_up_playground(settings: Settings, store: SessionStore) -> None:
         tenant, max_concurrent=limits.max_concurrent, max_minutes=limits.max_minutes,
         daily_user_credits=limits.daily_user_credits,
     )
-    today = datetime.now(UTC).date().isoformat()
+    day = (today or datetime.now(UTC).date()).isoformat()
     marker = secrets.token_hex(8)
-    if await store.get_or_set_meta(f"playground_topup:{today}", marker) != marker:
+    if await store.get_or_set_meta(f"playground_topup:{day}", marker) != marker:
         return  # already topped up today
     missing = settings.playground_credits - (await store.balance(tenant)).available
     if missing > 0:
@@ -214,6 +236,14 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         async with asyncio.TaskGroup() as group:
             reaper = services.reaper.run(reconcile_first=False)
             started = [group.create_task(reaper, name="reaper")]
+            service = services.service
+            started.append(group.create_task(service.keep_transcripts(), name="transcripts"))
+            started.append(group.create_task(
+                service.watch_other_writers(settings.store_watch_interval_s), name="store-watch"
+            ))
+            started.append(group.create_task(
+                refill_playground(settings, services.store), name="playground-refill"
+            ))
             started += await _start_platforms(services, slack, stack, group)
             if ready is not None:
                 ready.set()

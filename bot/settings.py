@@ -94,12 +94,29 @@ class Settings(BaseSettings):
     playground_credits: int = Field(default=100, ge=_DAILY[0], le=_DAILY[1])
     playground_max_minutes: int = Field(default=5, ge=_MINUTES[0], le=_MINUTES[1])
     playground_max_concurrent: int = Field(default=2, ge=_CONCURRENT[0], le=_CONCURRENT[1])
+    # Each visitor (signed cookie) and each address may run this many sessions at once.
+    playground_per_visitor: int = Field(default=1, ge=1)
+    playground_per_address: int = Field(default=2, ge=1)
+    # A playground session whose page has been gone this long ends (the tab was closed and its
+    # beacon was lost); a page that said goodbye (its beacon) gets a short grace for a reload.
+    playground_heartbeat_s: float = Field(default=30.0, gt=0)
+    playground_leave_grace_s: float = Field(default=5.0, ge=0)
+
+    # --- transcripts and the viewer page
+    transcript_retention_h: float = Field(default=24.0, ge=0)
+    # The viewer says why and offers Retry after this long without media.
+    viewer_media_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    # How often the server checks whether another process (the CLI) changed sessions.
+    store_watch_interval_s: float = Field(default=0.5, gt=0, le=10)
 
     # --- session reaper
     idle_timeout_s: int = Field(default=300, ge=30)
     warn_before_end_s: int = Field(default=120, ge=0)
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
     stop_sessions_on_shutdown: bool = True
+
+    # --- the viewer relay (vendors reached through the page's media room: AKool)
+    relay_max_wait_s: int = Field(default=120, ge=5, le=3600)
 
     # --- the built-in local avatar
     local_video_width: int = Field(default=640, ge=64, le=1920)

@@ -58,7 +58,7 @@ def error_status(exc: AvatarBotError) -> int:
     """The HTTP status for ``exc``: the entry of its nearest class in ``ERROR_STATUS``."""
     for cls in type(exc).__mro__:
         if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]  # type: ignore[index]
+            return ERROR_STATUS[cls]
     return 500
 
 
@@ -106,6 +106,11 @@ def create_app(
         metrics=metrics, limits=limits, buckets=limits.buckets(), templates=make_templates(),
     )
     metrics.viewers.set_function(hub.count)
+    local = service.providers.get("local")
+    running = getattr(local, "running", None)
+    if callable(running):
+        metrics.local_sessions.set_function(lambda: running()[0])
+        metrics.local_peers.set_function(lambda: running()[1])
     app.on_response_prepare.append(add_security_headers)
     app.on_shutdown.append(_close_hub)
     app.router.add_get("/healthz", healthz)

@@ -1,11 +1,14 @@
 """The viewer hub: one room per watched session, fanning session events out to its pages.
 
 A room subscribes to the session's events while at least one page is connected. Every page gets
-state, countdown, warnings, transcript lines and the end. ``Relay`` events (messages a vendor
-driven through the RTC data channel needs sent) go only to the room's *active* viewer: vendor
-sessions hand out one viewer credential, so only one tab holds the media at a time (the newest,
-or the one that took it back). Sessions whose provider serves many viewers (the local avatar)
-keep every tab playing; the newest tab is still the one that relays.
+state, countdown, warnings, transcript lines and the end. Messages a vendor driven through the
+RTC data channel needs sent wait in the session's relay outbox (``bot/core/relay.py``) and are
+handed only to the room's *active* viewer, and only once that page has said it joined the media
+room; it acknowledges each after the SDK's send resolved. Vendor sessions hand out one viewer
+credential, so only one tab holds the media at a time (the newest, or the one that took it
+back); what a displaced or closed tab held and did not send goes to the next relay tab. Sessions
+whose provider serves many viewers (the local avatar) keep every tab playing; the newest tab is
+still the one that relays.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from aiohttp import WSCloseCode, web
 
 from bot.core.errors import AvatarBotError
 from bot.core.events import AnyEvent, Ended, Relay, StateChanged, Transcript, Warning
+from bot.core.relay import DropLog
 from bot.core.service import SessionService
 from web.metrics import WebMetrics
 
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
+RELEASE_WAIT_S = 2.0  # how long a displaced relay tab has to finish a send under way
 
 
 class HubClosed(RuntimeError):
@@ -42,6 +47,10 @@ class Viewer:
     ws: web.WebSocketResponse
     # Whether the provider holds a WebRTC peer for this viewer (dropped when it leaves).
     signalled: bool = False
+    # Whether the page has joined the vendor's media room (relayed messages go only then).
+    joined: bool = False
+    # Displaced while relaying: what it holds goes to the next tab once it has let go.
+    letting_go: bool = False
 
 
 @dataclass(eq=False)
@@ -60,7 +69,8 @@ def event_message(event: AnyEvent) -> dict[str, Any] | None:
                 "seconds_left": event.seconds_left}
     if isinstance(event, Transcript):
         return {"type": "transcript", "speaker": event.speaker, "text": event.text,
-                "author": event.author, "intent": event.intent, "final": event.final}
+                "author": event.author, "intent": event.intent, "final": event.final,
+                "at": event.at}
     if isinstance(event, Warning):
         return {"type": "warning", "text": event.text, "seconds_left": event.seconds_left}
     if isinstance(event, Ended):
@@ -86,11 +96,24 @@ class ViewerHub:
         self._metrics = metrics
         self._rooms: dict[str, _Room] = {}
         self._closing = False
+        self._outboxes = service.events.relay
+        self._outboxes.avatar_name = self._avatar_name
+        self.drops = DropLog(log)
 
     # ------------------------------------------------------------------ membership
     def count(self) -> int:
         """Connected viewers across all sessions."""
         return sum(len(room.viewers) for room in self._rooms.values())
+
+    def watching(self, session_id: str) -> int:
+        """How many pages of ``session_id`` are connected now."""
+        room = self._rooms.get(session_id)
+        return len(room.viewers) if room else 0
+
+    def viewers_of(self, session_id: str) -> list[Viewer]:
+        """The pages open on a session now."""
+        room = self._rooms.get(session_id)
+        return list(room.viewers.values()) if room else []
 
     def find(self, session_id: str, viewer_id: str) -> Viewer | None:
         """The connected viewer ``viewer_id`` of ``session_id``."""
@@ -141,6 +164,14 @@ class ViewerHub:
     async def _activate(self, room: _Room, viewer: Viewer) -> None:
         previous = room.viewers.get(room.active) if room.active else None
         room.active = viewer.id
+        if previous is not None and previous is not viewer:
+            # The displaced tab may be sending right now: what it holds goes to the new relay
+            # tab once it says it has let go (its acknowledgements arrive first), or after a
+            # short wait.
+            self._stop_relaying(previous, let_go=True)
+        if viewer.joined:
+            self._outboxes.set_present(room.session_id, True)
+            await self._hand(room)
         if previous is None or room.multi_viewer:
             return
         # One credential: the older tab must let go of the media.
@@ -153,12 +184,75 @@ class ViewerHub:
         if room is None or room.viewers.pop(viewer.id, None) is None:
             return
         await self._drop_peer(viewer)
+        self._release(viewer)
         if room.active == viewer.id:
+            self._stop_relaying(viewer)
             # The newest remaining tab inherits the relay; a single-credential tab must ask
             # for the media back itself (it may have been closed by its user on purpose).
             room.active = next(reversed(room.viewers), None) if room.multi_viewer else None
+            if room.active is not None:
+                await self._activate(room, room.viewers[room.active])
         if not room.viewers:
             await self._close_room(room)
+
+    # ------------------------------------------------------------------ relay
+    async def joined(self, viewer: Viewer, joined: bool) -> None:
+        """The page joined (or left) the vendor's media room; the relay tab then gets messages."""
+        room = self._rooms.get(viewer.session_id)
+        if room is None or viewer.id not in room.viewers:
+            return
+        if not joined:
+            if room.active == viewer.id:
+                self._stop_relaying(viewer)
+            self._release(viewer)
+            viewer.joined = False
+            return
+        viewer.joined = True
+        if room.active == viewer.id:
+            self._outboxes.set_present(room.session_id, True)
+            await self._hand(room)
+
+    async def relayed(self, viewer: Viewer, ids: list[str]) -> None:
+        """The page sent ``ids`` into the room (the SDK's send resolved)."""
+        room = self._rooms.get(viewer.session_id)
+        if room is None:
+            return
+        counted = self._outboxes.acked(viewer.session_id, viewer.id, ids)
+        if counted < len(ids):
+            self.drops.drop(viewer.session_id, "acknowledgement of messages this tab never got")
+        await self._hand(room)
+
+    def _stop_relaying(self, viewer: Viewer, *, let_go: bool = False) -> None:
+        self._outboxes.set_present(viewer.session_id, False)
+        if let_go and not viewer.ws.closed:
+            viewer.letting_go = True
+            asyncio.get_running_loop().call_later(RELEASE_WAIT_S, self._release, viewer)
+        else:
+            self._outboxes.release(viewer.session_id, viewer.id)
+
+    def _release(self, viewer: Viewer) -> None:
+        if viewer.letting_go:
+            viewer.letting_go = False
+            self._outboxes.release(viewer.session_id, viewer.id)
+
+    async def _hand(self, room: _Room) -> None:
+        """Give the relay tab what the outbox has ready for it."""
+        target = room.viewers.get(room.active) if room.active else None
+        if target is None or not target.joined:
+            return
+        config = self._outboxes.config(room.session_id)
+        messages = self._outboxes.take(room.session_id, target.id)
+        if config is None or not messages:
+            return
+        sent = await self.send(target, {
+            "type": "relay", "config": config.as_json(),
+            "messages": [{"id": mid, "payload": payload} for mid, payload in messages],
+        })
+        if not sent:
+            self._stop_relaying(target)
+
+    async def _avatar_name(self, session_id: str) -> str | None:
+        return (await self._service.get(session_id)).avatar_name
 
     async def _drop_peer(self, viewer: Viewer) -> None:
         if not viewer.signalled:
@@ -210,14 +304,8 @@ class ViewerHub:
 
     async def _deliver(self, room: _Room, event: AnyEvent) -> None:
         if isinstance(event, Relay):
-            target = room.viewers.get(room.active) if room.active else None
-            if target is None:
-                log.warning("relay messages but no active viewer; dropped",
-                            extra={"session": room.session_id})
-                return
-            await self.send(target, {"type": "relay", "messages": event.messages,
-                                     "bytes_per_second": event.bytes_per_second,
-                                     "topic": event.topic})
+            # The outbox changed; with no relay tab joined, the messages simply keep waiting.
+            await self._hand(room)
             return
         message = event_message(event)
         if message is not None:
@@ -228,6 +316,8 @@ class ViewerHub:
         """The session ended: close every page's socket (they show the summary)."""
         if self._rooms.get(room.session_id) is room:
             del self._rooms[room.session_id]
+        self._outboxes.forget(room.session_id)  # nothing is sent into an ended session
+        self.drops.forget(room.session_id)
         # At once, so that one slow page does not hold up the others' close handshakes.
         await asyncio.gather(*(
             v.ws.close(code=WSCloseCode.OK, message=b"ended") for v in list(room.viewers.values())

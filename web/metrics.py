@@ -31,6 +31,14 @@ class WebMetrics:
             "avatarbot_rate_limited", "Requests refused by a rate limit", ["endpoint"],
             registry=self.registry,
         )
+        self.local_sessions = Gauge(
+            "avatarbot_local_sessions", "Local-avatar sessions rendering now",
+            registry=self.registry,
+        )
+        self.local_peers = Gauge(
+            "avatarbot_local_peers", "Viewer peer connections of the local avatar now",
+            registry=self.registry,
+        )
         self.playground_starts = Counter(
             "avatarbot_playground_starts", "Playground sessions started", registry=self.registry
         )

@@ -1,17 +1,24 @@
 """Viewer routes: the page at ``/v/<token>``, its WebSocket and the WebRTC signalling.
 
 A token that is malformed, forged, expired or names an unknown session gets the same plain
-404 page. An ended session shows its summary. The page gets only what the browser needs to
+404 page. An ended session shows its summary and kept transcript (``GET /v/<token>/transcript.txt``
+downloads it) for ``TRANSCRIPT_RETENTION_H`` after its end, even once the link's own expiry has
+passed; after that it is the plain 404 too. The page gets only what the browser needs to
 join the media (never a vendor API key).
 
 WebSocket ``/v/<token>/ws`` (JSON text frames; ``?passive=1`` joins without taking the media):
 
-- server to page: ``hello {viewer_id, active, state, seconds_left}``, ``state {state, reason,
-  seconds_left}``, ``transcript {speaker, text, author, intent, final}``, ``warning {text,
-  seconds_left}``, ``relay {messages, bytes_per_second}`` (active page only), ``superseded``
-  (another tab took the media), ``active`` (this tab has it again), ``end {summary}``, ``pong``;
-- page to server: ``takeover``, ``data {payload}`` (a data message the page received from the
-  vendor; active page only), ``ping``. Anything else, or too big, or too fast, is dropped.
+- server to page: ``hello {viewer_id, active, state, seconds_left, max_report_bytes,
+  transcript}`` (``transcript``: the kept lines so far),
+  ``state {state, reason, seconds_left}``, ``transcript {speaker, text, author, intent, final}``,
+  ``warning {text, seconds_left}``, ``relay {config {max_message_bytes, bytes_per_second,
+  topic}, messages [{id, payload}]}`` (the relay tab only, once it has joined the room),
+  ``superseded`` (another tab took the media), ``active`` (this tab has it again), ``end
+  {summary}``, ``pong``;
+- page to server: ``joined {joined}`` (the page is in, or out of, the vendor's media room),
+  ``relayed {ids}`` (the SDK's send of these resolved), ``takeover``, ``data {payload}`` (a data
+  message the page received from the vendor; relay tab only), ``ping``. Anything else, or too
+  big, or too fast, is dropped; each kind of drop is logged once per session.
 
 WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}`` with the
 ``viewer_id`` from ``hello``; only a connected page that holds the media may signal.
@@ -19,17 +26,20 @@ WebRTC (server offer): ``POST /v/<token>/webrtc/{offer,answer,candidate,leave}``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.core.errors import AvatarBotError, SessionNotFound
 from bot.core.links import LinkClaims
-from bot.core.models import SessionRecord, SessionState
+from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
+from bot.core.transcripts import speaker_label, transcript_filename, transcript_text
 from web.context import WEB, WebContext
 from web.hub import HubClosed, Viewer
+from web.preview import VENDOR_LOOKUP_S, card_for, face_png, is_preview_fetcher, neutral_card
 from web.security import CSP_KEY, TokenBucket, client_ip, connect_origins
 
 log = logging.getLogger(__name__)
@@ -41,12 +51,15 @@ WS_MAX_FRAME = 64 * 1024
 MAX_SDP = 64 * 1024
 MAX_CANDIDATE = 2048
 WS_HEARTBEAT_S = 25.0
+MAX_ACK_IDS = 200
 
 
 def setup(app: web.Application) -> None:
     """Register the viewer routes."""
     app.router.add_get("/v/{token}", viewer_page)
     app.router.add_get("/v/{token}/ws", viewer_socket)
+    app.router.add_get("/v/{token}/transcript.txt", transcript_file)
+    app.router.add_get("/v/{token}/preview.png", preview_image)
     app.router.add_post("/v/{token}/webrtc/{action}", signalling)
 
 
@@ -75,16 +88,37 @@ def limited(ctx: WebContext, request: web.Request, bucket: str) -> bool:
     return not ctx.buckets[bucket].allow(client_ip(request))
 
 
-async def session_for(ctx: WebContext, token: str) -> tuple[LinkClaims, SessionRecord] | None:
-    """The claims and session of a valid token, or ``None`` (never a reason)."""
+async def session_for(
+    ctx: WebContext, token: str, *, ended_ok: bool = False
+) -> tuple[LinkClaims, SessionRecord] | None:
+    """The claims and session of a valid token, or ``None`` (never a reason).
+
+    With ``ended_ok``, a link past its own expiry still opens a session that has ended, during
+    the transcript retention period after its end (its summary and transcript stay readable).
+    """
     claims = ctx.links.verify(token)
+    expired = False
+    if claims is None and ended_ok:
+        claims = ctx.links.verify(token, now=0)  # the signature is right; only the time is out
+        expired = True
     if claims is None:
         return None
     try:
         record = await ctx.service.get(claims.session_id)
     except SessionNotFound:
         return None
+    if ended_ok and not record.state.is_open and not retained(ctx, record):
+        return None
+    if expired and record.state.is_open:
+        return None
     return claims, record
+
+
+def retained(ctx: WebContext, record: SessionRecord) -> bool:
+    """Whether an ended session's summary and transcript are still kept."""
+    end = record.ended_at or record.ending_at or record.created_at
+    keep_s = ctx.settings.transcript_retention_h * 3600
+    return (utcnow() - end).total_seconds() <= keep_s
 
 
 def vendor_name(ctx: WebContext, provider: str) -> str:
@@ -122,7 +156,38 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         "state": record.state.value,
         "seconds_left": record.seconds_left(),
         "multi_viewer": multi_viewer(ctx, record.provider),
+        "max_text": max_text(ctx, record.provider),
+        "can_interrupt": can_interrupt(ctx, record.provider),
+        "media_timeout_s": ctx.settings.viewer_media_timeout_s,
+        "operator_hint": OPERATOR_HINT if record.provider == "local" else None,
+        "playground": ctx.settings.playground_enabled and "local" in ctx.service.providers,
     }
+
+
+# Shown when the local avatar's video never arrives: what whoever runs the server can change.
+OPERATOR_HINT = (
+    "If you run this server: viewers behind strict firewalls need a TURN relay, set with "
+    "LOCAL_ICE_SERVERS; for testing with the browser on the same machine, set "
+    "LOCAL_ALLOW_LOOPBACK=true."
+)
+
+
+def max_text(ctx: WebContext, provider: str) -> int:
+    """The longest say/ask text the session's provider takes."""
+    prov = ctx.service.providers.get(provider)
+    return prov.capabilities.max_text_chars if prov is not None else 2000
+
+
+def can_interrupt(ctx: WebContext, provider: str) -> bool:
+    """Whether the session's avatar can be interrupted."""
+    prov = ctx.service.providers.get(provider)
+    return bool(prov is not None and prov.capabilities.interrupt)
+
+
+def line_json(line: TranscriptLine) -> dict[str, Any]:
+    """A kept line as the page receives it (the shape of a ``transcript`` message)."""
+    return {"speaker": line.speaker, "text": line.text, "author": line.author,
+            "intent": line.intent, "final": True, "at": line.at}
 
 
 def format_duration(seconds: int) -> str:
@@ -137,24 +202,77 @@ async def viewer_page(request: web.Request) -> web.Response:
     ctx = request.app[WEB]
     if limited(ctx, request, "pages"):
         return too_many(ctx, "page")
-    found = await session_for(ctx, request.match_info["token"])
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
     if found is None:
         return not_found(ctx)
     claims, record = found
+    token = request.match_info["token"]
+    card = card_for(record, vendor_name(ctx, record.provider), f"{ctx.links.base_url}/v/{token}")
+    if is_preview_fetcher(request.headers.get("User-Agent")):
+        # A chat building the link's card (web/preview.py): the tags and nothing to join with.
+        return ctx.render("card.html", card=card, live=record.state.is_open)
     if not record.state.is_open:
         summary = ctx.service.summary(record)
+        lines = await ctx.service.transcript(record.id)
         return ctx.render(
             "ended.html", avatar=record.avatar_name, vendor=vendor_name(ctx, record.provider),
             duration=format_duration(summary.duration_s),
             failed=record.state is SessionState.FAILED, reason=summary.reason,
+            lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
+            download=f"/v/{request.match_info['token']}/transcript.txt",
+            playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
+            retention_h=ctx.settings.transcript_retention_h, card=card,
         )
-    config = page_config(ctx, request.match_info["token"], claims, record)
+    config = page_config(ctx, token, claims, record)
     if record.viewer is not None and record.viewer.transport == "livekit" and record.viewer.url:
         request[CSP_KEY] = connect_origins(record.viewer.url)
-    prov = ctx.service.providers.get(record.provider)
-    max_text = prov.capabilities.max_text_chars if prov is not None else 0
     return ctx.render("viewer.html", config=config, host=claims.role == "host",
-                      max_text=max_text)
+                      card=card)
+
+
+async def transcript_file(request: web.Request) -> web.Response:
+    """``GET /v/<token>/transcript.txt``: the kept transcript as a text download."""
+    ctx = request.app[WEB]
+    if limited(ctx, request, "pages"):
+        return too_many(ctx, "page")
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
+    if found is None:
+        return not_found(ctx)
+    _, record = found
+    text = transcript_text(record.avatar_name, await ctx.service.transcript(record.id))
+    name = transcript_filename(record.id)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+async def preview_image(request: web.Request) -> web.StreamResponse:
+    """``/v/<token>/preview.png``: the card image of a viewer link (web/preview.py).
+
+    The built-in avatar's face, or a redirect to the vendor's thumbnail, or a neutral card.
+    Reads only; a bad token gets the same plain 404 as the page.
+    """
+    ctx = request.app[WEB]
+    if limited(ctx, request, "pages"):
+        return too_many(ctx, "page")
+    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
+    if found is None:
+        return not_found(ctx)
+    _, record = found
+    image: bytes | None = None
+    if record.provider == "local":
+        image = await face_png(record.avatar_id)
+    else:
+        try:
+            info = await asyncio.wait_for(
+                ctx.service.find_avatar(record.avatar_id, record.provider), VENDOR_LOOKUP_S)
+        except Exception:  # a slow or failing vendor list: show the plain card
+            log.info("no vendor thumbnail for a link preview", exc_info=True)
+            info = None
+        thumb = info.preview_url if info is not None else None
+        if thumb and thumb.startswith("https://"):
+            raise web.HTTPFound(thumb)
+    return web.Response(body=image or neutral_card(), content_type="image/png",
+                        headers={"Cache-Control": "public, max-age=300"})
 
 
 # ---------------------------------------------------------------------------- websocket
@@ -189,9 +307,12 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
             await ws.send_json({"type": "end", "summary": None})
             await ws.close()
             return ws
+        history = [line_json(li) for li in await ctx.service.transcript(record.id)]
         await ctx.hub.send(viewer, {
             "type": "hello", "viewer_id": viewer.id, "active": ctx.hub.is_active(viewer),
             "state": record.state.value, "seconds_left": record.seconds_left(),
+            "transcript": history,
+            "max_report_bytes": MAX_PAGE_MESSAGE,
         })
         await _read_loop(ctx, viewer, ws)
     finally:
@@ -229,7 +350,7 @@ async def _read_loop(ctx: WebContext, viewer: Viewer, ws: web.WebSocketResponse)
 
 def _drop(ctx: WebContext, viewer: Viewer, reason: str) -> None:
     ctx.metrics.ws_dropped.labels(reason).inc()
-    log.warning("dropped a viewer message (%s)", reason, extra={"session": viewer.session_id})
+    ctx.hub.drops.drop(viewer.session_id, reason)
 
 
 async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None:
@@ -238,15 +359,23 @@ async def _handle(ctx: WebContext, viewer: Viewer, data: dict[str, Any]) -> None
         await ctx.hub.send(viewer, {"type": "pong"})
     elif kind == "takeover":
         await ctx.hub.take_over(viewer)
+    elif kind == "joined":
+        await ctx.hub.joined(viewer, data.get("joined") is not False)
+    elif kind == "relayed":
+        ids = data.get("ids")
+        if (not isinstance(ids, list) or not 0 < len(ids) <= MAX_ACK_IDS
+                or not all(isinstance(i, str) and len(i) <= 64 for i in ids)):
+            _drop(ctx, viewer, "bad_ack")
+            return
+        await ctx.hub.relayed(viewer, ids)
     elif kind == "data":
         if not ctx.hub.is_relay_target(viewer):
             _drop(ctx, viewer, "not_active")
             return
         try:
             await ctx.service.viewer_data(viewer.session_id, data.get("payload"))
-        except AvatarBotError as exc:
-            log.info("viewer data refused: %s", exc.user_message,
-                     extra={"session": viewer.session_id})
+        except AvatarBotError:
+            _drop(ctx, viewer, "session_not_live")
         except Exception:
             # A provider that cannot decode a message must not take the socket down.
             log.exception("viewer data could not be decoded", extra={"session": viewer.session_id})
@@ -270,6 +399,10 @@ async def signalling(request: web.Request) -> web.Response:
     if body is None:
         return web.json_response({"error": "bad request"}, status=400)
     viewer = ctx.hub.find(found[1].id, str(body.get("viewer_id", "")))
+    if viewer is None and action == "leave":
+        # Leaving is idempotent: a page whose socket already closed (the session ended) has
+        # no peer left to drop.
+        return web.json_response({"ok": True})
     if viewer is None:
         return web.json_response({"error": "unknown viewer"}, status=409)
     if action != "leave" and not ctx.hub.is_active(viewer):
@@ -308,7 +441,7 @@ async def _signal(ctx: WebContext, viewer: Viewer, action: str,
     return web.json_response({"ok": True})
 
 
-def _candidate(raw: Any) -> dict[str, Any] | None | bool:
+def _candidate(raw: Any) -> dict[str, Any] | None | Literal[False]:
     """A browser ICE candidate, ``None`` for end-of-candidates, ``False`` when malformed."""
     if raw is None or (isinstance(raw, dict) and not raw.get("candidate")):
         return None

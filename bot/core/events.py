@@ -2,7 +2,8 @@
 
 The session service and the providers publish; the web viewer hub and the chat adapters
 subscribe. Publishing never blocks: a subscriber that falls behind loses its oldest events
-and is told so with a ``Dropped`` marker, the publisher never waits.
+and is told so with a ``Dropped`` marker, the publisher never waits. The hub also carries the
+relay outboxes (``relay``) that providers driven through the viewer page queue messages in.
 """
 
 from __future__ import annotations
@@ -64,14 +65,14 @@ class Ended(Event):
 
 
 class Relay(Event):
-    """Messages for the viewer page to publish on the vendor's RTC data channel.
+    """The session's relay outbox (``EventHub.relay``, ``bot/core/relay.py``) changed.
 
-    ``messages`` are already encoded and chunked by the adapter; ``bytes_per_second`` is the pace
-    the page must keep when sending them.
+    A wake-up for the web hub: it hands what is ready to the relay page. The messages themselves
+    stay in the outbox until the page acknowledges them; ``messages`` is left empty.
     """
 
     kind: Literal["relay"] = "relay"
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]] = Field(default_factory=list)
     bytes_per_second: int = 0
     # LiveKit data topic to publish on (LiveAvatar: "agent-control"); Agora has no topics.
     topic: str | None = None
@@ -94,8 +95,12 @@ class EventHub:
     """In-process publish/subscribe keyed by session id (``None`` subscribes to all sessions)."""
 
     def __init__(self, queue_size: int = 256) -> None:
+        from bot.core.relay import RelayOutboxes  # it publishes on this hub
+
         self._queue_size = queue_size
         self._subs: dict[str | None, set[asyncio.Queue[AnyEvent]]] = {}
+        # Messages for viewer pages to send into vendors' media rooms, per session.
+        self.relay = RelayOutboxes(self)
 
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""

@@ -333,6 +333,17 @@ class SessionSummary(BaseModel):
     reason: str
 
 
+class TranscriptLine(BaseModel):
+    """One kept line of a session's transcript (kept for ``TRANSCRIPT_RETENTION_H``)."""
+
+    session_id: str
+    at: float
+    speaker: Literal["user", "avatar", "system"]
+    text: str
+    author: str | None = None
+    intent: str | None = None
+
+
 class ChatBinding(BaseModel):
     """Where a session lives in a chat platform: the channel and thread its messages use."""
 
@@ -341,6 +352,9 @@ class ChatBinding(BaseModel):
     channel_id: str
     thread_id: str
     message_id: str | None = None
+    # Slack Enterprise Grid: the org the thread's workspace belongs to (its token is stored under
+    # (enterprise id, team id)); None elsewhere.
+    enterprise_id: str | None = None
 
 
 class ComponentStatus(BaseModel):

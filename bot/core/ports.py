@@ -20,6 +20,7 @@ from bot.core.models import (
     ProviderSession,
     SessionRecord,
     SessionState,
+    TranscriptLine,
 )
 
 
@@ -28,7 +29,7 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 27 methods:
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 31 methods:
 
     Tenants and limits
         - ``ensure_tenant``: create the tenant if new.
@@ -63,7 +64,13 @@ class SessionStore(Protocol):
         - ``binding_for_thread``: the binding of a thread.
         - ``bindings_for_session``: every thread bound to a session.
 
+    Transcripts (kept ``TRANSCRIPT_RETENTION_H`` hours)
+        - ``add_transcript_line``: keep one final line of a session.
+        - ``transcript``: a session's kept lines, oldest first.
+        - ``prune_transcripts``: forget lines older than a time.
+
     Process state and checks
+        - ``data_version``: a number that changes when another process commits.
         - ``get_or_set_meta``: a stored value, set first if missing (the link secret).
         - ``verify``: every mismatch between the ledger entries and the cached balances.
     """
@@ -173,6 +180,22 @@ class SessionStore(Protocol):
 
     async def bindings_for_session(self, session_id: str) -> list[ChatBinding]:
         """The bindings of a session."""
+        ...
+
+    async def add_transcript_line(self, line: TranscriptLine) -> None:
+        """Keep one final transcript line."""
+        ...
+
+    async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:
+        """A session's kept lines, oldest first."""
+        ...
+
+    async def prune_transcripts(self, before: float) -> int:
+        """Forget lines older than ``before`` (epoch seconds); how many went."""
+        ...
+
+    async def data_version(self) -> int:
+        """Changes when another process commits to the store."""
         ...
 
     async def get_or_set_meta(self, key: str, value: str) -> str:

@@ -5,8 +5,9 @@ Vendor wire models stay inside each adapter; the core sees only the types below.
 Answers and spoken words come back as ``Transcript`` events on the ``EventHub`` that each
 provider is built with: server-controlled providers publish them themselves; for providers
 controlled through the viewer's RTC data channel (``capabilities.control == "viewer"``),
-``say``/``ask``/``interrupt`` publish ``Relay`` events for the page to send, and the page's
-received data messages come back through ``decode_viewer_data``.
+``say``/``ask``/``interrupt`` queue messages in the session's relay outbox (``EventHub.relay``,
+``bot/core/relay.py``) for the page to send, and the page's received data messages come back
+through ``decode_viewer_data``, which must accept only the vendor's own shapes.
 """
 
 from __future__ import annotations

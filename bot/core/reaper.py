@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone
 from bot.core.events import VendorEnded, Warning
-from bot.core.models import ProviderSession, SessionRecord, SessionState, ViewerInfo, utcnow
+from bot.core.models import (
+    Capabilities,
+    ProviderSession,
+    SessionRecord,
+    SessionState,
+    ViewerInfo,
+    utcnow,
+)
 from bot.core.provider import SessionStatusSource
 from bot.core.service import SessionService
 
@@ -33,6 +40,8 @@ class SessionReaper:
         interval_s: how often ``run`` ticks.
         orphan_sweep_s: how often vendors are asked for sessions we do not know.
         pending_timeout_s: a session still pending after this long is failed.
+        transcript_retention_s: transcript lines older than this are forgotten (None keeps
+            them); pruned at most every ``prune_every_s``.
     """
 
     def __init__(
@@ -44,6 +53,8 @@ class SessionReaper:
         interval_s: float = 5.0,
         orphan_sweep_s: float = 120.0,
         pending_timeout_s: float = 120.0,
+        transcript_retention_s: float | None = None,
+        prune_every_s: float = 600.0,
     ) -> None:
         self.service = service
         self.idle_timeout_s = idle_timeout_s
@@ -55,6 +66,9 @@ class SessionReaper:
         self._kept_alive: dict[str, float] = {}
         self._status_asked: dict[str, float] = {}
         self._last_sweep = 0.0
+        self.transcript_retention_s = transcript_retention_s
+        self.prune_every_s = prune_every_s
+        self._last_prune = 0.0
 
     async def run(self, *, reconcile_first: bool = True) -> None:
         """Tick forever (until cancelled), after the startup reconciliation unless done already."""
@@ -137,6 +151,17 @@ class SessionReaper:
                 log.warning("reaper could not tend session %s: %r", record.id, exc)
         self._forget_closed({r.id for r in records})
         await self.sweep_orphans()
+        await self.prune_transcripts(now)
+
+    async def prune_transcripts(self, now: datetime | None = None, *, force: bool = False) -> int:
+        """Forget transcript lines past the retention period; how many went."""
+        if self.transcript_retention_s is None:
+            return 0
+        if not force and time.monotonic() - self._last_prune < self.prune_every_s:
+            return 0
+        self._last_prune = time.monotonic()
+        before = (now or utcnow()).timestamp() - self.transcript_retention_s
+        return await self.service.store.prune_transcripts(before)
 
     def _forget_closed(self, open_ids: set[str]) -> None:
         """Drop per-session bookkeeping of sessions that are no longer open."""
@@ -272,9 +297,8 @@ class SessionReaper:
             return False
 
 
-def _orphan(provider: str, vendor_id: str, caps: object) -> ProviderSession:
-    transport = getattr(caps, "transport", "webrtc")
+def _orphan(provider: str, vendor_id: str, caps: Capabilities) -> ProviderSession:
     return ProviderSession(
         session_id=f"orphan-{vendor_id}", provider=provider, provider_session_id=vendor_id,
-        viewer=ViewerInfo(transport=transport), expires_at=utcnow() + timedelta(seconds=1),
+        viewer=ViewerInfo(transport=caps.transport), expires_at=utcnow() + timedelta(seconds=1),
     )

@@ -35,7 +35,7 @@ class RetryPolicy(BaseModel):
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (1-based), with jitter."""
-        capped = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        capped = min(self.max_delay_s, self.base_delay_s * 2.0 ** (attempt - 1))
         return capped * (0.5 + random.random() / 2)
 
 

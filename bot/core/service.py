@@ -8,6 +8,7 @@ that ``SessionReaper`` can finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -37,10 +38,12 @@ from bot.core.models import (
     SessionSummary,
     StartRequest,
     TenantId,
+    TranscriptLine,
     utcnow,
 )
 from bot.core.ports import SessionStore
 from bot.core.provider import AvatarProvider, WebRTCSignalling
+from bot.core.relay import neutralise
 from bot.core.rules import check_start
 from bot.core.tenants import TenantKey
 
@@ -98,6 +101,13 @@ class SessionService:
         self.stop_timeout_s = stop_timeout_s
         self._avatar_cache: dict[str, tuple[float, list[AvatarInfo]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # Sessions this process watches for an end made by another process (the CLI), and the
+        # ones whose end was already told here (bounded: oldest forgotten first).
+        self._watched: set[str] = set()
+        self._ended_here: dict[str, None] = {}
+        self._transcripts: asyncio.Queue[Any] | None = None
+        self._keeping = False
+        self._kept = asyncio.Event()
 
     # ------------------------------------------------------------------ lookups
     def provider(self, name: str) -> AvatarProvider:
@@ -205,6 +215,7 @@ class SessionService:
             created_at=now, last_activity_at=now, knowledge=knowledge,
         )
         record = await self.store.open_session(record, cmd.roles)
+        self._watched.add(record.id)
         self._publish_state(record)
         log.info("session starting", extra=_ctx(record))
         request = StartRequest(
@@ -365,9 +376,106 @@ class SessionService:
             log.error("provider %s is not configured; cannot stop its session", record.provider)
             return await self._retry_stop_later(record, RuntimeError("provider missing"))
         record = await self.store.finish_session(record.id, self.settlement(record))
+        self._told_end(record.id)
         self.events.publish(Ended(session_id=record.id, summary=self.summary(record)))
         log.info("session ended", extra=_ctx(record))
         return record
+
+    # ------------------------------------------------------------------ other processes
+    async def watch_other_writers(self, interval_s: float = 0.5) -> None:
+        """Tell this process's pages, threads and providers about ends made by other processes.
+
+        ``avatarbot sessions stop`` runs in its own process: it ends the session in the shared
+        database, but the pages, the chat threads and the local avatar's rendering live here.
+        SQLite's ``data_version`` changes only when another connection commits, so polling it is
+        one cheap read; when it moves, the open sessions are compared with those watched here.
+        See docs/architecture.md ("Stops from another process").
+        """
+        version = await self.store.data_version()
+        self._watched |= {r.id for r in await self.store.open_sessions()}
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                now = await self.store.data_version()
+                if now != version:
+                    version = now
+                    await self.notice_other_writers()
+            except Exception:
+                log.exception("could not check for changes made by another process")
+
+    async def notice_other_writers(self) -> list[str]:
+        """Finish here the watched sessions another process closed; return their ids."""
+        open_ids = {r.id for r in await self.store.open_sessions()}
+        gone = [sid for sid in self._watched if sid not in open_ids]
+        self._watched |= open_ids
+        for sid in gone:
+            self._watched.discard(sid)
+            await self._adopt_end(sid)
+        return gone
+
+    async def _adopt_end(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            if session_id in self._ended_here:
+                return
+            record = await self.store.get_session(session_id)
+            if record.state.is_open:
+                return
+            prov = self.providers.get(record.provider)
+            ps = record.provider_session()
+            # A session running inside this process (the local avatar) is only known here: the
+            # other process could not stop its rendering and peers, so stop them now. A vendor
+            # session was stopped by the other process through the vendor's API.
+            if prov is not None and ps is not None and not prov.capabilities.survives_restart:
+                try:
+                    await asyncio.wait_for(prov.stop(ps), self.stop_timeout_s)
+                except Exception:
+                    log.exception("could not free a session ended elsewhere", extra=_ctx(record))
+            self._told_end(session_id)
+            self._publish_state(record)
+            if record.state is SessionState.ENDED:
+                self.events.publish(Ended(session_id=record.id, summary=self.summary(record)))
+            log.info("session ended by another process", extra=_ctx(record))
+        self._locks.pop(session_id, None)
+
+    def _told_end(self, session_id: str) -> None:
+        self._watched.discard(session_id)
+        self._ended_here[session_id] = None
+        while len(self._ended_here) > 10_000:
+            self._ended_here.pop(next(iter(self._ended_here)))
+
+    # ------------------------------------------------------------------ transcripts
+    async def keep_transcripts(self) -> None:
+        """Keep every final transcript line in the store (runs until cancelled)."""
+        async with self.events.subscribe(None) as queue:
+            self._transcripts = queue
+            try:
+                while True:
+                    event = await queue.get()
+                    self._keeping = True
+                    if isinstance(event, Transcript) and event.final and event.text:
+                        try:
+                            await self.store.add_transcript_line(TranscriptLine(
+                                session_id=event.session_id, at=event.at, speaker=event.speaker,
+                                text=event.text, author=event.author, intent=event.intent,
+                            ))
+                        except Exception:
+                            log.exception("could not keep a transcript line",
+                                          extra={"session": event.session_id})
+                    self._keeping = False
+                    if queue.empty():
+                        self._kept.set()
+            finally:
+                self._transcripts = None
+                self._keeping = False
+
+    async def transcript(self, session_id: str) -> list[TranscriptLine]:
+        """A session's kept transcript, with the lines published so far written first."""
+        queue = self._transcripts
+        if queue is not None and (self._keeping or not queue.empty()):
+            self._kept.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kept.wait(), 2.0)
+        return await self.store.transcript(session_id)
 
     async def _retry_stop_later(self, record: SessionRecord, exc: BaseException) -> SessionRecord:
         delay = min(300.0, 5.0 * 2 ** min(record.stop_attempts, 6))
@@ -507,7 +615,9 @@ class SessionService:
         """Decode a data message a viewer received from the vendor and publish its lines."""
         record = await self.live(session_id)
         prov, ps = self._provider_session(record)
-        lines = prov.decode_viewer_data(ps, payload)
+        # What a page reports is not trusted: mentions and links are made inert before posting.
+        lines = [line.model_copy(update={"text": neutralise(line.text)})
+                 for line in prov.decode_viewer_data(ps, payload)]
         for line in lines:
             self.events.publish(line)
         return lines
@@ -533,6 +643,8 @@ class SessionService:
         return self._locks.setdefault(session_id, asyncio.Lock())
 
     def _publish_state(self, record: SessionRecord, reason: str | None = None) -> None:
+        if not record.state.is_open and record.state is not SessionState.ENDED:
+            self._told_end(record.id)  # failed: nothing more will be told
         self.events.publish(StateChanged(
             session_id=record.id, state=record.state,
             reason=reason or record.failure_reason or record.end_reason,
@@ -575,7 +687,8 @@ def _clean_text(text: str) -> str:
 def _check_length(text: str, caps: Capabilities) -> None:
     if len(text) > caps.max_text_chars:
         raise InvalidRequest(
-            f"That text is too long ({len(text)} characters, at most {caps.max_text_chars})."
+            f"That text is too long ({len(text)} characters; this avatar takes at most "
+            f"{caps.max_text_chars}). Shorten it or send it in parts."
         )
 
 

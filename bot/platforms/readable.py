@@ -265,6 +265,21 @@ def discord_readable(
     return _tidy(held.restore(out))
 
 
+def discord_mention_ids(text: str | None) -> tuple[list[int], list[int], list[int]]:
+    """The user, role and channel ids ``discord_readable`` would ask its resolvers about.
+
+    Lets an adapter look the names up (asynchronously, in bulk) before the pure pass; ids inside
+    code spans are included, which costs at most a look-up that is not used.
+    """
+    if not text:
+        return [], [], []
+
+    def ids(pattern: re.Pattern[str]) -> list[int]:
+        return list(dict.fromkeys(int(m.group(1)) for m in pattern.finditer(text)))
+
+    return ids(_DISCORD_USER), ids(_DISCORD_ROLE), ids(_DISCORD_CHANNEL)
+
+
 def _channel(resolve: Resolver | None, ident: str) -> str:
     name = _name(resolve, ident, "")
     return f"#{name}" if name else A_CHANNEL

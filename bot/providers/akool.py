@@ -10,6 +10,7 @@ page sends for us (``Relay`` events).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from bot.core.errors import (
     ProviderSessionGone,
     ProviderUnavailable,
 )
-from bot.core.events import EventHub, Relay, Transcript
+from bot.core.events import EventHub, Transcript
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -36,9 +37,10 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
+from bot.core.relay import DropLog, RelayItem
 from bot.core.retry import RetryPolicy
 from bot.providers._http import EchoFilter, VendorHTTP, auth_error, decode_json
-from bot.providers.akool_wire import BYTES_PER_SECOND, ack_lines, chunk_chat, command, new_mid
+from bot.providers.akool_wire import RELAY, ack_lines, chunk_chat, command, new_mid
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ STATUS_INTERVAL_S = 30.0
 MAX_KNOWLEDGE_CHARS = 10_000  # knowledge-base ``prompt`` limit [AK-kb]
 _OPEN_STATUSES = {1, 2}  # 1 queueing, 2 processing; 3 completed, 4 failed
 _MODE_TYPE = {Mode.SAY: 1, Mode.ASK: 2}  # 1 retelling (verbatim), 2 dialogue (LLM answers)
+# Bounds on what a viewer page reports (a tab is not trusted to send only the vendor's words).
+REPLY_WAIT_S = 120.0  # a question's reply is accepted for this long after it was sent
+MAX_REPLY_CHARS = 8000
+MAX_PARTS = 256
+MAX_MID_CHARS = 100
 
 
 class _Credentials(BaseModel):
@@ -85,6 +92,9 @@ class AKoolProvider(ProviderBase):
 
     name = "akool"
     display_name = "AKool"
+    # Whether the avatar echoes a retold text as ``bot`` chat. AKool's docs describe no echo, so
+    # a ``say`` is shown once the page has sent it; with an echo it would be shown on the echo.
+    say_echo = False
 
     def __init__(
         self,
@@ -110,7 +120,11 @@ class AKoolProvider(ProviderBase):
             is_success=lambda body: body.get("code") == 1000,
             error_for=_error_for, timeout_s=timeout_s, retry=retry,
         )
-        self._modes: dict[str, int] = {}  # the mode_type each session was last set to
+        self._modes: dict[str, int] = {}  # the mode_type the vendor last confirmed, by session
+        # Commands sent and not acknowledged yet: session -> mid -> (cmd, mode for set-params).
+        self._commands: dict[str, dict[str, tuple[str, int | None]]] = {}
+        self._asks: dict[str, list[float]] = {}  # questions sent, by when their reply is due
+        self._drops = DropLog(log)
         self._replies: dict[tuple[str, str, str], list[str]] = {}  # (session, from, mid) -> text
         self._echo = EchoFilter()
         self._seen_open: dict[str, datetime] = {}  # session -> when AKool last said it was open
@@ -189,18 +203,40 @@ class AKoolProvider(ProviderBase):
         )
 
     async def say(self, session: ProviderSession, text: str) -> None:
-        """Have the page send ``text`` in retelling mode (spoken verbatim)."""
-        self._relay(session, self._mode_switch(session, 1) + chunk_chat(text, new_mid()))
-        self._echo.said(session.session_id, text)
-        self.events.publish(Transcript(session_id=session.session_id, speaker="avatar", text=text))
+        """Queue ``text`` for the page in retelling mode (spoken verbatim).
+
+        The thread sees it as the avatar's line once the page has sent its last chunk into the
+        room, after the vendor confirmed retelling mode, or, with ``say_echo``, once the avatar
+        echoed it. An echo must match what was sent, and is never shown twice.
+        """
+        sid = session.session_id
+        chunks = [RelayItem(c) for c in chunk_chat(text, new_mid())]
+
+        def spoken() -> None:
+            self.events.publish(Transcript(session_id=sid, speaker="avatar", text=text))
+
+        if not self.say_echo:
+            chunks[-1].on_sent = spoken
+        self._queue(session, self._mode_switch(session, 1), chunks, f"say: {text}")
+        self._echo.said(sid, text)
 
     async def ask(self, session: ProviderSession, text: str) -> None:
-        """Have the page send ``text`` in dialogue mode; the reply comes back as ``bot`` chat."""
-        self._relay(session, self._mode_switch(session, 2) + chunk_chat(text, new_mid()))
+        """Queue ``text`` in dialogue mode; the reply comes back as ``bot`` chat."""
+        sid = session.session_id
+        chunks = [RelayItem(c) for c in chunk_chat(text, new_mid())]
+
+        def asked() -> None:
+            # From now on one reply is expected (and accepted) from the avatar.
+            self._asks.setdefault(sid, []).append(time.monotonic() + REPLY_WAIT_S)
+
+        chunks[-1].on_sent = asked
+        self._queue(session, self._mode_switch(session, 2), chunks, f"ask: {text}")
 
     async def interrupt(self, session: ProviderSession) -> None:
-        """Have the page send the ``interrupt`` command."""
-        self._relay(session, [command("interrupt", new_mid())])
+        """Queue the ``interrupt`` command."""
+        mid = new_mid()
+        self._queue(session, [], [RelayItem(command("interrupt", mid))], "stop speaking",
+                    commands={mid: ("interrupt", None)})
 
     async def set_context(self, session: ProviderSession, text: str) -> None:
         """AKool binds a knowledge base only when a session is created."""
@@ -209,18 +245,37 @@ class AKoolProvider(ProviderBase):
             "with the knowledge instead."
         )
 
-    def _mode_switch(self, session: ProviderSession, mode_type: int) -> list[dict[str, Any]]:
-        current = self._modes.get(session.session_id)
-        if current == mode_type:
-            return []
-        # After a restart the live mode is unknown, so it is set again before the next chat.
-        self._modes[session.session_id] = mode_type
-        return [command("set-params", new_mid(), {"mode": mode_type})]
+    def confirmed_mode(self, session_id: str) -> int | None:
+        """The ``mode_type`` AKool last confirmed for a session (``None`` when unknown)."""
+        return self._modes.get(session_id)
 
-    def _relay(self, session: ProviderSession, messages: list[dict[str, Any]]) -> None:
-        self.events.publish(Relay(
-            session_id=session.session_id, messages=messages, bytes_per_second=BYTES_PER_SECOND,
-        ))
+    def _mode_switch(self, session: ProviderSession, mode_type: int) -> list[RelayItem]:
+        """A ``set-params`` barrier when the mode the vendor will be in differs from ``mode_type``.
+
+        That mode is the last one queued, else the last one the vendor confirmed; after a
+        restart it is unknown, so it is set again before the next chat.
+        """
+        expected = self._modes.get(session.session_id)
+        for payload in self.events.relay.queued(session.session_id):
+            pld = payload.get("pld") or {}
+            if payload.get("type") == "command" and pld.get("cmd") == "set-params":
+                expected = (pld.get("data") or {}).get("mode")
+        if expected == mode_type:
+            return []
+        mid = new_mid()
+        return [RelayItem(command("set-params", mid, {"mode": mode_type}), barrier=True, key=mid)]
+
+    def _queue(self, session: ProviderSession, switch: list[RelayItem], items: list[RelayItem],
+               label: str, commands: dict[str, tuple[str, int | None]] | None = None) -> None:
+        """Put one user message into the session's relay outbox (all of it or, when full, none)."""
+        sid = session.session_id
+        self.events.relay.put(sid, switch + items, label=label, config=RELAY)
+        sent = self._commands.setdefault(sid, {})
+        for item in switch:
+            sent[str(item.key)] = ("set-params", item.payload["pld"]["data"]["mode"])
+        sent.update(commands or {})
+        while len(sent) > 64:  # old commands the vendor never answered
+            del sent[next(iter(sent))]
 
     async def stop(self, session: ProviderSession) -> None:
         """Close the session (refunds unused credits); an already closed one counts as closed."""
@@ -231,10 +286,15 @@ class AKoolProvider(ProviderBase):
             )
         except ProviderSessionGone:
             pass  # 1216 does not exist / 1219 already closed: stopped either way
-        self._modes.pop(session.session_id, None)
-        self._seen_open.pop(session.session_id, None)
-        self._echo.forget(session.session_id)
-        self._replies = {k: v for k, v in self._replies.items() if k[0] != session.session_id}
+        sid = session.session_id
+        self._modes.pop(sid, None)
+        self._seen_open.pop(sid, None)
+        self._commands.pop(sid, None)
+        self._asks.pop(sid, None)
+        self.events.relay.forget(sid)
+        self._drops.forget(sid)
+        self._echo.forget(sid)
+        self._replies = {k: v for k, v in self._replies.items() if k[0] != sid}
 
     async def _close_quietly(self, session: ProviderSession) -> None:
         try:
@@ -284,31 +344,88 @@ class AKoolProvider(ProviderBase):
         return found
 
     def decode_viewer_data(self, session: ProviderSession, payload: Any) -> list[Transcript]:
-        """Turn AKool stream messages into transcript lines (bot replies, user speech, acks)."""
+        """Check and decode what the page received on the data stream.
+
+        Only AKool's own shapes pass (``docs/vendors/akool.md``): a ``bot`` reply only while a
+        question is outstanding (or as the echo of a retold text, which is not shown again), a
+        command acknowledgement only for a command we sent. Anything else is dropped and logged
+        once per kind, never shown.
+        """
+        sid = session.session_id
         msg = decode_json(payload)
         if not isinstance(msg, dict) or msg.get("v") != 2 or not isinstance(msg.get("pld"), dict):
-            return []
-        if msg.get("type") == "chat":
+            return self._drop(sid, "not an AKool v2 message")
+        kind = msg.get("type")
+        if kind == "chat":
             return self._on_chat(session, msg)
-        if msg.get("type") == "command":
-            return ack_lines(session.session_id, msg["pld"])
+        if kind == "command":
+            return self._on_ack(session, msg)
+        if kind == "event":  # audio_start / audio_end, seen in AKool's demo: nothing to show
+            return []
+        return self._drop(sid, "unknown AKool message type")
+
+    def _drop(self, session_id: str, reason: str) -> list[Transcript]:
+        self._drops.drop(session_id, reason)
         return []
 
     def _on_chat(self, session: ProviderSession, msg: dict[str, Any]) -> list[Transcript]:
-        pld = msg["pld"]
-        sender = pld.get("from")
-        if sender not in ("bot", "user") or not isinstance(pld.get("text"), str):
-            return []
-        key = (session.session_id, sender, str(msg.get("mid")))
+        sid = session.session_id
+        pld, mid, idx, fin = msg["pld"], msg.get("mid"), msg.get("idx"), msg.get("fin")
+        sender, piece = pld.get("from"), pld.get("text")
+        if (sender not in ("bot", "user") or not isinstance(piece, str)
+                or not isinstance(mid, str) or not 0 < len(mid) <= MAX_MID_CHARS
+                or not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < MAX_PARTS
+                or not isinstance(fin, bool)):
+            return self._drop(sid, "chat of the wrong shape")
+        key = (sid, sender, mid)
         parts = self._replies.setdefault(key, [])
-        parts.append(pld["text"])
-        if msg.get("fin") is False:
+        parts.append(piece)
+        if sum(len(p) for p in parts) > MAX_REPLY_CHARS or len(parts) > MAX_PARTS:
+            del self._replies[key]
+            return self._drop(sid, "oversized chat")
+        while len(self._replies) > 32:  # pieces whose last part never came
+            del self._replies[next(iter(self._replies))]
+        if not fin:
             return []
         text = "".join(self._replies.pop(key)).strip()
-        if not text or (sender == "bot" and self._echo.is_echo(session.session_id, text)):
+        if not text:
             return []
-        speaker = "avatar" if sender == "bot" else "user"
-        return [Transcript(session_id=session.session_id, speaker=speaker, text=text)]
+        if sender == "user":
+            return [Transcript(session_id=sid, speaker="user", text=text)]
+        if self._echo.is_echo(sid, text):
+            # A retold text coming back as it was sent: the proof it was spoken, or, when the
+            # line was shown on sending, a repeat.
+            if not self.say_echo:
+                return []
+            return [Transcript(session_id=sid, speaker="avatar", text=text)]
+        now = time.monotonic()
+        asks = [t for t in self._asks.get(sid, []) if t > now]
+        if not asks:
+            self._asks.pop(sid, None)
+            return self._drop(sid, "avatar line with no question outstanding")
+        self._asks[sid] = asks[1:]
+        return [Transcript(session_id=sid, speaker="avatar", text=text)]
+
+    def _on_ack(self, session: ProviderSession, msg: dict[str, Any]) -> list[Transcript]:
+        sid = session.session_id
+        pld, mid = msg["pld"], msg.get("mid")
+        cmd, code = pld.get("cmd"), pld.get("code")
+        sent = self._commands.get(sid, {})
+        if not isinstance(mid, str) or mid not in sent:
+            # The docs' ack carries the command's mid; without one, the oldest of that command.
+            mid = next((m for m, (c, _) in sent.items() if c == cmd), None) if mid is None else None
+        if mid is None or sent[mid][0] != cmd or not isinstance(code, int):
+            return self._drop(sid, "acknowledgement of no command we sent")
+        _, mode = sent.pop(mid)
+        if cmd == "set-params":
+            if code == 1000:
+                self._modes[sid] = int(mode or 0)  # the vendor's mode changes here, and only here
+                self.events.relay.confirm(sid, mid)
+            else:
+                self.events.relay.fail(sid, mid, f"AKool refused to switch the avatar's mode "
+                                                 f"(code {code}).")
+            return []
+        return ack_lines(sid, {"cmd": cmd, "code": code})
 
 
 _ERRORS: dict[int, tuple[type[ProviderError], str]] = {

@@ -14,10 +14,13 @@ from typing import Any
 
 from bot.core.errors import InvalidRequest
 from bot.core.events import Transcript
+from bot.core.relay import RelayConfig
 
+# The one place for AKool's data-channel limits; the page gets them in RELAY (no copies in JS).
 MAX_CHUNK_BYTES = 950  # AKool's own demo keeps each encoded message under 1 KB this way
 # Agora allows 6 KB/s; at 5,000 B/s plus one 950-byte chunk, no 1 s window exceeds 6,000 bytes.
 BYTES_PER_SECOND = 5000
+RELAY = RelayConfig(max_message_bytes=MAX_CHUNK_BYTES, bytes_per_second=BYTES_PER_SECOND)
 
 _mids = itertools.count(1)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -276,7 +276,7 @@ class HeyGenProvider(ProviderBase):
         if not isinstance(msg, dict):
             return []
         kind = str(msg.get("type") or msg.get("event_type") or "")
-        speaker = "avatar" if kind.startswith("avatar_") else "user"
+        speaker: Literal["avatar", "user"] = "avatar" if kind.startswith("avatar_") else "user"
         key = (session.session_id, speaker)
         if kind in ("avatar_talking_message", "user_talking_message"):
             piece = msg.get("message")

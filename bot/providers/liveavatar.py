@@ -22,8 +22,9 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import httpx
@@ -35,7 +36,7 @@ from bot.core.errors import (
     ProviderRejected,
     ProviderSessionGone,
 )
-from bot.core.events import EventHub, Relay, Transcript, VendorEnded
+from bot.core.events import EventHub, Transcript, VendorEnded
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -46,6 +47,7 @@ from bot.core.models import (
     utcnow,
 )
 from bot.core.provider import ProviderBase
+from bot.core.relay import RelayConfig, RelayItem
 from bot.core.retry import RetryPolicy
 from bot.providers._http import EchoFilter, VendorHTTP, auth_error, decode_json, message_of
 
@@ -53,6 +55,9 @@ log = logging.getLogger(__name__)
 
 _V1 = "/v1"
 CONTROL_TOPIC = "agent-control"  # commands to the avatar (LiveKit data)
+# How the viewer page sends our commands: LiveKit reliable data on the control topic. A reliable
+# data packet holds at most 15 KiB (docs/vendors/liveavatar.md); no vendor pace is documented.
+RELAY = RelayConfig(max_message_bytes=15_000, bytes_per_second=0, topic=CONTROL_TOPIC)
 KEEP_ALIVE_S = 60  # LiveAvatar ends a session after 5 minutes without activity
 MAX_DURATION_S = 3600
 WS_CONNECT_S = 5.0
@@ -239,9 +244,13 @@ class LiveAvatarProvider(ProviderBase):
     # ------------------------------------------------------------------ commands
     async def say(self, session: ProviderSession, text: str) -> None:
         """``avatar.speak_text`` through the page; the words are the avatar's line at once."""
-        self._relay(session, "avatar.speak_text", text=text)
-        self._echo.said(session.session_id, text)
-        self.events.publish(Transcript(session_id=session.session_id, speaker="avatar", text=text))
+        sid = session.session_id
+        self._echo.said(sid, text)
+
+        def spoken() -> None:  # once the page has sent it into the room, the avatar speaks it
+            self.events.publish(Transcript(session_id=sid, speaker="avatar", text=text))
+
+        self._relay(session, "avatar.speak_text", text=text, on_sent=spoken)
 
     async def ask(self, session: ProviderSession, text: str) -> None:
         """``avatar.speak_response`` through the page; the answer comes back as a transcription."""
@@ -265,11 +274,13 @@ class LiveAvatarProvider(ProviderBase):
             "session with the knowledge instead."
         )
 
-    def _relay(self, session: ProviderSession, event_type: str, **fields: Any) -> None:
+    def _relay(self, session: ProviderSession, event_type: str, *,
+               on_sent: Callable[[], None] | None = None, **fields: Any) -> None:
+        """Queue one command in the session's relay outbox; the viewer page publishes it."""
         message = {"event_type": event_type, "event_id": _event_id(),
                    "session_id": _sid(session), **fields}
-        self.events.publish(Relay(session_id=session.session_id, messages=[message],
-                                  topic=CONTROL_TOPIC))
+        self.events.relay.put(session.session_id, [RelayItem(message, on_sent=on_sent)],
+                              label=str(fields.get("text") or event_type), config=RELAY)
 
     # ------------------------------------------------------------------ upkeep
     async def keep_alive(self, session: ProviderSession) -> None:
@@ -308,7 +319,7 @@ class LiveAvatarProvider(ProviderBase):
                 "type": "active", "page": page, "page_size": 100})
             data = body.get("data")
             items = data.get("results") if isinstance(data, dict) else None
-            if not isinstance(items, list):
+            if not isinstance(data, dict) or not isinstance(items, list):
                 # The reaper lists sessions at startup: garbage must be a typed error.
                 raise self._api.unreadable()
             found += [str(i["id"]) for i in items if isinstance(i, dict) and i.get("id")]
@@ -325,12 +336,14 @@ class LiveAvatarProvider(ProviderBase):
                 "GET", f"{_V1}/sessions/{_sid(session)}/transcript", params=params)
             data = body.get("data")
             items = data.get("transcript_data") if isinstance(data, dict) else None
-            if not isinstance(items, list):
+            if not isinstance(data, dict) or not isinstance(items, list):
                 raise self._api.unreadable()
             for item in items:
                 text = item.get("transcript") if isinstance(item, dict) else None
                 if isinstance(text, str) and text.strip():
-                    speaker = "user" if item.get("role") == "user" else "avatar"
+                    speaker: Literal["user", "avatar"] = (
+                        "user" if item.get("role") == "user" else "avatar"
+                    )
                     lines.append(Transcript(session_id=session.session_id, speaker=speaker,
                                             text=text.strip()))
             nxt = data.get("next_timestamp")
@@ -368,7 +381,9 @@ class LiveAvatarProvider(ProviderBase):
         if not isinstance(text, str) or not text.strip():
             return []
         text = text.strip()
-        speaker = "avatar" if kind == "avatar.transcription" else "user"
+        speaker: Literal["avatar", "user"] = (
+            "avatar" if kind == "avatar.transcription" else "user"
+        )
         if speaker == "avatar" and self._echo.is_echo(session_id, text):
             return []
         return [Transcript(session_id=session_id, speaker=speaker, text=text)]

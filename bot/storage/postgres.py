@@ -41,6 +41,7 @@ from bot.core.models import (
     ProviderSession,
     SessionRecord,
     SessionState,
+    TranscriptLine,
     utcnow,
 )
 from bot.core.rules import check_start
@@ -54,6 +55,8 @@ _OPEN = ["pending", "live", "ending"]
 _RETRIES = 5
 # Slack redelivers an event for at most about an hour; ids older than this can go.
 EVENT_MEMORY_S = 3 * 3600
+#: NOTIFY channel of session closes (ended or failed), heard by every worker's data_version.
+CLOSED_CHANNEL = "avatarbot_session_closed"
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # The connection broke under a running call (server stopped, network gone).
 _GONE = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError)
@@ -128,6 +131,9 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = pool
         self._url = url
         self._defaults = default_limits
+        # data_version: closes heard on CLOSED_CHANNEL, by a connection opened on first use.
+        self._listener: Conn | None = None
+        self._version = 0
 
     @classmethod
     async def open(
@@ -168,7 +174,10 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        """Close every pooled connection (idempotent)."""
+        """Close every pooled connection and the listening one (idempotent)."""
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -382,11 +391,13 @@ class PostgresStore:
         """Remember which platform thread belongs to a session."""
         await self.write(
             lambda c: c.execute(
-                "INSERT INTO chat_bindings VALUES ($1, $2, $3, $4, $5) "
+                "INSERT INTO chat_bindings (session_id, platform, channel_id, thread_id, "
+                "message_id, enterprise_id) VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (platform, thread_id) DO UPDATE SET session_id = EXCLUDED.session_id, "
-                "channel_id = EXCLUDED.channel_id, message_id = EXCLUDED.message_id",
+                "channel_id = EXCLUDED.channel_id, message_id = EXCLUDED.message_id, "
+                "enterprise_id = EXCLUDED.enterprise_id",
                 binding.session_id, binding.platform, binding.channel_id, binding.thread_id,
-                binding.message_id,
+                binding.message_id, binding.enterprise_id,
             )
         )
 
@@ -406,6 +417,67 @@ class PostgresStore:
             lambda c: c.fetch("SELECT * FROM chat_bindings WHERE session_id = $1", session_id)
         )
         return [ChatBinding.model_validate(dict(r)) for r in rows]
+
+    # --- transcripts
+    async def add_transcript_line(self, line: TranscriptLine) -> None:
+        """Keep one final transcript line of a session."""
+        await self.write(
+            lambda c: c.execute(
+                "INSERT INTO transcript_lines (session_id, at, speaker, text, author, intent) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                line.session_id, _when(line.at), line.speaker, line.text, line.author,
+                line.intent,
+            )
+        )
+
+    async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:
+        """The kept lines of a session, oldest first (the newest ``limit`` of them)."""
+        rows = await self.read(
+            lambda c: c.fetch(
+                "SELECT * FROM (SELECT session_id, extract(epoch FROM at)::float8 AS at, "
+                "speaker, text, author, intent, id FROM transcript_lines WHERE session_id = $1 "
+                "ORDER BY id DESC LIMIT $2) newest ORDER BY id",
+                session_id, limit,
+            )
+        )
+        return [
+            TranscriptLine.model_validate({k: v for k, v in r.items() if k != "id"})
+            for r in rows
+        ]
+
+    async def prune_transcripts(self, before: float) -> int:
+        """Forget lines older than ``before`` (epoch seconds); return how many went."""
+        status: str = await self.write(
+            lambda c: c.execute("DELETE FROM transcript_lines WHERE at < $1", _when(before))
+        )
+        return int(status.rsplit(" ", 1)[-1])  # "DELETE <count>"
+
+    async def data_version(self) -> int:
+        """A number that moves after a session closes, on this worker or another.
+
+        ``_finish`` and ``_fail`` send ``NOTIFY`` on ``CLOSED_CHANNEL``, which PostgreSQL
+        delivers only once that transaction has committed; a connection of this store listens
+        and counts them. So when the number moves, the close is already visible to a query.
+        (Unlike SQLite's ``data_version``, this process's own closes move it too: the service
+        then finds nothing new to do.) A lost listening connection is opened again, and the
+        number moves then, as a close may have gone unheard meanwhile.
+        """
+        listener = self._listener
+        if listener is None or listener.is_closed():
+            await self._listen()
+        return self._version
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            await self._listener.close()
+        listener = await asyncpg.connect(self._url, timeout=10)
+
+        def heard(*_: object) -> None:
+            self._version += 1
+
+        await listener.add_listener(CLOSED_CHANNEL, heard)
+        self._listener = listener
+        self._version += 1
 
     # --- meta
     async def get_meta(self, key: str) -> str | None:
@@ -582,6 +654,11 @@ async def _get(c: Conn, session_id: str, *, lock: bool = False) -> SessionRecord
     return _row_to_session(row)
 
 
+async def _notify_closed(c: Conn, session_id: str) -> None:
+    # Delivered to the listeners only if and when this transaction commits.
+    await c.execute("SELECT pg_notify($1, $2)", CLOSED_CHANNEL, session_id)
+
+
 async def _update(c: Conn, sql: str, *args: Any) -> SessionRecord:
     """Run one ``UPDATE sessions … WHERE id = …`` and return the row as it now is."""
     row = await c.fetchrow(sql + " RETURNING *", *args)
@@ -609,6 +686,7 @@ async def _fail(c: Conn, session_id: str, reason: str, pending_only: bool) -> Se
     if not rec.state.is_open or (pending_only and rec.state is not SessionState.PENDING):
         return rec
     await _append(c, rec.tenant, "release", rec.reserved, session_id=session_id, note=reason[:200])
+    await _notify_closed(c, session_id)
     return await _update(
         c,
         "UPDATE sessions SET state = 'failed', failure_reason = $1, ended_at = $2, settled = 0 "
@@ -637,6 +715,7 @@ async def _finish(c: Conn, session_id: str, settle: int) -> SessionRecord:
         await _append(c, rec.tenant, "settle", settle, session_id=session_id)
     if rec.reserved - settle:
         await _append(c, rec.tenant, "release", rec.reserved - settle, session_id=session_id)
+    await _notify_closed(c, session_id)
     return await _update(
         c,
         "UPDATE sessions SET state = 'ended', ended_at = $1, settled = $2, next_stop_at = NULL "
@@ -879,4 +958,6 @@ class PostgresSlackInstallStore:
         return await self._store.write(body)
 
 
-__all__ = ["EVENT_MEMORY_S", "PostgresSlackInstallStore", "PostgresStore", "redact"]
+__all__ = [
+    "CLOSED_CHANNEL", "EVENT_MEMORY_S", "PostgresSlackInstallStore", "PostgresStore", "redact",
+]

@@ -32,6 +32,7 @@ from bot.core.models import (
     ProviderSession,
     SessionRecord,
     SessionState,
+    TranscriptLine,
     utcnow,
 )
 from bot.core.rules import check_start
@@ -307,9 +308,10 @@ class SqliteStore:
         """Remember which platform thread belongs to a session."""
         await self.write(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO chat_bindings VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO chat_bindings (session_id, platform, channel_id, "
+                "thread_id, message_id, enterprise_id) VALUES (?, ?, ?, ?, ?, ?)",
                 (binding.session_id, binding.platform, binding.channel_id, binding.thread_id,
-                 binding.message_id),
+                 binding.message_id, binding.enterprise_id),
             )
         )
 
@@ -331,6 +333,43 @@ class SqliteStore:
             ).fetchall()
         )
         return [ChatBinding.model_validate(dict(r)) for r in rows]
+
+    # --- transcripts
+    async def add_transcript_line(self, line: TranscriptLine) -> None:
+        """Keep one final transcript line of a session."""
+        await self.write(
+            lambda c: c.execute(
+                "INSERT INTO transcript_lines (session_id, at, speaker, text, author, intent)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (line.session_id, line.at, line.speaker, line.text, line.author, line.intent),
+            )
+        )
+
+    async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:
+        """The kept lines of a session, oldest first (the newest ``limit`` of them)."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT * FROM (SELECT * FROM transcript_lines WHERE session_id = ?"
+                " ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (session_id, limit),
+            ).fetchall()
+        )
+        return [TranscriptLine.model_validate({k: r[k] for k in r.keys() if k != "id"})
+                for r in rows]
+
+    async def prune_transcripts(self, before: float) -> int:
+        """Forget lines older than ``before`` (epoch seconds); return how many went."""
+        return await self.write(
+            lambda c: c.execute("DELETE FROM transcript_lines WHERE at < ?", (before,)).rowcount
+        )
+
+    async def data_version(self) -> int:
+        """SQLite's ``data_version``: it changes when another connection (process) commits.
+
+        Our own commits do not change it, so a change means someone else wrote: the running
+        server polls it to notice a stop made by ``avatarbot sessions stop`` in another process.
+        """
+        return await self.run(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
 
     # --- meta
     async def get_meta(self, key: str) -> str | None:
@@ -617,4 +656,42 @@ def _verify_sessions(c: sqlite3.Connection) -> list[str]:
     return problems
 
 
-__all__ = ["SqliteStore"]
+
+class SyncLedger:
+    """The store's own ledger transactions, run synchronously on a plain ``sqlite3`` connection.
+
+    A bench-only hook: ``bench/ledger.py`` measures ``SqliteStore`` against this, the same SQL
+    bodies with no writer thread and no event loop in between. It is not part of the store port
+    and nothing in the product uses it. The file is configured and migrated as ``SqliteStore``
+    does, and each call is one ``BEGIN IMMEDIATE`` transaction, as there.
+    """
+
+    def __init__(self, path: Path, default_limits: Limits) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._defaults = default_limits
+        _configure(self._conn)
+        apply_migrations(self._conn)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def grant(self, tenant: str, amount: int, actor: str) -> Balance:
+        """As ``SqliteStore.grant``."""
+        return _tx(self._conn, lambda c: _grant(c, tenant, amount, actor, None))
+
+    def open_session(self, record: SessionRecord) -> SessionRecord:
+        """As ``SqliteStore.open_session`` (no roles)."""
+        return _tx(self._conn, lambda c: _open_session(c, record, [], self._defaults))
+
+    def begin_end(self, session_id: str, reason: str, at: datetime) -> SessionRecord:
+        """As ``SqliteStore.begin_end``."""
+        return _tx(self._conn, lambda c: _begin_end(c, session_id, reason, at))
+
+    def finish_session(self, session_id: str, settle: int) -> SessionRecord:
+        """As ``SqliteStore.finish_session``."""
+        return _tx(self._conn, lambda c: _finish(c, session_id, settle))
+
+
+__all__ = ["SqliteStore", "SyncLedger"]

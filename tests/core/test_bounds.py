@@ -28,7 +28,7 @@ async def test_say_and_knowledge_are_bounded_by_the_session_providers_capabiliti
     assert await store.open_sessions() == []  # refused before anything was reserved
     record = await service.start(cmd(knowledge="k" * 20))
     await service.say(record.id, "0123456789")
-    with pytest.raises(InvalidRequest, match=r"11 characters, at most 10"):
+    with pytest.raises(InvalidRequest, match=r"11 characters; this avatar takes at most 10"):
         await service.say(record.id, "0123456789X")
     with pytest.raises(InvalidRequest, match="over 20 characters"):
         await service.set_context(record.id, "c" * 21)

@@ -92,3 +92,25 @@ async def test_stop_by_someone_else(fake: FakeDiscord, stack: Stack, bot: Bot,
     assert body["type"] == 4 and is_ephemeral(body)
     assert "Only the person who started this session" in body["data"]["content"]
     assert (await stack.service.get(record.id)).state.value == "live"
+
+
+async def test_a_slow_avatar_list_still_refuses_before_anything_is_posted(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    """Past the quick checks' time the answer is deferred ("thinking…", only for the caller);
+    the refusal then replaces it, and nothing says the session is starting."""
+    from tests.discord.conftest import final_text
+
+    await stack.store.grant(TENANT, 100, "test")
+    await stack.store.set_limits(TENANT, daily_user_credits=2)
+    stack.provider.list_delay = 2.5  # longer than the pre-defer checks may wait
+    pending = await fake.slash(alice, "start", minutes=5)
+    body = await callback(pending)
+    assert body["type"] == 5 and is_ephemeral(body)
+    text = await final_text(fake, pending)
+    assert "daily limit is 2 credits" in text and "Start" not in text
+    assert stack.provider.called("start") == []
+    assert fake.threads() == []
+    assert [m for m in fake.channel_messages(fake.channel_id) if not m["flags"] & 64] == []
+    assert (await stack.store.balance(TENANT)).pending == 0
+    assert await stack.store.verify() == []

@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ class PageStandIn:
 
     def __init__(self, service: SessionService, vendor: FakeLiveAvatar) -> None:
         self.service, self.vendor = service, vendor
-        self.relayed: list[Relay] = []
+        self.relayed: list[dict[str, Any]] = []  # every command the outbox handed out, in order
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PageStandIn:
@@ -56,9 +57,8 @@ class PageStandIn:
                 ready.set()
                 while True:
                     event = await queue.get()
-                    if isinstance(event, Relay):
-                        self.relayed.append(event)
-                        await self.deliver(event)
+                    if isinstance(event, Relay):  # the session's outbox has something
+                        await self.deliver(event.session_id)
 
         self._task = asyncio.create_task(listen())
         await ready.wait()
@@ -70,16 +70,21 @@ class PageStandIn:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
-    async def deliver(self, relay: Relay) -> None:
-        record = await self.service.get(relay.session_id)
+    async def deliver(self, session_id: str) -> None:
+        record = await self.service.get(session_id)
+        outbox = self.service.events.relay
+        config = outbox.config(session_id)
         # the handoff: LiveKit data on topic agent-control, one event object per message
-        assert relay.topic == "agent-control"
-        for msg in relay.messages:
-            assert msg["session_id"] == record.provider_session_id
-            assert msg["event_type"].startswith("avatar.") and msg["event_id"]
+        assert config is not None and config.topic == "agent-control"
+        outbox.set_present(session_id, True)  # the page has joined the room
         room = self.vendor.room(record.provider_session_id)
-        for msg in relay.messages:
-            room.publish(relay.topic, json.dumps(msg))
+        while batch := outbox.take(session_id, "stand-in"):
+            for _, msg in batch:
+                assert msg["session_id"] == record.provider_session_id
+                assert msg["event_type"].startswith("avatar.") and msg["event_id"]
+                self.relayed.append(msg)
+                room.publish(config.topic, json.dumps(msg))
+            outbox.acked(session_id, "stand-in", [i for i, _ in batch])
         for raw in self.vendor.viewer_messages.pop(record.provider_session_id, []):
             await self.service.viewer_data(record.id, raw)  # the page's agent-response report
 
@@ -124,9 +129,9 @@ async def test_liveavatar_end_to_end(fake: FakeDiscord, tmp_path: Path, alice: d
                     t for t in thread_texts(fake, thread["id"])
                     if "You asked: When are you open?" in t])
                 assert answer
-                assert [m["event_type"] for r in page.relayed for m in r.messages] == [
+                assert [m["event_type"] for m in page.relayed] == [
                     "avatar.speak_text", "avatar.speak_response"]
-                assert page.relayed[1].messages[0]["text"] == "When are you open?"
+                assert page.relayed[1]["text"] == "When are you open?"
 
                 interrupted = await fake.slash(alice, "interrupt", channel_id=thread["id"])
                 await callback(interrupted)

@@ -3,10 +3,15 @@
 // It records join() arguments and sent stream messages, "publishes" a remote user whose video
 // is an animated canvas and whose audio is an oscillator, and lets the test deliver
 // stream messages to the page as if the avatar had sent them.
+// When the test sets `window.__fakeAkoolUrl` (`wire_akool` in tests/web/conftest.py), every
+// stream message the page sends is posted there, synchronously, to the fake AKool data channel
+// (tests/fakes/akool.py), which measures it and answers; its answers come back to the page as
+// "stream-message" events, as the avatar's would. `window.__agoraJoinDelayMs` makes join() take that long (a page that sends
+// before join() resolved gets the SDK's error, as with the real one).
 "use strict";
 
 (function () {
-  const fake = {joins: [], sent: [], subscribed: [], left: 0, clients: []};
+  const fake = {joins: [], sent: [], subscribed: [], left: 0, clients: [], refused: 0};
   window.__agoraFake = fake;
 
   function canvasTrack() {
@@ -63,6 +68,9 @@
     }
     async join(appId, channel, token, uid) {
       fake.joins.push([appId, channel, token, uid]);
+      const delay = window.__agoraJoinDelayMs || 0;
+      if (delay) await new Promise((r) => setTimeout(r, delay));
+      this.channel = channel;
       this.joined = true;
       this.emit("connection-state-change", "CONNECTED", "CONNECTING");
       const user = {
@@ -88,9 +96,27 @@
       return mediaType === "video" ? user.videoTrack : user.audioTrack;
     }
     async sendStreamMessage(message, needRetry) {
-      if (!this.joined) throw new Error("INVALID_OPERATION: not joined");
+      if (!this.joined) {
+        fake.refused += 1;
+        throw new Error("INVALID_OPERATION: not joined");
+      }
       const text = typeof message === "string" ? message : new TextDecoder().decode(message);
-      fake.sent.push({t: performance.now(), text: text, needRetry: needRetry});
+      // One clock for every tab: the page's time origin plus its high-resolution time.
+      const at = performance.timeOrigin + performance.now();
+      fake.sent.push({t: performance.now(), at: at, text: text, needRetry: needRetry});
+      if (window.__fakeAkoolUrl) {
+        // Synchronous, so that the fake avatar has the message before this call returns.
+        const xhr = new XMLHttpRequest();
+        xhr.open("POST", window.__fakeAkoolUrl, false);
+        xhr.setRequestHeader("Content-Type", "application/json");
+        xhr.send(JSON.stringify({channel: this.channel, text: text, at: at}));
+        const replies = xhr.status === 200 ? JSON.parse(xhr.responseText) : [];
+        setTimeout(() => {
+          for (const r of replies) {
+            if (this.joined) this.emit("stream-message", 4242, new TextEncoder().encode(r));
+          }
+        }, 20);
+      }
     }
     async leave() {
       this.joined = false;

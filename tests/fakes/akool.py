@@ -7,9 +7,13 @@ business errors as HTTP 200 with another ``code``. Credits are pre-charged per s
 
 Data channel: ``fake.channel(session_id).send(raw_bytes, at=seconds)`` plays the avatar's side of
 Agora stream messages. It enforces AKool/Agora's limits (1 KB per message, 6 KB in any 1 s
-window) and records violations, reassembles chunked chat, applies ``set-params`` and
-``interrupt`` and queues the avatar's replies (``{v:2,type:"chat",pld:{from:"bot",text}}`` and
-command acks) in ``channel.outbox``.
+window) and records violations (a chunk or command received twice counts as one), reassembles
+chunked chat, applies ``set-params`` and ``interrupt`` and queues the avatar's replies
+(``{v:2,type:"chat",pld:{from:"bot",text}}`` and command acks, which carry the command's ``mid``
+as the docs' receive table says) in ``channel.outbox``. ``chats`` records the mode the avatar
+was in when each chat was complete; ``lose`` names commands to lose on the way, once each.
+In browser tests ``tests/fakes/agora_fake.js`` hands every stream message the page sends to
+this channel and plays the replies back to the page.
 """
 
 from __future__ import annotations
@@ -41,8 +45,12 @@ class DataChannel:
     commands: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     outbox: list[str] = field(default_factory=list)
+    chats: list[tuple[int, str]] = field(default_factory=list)  # (mode on arrival, text)
+    lose: list[str] = field(default_factory=list)  # commands lost on the way, once each
+    lost: list[dict[str, Any]] = field(default_factory=list)
     _sent: list[tuple[float, int]] = field(default_factory=list)
     _chunks: dict[str, dict[int, str]] = field(default_factory=dict)
+    _seen: set[tuple[str, int | None]] = field(default_factory=set)
 
     def send(self, raw: bytes, *, at: float) -> None:
         """Receive one stream message sent at time ``at`` (seconds, any origin)."""
@@ -53,6 +61,16 @@ class DataChannel:
         if window > MAX_BYTES_PER_SECOND:
             self.violations.append(f"{window} bytes within 1 s")
         msg = json.loads(raw.decode("utf-8"))
+        pld = msg.get("pld") if isinstance(msg.get("pld"), dict) else {}
+        if msg.get("type") == "command" and pld.get("cmd") in self.lose:
+            self.lose.remove(pld["cmd"])
+            self.lost.append(msg)
+            return
+        key = (str(msg.get("mid")), msg.get("idx") if msg.get("type") == "chat" else None)
+        if key in self._seen:
+            self.violations.append(f"received {key} twice")
+            return
+        self._seen.add(key)
         if msg.get("v") != 2:
             self.violations.append("message without v=2")
         elif msg.get("type") == "chat":
@@ -69,6 +87,7 @@ class DataChannel:
         if sorted(parts) != list(range(len(parts))):
             self.violations.append(f"chunks of {msg['mid']} are not 0..n")
         text = "".join(parts[i] for i in sorted(parts))
+        self.chats.append((self.mode, text))
         if self.mode == 1:
             self.said.append(text)
             if self.echo_retelling:
@@ -76,6 +95,15 @@ class DataChannel:
         else:
             self.asked.append(text)
             self._reply(f"You asked: {text}.", msg["mid"] + "-r")
+
+    def peak_window(self) -> int:
+        """The most bytes received within any 1-s window."""
+        return max((sum(n for t, n in self._sent if at - 1.0 < t <= at) for at, _ in self._sent),
+                   default=0)
+
+    def largest(self) -> int:
+        """The largest message received, in bytes."""
+        return max((n for _, n in self._sent), default=0)
 
     def _reply(self, text: str, mid: str) -> None:
         half = max(1, len(text) // 2)
@@ -138,6 +166,13 @@ class FakeAKool(FakeVendor):
     def channel(self, session_id: str) -> DataChannel:
         """The data channel of a session (by vendor id)."""
         return self.channels[session_id]
+
+    def channel_named(self, agora_channel: str) -> DataChannel:
+        """The data channel of the session whose Agora channel is ``agora_channel``."""
+        for sid in self.channels:
+            if f"ch-{sid[:8]}" == agora_channel:
+                return self.channels[sid]
+        raise KeyError(agora_channel)
 
     def open_sessions(self) -> list[str]:
         """Vendor ids of sessions not closed."""

@@ -12,12 +12,16 @@ Discord facts it enforces: the 3-second interaction deadline (a late callback ge
 from __future__ import annotations
 
 import asyncio
+import copy
+import email.parser
+import email.policy
 import itertools
 import json
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -25,6 +29,9 @@ from aiohttp import WSMsgType, web
 from tests.fakes.serve import serve_local
 
 DISCORD_EPOCH_MS = 1420070400000
+# Discord's published MESSAGE_CREATE shapes (every message type the bot must tell apart); where
+# each comes from is in tests/fixtures/README.md.
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "discord"
 MESSAGE_CONTENT = 1 << 15
 ADMIN_PERMS = (1 << 5) | (1 << 3)  # manage guild + administrator
 MEMBER_PERMS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 6) | (1 << 35) | (1 << 38)
@@ -81,6 +88,7 @@ class FakeDiscord:
             },
         }
         self.messages: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, bytes] = {}  # attachment id -> the uploaded bytes
         self.calls: list[Call] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.interactions: dict[str, PendingInteraction] = {}
@@ -149,12 +157,18 @@ class FakeDiscord:
             "hoist": False, "managed": False, "mentionable": False, "flags": 0,
         }
 
-    async def add_role(self, name: str, perms: int = 0) -> str:
-        """Create a guild role (GUILD_ROLE_CREATE to connected clients); returns its id."""
-        rid = self.snowflake()
+    async def add_role(self, name: str, perms: int = 0, *, rid: str | None = None,
+                       announce: bool = True) -> str:
+        """Create a guild role (GUILD_ROLE_CREATE to connected clients); returns its id.
+
+        ``announce=False`` leaves the event out, as for a role made while the bot was away:
+        the client then knows it only through ``GET /guilds/{id}/roles``.
+        """
+        rid = rid or self.snowflake()
         role = self._role(rid, name, perms)
         self.roles.append(role)
-        await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": self.guild_id, "role": role})
+        if announce:
+            await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": self.guild_id, "role": role})
         return rid
 
     def add_member(
@@ -176,13 +190,26 @@ class FakeDiscord:
             "id": self.snowflake(), "channel_id": channel_id, "guild_id": self.guild_id,
             "author": author, "content": body.get("content") or "", "timestamp": _now_iso(),
             "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": body.get("mentions", []), "mention_roles": [], "attachments": [],
+            "mentions": body.get("mentions", []), "mention_roles": [],
+            "attachments": self._attachments(channel_id, body.get("_files", [])),
             "embeds": body.get("embeds") or [], "pinned": False, "type": 0,
             "components": body.get("components") or [], "flags": body.get("flags", 0),
             "allowed_mentions": body.get("allowed_mentions"), "reactions": [],
         }
         self.messages[msg["id"]] = msg
         return msg
+
+    def _attachments(self, channel_id: str, files: list[tuple[str, str, str, bytes]]
+                     ) -> list[dict[str, Any]]:
+        """Discord's attachment objects (id, filename, size, url ...) for uploaded files."""
+        out = []
+        for _, filename, content_type, data in files:
+            aid = self.snowflake()
+            self.files[aid] = data
+            url = f"https://cdn.discordapp.com/attachments/{channel_id}/{aid}/{filename}"
+            out.append({"id": aid, "filename": filename, "size": len(data), "url": url,
+                        "proxy_url": url, "content_type": content_type})
+        return out
 
     def channel_messages(self, channel_id: str) -> list[dict[str, Any]]:
         """Messages of a channel or thread, oldest first."""
@@ -219,7 +246,7 @@ class FakeDiscord:
             if raw and request.content_type == "application/json":
                 body = json.loads(raw)
             elif raw and request.content_type.startswith("multipart/"):
-                body = await self._multipart_json(request)
+                body = self._multipart_json(request.headers["Content-Type"], raw)
             call = Call(request.method, request.path[len("/api/v10"):], dict(request.query), body)
             if self.token is not None and request.headers.get("Authorization") != \
                     f"Bot {self.token}":
@@ -254,9 +281,27 @@ class FakeDiscord:
         return await handler(request)
 
     @staticmethod
-    async def _multipart_json(request: web.Request) -> Any:
-        # discord.py sends multipart only with files; not used by the bot, but parse payload_json.
-        return None
+    def _multipart_json(content_type: str, raw: bytes) -> Any:
+        """A message with files: ``payload_json`` plus ``files[n]`` parts.
+
+        The shape of Discord's "Uploading Files" reference (multipart/form-data; the JSON body in
+        ``payload_json``, file n in ``files[n]``, named in ``attachments[].filename``), which
+        discord.py 2.7 sends (``http.py`` ``handle_message_parameters``). The files come back
+        under ``_files`` as ``(field name, file name, content type, bytes)``.
+        """
+        parser = email.parser.BytesParser(policy=email.policy.default)
+        msg = parser.parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        body: dict[str, Any] = {}
+        files = []
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            data = part.get_payload(decode=True) or b""
+            if name == "payload_json":
+                body.update(json.loads(data))
+            elif isinstance(name, str) and name.startswith("files["):
+                files.append((name, part.get_filename(), part.get_content_type(), data))
+        body["_files"] = files
+        return body
 
     async def _rest(self, request: web.Request) -> web.Response:
         call = request[CALL_KEY]
@@ -285,6 +330,7 @@ class FakeDiscord:
             ("GET", r"/channels/(?P<cid>\d+)", self._get_channel),
             ("PATCH", r"/channels/(?P<cid>\d+)", self._patch_channel),
             ("GET", r"/guilds/(?P<gid>\d+)/members/(?P<uid>\d+)", self._get_member),
+            ("GET", r"/guilds/(?P<gid>\d+)/roles", self._get_roles),
         ]
 
     async def _me(self, call: Call) -> web.Response:
@@ -439,6 +485,12 @@ class FakeDiscord:
         return _json(member) if member else _json({"message": "Unknown Member",
                                                    "code": 10007}, 404)
 
+    async def _get_roles(self, call: Call, gid: str) -> web.Response:
+        # GET /guilds/{guild.id}/roles: an array of role objects (Discord docs, resources/guild)
+        if gid != self.guild_id:
+            return _json({"message": "Unknown Guild", "code": 10004}, 404)
+        return _json(self.roles)
+
     # ------------------------------------------------------------------ gateway
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -580,6 +632,31 @@ class FakeDiscord:
                                                         "mentions": mentions or []})
         member_part = {k: v for k, v in member.items() if k not in ("user", "permissions")}
         await self.dispatch("MESSAGE_CREATE", {**msg, "member": member_part})
+        return msg
+
+    async def fixture_message(
+        self, name: str, channel_id: str, member: dict[str, Any] | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """Dispatch the published MESSAGE_CREATE ``name`` (tests/fixtures/discord) in a channel.
+
+        The message keeps its published type, content and shape (attachments, stickers, a
+        forward's snapshots, a pin's reference); it gets a fresh id, this guild and channel, and
+        ``member`` as its author when given (else the fixture's own author, Mason). ``overrides``
+        replace top-level fields (e.g. ``content``). It is stored like every message, so
+        reactions and replies to it can be checked.
+        """
+        envelope = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+        assert envelope["t"] == "MESSAGE_CREATE", name
+        msg: dict[str, Any] = copy.deepcopy(envelope["d"])
+        msg.update(id=self.snowflake(), channel_id=channel_id, guild_id=self.guild_id,
+                   timestamp=_now_iso(), **overrides)
+        if member is not None:
+            msg["author"] = member["user"]
+            msg["member"] = {k: v for k, v in member.items() if k not in ("user", "permissions")}
+        msg.setdefault("reactions", [])
+        self.messages[msg["id"]] = msg
+        await self.dispatch("MESSAGE_CREATE", msg)
         return msg
 
     async def archive_thread(self, thread_id: str, *, locked: bool = False) -> None:

@@ -56,6 +56,7 @@ class FakeProvider(ProviderBase):
         self.fail: dict[str, BaseException] = {}
         self.start_delay = 0.0
         self.stop_delay = 0.0
+        self.list_delay = 0.0  # a slow avatar list (a vendor taking its time)
 
     def _check(self, method: str, arg: Any = None) -> None:
         self.calls.append((method, arg))
@@ -69,6 +70,8 @@ class FakeProvider(ProviderBase):
 
     async def list_avatars(self) -> list[AvatarInfo]:
         self._check("list_avatars")
+        if self.list_delay:
+            await asyncio.sleep(self.list_delay)
         return [
             AvatarInfo(id="ava-1", name="Ava", provider=self.name),
             AvatarInfo(id="bob-2", name="Bob", provider=self.name),

@@ -15,11 +15,19 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from tests.fakes.serve import serve_local
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slack"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    """A published Slack payload from ``tests/fixtures/slack`` (sources in its README)."""
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -35,13 +43,18 @@ class ApiCall:
 
 @dataclass
 class Workspace:
-    """A workspace the fake knows, with its bot."""
+    """A workspace the fake knows, with its bot.
 
-    team_id: str
+    ``enterprise_id`` is the Enterprise Grid org; an org-wide install has no ``team_id`` of its
+    own (``None``) and its token serves every workspace of the org.
+    """
+
+    team_id: str | None
     token: str
     bot_user_id: str
     bot_id: str
     channels: set[str] = field(default_factory=set)
+    enterprise_id: str | None = None
 
 
 class FakeSlack:
@@ -56,6 +69,10 @@ class FakeSlack:
         self.client_credentials: tuple[str, str] | None = None
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}
         self.revoked: set[str] = set()
+        # Files (the files.uploadV2 flow): id -> {filename, length, data, channel, thread_ts ...}
+        self.files: dict[str, dict[str, Any]] = {}
+        self._file_ids = itertools.count(1)
+        self.scopeless: set[str] = set()  # team ids installed without files:write
         self._failures: dict[str, list[tuple[int, dict[str, str], dict[str, Any]]]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Event()
@@ -73,6 +90,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
         self._runner, port = await serve_local(app)
         self.url = f"http://127.0.0.1:{port}"
         return self
@@ -93,23 +111,37 @@ class FakeSlack:
         return f"{self.url}/response/{key}"
 
     # ------------------------------------------------------------------ set-up
-    def add_workspace(self, team_id: str, token: str, *, channels: tuple[str, ...] = (),
-                      bot_user_id: str = "UBOT", bot_id: str = "BBOT") -> Workspace:
+    def add_workspace(self, team_id: str | None, token: str, *, channels: tuple[str, ...] = (),
+                      bot_user_id: str = "UBOT", bot_id: str = "BBOT",
+                      enterprise_id: str | None = None) -> Workspace:
         """Register a workspace whose bot token is ``token`` and that is in ``channels``."""
-        ws = Workspace(team_id, token, bot_user_id, bot_id, set(channels))
+        ws = Workspace(team_id, token, bot_user_id, bot_id, set(channels), enterprise_id)
         self.workspaces[token] = ws
         return ws
 
-    def add_user(self, user_id: str, *, admin: bool = False, owner: bool = False) -> None:
-        """Register a person; ``admin``/``owner`` are what ``users.info`` reports."""
+    def add_user(self, user_id: str, *, admin: bool = False, owner: bool = False,
+                 display_name: str = "", real_name: str = "") -> None:
+        """Register a person; ``admin``/``owner`` and the names are what ``users.info`` reports.
+
+        The ``user`` object's fields are those of the example response at
+        https://docs.slack.dev/reference/methods/users.info (``name`` is the handle,
+        ``profile.display_name`` may be empty, ``real_name`` is repeated in ``profile``).
+        """
         self.users[user_id] = {
-            "id": user_id, "name": user_id.lower(), "is_admin": admin, "is_owner": owner,
-            "is_primary_owner": False, "is_bot": False,
+            "id": user_id, "name": user_id.lower(), "deleted": False, "real_name": real_name,
+            "profile": {"real_name": real_name, "display_name": display_name},
+            "is_admin": admin, "is_owner": owner, "is_primary_owner": False, "is_bot": False,
         }
 
-    def add_oauth_code(self, code: str, team_id: str, token: str, installer: str) -> None:
-        """Make ``oauth.v2.access`` turn ``code`` into an install of ``team_id`` with ``token``."""
-        self.oauth_codes[code] = {"team_id": team_id, "token": token, "installer": installer}
+    def add_oauth_code(self, code: str, team_id: str | None, token: str, installer: str, *,
+                       enterprise_id: str | None = None) -> None:
+        """Make ``oauth.v2.access`` turn ``code`` into an install with ``token``.
+
+        ``team_id`` alone: a plain workspace; with ``enterprise_id``: a workspace of that Grid
+        org; ``team_id=None`` with ``enterprise_id``: an org-wide install.
+        """
+        self.oauth_codes[code] = {"team_id": team_id, "token": token, "installer": installer,
+                                  "enterprise_id": enterprise_id}
 
     def fail_next(self, method: str, *, status: int = 429, retry_after: int = 1,
                   times: int = 1, error: str = "ratelimited") -> None:
@@ -215,11 +247,18 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ methods
     def _auth_test(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "ok": True, "url": f"https://{ws.team_id.lower()}.slack.com/", "team": ws.team_id,
-            "user": "avatarbot", "team_id": ws.team_id, "user_id": ws.bot_user_id,
-            "bot_id": ws.bot_id, "is_enterprise_install": False,
+        # The published example (auth_test_ok.json) with this bot's ids, plus the fields
+        # https://docs.slack.dev/reference/methods/auth.test lists for bot tokens and Grid
+        # (bot_id, enterprise_id, is_enterprise_install); slack-bolt's OAuth flow reads bot_id.
+        answer = fixture("auth_test_ok.json") | {
+            "team": ws.team_id or "", "team_id": ws.team_id or "", "user": "avatarbot",
+            "user_id": ws.bot_user_id, "bot_id": ws.bot_id,
+            "is_enterprise_install": ws.team_id is None,
         }
+        answer["url"] = f"https://{(ws.team_id or ws.enterprise_id or 'x').lower()}.slack.com/"
+        if ws.enterprise_id is not None:
+            answer["enterprise_id"] = ws.enterprise_id
+        return answer
 
     def _member_error(self, ws: Workspace, channel: str) -> dict[str, Any] | None:
         if channel in ws.channels:
@@ -266,6 +305,55 @@ class FakeSlack:
             return {"ok": False, "error": "user_not_found"}
         return {"ok": True, "user": user}
 
+    # files.uploadV2 as slack-sdk runs it (``files_upload_v2``), per Slack's reference pages:
+    # files.getUploadURLExternal (filename, length) -> upload_url + file_id; POST the bytes to
+    # upload_url (answers 200 "OK - <length>"); files.completeUploadExternal (files: JSON list of
+    # {id, title}; channel_id, thread_ts, initial_comment) shares them and answers "files".
+    def _files_getUploadURLExternal(self, ws: Workspace, params: dict[str, Any]
+                                    ) -> dict[str, Any]:
+        if ws.team_id in self.scopeless:
+            return {"ok": False, "error": "missing_scope", "needed": "files:write",
+                    "provided": "commands,chat:write"}
+        if not params.get("filename") or not str(params.get("length", "")).isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._file_ids):09d}"
+        self.files[file_id] = {"id": file_id, "filename": params["filename"],
+                               "length": int(params["length"]), "data": None, "team": ws.team_id}
+        return {"ok": True, "upload_url": f"{self.url}/upload/v1/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        entry = self.files.get(request.match_info["file_id"])
+        if entry is None:
+            return web.Response(status=404, text="not found")
+        entry["data"] = await request.read()
+        self._changed.set()
+        return web.Response(text=f"OK - {len(entry['data'])}")
+
+    def _files_completeUploadExternal(self, ws: Workspace, params: dict[str, Any]
+                                      ) -> dict[str, Any]:
+        try:
+            listed = json.loads(params.get("files", ""))
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = params.get("channel_id")
+        if channel:
+            error = self._member_error(ws, channel)
+            if error:
+                return error
+        shared = []
+        for item in listed:
+            entry = self.files.get(item.get("id", ""))
+            if entry is None or entry["data"] is None or entry["team"] != ws.team_id:
+                return {"ok": False, "error": "file_not_found"}
+            if len(entry["data"]) != entry["length"]:
+                return {"ok": False, "error": "file_upload_size_mismatch"}
+            entry.update(title=item.get("title"), channel=channel,
+                         thread_ts=params.get("thread_ts"),
+                         initial_comment=params.get("initial_comment"))
+            shared.append({"id": entry["id"], "name": entry["filename"],
+                           "title": entry["title"], "size": entry["length"]})
+        return {"ok": True, "files": shared}
+
     def _reactions_add(self, ws: Workspace, params: dict[str, Any]) -> dict[str, Any]:
         if not (params.get("channel") and params.get("timestamp") and params.get("name")):
             return {"ok": False, "error": "no_item_specified"}
@@ -280,15 +368,27 @@ class FakeSlack:
         grant = self.oauth_codes.pop(params.get("code", ""), None)
         if grant is None:
             return {"ok": False, "error": "invalid_code"}
-        self.add_workspace(grant["team_id"], grant["token"], bot_user_id=f"UB{grant['team_id']}",
-                           bot_id=f"BB{grant['team_id']}")
-        return {
-            "ok": True, "app_id": "A0AVATAR", "authed_user": {"id": grant["installer"]},
-            "scope": "commands,chat:write", "token_type": "bot", "access_token": grant["token"],
-            "bot_user_id": f"UB{grant['team_id']}",
-            "team": {"id": grant["team_id"], "name": f"Team {grant['team_id']}"},
-            "enterprise": None, "is_enterprise_install": False,
-        }
+        team, enterprise = grant["team_id"], grant["enterprise_id"]
+        name = team or enterprise
+        self.add_workspace(team, grant["token"], bot_user_id=f"UB{name}", bot_id=f"BB{name}",
+                           enterprise_id=enterprise)
+        # The three published shapes (tests/fixtures/README.md): plain workspace, workspace of a
+        # Grid org (enterprise and team set), org-wide install (team null,
+        # is_enterprise_install true); only ids, token and installer are this grant's.
+        if team is None:
+            answer = fixture("oauth_v2_access_org_install.json")
+        elif enterprise is not None:
+            answer = fixture("oauth_v2_access_grid_workspace.json")
+        else:
+            answer = fixture("oauth_v2_access_workspace.json")
+        answer |= {"app_id": "A0AVATAR", "access_token": grant["token"],
+                   "bot_user_id": f"UB{name}", "scope": "commands,chat:write"}
+        answer["authed_user"] = {"id": grant["installer"]}
+        if team is not None:
+            answer["team"] = {"id": team, "name": f"Team {team}"}
+        if enterprise is not None:
+            answer["enterprise"] = {"id": enterprise, "name": f"Org {enterprise}"}
+        return answer
 
 
 def dumps(obj: Any) -> str:

@@ -31,7 +31,7 @@ from .conftest import PRICING, eventually, request
 
 # The longest text the service lets through to the built-in avatar (its capabilities' bound;
 # test_max_text_is_the_built_in_avatars_bound keeps the two equal).
-MAX_TEXT = 2000
+MAX_TEXT = 500
 
 
 async def test_max_text_is_the_built_in_avatars_bound() -> None:

@@ -45,6 +45,8 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "team.info": {"team:read"},
     "bots.info": {"users:read"},
     "files.info": {"files:read"},
+    "files.getUploadURLExternal": {"files:write"},
+    "files.completeUploadExternal": {"files:write"},
     "auth.test": set(),  # any token
     "oauth.v2.access": set(),  # client id and secret, no token
     "apps.connections.open": set(),  # the app-level token (connections:write), not the bot's
@@ -75,6 +77,9 @@ def _sdk_methods() -> dict[str, str]:
         match = re.search(r'api_call\(\s*"([a-zA-Z.]+)"', inspect.getsource(fn))
         if match and not name.startswith("_"):
             found[name] = match.group(1)
+    # files_upload_v2 is a helper that calls files.getUploadURLExternal, uploads, then calls
+    # files.completeUploadExternal (slack-sdk's own docstring); its source names no api_call.
+    found.setdefault("files_upload_v2", "files.getUploadURLExternal")
     return found
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.core.events import AnyEvent, EventHub, Relay, Transcript
+from bot.core.events import AnyEvent, EventHub, Transcript
 from bot.core.models import Pricing, ProviderSession, StartRequest
 from bot.core.provider import AvatarProvider
 from bot.core.retry import RetryPolicy
@@ -51,8 +51,8 @@ class Case:
     queue: asyncio.Queue[AnyEvent] | None = None
     _seen: list[AnyEvent] = field(default_factory=list)
     _clock: dict[str, float] = field(default_factory=dict)
-    _delivered: int = 0
     _vendor_ids: dict[str, str] = field(default_factory=dict)
+    _sessions: dict[str, ProviderSession] = field(default_factory=dict)
 
     @property
     def seen(self) -> list[AnyEvent]:
@@ -70,25 +70,45 @@ class Case:
         return self.track(await self.provider.start(self.request(**kw)))
 
     def pump(self) -> None:
-        """Play the viewer page: send every new Relay's messages at the pace it asks for."""
-        relays = [e for e in self.seen if isinstance(e, Relay)][self._delivered:]
-        self._delivered += len(relays)
-        for relay in relays:
-            if self.name == "liveavatar":  # LiveKit data on the relay's topic, unpaced
-                room = self.fake.room(self._vendor_ids[relay.session_id])
-                for msg in relay.messages:
-                    room.publish(relay.topic or "", json.dumps(msg, ensure_ascii=False))
+        """Play the viewer page (``web/static/viewer.js``): take what each session's relay outbox
+        hands out, send it at the pace its config asks for, acknowledge it, and report the
+        vendor's ``set-params`` acknowledgements back (they release what waits behind them).
+        """
+        relay = self.events.relay
+        for sid, vid in self._vendor_ids.items():
+            config = relay.config(sid)
+            if config is None:
                 continue
-            channel = self.fake.channel(self._vendor_ids[relay.session_id])
-            at = self._clock.get(relay.session_id, 0.0)
-            for msg in relay.messages:
-                raw = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
-                channel.send(raw, at=at)
-                at += len(raw) / relay.bytes_per_second
-            self._clock[relay.session_id] = at
+            if self.name == "liveavatar":  # LiveKit data on the config's topic, unpaced
+                room = self.fake.room(vid)
+                relay.set_present(sid, True)
+                while batch := relay.take(sid, "test-page"):
+                    for _, payload in batch:
+                        room.publish(config.topic or "", json.dumps(payload, ensure_ascii=False))
+                    relay.acked(sid, "test-page", [i for i, _ in batch])
+                continue
+            if self.name != "akool":
+                continue
+            channel = self.fake.channel(vid)
+            relay.set_present(sid, True)
+            at = self._clock.get(sid, 0.0)
+            while batch := relay.take(sid, "test-page"):
+                for _, payload in batch:
+                    raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+                    channel.send(raw, at=at)
+                    at += len(raw) / config.bytes_per_second
+                relay.acked(sid, "test-page", [i for i, _ in batch])
+                # Mode-switch acks release what waits behind them; the rest is left for the test.
+                acks = [m for m in channel.outbox
+                        if (json.loads(m).get("pld") or {}).get("cmd") == "set-params"]
+                for message in acks:
+                    channel.outbox.remove(message)
+                    self.provider.decode_viewer_data(self._sessions[sid], message)
+            self._clock[sid] = at
 
     def track(self, ps: ProviderSession) -> ProviderSession:
         self._vendor_ids[ps.session_id] = ps.provider_session_id
+        self._sessions[ps.session_id] = ps
         return ps
 
     def said(self, ps: ProviderSession) -> list[str]:

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from bot.core.errors import InvalidRequest
-from bot.core.events import EventHub, Relay
+from bot.core.events import EventHub
 from bot.core.models import ProviderSession, ViewerInfo, utcnow
+from bot.core.relay import RelayOutboxFull
 from bot.providers.akool import AKoolProvider
 from bot.providers.akool_wire import (
     BYTES_PER_SECOND,
@@ -65,26 +66,32 @@ def test_twenty_kilobytes_of_one_character_fill_chunks_without_waste(unit):
 @given(st.lists(hard_text, min_size=1, max_size=6))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_sending_at_the_relays_pace_never_exceeds_six_kilobytes_a_second(texts):
-    """The viewer sends each Relay's messages spaced by size / bytes_per_second."""
+    """The page sends what the outbox hands it, spaced by encoded size / bytes_per_second."""
     events = EventHub(queue_size=10_000)
     channel = DataChannel(mode=2)
     provider = AKoolProvider(api_key=SecretStr("k"), http=None, events=events,  # type: ignore[arg-type]
                              pricing=PRICING)
     ps = _session()
-    subscription = events.subscribe("s1")  # kept: dropping it would end the subscription
-    queue = run_now(subscription.__aenter__())
     for text in texts:
         run_now(provider.ask(ps, text))
-    relays = [queue.get_nowait() for _ in range(queue.qsize())]
+    config = events.relay.config("s1")
+    assert config is not None and 0 < config.bytes_per_second <= 6000
     at = 0.0
-    for relay in relays:
-        assert 0 < relay.bytes_per_second <= 6000
-        for msg in relay.messages:
-            raw = page_bytes(msg)
+    events.relay.set_present("s1", True)
+    while batch := events.relay.take("s1", "page"):
+        for _, payload in batch:
+            raw = page_bytes(payload)
+            assert len(raw) <= config.max_message_bytes
             channel.send(raw, at=at)
-            at += len(raw) / relay.bytes_per_second
+            at += len(raw) / config.bytes_per_second
+        events.relay.acked("s1", "page", [i for i, _ in batch])
+        # The page reports the avatar's answers; the mode switch's ack releases the questions.
+        for message in channel.outbox:
+            provider.decode_viewer_data(ps, message)
+        channel.outbox.clear()
     assert channel.violations == []
     assert channel.asked == texts
+    assert events.relay.waiting("s1") == 0
 
 
 def run_now(coro):
@@ -139,8 +146,7 @@ async def test_a_long_question_travels_in_chunks_and_its_answer_comes_back_whole
     ps = await case.start()
     question = "Tell me about 東京 🗼 " * 300
     await case.provider.ask(ps, question)
-    relay = [e for e in case.seen if isinstance(e, Relay)][-1]
-    assert len(relay.messages) > 5
+    assert len(case.events.relay.queued(ps.session_id)) > 5
     assert case.asked(ps) == [question]
     lines = [t for m in case.viewer_messages(ps) for t in case.provider.decode_viewer_data(ps, m)]
     assert [t.text for t in lines] == [f"You asked: {question}.".strip()]
@@ -156,19 +162,31 @@ async def test_the_vendor_echo_of_a_retold_text_is_not_shown_twice(case):
     assert [t.text for t in case.transcripts(ps.session_id, "avatar")] == ["Welcome everyone."]
 
 
-def test_user_speech_and_failed_commands_are_decoded():
-    provider = AKoolProvider(api_key=SecretStr("k"), http=None, events=EventHub(),  # type: ignore[arg-type]
+def test_user_speech_and_refused_commands_are_decoded():
+    events = EventHub()
+    provider = AKoolProvider(api_key=SecretStr("k"), http=None, events=events,  # type: ignore[arg-type]
                              pricing=PRICING)
     ps = _session()
     user = {"v": 2, "type": "chat", "mid": "u1", "idx": 0, "fin": True,
             "pld": {"from": "user", "text": "hello avatar"}}
     [line] = provider.decode_viewer_data(ps, json.dumps(user).encode())
     assert (line.speaker, line.text) == ("user", "hello avatar")
-    nack = {"v": 2, "type": "command", "mid": "c1",
-            "pld": {"cmd": "set-params", "code": 1003, "msg": "bad"}}
-    [line] = provider.decode_viewer_data(ps, nack)
-    assert line.speaker == "system" and "refused the set-params command" in line.text
     assert provider.decode_viewer_data(ps, {**user, "v": 1}) == []
+    # After a restart the mode is unknown: a say first queues a set-params barrier.
+    run_now(provider.say(ps, "Read this."))
+    [(_, switch)] = events.relay.take("s1", "page")
+    assert switch["pld"] == {"cmd": "set-params", "data": {"mode": 1}}
+    # An acknowledgement of a command we never sent is not believed.
+    forged = {"v": 2, "type": "command", "mid": "c1",
+              "pld": {"cmd": "set-params", "code": 1000, "msg": "OK"}}
+    assert provider.decode_viewer_data(ps, forged) == []
+    assert provider.confirmed_mode("s1") is None
+    # The vendor refuses the switch: the say behind it is dropped, with a notice, never sent.
+    nack = {"v": 2, "type": "command", "mid": switch["mid"],
+            "pld": {"cmd": "set-params", "code": 1003, "msg": "bad"}}
+    assert provider.decode_viewer_data(ps, nack) == []
+    assert events.relay.queued("s1") == []
+    assert provider.confirmed_mode("s1") is None
 
 
 @pytest.mark.parametrize("case", ["akool"], indirect=True)
@@ -177,3 +195,33 @@ async def test_sessions_longer_than_an_hour_are_refused_before_any_charge(case):
         await case.provider.start(case.request(duration_s=3601))
     assert case.fake.calls("/session/create") == []
     assert case.provider.capabilities.max_duration_s == 3600
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_a_full_outbox_refuses_the_next_message_clearly_and_keeps_the_rest(case: Case):
+    ps = await case.start(mode="ask")
+    case.events.relay.max_queued = 3
+    await case.provider.ask(ps, "One?")
+    await case.provider.ask(ps, "Two?")
+    await case.provider.ask(ps, "Three?")
+    with pytest.raises(RelayOutboxFull, match="3 messages are still waiting"):
+        await case.provider.ask(ps, "Four?")
+    assert case.asked(ps) == ["One?", "Two?", "Three?"]
+    await case.provider.ask(ps, "Four?")  # room again once the page has sent them
+    assert case.asked(ps)[-1] == "Four?"
+
+
+@pytest.mark.parametrize("case", ["akool"], indirect=True)
+async def test_with_an_echoing_avatar_a_say_shows_only_once_it_is_echoed(case: Case):
+    ps = await case.start(mode="say")
+    case.provider.say_echo = True
+    case.fake.channel(ps.provider_session_id).echo_retelling = True
+    await case.provider.say(ps, "Welcome everyone.")
+    case.pump()
+    assert case.transcripts(ps.session_id, "avatar") == []  # sent, but not yet heard back
+    lines = [t for m in case.viewer_messages(ps) for t in case.provider.decode_viewer_data(ps, m)]
+    assert [(t.speaker, t.text) for t in lines] == [("avatar", "Welcome everyone.")]
+    # A second copy of the echo is not a second line.
+    again = {"v": 2, "type": "chat", "mid": "x", "idx": 0, "fin": True,
+             "pld": {"from": "bot", "text": "Welcome everyone."}}
+    assert case.provider.decode_viewer_data(ps, again) == []

@@ -112,28 +112,46 @@ class SlackHarness:
             return resp.status, await resp.text()
 
     def command_body(self, text: str, *, user: str = "U1", channel: str = CHANNEL,
-                     team: str = TEAM, key: str = "r1") -> str:
-        return urllib.parse.urlencode({
+                     team: str = TEAM, key: str = "r1", enterprise: str | None = None,
+                     org_install: bool = False) -> str:
+        # Field names from https://api.slack.com/slash-commands (see
+        # tests/fixtures/slack/slash_command_say_escaped.form); a Grid workspace adds
+        # enterprise_id/enterprise_name, and is_enterprise_install says an org-wide install.
+        form = {
             "token": "legacy", "team_id": team, "team_domain": "one", "channel_id": channel,
             "channel_name": "general", "user_id": user, "user_name": user.lower(),
             "command": "/avatar", "text": text, "api_app_id": "A0AVATAR",
+            "is_enterprise_install": "true" if org_install else "false",
             "response_url": self.fake.response_url(key), "trigger_id": "1.2.3",
-        })
+        }
+        if enterprise is not None:
+            form |= {"enterprise_id": enterprise, "enterprise_name": f"Org {enterprise}"}
+        return urllib.parse.urlencode(form)
 
     async def command(self, text: str, **kw: Any) -> tuple[int, str]:
         return await self.post(self.command_body(text, **kw),
                                "application/x-www-form-urlencoded")
 
     def event_body(self, event: dict[str, Any], *, team: str = TEAM,
-                   event_id: str | None = None) -> str:
+                   event_id: str | None = None, enterprise: str | None = None,
+                   org_install: bool = False) -> str:
+        # The Events API wrapper as in tests/fixtures/slack/event_message_thread_reply.json
+        # (bolt-python's scenario tests): enterprise_id beside team_id in a Grid org, one
+        # installation in `authorizations` (team_id null for an org-wide install),
+        # event_context, is_ext_shared_channel.
         self._events += 1
-        return dumps({
-            "token": "legacy", "team_id": team, "api_app_id": "A0AVATAR", "type": "event_callback",
-            "event_id": event_id or f"Ev{self._events:04d}", "event_time": int(time.time()),
-            "event": event,
-            "authorizations": [{"enterprise_id": None, "team_id": team, "user_id": "UBOT",
-                                "is_bot": True, "is_enterprise_install": False}],
-        })
+        body: dict[str, Any] = {
+            "token": "legacy", "team_id": team, "api_app_id": "A0AVATAR", "event": event,
+            "type": "event_callback", "event_id": event_id or f"Ev{self._events:04d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"enterprise_id": enterprise,
+                                "team_id": None if org_install else team, "user_id": "UBOT",
+                                "is_bot": True, "is_enterprise_install": org_install}],
+            "is_ext_shared_channel": False, "event_context": f"4-{self._events}",
+        }
+        if enterprise is not None:
+            body["enterprise_id"] = enterprise
+        return dumps(body)
 
     async def event(self, event: dict[str, Any], *, retry: int | None = None,
                     **kw: Any) -> tuple[int, str]:
@@ -152,9 +170,16 @@ class SlackHarness:
         }, **kw)
 
     async def action(self, action_id: str, value: str, *, user: str = "U1", team: str = TEAM,
-                     channel: str = CHANNEL, message_ts: str = "1.0") -> tuple[int, str]:
+                     channel: str = CHANNEL, message_ts: str = "1.0",
+                     enterprise: str | None = None, org_install: bool = False) -> tuple[int, str]:
+        # block_actions as https://api.slack.com/reference/interaction-payloads/block-actions
+        # shows it; a Grid org adds `enterprise` ({id, name}) and `is_enterprise_install`, and
+        # for an org-wide install `team` is null (slack-bolt then reads `user.team_id`).
         payload = {
-            "type": "block_actions", "team": {"id": team, "domain": "one"},
+            "type": "block_actions",
+            "team": None if org_install else {"id": team, "domain": "one"},
+            "enterprise": {"id": enterprise, "name": f"Org {enterprise}"} if enterprise else None,
+            "is_enterprise_install": org_install,
             "user": {"id": user, "username": user.lower(), "team_id": team},
             "api_app_id": "A0AVATAR", "token": "legacy", "trigger_id": "1.2.3",
             "channel": {"id": channel, "name": "general"},

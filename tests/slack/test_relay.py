@@ -114,3 +114,47 @@ async def test_closing_sends_the_summaries_of_sessions_ended_just_before(slack):
     summaries = [p for p in thread_posts(slack, ts) if "ended after" in p.params["text"]]
     assert len(summaries) == 1 and "(the server shut down)" in summaries[0].params["text"]
     assert slack.fake.called("chat.update")
+
+
+async def test_the_end_summary_attaches_the_transcript(slack):
+    keeper = asyncio.create_task(slack.stack.service.keep_transcripts())
+    try:
+        await asyncio.sleep(0)
+        sid, ts = await start(slack)
+        await slack.stack.service.ask(sid, "what is on the menu?", author="Ann")
+        await slack.stack.service.stop(sid, "expired")
+        (done,) = await slack.fake.wait_for("files.completeUploadExternal")
+        assert done.result["ok"], done.result
+        (entry,) = slack.fake.files.values()
+        assert entry["filename"] == f"transcript-{sid}.txt"
+        assert entry["channel"] == done.params["channel_id"] and entry["thread_ts"] == ts
+        assert "ended after" in entry["initial_comment"] and "(expired)" in entry["initial_comment"]
+        lines = entry["data"].decode().splitlines()
+        assert lines[0].endswith(" UTC] Ann asked: what is on the menu?"), lines
+        assert "] Ava: You asked: what is on the menu?" in lines[1], lines
+        # The summary went with the file, not a second time as a plain message.
+        assert not [p for p in thread_posts(slack, ts) if "ended after" in p.params["text"]]
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def test_a_workspace_without_files_write_still_gets_the_summary(slack):
+    keeper = asyncio.create_task(slack.stack.service.keep_transcripts())
+    try:
+        await asyncio.sleep(0)
+        slack.fake.scopeless.add(TEAM)
+        sid, ts = await start(slack)
+        await slack.stack.service.ask(sid, "hello", author="Ann")
+        await slack.stack.service.stop(sid, "expired")
+        await eventually(lambda: _summary_posted(slack, ts))
+        (refused,) = slack.fake.called("files.getUploadURLExternal")
+        assert refused.result["error"] == "missing_scope"
+        assert slack.fake.called("files.completeUploadExternal") == []
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def _summary_posted(slack, ts: str) -> bool:
+    return any("ended after" in p.params["text"] for p in thread_posts(slack, ts))

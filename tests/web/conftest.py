@@ -92,8 +92,14 @@ class WebStack:
     vendors: dict[str, Any] = field(default_factory=dict)
 
     async def start(self, provider: str, tenant: str = "discord:1", **kw: Any) -> Any:
-        return await self.service.start(StartCommand(tenant=tenant, user="u1", provider=provider,
-                                                     minutes=kw.pop("minutes", 5), **kw))
+        return await self.service.start(StartCommand(
+            tenant=tenant, user=kw.pop("user", "u1"), provider=provider,
+            minutes=kw.pop("minutes", 5), **kw))
+
+    async def links_session(self, url: str) -> str | None:
+        """The session id a ``/v/<token>`` URL (absolute or not) opens."""
+        claims = self.links.verify(url.split("/v/")[1])
+        return claims.session_id if claims else None
 
     def link(self, session_id: str, role: str = "viewer", ttl: float = 3600) -> str:
         import time
@@ -134,6 +140,7 @@ async def web_stack(
         store = await SqliteStore.open(tmp_path / f"web-{secrets.token_hex(3)}.db")
         stack.push_async_callback(store.close)
         events = EventHub()
+        events.relay.max_wait_s = settings.relay_max_wait_s
         providers: dict[str, AvatarProvider] = {}
         fakes: dict[str, Any] = {}
         for name in vendors:
@@ -154,6 +161,9 @@ async def web_stack(
         links = ViewerLinks(SECRET_KEY.encode(), "http://127.0.0.1")
         app = create_app(service=service, links=links, settings=settings,
                          status=status_items(settings), rate_limits=rate_limits)
+        # As bot/app.py runs them: the transcript keeper and the watch for other processes.
+        keepers = [asyncio.create_task(service.keep_transcripts()),
+                   asyncio.create_task(service.watch_other_writers(0.2))]
         runner, port = await serve_local(app, shutdown_timeout=2.0, access_log=None)
         url = f"http://127.0.0.1:{port}"
         links.base_url = url
@@ -161,6 +171,9 @@ async def web_stack(
         async def _shutdown() -> None:
             await service.stop_all("test over")
             await runner.cleanup()
+            for task in keepers:
+                task.cancel()
+            await asyncio.gather(*keepers, return_exceptions=True)
 
         stack.push_async_callback(_shutdown)
         yield WebStack(settings=settings, store=store, events=events, service=service,
@@ -277,6 +290,40 @@ def ensure_bundles() -> None:
         if b"npm is not installed" in exc.stderr:
             pytest.skip("npm is unavailable: cannot install the browser SDK bundles")
         pytest.fail(f"web/assets/install.sh failed: {exc.stderr.decode()[-2000:]}")
+
+
+FAKE_AKOOL_PATH = "/__fake-akool/send"
+
+
+async def wire_akool(page: Any, fake: Any, on_send: Any = None) -> None:
+    """Hand every stream message ``page`` sends (``tests/fakes/agora_fake.js``) to the fake AKool
+    data channel of its Agora channel, and play the avatar's answers back to it.
+
+    The fake client posts each message with a synchronous request to ``FAKE_AKOOL_PATH``, which
+    this route answers (call it after ``guard_page``): like the real SDK, whose bytes are on
+    their way once ``sendStreamMessage`` is called, the vendor has the message before the call
+    returns, even if the page is unloaded right after. ``on_send(channel, text, at_ms)`` may
+    replace the default delivery; it returns the avatar's answers.
+    """
+
+    def deliver(channel: str, text: str, at_ms: float) -> list[str]:
+        ch = fake.channel_named(channel)
+        before = len(ch.outbox)
+        ch.send(text.encode(), at=at_ms / 1000)
+        replies = ch.outbox[before:]
+        del ch.outbox[before:]
+        return replies
+
+    async def handler(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        replies = (on_send or deliver)(body["channel"], body["text"], body["at"])
+        if asyncio.iscoroutine(replies):
+            replies = await replies
+        await route.fulfill(status=200, content_type="application/json",
+                            body=json.dumps(replies))
+
+    await page.add_init_script(f"window.__fakeAkoolUrl = {json.dumps(FAKE_AKOOL_PATH)};")
+    await page.route("**" + FAKE_AKOOL_PATH, handler)
 
 
 async def guard_page(page: Any, base_url: str) -> list[str]:

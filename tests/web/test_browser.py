@@ -17,7 +17,15 @@ import pytest_asyncio
 from aiohttp import WSCloseCode
 
 from bot.core.reaper import SessionReaper
-from tests.web.conftest import ARTIFACTS, ROOT, chromium_args, ensure_bundles, guard_page, web_stack
+from tests.web.conftest import (
+    ARTIFACTS,
+    ROOT,
+    chromium_args,
+    ensure_bundles,
+    guard_page,
+    web_stack,
+    wire_akool,
+)
 from web.context import WEB
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -47,7 +55,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, int] = DESKTOP,
-                    fake_agora: bool = False) -> tuple[Any, Any, list[str]]:
+                    fake_agora: bool = False, akool: bool = False) -> tuple[Any, Any, list[str]]:
     ctx = await browser.new_context(viewport=viewport, is_mobile=viewport is PHONE,
                                     has_touch=viewport is PHONE)
     page = await ctx.new_page()
@@ -66,6 +74,8 @@ async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, i
             else None)
     page.logs = logs  # type: ignore[attr-defined]
     aborted = await guard_page(page, stack.url)
+    if akool:  # the page's stream messages reach the fake AKool avatar, and it answers
+        await wire_akool(page, stack.vendors["akool"])
     if fake_agora:
         await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
             status=200, content_type="application/javascript", body=FAKE_AGORA))
@@ -201,7 +211,8 @@ async def test_agora_joins_plays_relays_and_reports(browser: Any, stack: Any) ->
     record = await stack.start("akool", minutes=3)
     viewer = record.viewer
     fake = stack.vendors["akool"]
-    ctx, page, errors = await open_page(browser, stack, stack.link(record.id), fake_agora=True)
+    ctx, page, errors = await open_page(browser, stack, stack.link(record.id), fake_agora=True,
+                                        akool=True)
     try:
         await until(page, "window.__agoraFake.joins.length === 1")
         joins = await page.evaluate("window.__agoraFake.joins")
@@ -213,34 +224,29 @@ async def test_agora_joins_plays_relays_and_reports(browser: Any, stack: Any) ->
         assert await page.evaluate("document.getElementById('video').currentTime") > t0
 
         # say: the page publishes the adapter's messages on the data stream, at the vendor's pace.
-        long_text = "This sentence is long enough to need several data messages. " * 30
-        await stack.service.say(record.id, long_text.strip(), author="Ann")
-        await until(page, "window.__agoraFake.sent.length >= 4", 10_000)
-        await asyncio.sleep(0.3)
-        sent = await agora_sent(page)
         channel = fake.channel(record.provider_session_id)
-        for item in sent:
-            channel.send(item["text"].encode(), at=item["t"] / 1000)
+        long_text = ("This sentence is long enough to need several data messages. " * 30).strip()
+        await stack.service.say(record.id, long_text, author="Ann")
+        # Shown as the avatar's line once the page sent its last chunk.
+        await page.locator("#transcript .line.avatar").first.wait_for(timeout=10_000)
+        assert channel.said == [long_text]
+        sent = await agora_sent(page)
+        kinds = [json.loads(s["text"])["type"] for s in sent]
+        # The session started in dialogue mode: the switch, then the chunks of the text.
+        assert kinds[0] == "command" and kinds[1:] == ["chat"] * (len(kinds) - 1)
+        assert len(kinds) >= 3
         assert channel.violations == []
-        assert channel.said == [long_text.strip()]
-        assert all(item["needRetry"] is False for item in sent)
+        assert all(item["needRetry"] is False for item in await agora_sent(page))
 
         # ask: the avatar's reply arrives on the data stream; the page reports it back.
         await stack.service.ask(record.id, "What are your opening hours?", author="Ann")
-        await until(page, f"window.__agoraFake.sent.length > {len(sent)}")
-        await asyncio.sleep(0.3)
-        for item in (await agora_sent(page))[len(sent):]:
-            channel.send(item["text"].encode(), at=item["t"] / 1000)
-        assert channel.asked == ["What are your opening hours?"]
-        assert channel.outbox, "the fake avatar answered nothing"
-        for message in channel.outbox:
-            await page.evaluate("(m) => window.__agoraFake.deliver(m)", message)
-        reply = json.loads(channel.outbox[-1])["pld"]["text"]
-        avatar_lines = page.locator("#transcript .line.avatar")
         await page.wait_for_function(
             "(t) => [...document.querySelectorAll('#transcript .line.avatar')]"
-            ".some((li) => li.textContent.includes(t))", arg=reply[:20], timeout=5_000)
-        assert await avatar_lines.count() >= 1
+            ".some((li) => li.textContent.includes(t))",
+            arg="You asked: What are your opening hours?", timeout=5_000)
+        assert channel.asked == ["What are your opening hours?"]
+        avatar_lines = page.locator("#transcript .line.avatar")
+        assert await avatar_lines.count() == 2  # the retold text, then the answer
         await shot(page, "viewer-agora-desktop")
         assert errors == [] and page.aborted == []
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,23 @@ async def _metric(client: aiohttp.ClientSession, url: str, line: str) -> float:
     return 0.0
 
 
+async def play_relay(ps: Any, channel: Any, text: str) -> list[dict[str, Any]]:
+    """Be the page in the room: send what the hub hands out into the fake AKool data channel,
+    acknowledge it, and report what the avatar sends back, until the chat ``text`` went out."""
+    handed: list[dict[str, Any]] = []
+    while True:
+        relay = await ps.next("relay")
+        handed += relay["messages"]
+        for m in relay["messages"]:
+            channel.send(json.dumps(m["payload"]).encode(), at=time.monotonic())
+        await ps.ws.send_json({"type": "relayed", "ids": [m["id"] for m in relay["messages"]]})
+        for out in channel.outbox:
+            await ps.ws.send_json({"type": "data", "payload": out})
+        channel.outbox.clear()
+        if any(m["payload"]["pld"].get("text") == text for m in relay["messages"]):
+            return handed
+
+
 async def test_newest_tab_takes_over_and_relay_goes_to_the_active_tab_only(
     stack: Any, client: Any
 ) -> None:
@@ -33,24 +51,33 @@ async def test_newest_tab_takes_over_and_relay_goes_to_the_active_tab_only(
         async with page_socket(client, link) as second:
             assert (await second.next("hello"))["active"] is True
             await first.next("superseded")
+            await second.ws.send_json({"type": "joined"})
 
+            channel = stack.vendors["akool"].channel(record.provider_session_id)
             await stack.service.say(record.id, "Hello from the thread", author="ann")
-            relay = await second.next("relay")
-            texts = [m["pld"].get("text") for m in relay["messages"] if m["type"] == "chat"]
-            assert texts == ["Hello from the thread"] and relay["bytes_per_second"] > 0
+            handed = await play_relay(second, channel, "Hello from the thread")
+            # The session started in dialogue mode: the switch went first, then the text.
+            assert [m["payload"]["type"] for m in handed] == ["command", "chat"]
+            assert channel.said == ["Hello from the thread"]
+            configs = [m["config"] for m in second.received if m["type"] == "relay"]
+            assert all(c["bytes_per_second"] > 0 and c["max_message_bytes"] > 0 for c in configs)
             # Both tabs show the transcript, only the active one relays.
             assert (await first.next("transcript"))["text"] == "Hello from the thread"
             assert (await second.next("transcript"))["text"] == "Hello from the thread"
             assert not [m for m in first.received if m["type"] == "relay"]
 
-            # The displaced tab takes the media back.
+            # The displaced tab takes the media back; it gets messages once it has joined.
             await first.ws.send_json({"type": "takeover"})
             await first.next("active")
             await second.next("superseded")
             await stack.service.ask(record.id, "Are you there?", author="ann")
-            assert (await first.next("relay"))["messages"][-1]["pld"]["text"] == "Are you there?"
             await asyncio.sleep(0.1)
-            assert len([m for m in second.received if m["type"] == "relay"]) == 1
+            assert not [m for m in first.received if m["type"] == "relay"]
+            await first.ws.send_json({"type": "joined"})
+            handed = await play_relay(first, channel, "Are you there?")
+            assert channel.asked == ["Are you there?"]
+            await asyncio.sleep(0.1)
+            assert len([m for m in second.received if m["type"] == "relay"]) == len(configs)
 
 
 async def test_a_displaced_tab_reconnecting_passively_does_not_take_the_media(
@@ -60,8 +87,10 @@ async def test_a_displaced_tab_reconnecting_passively_does_not_take_the_media(
     link = stack.link(record.id)
     async with page_socket(client, link) as active:
         await active.next("hello")
+        await active.ws.send_json({"type": "joined"})
         async with page_socket(client, link, "?passive=1") as passive:
             assert (await passive.next("hello"))["active"] is False
+            await passive.ws.send_json({"type": "joined"})
             await stack.service.say(record.id, "for the active tab", author="ann")
             await active.next("relay")
             await asyncio.sleep(0.1)
@@ -93,16 +122,23 @@ async def test_page_data_messages_become_transcript_lines(stack: Any, client: An
         await watcher.next("hello")
         async with page_socket(client, link) as active:
             await active.next("hello")
+            await active.ws.send_json({"type": "joined"})
+            await stack.service.ask(record.id, "When do you open?", author="ann")
+            relay = await active.next("relay")
+            await active.ws.send_json({"type": "relayed",
+                                       "ids": [m["id"] for m in relay["messages"]]})
             reply = {"v": 2, "type": "chat", "mid": "m1", "idx": 0, "fin": True,
                      "pld": {"from": "bot", "text": "We open at nine."}}
             # A displaced tab's reports are ignored (it holds no media).
             await watcher.ws.send_json({"type": "data", "payload": reply})
             await active.ws.send_json({"type": "data", "payload": json.dumps(reply)})
             for ps in (active, watcher):
-                line = await ps.next("transcript")
-                assert line["speaker"] == "avatar" and line["text"] == "We open at nine."
+                while (line := await ps.next("transcript"))["speaker"] != "avatar":
+                    pass
+                assert line["text"] == "We open at nine."
             await asyncio.sleep(0.1)
-            lines = [m for m in watcher.received if m["type"] == "transcript"]
+            lines = [m for m in watcher.received
+                     if m["type"] == "transcript" and m["speaker"] == "avatar"]
             assert len(lines) == 1
 
 

@@ -47,21 +47,45 @@
   }
   const countdownTimer = setInterval(renderCountdown, 1000);
 
-  function showNotice(text, retry) {
+  function showNotice(text, retry, hint) {
     $("notice-text").textContent = text;
     $("notice").hidden = !text;
     $("retry").hidden = !retry;
+    $("notice-hint").textContent = hint || "";
+    $("notice-hint").hidden = !hint;
+    $("notice-links").hidden = true;
   }
 
-  $("retry").addEventListener("click", () => {
+  $("retry").addEventListener("click", async () => {
     showNotice("");
+    await stopMedia();
     startMedia();
   });
 
+  // ------------------------------------------------------------------ no media in time
+  // Where the browser cannot reach the media (a firewall, no TURN relay), WebRTC may try for
+  // minutes without failing: after media_timeout_s the page says so and offers Retry.
+  let mediaTimer = null;
+  function watchMedia(attempt) {
+    clearTimeout(mediaTimer);
+    const seconds = cfg.media_timeout_s || 15;
+    mediaTimer = setTimeout(() => {
+      if (media !== attempt || viewer.ended || viewer.status === "live") return;
+      viewer.mediaTimedOut = true;
+      setStatus("failed", "No video");
+      showNotice("The video has not arrived after " + Math.round(seconds) + " seconds. "
+        + "Your network may block the connection to this server's video (a firewall or VPN). "
+        + "Retry, or try another network.", true, cfg.operator_hint || "");
+    }, seconds * 1000);
+  }
+
   // ------------------------------------------------------------------ transcript
   const partial = {};  // speaker -> the line still growing (A2E streams its answers in pieces)
+  let lastKept = 0;  // time of the newest line of the kept history shown
 
   function addLine(line) {
+    // A line already shown from the kept history (hello) is not shown twice.
+    if (line.final !== false && typeof line.at === "number" && line.at <= lastKept) return;
     let li = partial[line.speaker];
     if (!li) {
       li = document.createElement("li");
@@ -178,7 +202,7 @@
     pc.onconnectionstatechange = () => {
       if (pc !== viewer.pc) return;
       const s = pc.connectionState;
-      if (s === "connected") setStatus("live");
+      if (s === "connected") { setStatus("live"); showNotice(""); }
       else if (s === "disconnected") setStatus("reconnecting");
       else if (s === "failed") setStatus("failed", "Could not connect to the video");
     };
@@ -215,6 +239,8 @@
       else if (state === "CONNECTED" && viewer.status === "reconnecting") setStatus("live");
     });
     await client.join(m.app_id, m.channel, m.token, m.uid);
+    if (attempt.cancelled || viewer.agora !== client) return;
+    joinedRoom(true);
     if (viewer.status !== "live") setStatus("connecting", "Waiting for the avatar…");
   }
 
@@ -232,8 +258,9 @@
     room.on(LK.RoomEvent.Reconnecting, () => setStatus("reconnecting"));
     room.on(LK.RoomEvent.Reconnected, () => setStatus("live"));
     await room.connect(cfg.media.url, cfg.media.token);
+    if (attempt.cancelled || viewer.room !== room) return;
+    joinedRoom(true);
     setStatus("live");
-    if (relayQueue.length && !relayBusy) drainRelay();
   }
 
   const TRANSPORTS = {webrtc: startWebRTC, agora: startAgora, livekit: startLiveKit};
@@ -248,6 +275,8 @@
     };
     media = attempt;
     setStatus("connecting");
+    viewer.mediaTimedOut = false;
+    watchMedia(attempt);
     try {
       await TRANSPORTS[cfg.transport](attempt);
     } catch (err) {
@@ -258,65 +287,158 @@
       if (media === attempt) media = null;
       if (attempt.stopFn) attempt.stopFn().catch(() => {});
       setStatus("failed", "Could not connect");
-      showNotice("Could not connect to the avatar's video.", true);
+      showNotice("Could not connect to the avatar's video.", true, cfg.operator_hint || "");
     }
   }
 
   async function stopMedia() {
     const running = media;
     media = null;
+    if (relayState.joined) joinedRoom(false);
     if (running) await running.stop();
     clearVideo();
   }
 
   // ------------------------------------------------------------------ relay (vendor data channel)
   const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
   function reportData(data) {
     let text = typeof data === "string" ? data : decoder.decode(data);
+    if (viewer.maxReport && encoder.encode(text).length > viewer.maxReport - 64) {
+      console.warn("avatarbot: a data message too large to report was dropped");
+      return;
+    }
     let payload = text;
     try { payload = JSON.parse(text); } catch (e) { /* not JSON: pass the text on */ }
     viewer.reported += 1;
+    flushAcks();  // the server learns a message went out before it hears the answer to it
     send({type: "data", payload: payload});
   }
 
-  const relayQueue = [];
-  let relayBusy = false;
-  const encoder = new TextEncoder();
-  function relay(messages, bytesPerSecond, topic) {
-    for (const m of messages) {
-      relayQueue.push({text: JSON.stringify(m), bps: bytesPerSecond, topic: topic || null});
+  // The server keeps each message until this page says the SDK sent it; the page announces when
+  // it is in the room ("joined"), and only then does it get messages. The vendor's limits come
+  // with them (config): each message at most max_message_bytes, and bytes_per_second of encoded
+  // bytes (UTF-8, as the vendor counts), the pace the server-side chunker is built for.
+  const relayState = {config: null, queue: [], busy: false, joined: false, nextAt: 0};
+  // Ids already sent into this session's room, kept across reloads and shared with other tabs
+  // of this browser: a message handed out again (reload, reconnect, takeover) is not resent.
+  // Ids are unique across sessions (a per-process prefix), so one list serves every link.
+  const SENT_KEY = "avatarbot-relayed";
+  const NEXT_KEY = "avatarbot-relay-next";
+  function sentIds() {
+    try { return JSON.parse(localStorage.getItem(SENT_KEY) || "[]"); } catch (e) { return []; }
+  }
+  function markSent(id, sent) {
+    const ids = sentIds().filter((x) => x !== id);
+    if (sent) ids.push(id);
+    try { localStorage.setItem(SENT_KEY, JSON.stringify(ids.slice(-500))); } catch (e) { /* full */ }
+  }
+
+  // The transport's own way into the room; null while the page is not in it.
+  function roomSender() {
+    if (!relayState.joined) return null;
+    if (viewer.agora) {
+      const client = viewer.agora;
+      return (text) => client.sendStreamMessage(text, false);
     }
-    if (!relayBusy) drainRelay();
+    if (viewer.room && viewer.room.localParticipant) {
+      const participant = viewer.room.localParticipant;
+      const topic = relayState.config && relayState.config.topic;
+      return (text) => participant.publishData(encoder.encode(text),
+        topic ? {reliable: true, topic: topic} : {reliable: true});
+    }
+    return null;
   }
 
-  // Agora: a stream message. LiveKit: reliable data on the topic the server named
-  // (LiveAvatar takes its commands on "agent-control").
-  async function sendData(text, topic) {
-    if (viewer.agora) return viewer.agora.sendStreamMessage(text, false);
-    const options = {reliable: true};
-    if (topic) options.topic = topic;
-    return viewer.room.localParticipant.publishData(encoder.encode(text), options);
+  // Acknowledgements go in small batches: one socket message per data message could run into
+  // the socket's rate limit when many short messages go out.
+  const pendingAcks = [];
+  let ackTimer = null;
+  function ack(id) {
+    pendingAcks.push(id);
+    if (!ackTimer) ackTimer = setTimeout(flushAcks, 100);
+  }
+  function flushAcks() {
+    clearTimeout(ackTimer);
+    ackTimer = null;
+    if (pendingAcks.length) send({type: "relayed", ids: pendingAcks.splice(0)});
   }
 
-  // Messages wait in the queue until the media is joined (LiveKit: the room is connected).
-  function dataReady() {
-    return Boolean(viewer.agora || (viewer.room && viewer.room.state === "connected"));
+  async function joinedRoom(yes) {
+    relayState.joined = yes;
+    if (!yes) {
+      relayState.queue.length = 0;  // the server hands them out again after the next join
+      // A send under way settles (and is acknowledged) before the server may hand what this
+      // page held to another tab: the vendor must not get a message twice.
+      while (relayState.busy) await sleep(20);
+      flushAcks();
+    }
+    send({type: "joined", joined: yes});
   }
+
+  function relay(msg) {
+    relayState.config = msg.config || relayState.config;
+    const queued = new Set(relayState.queue.map((m) => m.id));
+    for (const m of msg.messages || []) if (!queued.has(m.id)) relayState.queue.push(m);
+    drainRelay();
+  }
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
   async function drainRelay() {
-    relayBusy = true;
-    while (relayQueue.length && dataReady()) {
-      const {text, bps, topic} = relayQueue.shift();
-      try {
-        await sendData(text, topic);
-        viewer.relayed += 1;
-      } catch (err) {
-        console.warn("could not send a data message", err);
+    if (relayState.busy) return;
+    relayState.busy = true;
+    try {
+      while (relayState.queue.length) {
+        if (!roomSender()) return;
+        const m = relayState.queue[0];
+        if (sentIds().includes(m.id)) {
+          relayState.queue.shift();
+          ack(m.id);
+          continue;
+        }
+        const text = JSON.stringify(m.payload);
+        const size = encoder.encode(text).length;
+        const limits = relayState.config || {};
+        if (limits.max_message_bytes && size > limits.max_message_bytes) {
+          // Cannot happen with the server's chunker; never push an oversized message anyway.
+          console.warn("avatarbot: a relayed message is over the vendor's size limit");
+          relayState.queue.shift();
+          continue;
+        }
+        // The pace holds across a reload or a takeover in this browser: the earliest time for
+        // the next message is shared with the other tabs.
+        const next = Math.max(relayState.nextAt, Number(localStorage.getItem(NEXT_KEY)) || 0);
+        const wait = next - Date.now();
+        if (wait > 0) await sleep(wait);
+        const sender = roomSender();
+        if (!sender) return;
+        if (relayState.queue[0] === m) {
+          const start = Date.now();
+          // Recorded before the call: once the SDK has the bytes they leave, even if this page
+          // is unloaded before the promise settles; a reload must not send them again.
+          markSent(m.id, true);
+          try {
+            await sender(text);
+          } catch (err) {
+            markSent(m.id, false);
+            console.warn("could not send a data message; retrying", err);
+            await sleep(500);
+            continue;
+          }
+          // Keep the vendor's pace in encoded bytes (AKool: 5,000 B/s leaves room under 6 KB/s).
+          if (limits.bytes_per_second > 0) {
+            relayState.nextAt = start + (size / limits.bytes_per_second) * 1000;
+            try { localStorage.setItem(NEXT_KEY, String(relayState.nextAt)); } catch (e) { /* */ }
+          }
+          if (relayState.queue[0] === m) relayState.queue.shift();
+          viewer.relayed += 1;
+          ack(m.id);
+        }
       }
-      // Keep the vendor's pace (AKool: at most about 6 KB/s on Agora's data stream).
-      if (bps > 0) await new Promise((r) => setTimeout(r, (text.length / bps) * 1000));
+    } finally {
+      relayState.busy = false;
     }
-    relayBusy = false;
   }
 
   // ------------------------------------------------------------------ websocket
@@ -350,7 +472,13 @@
     switch (msg.type) {
       case "hello":
         wsRetry = 0;
+        if (Array.isArray(msg.transcript) && !viewer.historyShown) {
+          viewer.historyShown = true;
+          msg.transcript.forEach(addLine);
+          lastKept = msg.transcript.reduce((t, l) => Math.max(t, l.at || 0), 0);
+        }
         viewer.viewerId = msg.viewer_id;
+        viewer.maxReport = msg.max_report_bytes || 0;
         viewer.active = msg.active;
         setCountdown(msg.seconds_left);
         if (msg.state === "pending") { setStatus("pending"); return; }
@@ -373,7 +501,7 @@
         if (typeof msg.seconds_left === "number") setCountdown(msg.seconds_left);
         break;
       case "relay":
-        relay(msg.messages || [], msg.bytes_per_second || 0, msg.topic);
+        relay(msg);
         break;
       case "superseded":
         viewer.active = false;
@@ -403,18 +531,31 @@
     setStatus("ended");
     $("elsewhere").hidden = true;
     $("unmute").hidden = true;
+    clearTimeout(mediaTimer);
     let text = "The session has ended.";
     if (summary) {
       const m = Math.floor(summary.duration_s / 60), s = summary.duration_s % 60;
       text += " It lasted " + (m ? m + " min " : "") + s + " s.";
+      if (summary.reason) text += " (" + summary.reason + ")";
     }
     showNotice(text);
+    $("ended-transcript").href = "/v/" + encodeURIComponent(cfg.token) + "/transcript.txt";
+    $("ended-another").hidden = !cfg.playground;
+    $("notice-links").hidden = false;
     const chat = $("chat");
     if (chat) chat.querySelectorAll("textarea, button").forEach((el) => { el.disabled = true; });
     if (ws) ws.close();
   }
 
-  window.addEventListener("pagehide", () => { if (media) media.stop(); });
+  window.addEventListener("pagehide", () => {
+    flushAcks();
+    if (media) media.stop();
+    // The host's tab is closing or navigating away: tell the server, which ends the playground
+    // session unless a page of it is back within a few seconds (a reload).
+    if (cfg.role === "host" && !viewer.ended && navigator.sendBeacon) {
+      navigator.sendBeacon("/playground/" + encodeURIComponent(cfg.token) + "/leave");
+    }
+  });
 
   // ------------------------------------------------------------------ host chat box
   const chat = $("chat");
@@ -425,20 +566,68 @@
         body: JSON.stringify(body || {}), credentials: "same-origin",
       });
       const data = await resp.json().catch(() => ({}));
-      const err = $("chat-error");
-      err.hidden = resp.ok;
-      err.textContent = resp.ok ? "" : (data.error || "Something went wrong.");
+      showError(resp.ok ? "" : (data.error || "Something went wrong; try again."));
       return resp.ok;
     };
+    const showError = (text) => {
+      const err = $("chat-error");
+      err.hidden = !text;
+      err.textContent = text;
+      err.dataset.kind = "";
+    };
+    // The limit comes from the provider's capabilities (page config): counted, never cut.
+    const limit = cfg.max_text || 2000;
+    const box = $("chat-text");
+    const counter = () => {
+      const n = box.value.trim().length;
+      const over = n > limit;
+      $("chat-count").textContent = n + " / " + limit + (over ? " (" + (n - limit) + " too many)" : "");
+      $("chat-count").classList.toggle("over", over);
+      box.setAttribute("aria-invalid", over ? "true" : "false");
+      return over;
+    };
+    box.addEventListener("input", () => {
+      // Typing answers the page's own complaint (empty, too long) once it no longer holds.
+      const kind = $("chat-error").dataset.kind;
+      if (!counter() && (kind === "length" || kind === "empty")) showError("");
+    });
+    box.addEventListener("paste", () => {
+      // After the paste lands: announce a text over the limit instead of cutting it.
+      setTimeout(() => {
+        if (!counter()) return;
+        const n = box.value.trim().length;
+        const text = "The message is now " + n + " characters; " + cfg.avatar + " takes at most "
+          + limit + ". Shorten it (or send it in parts) before asking.";
+        showError(text);
+        $("chat-error").dataset.kind = "length";
+        $("chat-announce").textContent = text;
+      }, 0);
+    });
+    counter();
     chat.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const action = ev.submitter && ev.submitter.value === "say" ? "say" : "ask";
-      const box = $("chat-text");
       const text = box.value.trim();
-      if (!text) return;
+      if (!text) {
+        showError("Type a message first, then press Ask (or Say).");
+        $("chat-error").dataset.kind = "empty";
+        box.focus();
+        return;
+      }
+      if (text.length > limit) {
+        showError("This message is " + text.length + " characters; the limit is " + limit
+          + ". Shorten it by " + (text.length - limit) + " characters.");
+        $("chat-error").dataset.kind = "length";
+        box.focus();
+        return;
+      }
       // Clear only what was sent: the person may have typed the next message meanwhile.
-      if (await call(action, {text}) && box.value.trim() === text) box.value = "";
+      if (await call(action, {text}) && box.value.trim() === text) {
+        box.value = "";
+        counter();
+      }
     });
+    if ($("interrupt")) $("interrupt").addEventListener("click", () => call("interrupt"));
     $("chat-text").addEventListener("keydown", (ev) => {
       if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask").click(); }
     });

@@ -22,6 +22,7 @@ from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.discord.commands import AvatarCommands, build_avatar_group, guild_tenant
 from bot.platforms.discord.errors import reply_error
+from bot.platforms.discord.names import NameResolver
 from bot.platforms.discord.threads import ThreadRelay, route_message
 from bot.settings import Settings
 
@@ -93,6 +94,7 @@ class AvatarBot(discord.Client):
         self.tree.add_command(build_avatar_group(self.commands))
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.relay = ThreadRelay(self)
+        self.names = NameResolver(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def login(self, token: str) -> None:
@@ -178,7 +180,9 @@ class AvatarBot(discord.Client):
         try:
             text = await self.commands.stop_session(interaction, session_id)
             await interaction.edit_original_response(content=text)
-        except Exception as exc:
+        # A button has no command tree's on_error: every failure becomes the clicker's reply
+        # here, and reply_error logs the unexpected ones (discord.py would only log them).
+        except Exception as exc:  # noqa: BLE001 - the button's catch-all error reply
             await reply_error(interaction, exc)
 
     async def _on_tree_error(

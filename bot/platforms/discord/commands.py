@@ -29,6 +29,7 @@ from bot.core.models import (
 from bot.core.service import StartCommand
 from bot.platforms.discord.permissions import NEEDED_PERMISSIONS
 from bot.platforms.discord.views import session_view
+from bot.platforms.readable import discord_readable
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import AvatarBot
@@ -41,7 +42,7 @@ NO_MENTIONS = discord.AllowedMentions.none()
 QUICK_S = 1.5
 PRECHECK_S = 2.0
 AUTOCOMPLETE_S = 2.0
-THREAD_ARCHIVE_MIN = 60
+THREAD_ARCHIVE_MIN: Literal[60] = 60  # one of the durations Discord accepts
 # Option ranges Discord's client enforces, read from the one home of each bound.
 CONCURRENT_MIN, CONCURRENT_MAX = limit_bounds("max_concurrent")
 MINUTES_MIN, MINUTES_MAX = limit_bounds("max_minutes")
@@ -272,11 +273,19 @@ class AvatarCommands:
         record = await self.session_here(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         method = self.service.say if mode is Mode.SAY else self.service.ask
-        await method(record.id, text, author=interaction.user.display_name,
+        await method(record.id, await self.readable(interaction, text),
+                     author=interaction.user.display_name,
                      tenant=tenant_of(interaction))
         await interaction.edit_original_response(
             content=f"Sent to {record.avatar_name} ({mode.value}).", allowed_mentions=NO_MENTIONS
         )
+
+    async def readable(self, interaction: discord.Interaction, text: str) -> str:
+        """Command text as a reader would say it (names for mentions, no markdown)."""
+        guild = interaction.guild
+        if guild is None:  # an uncached server: no names to look up, neutral words instead
+            return discord_readable(text)
+        return await self.bot.names.readable(guild, text)
 
     async def set_mode(self, interaction: discord.Interaction, mode: str) -> None:
         """``/avatar mode``."""
@@ -373,9 +382,11 @@ class AvatarCommands:
             info = await self.service.start_avatar(tenant, None)
             text = f"`/avatar start` with no avatar starts **{info.name}** ({info.provider})."
         else:
-            info = await self.service.set_default_avatar(tenant, avatar)
-            assert info is not None
-            text = f"`/avatar start` with no avatar now starts **{info.name}** ({info.provider})."
+            chosen = await self.service.set_default_avatar(tenant, avatar)
+            assert chosen is not None  # a named avatar comes back (None only when forgetting)
+            text = (
+                f"`/avatar start` with no avatar now starts **{chosen.name}** ({chosen.provider})."
+            )
         await interaction.response.send_message(text, ephemeral=True)
 
     async def sessions(self, interaction: discord.Interaction) -> None:

@@ -32,7 +32,9 @@ PERMISSIONS: dict[str, tuple[str, str]] = {
     "read_message_history": (
         "Read Message History", "reply to a message and react to it (reply, add_reaction)",
     ),
-    "add_reactions": ("Add Reactions", "the reaction that says a message reached the avatar"),
+    "add_reactions": (
+        "Add Reactions", "the reactions that say a message reached the avatar, or had no text",
+    ),
 }
 
 # What ``_check_bot_permissions`` looks up on ``interaction.app_permissions``: attribute -> label.

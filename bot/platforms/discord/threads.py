@@ -12,6 +12,7 @@ text is split at 2000 characters, and nobody is ever pinged (``AllowedMentions.n
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import time
@@ -21,8 +22,10 @@ import discord
 
 from bot.core.events import AnyEvent, Ended, Transcript, Warning
 from bot.core.models import SessionSummary
+from bot.core.transcripts import transcript_filename, transcript_text
 from bot.platforms.discord.commands import guild_tenant
 from bot.platforms.discord.errors import user_text
+from bot.platforms.readable import DISCORD_PEOPLE_TYPES, discord_forwardable
 
 if TYPE_CHECKING:
     from bot.platforms.discord.client import AvatarBot
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE = 2000
 NO_MENTIONS = discord.AllowedMentions.none()
 ACCEPTED = "✅"
+# The answer to a message with nothing to read out (only an image, a file, a sticker or a
+# forward): a muted speaker, "the avatar only hears text", instead of a public warning.
+TEXT_ONLY = "🔇"
 # Reasons used when the thread itself went away: the summary is not posted into it then
 # (posting would unarchive an archived thread, and a deleted one cannot take messages).
 THREAD_GONE_REASONS = ("thread archived", "thread locked", "thread deleted")
@@ -72,7 +78,8 @@ class Outbox:
         self.channel = channel
         self.interval_s = interval_s
         self.fresh_after_s = fresh_after_s
-        self.pending: list[tuple[str, bool]] = []
+        # (text, standalone, attachment as (file name, bytes) or None)
+        self.pending: list[tuple[str, bool, tuple[str, bytes] | None]] = []
         self.closing = False
         self.wake = asyncio.Event()
         self._message: discord.Message | None = None
@@ -81,9 +88,10 @@ class Outbox:
         self._break = False
         self._last_write = 0.0
 
-    def push(self, text: str, *, standalone: bool = False) -> None:
-        """Queue ``text``; ``standalone`` text gets a message of its own."""
-        self.pending.append((text, standalone))
+    def push(self, text: str, *, standalone: bool = False,
+             attachment: tuple[str, bytes] | None = None) -> None:
+        """Queue ``text``; ``standalone`` text gets a message of its own, with ``attachment``."""
+        self.pending.append((text, standalone, attachment))
         self.wake.set()
 
     def new_turn(self) -> None:
@@ -103,19 +111,28 @@ class Outbox:
                 await self._write(items)
                 self._last_write = time.monotonic()
 
-    async def _write(self, items: list[tuple[str, bool]]) -> None:
+    async def _write(self, items: list[tuple[str, bool, tuple[str, bytes] | None]]) -> None:
         if time.monotonic() - self._last_write > self.fresh_after_s:
             self._break = True
-        for text, standalone in items:
+        for text, standalone, attachment in items:
             self._break = self._break or standalone
-            for chunk in split_text(text):
+            chunks = split_text(text)
+            for i, chunk in enumerate(chunks):
                 fits = len(self._content) + 1 + len(chunk) <= MAX_MESSAGE
                 if self._message is not None and not self._break and fits:
                     self._content += "\n" + chunk
                     self._dirty = True
                     continue
                 await self._flush_edit()
-                self._message = await self.channel.send(chunk, allowed_mentions=NO_MENTIONS)
+                if attachment is not None and i == len(chunks) - 1:
+                    # The file goes with the message (multipart: payload_json + files[0]).
+                    name, data = attachment
+                    self._message = await self.channel.send(
+                        chunk, file=discord.File(io.BytesIO(data), filename=name),
+                        allowed_mentions=NO_MENTIONS,
+                    )
+                else:
+                    self._message = await self.channel.send(chunk, allowed_mentions=NO_MENTIONS)
                 self._content, self._break = chunk, False
             self._break = self._break or standalone
         await self._flush_edit()
@@ -201,13 +218,26 @@ class ThreadRelay:
     async def _end(self, channel_id: str, message_id: str | None, thread_id: int, text: str,
                    summary: SessionSummary) -> None:
         if summary.reason not in THREAD_GONE_REASONS:
+            attachment = await self._transcript(summary)
             outbox = self._outbox(thread_id)
-            outbox.push(text, standalone=True)
+            outbox.push(text, standalone=True, attachment=attachment)
             outbox.closing = True
         else:
             self._drop(thread_id)
         if message_id is not None:
             await self._disable_buttons(int(channel_id), int(message_id), summary)
+
+    async def _transcript(self, summary: SessionSummary) -> tuple[str, bytes] | None:
+        """The session's kept transcript as a file for the end summary (None when empty)."""
+        try:
+            lines = await self.bot.service.transcript(summary.session_id)
+        except Exception:
+            log.exception("could not read the transcript to attach")
+            return None
+        if not lines:
+            return None
+        text = transcript_text(summary.avatar_name, lines)
+        return transcript_filename(summary.session_id), text.encode()
 
     async def _disable_buttons(self, channel_id: int, message_id: int,
                                summary: SessionSummary) -> None:
@@ -255,11 +285,20 @@ class ThreadRelay:
 
 
 async def route_message(bot: AvatarBot, message: discord.Message) -> None:
-    """Forward a person's message in a session thread to the avatar as ask or say."""
+    """Forward a person's message in a session thread to the avatar as ask or say.
+
+    Only DEFAULT and REPLY messages are people talking (``discord_forwardable``): a thread
+    rename, a pin, a member added and every other system message reach nothing. Mentions, emoji,
+    links and markdown are read as a person would read them out (``names.NameResolver``). A
+    message with nothing to read out but an attachment, sticker or forward gets the
+    ``TEXT_ONLY`` reaction.
+    """
     if message.guild is None or message.author.bot:
         return
     if bot.user is not None and message.author.id == bot.user.id:
         return
+    if message.type.value not in DISCORD_PEOPLE_TYPES:
+        return  # checked before any look-up: system messages cost nothing
     binding = await bot.bindings.for_thread("discord", str(message.channel.id))
     if binding is None:
         return
@@ -269,19 +308,39 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         if bot.user is None or not any(u.id == bot.user.id for u in message.mentions):
             return
         text = _MENTION.sub("", text)
+    readable = await bot.names.readable(message.guild, text, message.mentions)
+    verdict = discord_forwardable(
+        message.type.value, bool(readable), has_attachments=bool(message.attachments),
+        has_stickers=bool(message.stickers), is_forward=_is_forward(message),
+    )
+    if verdict == "ignore":
+        return
+    if verdict == "react":
+        await _react(message, TEXT_ONLY)
+        return
     bot.relay.new_turn(message.channel.id)
     try:
         await bot.service.send(
-            binding.session_id, text, author=message.author.display_name,
+            binding.session_id, readable, author=message.author.display_name,
             tenant=guild_tenant(message.guild.id),
         )
     except Exception as exc:  # noqa: BLE001 - every failure becomes one reply, as for commands
         await _reply(message, user_text(exc))
         return
+    await _react(message, ACCEPTED)
+
+
+def _is_forward(message: discord.Message) -> bool:
+    ref = message.reference
+    return (ref is not None and ref.type is discord.MessageReferenceType.forward) or bool(
+        message.message_snapshots)
+
+
+async def _react(message: discord.Message, emoji: str) -> None:
     try:
-        await message.add_reaction(ACCEPTED)
+        await message.add_reaction(emoji)
     except discord.HTTPException:
-        log.info("could not react to a forwarded message", exc_info=True)
+        log.info("could not react to a thread message", exc_info=True)
 
 
 async def _reply(message: discord.Message, text: str) -> None:

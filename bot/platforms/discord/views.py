@@ -8,7 +8,7 @@ kept in memory. The handler is looked up on the client (``client.on_stop_click``
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 
@@ -28,14 +28,23 @@ class StopButton(discord.ui.DynamicItem[discord.ui.Button], template=STOP_TEMPLA
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> StopButton:
         """Rebuild the button from a click (works on a freshly started client)."""
         return cls(match["sid"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         """Hand the click to the client, which stops the session."""
-        await interaction.client.on_stop_click(interaction, self.session_id)  # type: ignore[attr-defined]
+        client: _StopHandler = interaction.client
+        await client.on_stop_click(interaction, self.session_id)
+
+
+class _StopHandler(Protocol):
+    """What the Stop button needs from the client (``bot.platforms.discord.client``)."""
+
+    async def on_stop_click(
+        self, interaction: discord.Interaction[Any], session_id: str
+    ) -> None: ...
 
 
 def session_view(

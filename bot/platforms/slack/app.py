@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,6 +30,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.oauth.installation_store import Bot
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.errors import ConfigError
@@ -36,6 +38,7 @@ from bot.core.links import ViewerLinks
 from bot.core.ports import SlackInstallStore
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.readable import slack_readable
 from bot.platforms.slack import commands, events
 from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
 from bot.platforms.slack.threads import ThreadRelay, team_tenant
@@ -53,8 +56,13 @@ logging.getLogger("slack_sdk").setLevel(logging.INFO)
 BOT_SCOPES = [
     "commands", "chat:write", "channels:join", "channels:history",
     "groups:history", "im:history", "reactions:write", "users:read",
+    # files:write: the end summary attaches the session's transcript (files.uploadV2 flow)
+    "files:write",
 ]
 ADMIN_CACHE_S = 60.0
+NAME_CACHE_S = 600.0
+# A user mention in Slack's markup: <@U…> or, with escaping on, <@U…|handle>.
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^<>]*)?>")
 MAX_CLOCK_SKEW_S = 300  # Slack's rule: refuse requests stamped more than 5 minutes off
 # Events that end an installation; they must pass even after the workspace's tokens are gone.
 _UNINSTALL_EVENTS = ("app_uninstalled", "tokens_revoked")
@@ -105,6 +113,8 @@ class SlackAdapter:
         self.relay = ThreadRelay(service, bindings, self.token_for, self.client, min_interval_s)
         self._single_team: str | None = None
         self._admins: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._names: dict[str, tuple[float, str | None]] = {}
+        self._file_noted: set[str] = set()
 
     # ------------------------------------------------------------------ clients and tokens
     def client(self, token: str | None = None) -> AsyncWebClient:
@@ -135,19 +145,33 @@ class SlackAdapter:
             self._single_team = team
         return self._single_team
 
-    async def token_for(self, team: str) -> str | None:
-        """The bot token of a workspace, or None when it is not installed."""
+    async def find_bot(self, team: str, enterprise: str | None) -> Bot | None:
+        """The bot installation serving a workspace (multi-workspace mode).
+
+        Looked up by (enterprise id, team id), as slack-bolt stores it: a plain workspace is
+        ``(None, T)``, a workspace of an Enterprise Grid org ``(E, T)``, and an org-wide install
+        ``(E, None)`` serves every workspace of org ``E`` (docs/platform-payloads.md).
+        """
+        if self.installations is None:
+            return None
+        bot = await self.installations.async_find_bot(enterprise_id=enterprise, team_id=team)
+        if bot is None and enterprise is not None:
+            bot = await self.installations.async_find_bot(
+                enterprise_id=enterprise, team_id=None, is_enterprise_install=True)
+        return bot
+
+    async def token_for(self, team: str, enterprise: str | None = None) -> str | None:
+        """The bot token of a workspace (of Grid org ``enterprise``), or None when not installed."""
         if self.installations is None:
             return self.bot_token if team == await self.single_team() else None
-        bot = await self.installations.async_find_bot(enterprise_id=None, team_id=team)
+        bot = await self.find_bot(team, enterprise)
         return bot.bot_token if bot is not None else None
 
     async def knows_team(self, team: str, enterprise: str | None) -> bool:
         """Whether requests from this workspace may be served."""
         if self.installations is None:
             return team == await self.single_team()
-        bot = await self.installations.async_find_bot(enterprise_id=enterprise, team_id=team)
-        return bot is not None
+        return await self.find_bot(team, enterprise) is not None
 
     # ------------------------------------------------------------------ people
     async def is_admin(self, client: AsyncWebClient, team: str, user: str) -> bool:
@@ -164,6 +188,49 @@ class SlackAdapter:
         self._admins[(team, user)] = (time.monotonic(), admin)
         return admin
 
+    async def user_name(self, client: AsyncWebClient, user: str) -> str | None:
+        """What people see for ``user``: display name, else real name, else handle (cached).
+
+        ``users.info`` (``users:read``); None when Slack does not know the id or refuses. User
+        ids are unique across Slack (Grid ``W…`` ids across the whole org), so the cache is keyed
+        by id alone.
+        """
+        cached = self._names.get(user)
+        if cached and time.monotonic() - cached[0] < NAME_CACHE_S:
+            return cached[1]
+        try:
+            info = (await client.users_info(user=user)).get("user") or {}
+        except SlackApiError as exc:
+            log.info("could not look up a Slack user's name: %s", exc.response.get("error"))
+            info = {}
+        profile = info.get("profile") or {}
+        name = (profile.get("display_name") or profile.get("real_name")
+                or info.get("real_name") or info.get("name") or None)
+        if len(self._names) > 10_000:
+            self._names.clear()
+        self._names[user] = (time.monotonic(), name)
+        return name
+
+    async def readable(self, client: AsyncWebClient, text: str | None) -> str:
+        """Slack command or message text as a person reads it (``slack_readable``).
+
+        Mentions become people's names (looked up first, with ``client``); channels keep the name
+        Slack puts in the mention (``<#C…|general>``), or become "a channel".
+        """
+        names: dict[str, str | None] = {}
+        for user in dict.fromkeys(_MENTION.findall(text or "")):
+            names[user] = await self.user_name(client, user)
+        return slack_readable(text, names.get)
+
+    def first_file_note(self, session_id: str) -> bool:
+        """True the first time a session's thread gets a files-only message, False after."""
+        if session_id in self._file_noted:
+            return False
+        if len(self._file_noted) > 10_000:
+            self._file_noted.clear()
+        self._file_noted.add(session_id)
+        return True
+
     def is_operator(self, user: str) -> bool:
         """Whether ``user`` is one of the operators named in the settings."""
         return user in self.settings.slack_admin_user_ids
@@ -175,10 +242,13 @@ class SlackAdapter:
         if kind in ("url_verification", "ssl_check") or body.get("ssl_check"):
             await next()
             return None
-        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        raw_event = body.get("event")
+        event: dict[str, Any] = raw_event if isinstance(raw_event, dict) else {}
         uninstall = kind == "event_callback" and event.get("type") in _UNINSTALL_EVENTS
-        team = context.team_id
-        if team is None:
+        # An org-wide install's events name no team in `authorizations` (team_id null), so
+        # Bolt's context has none: the workspace the event happened in is the wrapper's team_id.
+        team = context.team_id or (body.get("team_id") if kind == "event_callback" else None)
+        if not team:
             return BoltResponse(status=400, body="no team in the request")
         if not uninstall and not await self.knows_team(team, context.enterprise_id):
             log.warning("request from an unknown Slack workspace refused",

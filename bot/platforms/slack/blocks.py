@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from bot.core.models import AvatarInfo, Limits, SessionRecord, SessionSummary
@@ -32,17 +31,6 @@ HELP = """*Talking avatars* — `/avatar <command>`
 def escape(text: str) -> str:
     """Escape Slack's control characters so text cannot ping channels or fake links."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-_LINK = re.compile(r"<([^<>|]+)\|([^<>]+)>")
-_ENTITY = re.compile(r"<[@#!]?([^<>|]+)>")
-
-
-def plain(text: str) -> str:
-    """Turn Slack message markup into plain text for the avatar (links, mentions, entities)."""
-    text = _LINK.sub(r"\2", text)
-    text = _ENTITY.sub(r"\1", text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def split(text: str, size: int = MAX_TEXT) -> list[str]:

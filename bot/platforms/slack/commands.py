@@ -68,6 +68,7 @@ class Call:
     user_name: str
     args: list[str]
     rest: str
+    enterprise: str | None = None
 
     @property
     def tenant(self) -> TenantId:
@@ -178,11 +179,15 @@ async def cmd_start(call: Call) -> str | None:
     adapter = call.adapter
     # an unknown name fails before anything
     found = await adapter.service.start_avatar(call.tenant, avatar)
-    await ensure_member(call, f":hourglass_flowing_sand: Starting {found.name}…")
-    record = await adapter.service.start(StartCommand(
+    command = StartCommand(
         tenant=call.tenant, user=call.user, avatar=f"{found.provider}:{found.id}",
         minutes=minutes, mode=mode,
-    ))
+    )
+    # Credits, limits and who may start are refused before anyone reads "Starting …";
+    # ``start`` checks the same rules again inside its reserving transaction.
+    await adapter.service.precheck(command, found)
+    await ensure_member(call, f":hourglass_flowing_sand: Starting {found.name}…")
+    record = await adapter.service.start(command)
     try:
         await _announce(call, record)
     except BaseException:
@@ -204,9 +209,10 @@ async def _announce(call: Call, record: SessionRecord) -> None:
     ts = resp["ts"]
     await adapter.bindings.bind(ChatBinding(
         session_id=record.id, platform="slack", channel_id=call.channel,
-        thread_id=thread_key(call.channel, ts), message_id=ts,
+        thread_id=thread_key(call.channel, ts), message_id=ts, enterprise_id=call.enterprise,
     ))
-    adapter.relay.bound(record.id, Target(call.team, call.channel, ts, record.avatar_name))
+    adapter.relay.bound(record.id, Target(call.team, call.channel, ts, record.avatar_name,
+                                          call.enterprise))
 
 
 # ---------------------------------------------------------------------- driving a session
@@ -225,14 +231,16 @@ async def cmd_stop(call: Call) -> str | None:
 async def cmd_say(call: Call) -> str | None:
     """The avatar says the text word for word."""
     record = await channel_session(call)
-    await call.adapter.service.say(record.id, call.rest, author=call.user, tenant=call.tenant)
+    text = await call.adapter.readable(call.client, call.rest)
+    await call.adapter.service.say(record.id, text, author=call.user, tenant=call.tenant)
     return ":speaking_head_in_silhouette: Sent to the avatar."
 
 
 async def cmd_ask(call: Call) -> str | None:
     """The avatar answers the question in the session's thread."""
     record = await channel_session(call)
-    await call.adapter.service.ask(record.id, call.rest, author=call.user, tenant=call.tenant)
+    text = await call.adapter.readable(call.client, call.rest)
+    await call.adapter.service.ask(record.id, text, author=call.user, tenant=call.tenant)
     return ":speech_balloon: Asked; the answer comes in the session's thread."
 
 
@@ -258,8 +266,9 @@ async def cmd_context(call: Call) -> str | None:
     if not call.rest:
         raise InvalidRequest("Usage: `/avatar context <the text the avatar answers from>`.")
     record = await channel_session(call)
-    await call.adapter.service.set_context(record.id, call.rest, tenant=call.tenant)
-    return f":books: The avatar now answers from your text ({len(call.rest):,} characters)."
+    text = await call.adapter.readable(call.client, call.rest)
+    await call.adapter.service.set_context(record.id, text, tenant=call.tenant)
+    return f":books: The avatar now answers from your text ({len(text):,} characters)."
 
 
 async def cmd_link(call: Call) -> str | None:
@@ -372,9 +381,9 @@ async def admin_default(call: Call, args: list[str]) -> str | None:
         avatar = await service.start_avatar(call.tenant, None)
         ref = f"{avatar.provider}:{avatar.id}"
         return f"`/avatar start` with no avatar starts *{avatar.name}* (`{ref}`)."
-    avatar = await service.set_default_avatar(call.tenant, " ".join(args))
-    assert avatar is not None
-    return f":white_check_mark: `/avatar start` with no avatar now starts *{avatar.name}*."
+    chosen = await service.set_default_avatar(call.tenant, " ".join(args))
+    assert chosen is not None  # a named avatar comes back (None only when forgetting)
+    return f":white_check_mark: `/avatar start` with no avatar now starts *{chosen.name}*."
 
 
 _ADMIN: dict[str, Callable[[Call, list[str]], Awaitable[str | None]]] = {
@@ -405,8 +414,11 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             await ack(text=unknown + blocks.HELP, response_type="ephemeral")
             return
         await ack()
+        # enterprise_id: set for a workspace of an Enterprise Grid org (Slack's slash command
+        # payload, https://api.slack.com/slash-commands); its token is stored under it.
         call = Call(adapter, client, command["team_id"], command["channel_id"],
-                    command["user_id"], command.get("user_name") or command["user_id"], args, rest)
+                    command["user_id"], command.get("user_name") or command["user_id"], args, rest,
+                    command.get("enterprise_id") or None)
         try:
             text = await handler(call)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one ephemeral line

@@ -10,8 +10,11 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.core.errors import AvatarBotError, InvalidRequest, SessionNotFound
+from bot.core.models import ChatBinding, TenantId
+from bot.platforms.readable import slack_forwardable
 from bot.platforms.slack.errors import error_text
-from bot.platforms.slack.threads import is_person_thread_reply, route_thread_message, team_tenant
+from bot.platforms.slack.threads import is_person_thread_reply, team_tenant, thread_key
 
 if TYPE_CHECKING:
     from bot.platforms.slack.app import SlackAdapter
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 
 # The reaction that tells the writer their message reached the avatar.
 REACTIONS = {"ask": "speech_balloon", "say": "speaking_head_in_silhouette"}
+FILES_NOTE = (
+    ":information_source: The avatar only hears text: files and images are not passed on. "
+    "Type what it should hear."
+)
 
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
@@ -31,14 +38,38 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         # acknowledged; Slack redelivers unacknowledged events. Only people's replies count.
         if not is_person_thread_reply(event):
             return
-        team = context.team_id
+        # The session that owns the thread decides, not the installation Bolt authorized: in a
+        # Slack Connect channel Slack lists one installation per event, possibly the other
+        # organisation's (docs/platform-payloads.md, "Slack Connect").
+        binding = await adapter.bindings.for_thread(
+            "slack", thread_key(event["channel"], event["thread_ts"]))
+        if binding is None:
+            return
+        owner = await _owner(adapter, binding)
+        if owner is None:
+            return
+        team, enterprise = owner
+        if (team, enterprise) != (context.team_id, context.enterprise_id):
+            token = await adapter.token_for(team, enterprise)
+            client = adapter.client(token) if token is not None else client
+        text = await adapter.readable(client, event.get("text"))
+        verdict = slack_forwardable(event.get("subtype"), bool(text),
+                                    has_files=bool(event.get("files")),
+                                    is_bot=bool(event.get("bot_id")))
+        if verdict == "ignore":
+            return
+        if verdict == "note":
+            # An upload with nothing typed: said once per session, privately, never a warning.
+            if adapter.first_file_note(binding.session_id):
+                await _tell(client, event, FILES_NOTE)
+            return
         try:
-            routed = await route_thread_message(adapter.service, adapter.bindings, team, event)
+            mode = await adapter.service.send(binding.session_id, text, author=event.get("user"),
+                                              tenant=team_tenant(team))
         except Exception as exc:  # noqa: BLE001 - told to the writer, privately
             await _tell(client, event, error_text(exc))
             return
-        if routed is not None:
-            await _react(client, event, REACTIONS[routed[1]])
+        await _react(client, event, REACTIONS[mode.value])
 
     @app.event("app_uninstalled")
     async def on_uninstalled(context: Any) -> None:
@@ -63,9 +94,14 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         log.debug("Slack event %s ignored", event.get("type"))
 
 
-async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
+async def _uninstall(adapter: SlackAdapter, team: str | None, enterprise: str | None,
                      reason: str) -> None:
     """End the workspace's sessions, mark it inactive and forget its tokens."""
+    if team is None:
+        # An org-wide install: its events name the org only (authorizations' team_id is null).
+        if enterprise is not None:
+            await _uninstall_org(adapter, enterprise, reason)
+        return
     tenant = team_tenant(team)
     # Refuse new starts first: one that slipped in while earlier sessions were still stopping
     # would run on in a workspace that removed the app.
@@ -75,6 +111,38 @@ async def _uninstall(adapter: SlackAdapter, team: str, enterprise: str | None,
         await adapter.installations.async_delete_all(enterprise_id=enterprise, team_id=team)
     log.info("slack workspace removed; %d session(s) ended", len(summaries),
              extra={"tenant": str(tenant)})
+
+
+async def _uninstall_org(adapter: SlackAdapter, enterprise: str, reason: str) -> None:
+    """Forget an org-wide install and end the sessions of the org's workspaces it served.
+
+    A workspace of the org that also has its own install keeps its sessions.
+    """
+    if adapter.installations is not None:
+        await adapter.installations.async_delete_all(enterprise_id=enterprise, team_id=None)
+    ended = 0
+    for record in await adapter.service.open_sessions():
+        ours = [b for b in await adapter.bindings.for_session(record.id)
+                if b.platform == "slack" and b.enterprise_id == enterprise]
+        owner = await _owner(adapter, ours[0]) if ours else None
+        if owner is None or await adapter.token_for(*owner) is not None:
+            continue
+        try:
+            await adapter.service.stop(record.id, reason)
+            ended += 1
+        except AvatarBotError:
+            log.exception("could not stop a session of a removed Slack org")
+    log.info("slack org-wide install removed; %d session(s) ended", ended)
+
+
+async def _owner(adapter: SlackAdapter, binding: ChatBinding) -> tuple[str, str | None] | None:
+    """The (team id, enterprise id) of the workspace a session was started from."""
+    try:
+        record = await adapter.service.get(binding.session_id)
+        tenant = TenantId.parse(record.tenant)
+    except (SessionNotFound, InvalidRequest):
+        return None
+    return (tenant.id, binding.enterprise_id) if tenant.platform == "slack" else None
 
 
 async def _react(client: AsyncWebClient, event: dict[str, Any], name: str) -> None:

@@ -26,11 +26,13 @@ from bot.core.events import AnyEvent, Ended, StateChanged, Transcript, Warning
 from bot.core.models import SessionState, TenantId
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings
+from bot.core.transcripts import transcript_filename, transcript_text
 from bot.platforms.slack import blocks
 
 log = logging.getLogger(__name__)
 
-TokenSource = Callable[[str], Awaitable[str | None]]
+# (team id, enterprise id) -> the bot token serving that workspace, or None
+TokenSource = Callable[[str, str | None], Awaitable[str | None]]
 ClientFactory = Callable[[str], AsyncWebClient]
 PENDING_CAP = 50
 PENDING_TTL_S = 60.0
@@ -38,12 +40,17 @@ PENDING_TTL_S = 60.0
 
 @dataclass(frozen=True)
 class Target:
-    """Where a session's lines go: a workspace, a channel and the anchor message's thread."""
+    """Where a session's lines go: a workspace, a channel and the anchor message's thread.
+
+    ``enterprise`` is the Enterprise Grid org of the workspace (None outside Grid): with the team
+    id it finds the bot token the thread's messages are posted with.
+    """
 
     team: str
     channel: str
     thread_ts: str
     avatar_name: str
+    enterprise: str | None = None
 
 
 def team_tenant(team: str) -> TenantId:
@@ -66,6 +73,8 @@ class Post:
     blocks: list[dict[str, Any]] | None = None
     update: bool = False
     mergeable: bool = False
+    # (session id, avatar name): post ``text`` with the session's kept transcript as a file
+    transcript_of: tuple[str, str] | None = None
 
 
 @dataclass
@@ -77,9 +86,11 @@ class _Pending:
 class Outbox:
     """The throttled sender of one workspace."""
 
-    def __init__(self, team: str, send: Callable[[str, Post], Awaitable[None]],
+    def __init__(self, team: str, enterprise: str | None,
+                 send: Callable[[str, str | None, Post], Awaitable[None]],
                  min_interval_s: float) -> None:
         self.team = team
+        self.enterprise = enterprise
         self._send = send
         self._interval = min_interval_s
         self._queue: collections.deque[Post] = collections.deque()
@@ -122,7 +133,7 @@ class Outbox:
                 await asyncio.sleep(delay)
             post = self._take()
             try:
-                await self._send(self.team, post)
+                await self._send(self.team, self.enterprise, post)
             except SlackApiError as exc:
                 log.warning("Slack refused a thread post: %s", exc.response.get("error"),
                             extra={"tenant": str(team_tenant(self.team))})
@@ -138,7 +149,8 @@ class ThreadRelay:
     Args:
         service: the session service (its ``events`` hub is subscribed to, all sessions).
         bindings: which Slack thread belongs to which session.
-        tokens: the bot token of a team id, or ``None`` when the workspace is gone.
+        tokens: the bot token of a (team id, enterprise id), or ``None`` when the workspace is
+            gone.
         client_for: builds a Web API client for a token.
         min_interval_s: least time between two calls of one workspace.
     """
@@ -152,7 +164,7 @@ class ThreadRelay:
         self._interval = min_interval_s
         self._targets: dict[str, Target | None] = {}
         self._pending: dict[str, _Pending] = {}
-        self._outboxes: dict[str, Outbox] = {}
+        self._outboxes: dict[tuple[str, str | None], Outbox] = {}
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._queue: asyncio.Queue[AnyEvent] | None = None
@@ -233,8 +245,9 @@ class ThreadRelay:
                 self._targets.setdefault(sid, found)
             held = self._pending.pop(sid, None)
             target = self._targets[sid]
-            for early in held.events if held and target else ():
-                self._dispatch(target, early)
+            if held and target is not None:
+                for early in held.events:
+                    self._dispatch(target, early)
         target = self._targets[sid]
         if _final(event):
             self._targets.pop(sid, None)
@@ -256,7 +269,7 @@ class ThreadRelay:
             if binding.platform == "slack":
                 return Target(tenant.id, binding.channel_id,
                               binding.message_id or binding.thread_id.rsplit(":", 1)[-1],
-                              record.avatar_name)
+                              record.avatar_name, binding.enterprise_id)
         if record.state.is_open:
             # Started from Slack but the thread is not bound yet: ``bound()`` will come.
             raise _NotYet
@@ -273,7 +286,7 @@ class ThreadRelay:
             pending.events.append(event)
 
     def _dispatch(self, target: Target, event: AnyEvent) -> None:
-        outbox = self._outbox(target.team)
+        outbox = self._outbox(target.team, target.enterprise)
         channel, ts = target.channel, target.thread_ts
         if isinstance(event, Transcript):
             if event.speaker == "avatar":
@@ -286,32 +299,59 @@ class ThreadRelay:
             outbox.put(Post(channel, ts, f":hourglass_flowing_sand: {blocks.escape(event.text)}"))
         elif isinstance(event, Ended):
             text = blocks.summary_text(event.summary)
-            outbox.put(Post(channel, ts, text))
+            outbox.put(Post(channel, ts, text,
+                            transcript_of=(event.session_id, event.summary.avatar_name)))
             outbox.put(Post(channel, ts, text, blocks.session_ended(event.summary), update=True))
         elif isinstance(event, StateChanged):  # failed after going live
             text = f":x: The session failed: {blocks.escape(event.reason or 'unknown reason')}"
             outbox.put(Post(channel, ts, text))
             outbox.put(Post(channel, ts, text, [_section(text)], update=True))
 
-    def _outbox(self, team: str) -> Outbox:
-        outbox = self._outboxes.get(team)
+    def _outbox(self, team: str, enterprise: str | None) -> Outbox:
+        outbox = self._outboxes.get((team, enterprise))
         if outbox is None:
-            outbox = self._outboxes[team] = Outbox(team, self._send, self._interval)
+            outbox = Outbox(team, enterprise, self._send, self._interval)
+            self._outboxes[(team, enterprise)] = outbox
         return outbox
 
-    async def _send(self, team: str, post: Post) -> None:
-        token = await self._tokens(team)
+    async def _send(self, team: str, enterprise: str | None, post: Post) -> None:
+        token = await self._tokens(team, enterprise)
         if token is None:
             log.info("no Slack token for a workspace; a thread line is dropped",
                      extra={"tenant": str(team_tenant(team))})
             return
         client = self._client_for(token)
+        if post.transcript_of is not None and await self._upload_transcript(client, post):
+            return
         if post.update:
             await client.chat_update(channel=post.channel, ts=post.thread_ts, text=post.text,
                                      blocks=post.blocks)
         else:
             await client.chat_postMessage(channel=post.channel, thread_ts=post.thread_ts,
                                           text=post.text, unfurl_links=False, unfurl_media=False)
+
+
+    async def _upload_transcript(self, client: AsyncWebClient, post: Post) -> bool:
+        """Post ``post.text`` with the transcript file (files_upload_v2); False if not done.
+
+        A workspace installed before the ``files:write`` scope was asked for refuses the
+        upload (``missing_scope``): the summary is then posted without the file.
+        """
+        assert post.transcript_of is not None
+        session_id, avatar = post.transcript_of
+        lines = await self._service.transcript(session_id)
+        if not lines:
+            return False
+        try:
+            await client.files_upload_v2(
+                channel=post.channel, thread_ts=post.thread_ts, initial_comment=post.text,
+                content=transcript_text(avatar, lines), filename=transcript_filename(session_id),
+                title=f"Transcript of the session with {avatar}",
+            )
+        except SlackApiError as exc:
+            log.warning("could not attach the transcript: %s", exc.response.get("error"))
+            return False
+        return True
 
 
 class _NotYet(Exception):
@@ -335,23 +375,6 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-async def route_thread_message(service: SessionService, bindings: ChatBindings, team: str,
-                               event: dict[str, Any]) -> tuple[str, str] | None:
-    """Send a person's thread message to its session; ``(session id, mode)`` or None if unbound.
-
-    Raises the service's typed errors (session ended, text too long ...).
-    """
-    binding = await bindings.for_thread(
-        "slack", thread_key(event["channel"], event["thread_ts"])
-    )
-    if binding is None:
-        return None
-    author = event.get("user")
-    mode = await service.send(binding.session_id, blocks.plain(event.get("text") or ""),
-                              author=author, tenant=team_tenant(team))
-    return binding.session_id, mode.value
-
-
 def is_person_thread_reply(event: dict[str, Any]) -> bool:
     """A new message by a person, inside a thread (not an edit, delete, bot post or the root)."""
     return (
@@ -365,6 +388,6 @@ def is_person_thread_reply(event: dict[str, Any]) -> bool:
 
 
 __all__ = [
-    "Post", "Target", "ThreadRelay", "is_person_thread_reply", "route_thread_message",
+    "Post", "Target", "ThreadRelay", "is_person_thread_reply",
     "team_tenant", "thread_key",
 ]

@@ -70,7 +70,7 @@ class FanoutTrack(MediaStreamTrack):
         self._queue.append(packet)
         self._ready.set()
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         """The next packet; the first video packet a viewer gets is a keyframe."""
         if not self._started:
             self._started = True

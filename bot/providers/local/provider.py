@@ -150,8 +150,9 @@ class LocalProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="webrtc", control="server", multi_viewer=True, lists_sessions=False,
             survives_restart=False, pricing=pricing,
-            # The knowledge text goes into every LLM prompt: kept short (the playground is public).
-            max_text_chars=2000, max_knowledge_chars=5000,
+            # About half a minute of speech: longer texts are better split into turns. The
+            # knowledge text goes into every LLM prompt: kept short (the playground is public).
+            max_text_chars=500, max_knowledge_chars=5000,
         )
         self._own_http = http is None and llm is not None
         self._http = http or (httpx.AsyncClient() if llm is not None else None)
@@ -421,6 +422,10 @@ class LocalProvider(ProviderBase):
     def sessions_total(self) -> int:
         """Sessions this process runs (and starts in progress)."""
         return len(self._sessions) + self._starting
+
+    def running(self) -> tuple[int, int]:
+        """Sessions rendering and viewer peers open now, across all sessions (for metrics)."""
+        return len(self._sessions), self.viewers_total
 
     def media_stats(self, session: ProviderSession) -> dict[str, int]:
         """Counters of the session's media.
