@@ -31,6 +31,7 @@ from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from bot.core.errors import InvalidRequest, SessionNotFound, StoreUnavailable, TenantNotFound
 from bot.core.models import (
@@ -61,7 +62,8 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 # The connection broke under a running call (server stopped, network gone).
 _GONE = (OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError)
 
-Conn: TypeAlias = asyncpg.Connection
+#: A connection as the store uses it: one of a pool's (its proxy) or one of its own.
+Conn: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
 Row: TypeAlias = asyncpg.Record
 
 
@@ -630,6 +632,8 @@ async def _open_session(
     row = await c.fetchrow(
         _START_FIGURES, rec.tenant, _OPEN, rec.started_by, _day_start(rec.created_at)
     )
+    if row is None:  # not after the lock above; said for the type checker
+        raise TenantNotFound(rec.tenant)
     check_start(
         limits=_limits_of(row, defaults), active=bool(row["active"]), running=row["running"],
         spent_today=row["spent_today"], available=balance.available, cost=rec.reserved,
@@ -642,6 +646,8 @@ async def _open_session(
         f"INSERT INTO sessions ({cols}, viewer) VALUES ({marks}, NULL) RETURNING *",
         *data.values(),
     )
+    if inserted is None:  # INSERT … RETURNING gives the row or raises
+        raise SessionNotFound(rec.id)
     await _append(c, rec.tenant, "reserve", rec.reserved, session_id=rec.id, actor=rec.started_by)
     return _row_to_session(inserted)
 

@@ -12,6 +12,7 @@ import re
 from importlib import resources
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from bot.core.models import utcnow
 from bot.storage.migrations import Migration
@@ -30,7 +31,9 @@ def migrations() -> list[Migration]:
     ]
 
 
-async def apply_migrations(conn: asyncpg.Connection) -> list[str]:
+async def apply_migrations(
+    conn: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record],
+) -> list[str]:
     """Apply every migration not yet recorded, in one transaction; return the names applied."""
     applied: list[str] = []
     async with conn.transaction():
