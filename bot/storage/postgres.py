@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -68,19 +68,24 @@ Row: TypeAlias = asyncpg.Record
 
 
 def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` without its password, for messages and logs (a malformed URL too).
+
+    The credentials end at the last ``@`` before the query, so a password holding an unencoded
+    ``@`` or ``/`` is still cut out whole.
+    """
+    scheme, sep, rest = url.partition("://")
+    head, question, query = rest.partition("?")
+    at = head.rfind("@")
+    if not sep or at < 0 or ":" not in head[:at]:
         return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    user = head[:at].split(":", 1)[0]
+    return f"{scheme}://{user}@{head[at + 1:]}{question}{query}"
 
 
 def _why(url: str, exc: BaseException) -> str:
     """A plain cause for a failure to reach the database (no traceback, no password)."""
+    if isinstance(exc, ValueError):  # the URL itself (a port that is not a number ...)
+        return f"the URL is malformed ({exc})"
     parts = urlsplit(url)
     where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
@@ -159,7 +164,9 @@ class PostgresStore:
                 url, min_size=min_size, max_size=max_size, timeout=connect_timeout_s,
                 init=_init_connection,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError
+        ) as exc:
             raise StoreUnavailable(shown, _why(url, exc)) from None
         store = cls(pool, url, default_limits or Limits())
         try:

@@ -19,7 +19,7 @@ from bot.core.errors import InsufficientCredits, StoreUnavailable
 from bot.core.events import EventHub
 from bot.core.models import SessionState, utcnow
 from bot.core.service import SessionService
-from bot.storage.postgres import PostgresStore
+from bot.storage.postgres import PostgresStore, redact
 from tests.backends import ADMIN_URL, create_database, drop_database, open_store, run_sql
 from tests.core.conftest import TENANT, cmd
 from tests.fakes.provider import FakeProvider
@@ -238,3 +238,25 @@ async def test_a_postgresql_that_cannot_be_used_is_one_line_and_an_exit(pg_url, 
     assert "error: Cannot use the database postgresql://" in text and cause in text, text
     assert "s3cret" not in text + out.decode()
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:pw@db:5432/x", "postgresql://bot@db:5432/x"),
+        ("postgresql://bot:p@ss/w@rd@db/x", "postgresql://bot@db/x"),  # unencoded, still cut
+        ("postgresql://bot:p@ss@db/x?sslmode=require", "postgresql://bot@db/x?sslmode=require"),
+        ("postgresql://db:5432/x", "postgresql://db:5432/x"),
+        ("postgres://bot:pw@db:notaport/x", "postgres://bot@db:notaport/x"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url, shown):
+    # A password holding "@" or "/" should be percent-encoded (RFC 3986), but people paste them
+    # as they are: the whole of it must still stay out of messages.
+    assert redact(url) == shown
+
+
+async def test_a_malformed_url_is_a_plain_error_without_the_password():
+    with pytest.raises(StoreUnavailable, match="the URL is malformed") as caught:
+        await PostgresStore.open("postgresql://bot:hunter2@127.0.0.1:notaport/avatarbot")
+    assert "hunter2" not in caught.value.user_message
