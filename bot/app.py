@@ -25,13 +25,13 @@ from bot.core.events import EventHub
 from bot.core.ice import display_url
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
-from bot.core.ports import SlackInstallStore
+from bot.core.ports import SessionStore, SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
-from bot.storage import SqliteSlackInstallStore, SqliteStore
+from bot.storage import Backend, SqliteStore, open_backend
 from bot.storage.secrets import SecretBox, check_key, link_secret, seal_plain
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Services:
 
     settings: Settings
     http: httpx.AsyncClient
-    store: SqliteStore
+    store: SessionStore
     events: EventHub
     providers: dict[str, AvatarProvider]
     service: SessionService
@@ -129,14 +129,16 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=httpx.Timeout(settings.vendor_timeout_s))
         )
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-        stack.push_async_callback(store.close)
         box = secret_box(settings)
-        # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack request;
-        # rows from before encryption are sealed now.
-        await store.write(lambda c: check_key(c, box))
-        if sealed := await store.write(lambda c: seal_plain(c, box)):
-            log.info("encrypted %d stored credential(s) kept in plain text", sealed)
+        backend = await open_database(settings, box)
+        stack.push_async_callback(backend.close)
+        store = backend.store
+        if isinstance(store, SqliteStore):
+            # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack
+            # request; rows from before encryption are sealed now.
+            await store.write(lambda c: check_key(c, box))
+            if sealed := await store.write(lambda c: seal_plain(c, box)):
+                log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
         providers = build_providers(settings, http, events)
@@ -156,7 +158,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=SqliteSlackInstallStore(store, box), box=box,
+            slack_installs=backend.installs, box=box,
         )
 
 
@@ -166,16 +168,32 @@ def secret_box(settings: Settings) -> SecretBox:
     return SecretBox.from_settings(key, settings.database_path)
 
 
-async def _link_secret(settings: Settings, store: SqliteStore, box: SecretBox) -> bytes:
+async def open_database(settings: Settings, box: SecretBox | None = None) -> Backend:
+    """PostgreSQL when ``DATABASE_URL`` is set, else the SQLite file; migrated, ready to use.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached, opened or migrated.
+    """
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return await open_backend(
+        database_url=url, database_path=settings.database_path,
+        default_limits=settings.default_limits(), box=box,
+    )
+
+
+async def _link_secret(settings: Settings, store: SessionStore, box: SecretBox) -> bytes:
     """``SECRET_KEY``, or one made once and kept (sealed) in the database so links survive."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     fresh = secrets.token_hex(32)
-    return (await store.write(lambda c: link_secret(c, box, fresh))).encode()
+    if isinstance(store, SqliteStore):
+        return (await store.write(lambda c: link_secret(c, box, fresh))).encode()
+    # PostgreSQL keeps it in its meta table as it is (sealing there: see docs/secrets.md).
+    return (await store.get_or_set_meta("link_secret", fresh)).encode()
 
 
 async def refill_playground(
-    settings: Settings, store: SqliteStore, *, interval_s: float = 30.0,
+    settings: Settings, store: SessionStore, *, interval_s: float = 30.0,
     today: Callable[[], date] | None = None,
 ) -> None:
     """Top the playground up again each new UTC day while running (checked every ``interval_s``).
@@ -193,7 +211,7 @@ async def refill_playground(
 
 
 async def top_up_playground(
-    settings: Settings, store: SqliteStore, *, today: date | None = None
+    settings: Settings, store: SessionStore, *, today: date | None = None
 ) -> None:
     """Give the playground its daily budget and limits (once per UTC day)."""
     if not settings.playground_enabled:

@@ -47,14 +47,13 @@ def _async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
 
 async def _with_store(body: Callable[[Any], Awaitable[T]]) -> T:
-    from bot.storage import SqliteStore
+    from bot.app import open_database
 
-    settings = _settings()
-    store = await SqliteStore.open(settings.database_path, settings.default_limits())
+    backend = await open_database(_settings())
     try:
-        return await body(store)
+        return await body(backend.store)
     finally:
-        await store.close()
+        await backend.close()
 
 
 @click.group()

@@ -31,23 +31,29 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
 
 
 async def _database(settings: Settings) -> Check:
+    from bot.app import open_database
+
+    where = settings.database_path if settings.database_url is None else "DATABASE_URL"
     try:
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-    except StoreUnavailable as exc:  # names the path and the cause itself
+        backend = await open_database(settings)
+    except StoreUnavailable as exc:  # names the database and the cause itself
         return ("database", False, exc.user_message)
     except Exception as exc:  # noqa: BLE001 - any failure to open is what this check reports
-        return ("database", False, f"{settings.database_path}: {exc}")
+        # A PostgreSQL driver's text may quote the URL: only the error's kind is shown then.
+        why = str(exc) if settings.database_url is None else type(exc).__name__
+        return ("database", False, f"{where}: {why}")
     try:
-        problems = await store.verify()
-        key_check = await _storage_key(settings, store)
+        problems = await backend.store.verify()
+        key_check = (await _storage_key(settings, backend.store)
+                     if isinstance(backend.store, SqliteStore) else None)
     finally:
-        await store.close()
+        await backend.close()
     if key_check is not None:
         return key_check
     if problems:
         detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
         return ("database", False, detail)
-    return ("database", True, f"{settings.database_path} (ledger ok)")
+    return ("database", True, f"{backend.where} (ledger ok)")
 
 
 async def _storage_key(settings: Settings, store: SqliteStore) -> Check | None:

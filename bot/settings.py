@@ -53,6 +53,8 @@ class Settings(BaseSettings):
 
     # --- process, web, database
     database_path: Path = Path("avatarbot.db")
+    # PostgreSQL instead of the SQLite file (several workers on one database); may hold a password.
+    database_url: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: AnyHttpUrl | None = None
@@ -206,6 +208,16 @@ class Settings(BaseSettings):
         if self.turn_urls and self.turn_shared_secret is None:
             raise ValueError("TURN_URLS needs TURN_SHARED_SECRET (coturn's static-auth-secret)")
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:5432/dbname); "
+                "for a SQLite file leave it unset and set DATABASE_PATH"
+            )
+        return v
 
     @field_validator("local_ice_servers", mode="before")
     @classmethod
