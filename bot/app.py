@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import aiohttp
 import httpx
 from aiohttp import web
 
@@ -189,7 +190,11 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     async with build_services(settings) as services, AsyncExitStack() as stack:
         # Finish what a crash left before anyone can start a session.
         await services.reaper.reconcile()
-        web_app, slack = _build_web(services)
+        # The Slack Web API session, closed last (after the relay's final posts).
+        slack_http = aiohttp.ClientSession() if settings.slack_enabled else None
+        if slack_http is not None:
+            stack.push_async_callback(slack_http.close)
+        web_app, slack = _build_web(services, slack_http)
         if slack is not None:
             # The process's one Slack relay: running before the first request is served, closed
             # after the web server and the socket (the stack unwinds in reverse), so the end
@@ -214,7 +219,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                 task.cancel()
 
 
-def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None]:
+def _build_web(
+    services: Services, slack_http: aiohttp.ClientSession | None = None
+) -> tuple[web.Application, SlackAdapter | None]:
     """The web app, with the Slack routes mounted when Slack is configured."""
     from web.app import create_app
 
@@ -230,7 +237,7 @@ def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None
         slack = build_slack(
             settings=settings, service=services.service, tenants=services.tenants,
             bindings=services.bindings, links=services.links,
-            installs=services.slack_installs,
+            installs=services.slack_installs, session=slack_http,
         )
         mount_slack(web_app, slack)
     return web_app, slack

@@ -23,6 +23,11 @@ from bot.core.errors import (
 from bot.core.retry import RetryPolicy, with_retry
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO ("HTTP Request: POST ..."): one line per thread message at
+# the default level (issue 15). Vendor requests are logged here at DEBUG instead; a level set on
+# the "httpx" logger by whoever configures logging is left alone.
+if logging.getLogger("httpx").level == logging.NOTSET:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Maps (HTTP status, parsed JSON object or {}) to a typed error, or None to use the defaults.
 ErrorHook = Callable[[int, dict[str, Any]], ProviderError | None]
@@ -118,6 +123,8 @@ class VendorHTTP:
             raise ProviderUnavailable(
                 self.provider, f"{self.display_name} cannot be reached right now; try again soon."
             ) from None
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s answered HTTP %d", self.provider, method, path, resp.status_code)
         body = _parse(resp)
         if resp.is_success and body is not None and self._is_success(body):
             return body
