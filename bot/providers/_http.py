@@ -23,11 +23,24 @@ from bot.core.errors import (
 from bot.core.retry import RetryPolicy, with_retry
 
 log = logging.getLogger(__name__)
-# httpx logs every request at INFO ("HTTP Request: POST ..."): one line per thread message at
-# the default level (issue 15). Vendor requests are logged here at DEBUG instead; a level set on
-# the "httpx" logger by whoever configures logging is left alone.
-if logging.getLogger("httpx").level == logging.NOTSET:
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class _RequestLinesAtDebug(logging.Filter):
+    """Turn httpx's per-request INFO lines ("HTTP Request: POST ...") into DEBUG lines.
+
+    At INFO they were one line per thread message (issue 15). Kept when the process logs at
+    DEBUG, dropped otherwise; httpx's warnings and errors are untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+if not any(isinstance(f, _RequestLinesAtDebug) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_RequestLinesAtDebug())
 
 # Maps (HTTP status, parsed JSON object or {}) to a typed error, or None to use the defaults.
 ErrorHook = Callable[[int, dict[str, Any]], ProviderError | None]
@@ -123,8 +136,6 @@ class VendorHTTP:
             raise ProviderUnavailable(
                 self.provider, f"{self.display_name} cannot be reached right now; try again soon."
             ) from None
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s %s %s answered HTTP %d", self.provider, method, path, resp.status_code)
         body = _parse(resp)
         if resp.is_success and body is not None and self._is_success(body):
             return body
