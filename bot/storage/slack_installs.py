@@ -49,6 +49,13 @@ class SqliteSlackInstallStore:
     def __init__(self, store: SqliteStore, box: SecretBox | None = None) -> None:
         self._store = store
         self._box = box or SecretBox.from_settings(None, store.path)
+        # Seen event ids (oldest first) with when they arrived; loaded from the table once.
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+        self._unsaved: list[tuple[str, str | None, float]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Task[None] | None = None
 
     def _seal(self, data: dict[str, Any]) -> str:
         return self._box.seal(json.dumps(data))
@@ -58,13 +65,6 @@ class SqliteSlackInstallStore:
             return None
         data: dict[str, Any] = json.loads(self._box.open(row[0]))
         return data
-        # Seen event ids (oldest first) with when they arrived; loaded from the table once.
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._loaded = False
-        self._load_lock = asyncio.Lock()
-        self._unsaved: list[tuple[str, str | None, float]] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._flush_task: asyncio.Task[None] | None = None
 
     async def save_installation(
         self,
