@@ -32,12 +32,13 @@ class ActivityBuffer:
 
     Args:
         write_rows: stores one batch in one transaction (the backend's SQL).
-        flush_s: how long a noted time may wait before its batch is written.
+        flush_s: how long a noted time may wait before its batch is written (default
+            ``ACTIVITY_FLUSH_S``, read when the buffer is made).
     """
 
-    def __init__(self, write_rows: WriteRows, flush_s: float = ACTIVITY_FLUSH_S) -> None:
+    def __init__(self, write_rows: WriteRows, flush_s: float | None = None) -> None:
         self._write_rows = write_rows
-        self._flush_s = flush_s
+        self._flush_s = ACTIVITY_FLUSH_S if flush_s is None else flush_s
         # Times not stored yet, and those of a batch being written right now.
         self._noted: dict[str, datetime] = {}
         self._writing: dict[str, datetime] = {}
