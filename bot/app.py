@@ -33,6 +33,7 @@ from bot.settings import Settings
 from bot.storage import SqliteSlackInstallStore, SqliteStore
 
 if TYPE_CHECKING:
+    from bot.cluster.wiring import Cluster
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class Services:
     slack_installs: SlackInstallStore
     tenants: TenantService
     bindings: ChatBindings
+    # Set when REDIS_URL is: the other workers' events, leases, shared dedupe and rate limits.
+    cluster: Cluster | None = None
 
 
 def build_providers(
@@ -129,6 +132,14 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(store.close)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
+        cluster = None
+        if settings.redis_url is not None:
+            from bot.cluster.wiring import open_cluster
+
+            cluster = await stack.enter_async_context(open_cluster(
+                settings.redis_url.get_secret_value(), events, prefix=settings.redis_prefix,
+                lease_ttl_s=settings.lease_ttl_s,
+            ))
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
@@ -140,13 +151,19 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             service, idle_timeout_s=settings.idle_timeout_s,
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
             transcript_retention_s=settings.transcript_retention_h * 3600,
+            leases=cluster.leases if cluster is not None else None,
         )
         links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
         await top_up_playground(settings, store)
+        slack_installs: SlackInstallStore = SqliteSlackInstallStore(store)
+        if cluster is not None:
+            from bot.cluster.shared import SharedDedupeInstallStore
+
+            slack_installs = SharedDedupeInstallStore(slack_installs, cluster.dedupe)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=SqliteSlackInstallStore(store),
+            slack_installs=slack_installs, cluster=cluster,
         )
 
 
@@ -248,6 +265,7 @@ def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None
     web_app = create_app(
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
+        shared_limiter=services.cluster.limiter if services.cluster is not None else None,
     )
     slack = None
     if settings.slack_enabled:

@@ -95,10 +95,10 @@ class RedisEventBus:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
 
-    async def flush(self, timeout: float = 2.0) -> None:
-        """Wait (up to ``timeout``) until every queued event has been published."""
+    async def flush(self, wait_s: float = 2.0) -> None:
+        """Wait (up to ``wait_s``) until every queued event has been published."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._outbox.join(), timeout)
+            await asyncio.wait_for(self._outbox.join(), wait_s)
 
     async def _publish_loop(self) -> None:
         while True:

@@ -116,7 +116,7 @@ class SessionReaper:
                     try:
                         if await self.leases.claim([session_lease(event.session_id)]):
                             self._tended_here.add(event.session_id)
-                    except Exception as exc:  # the next tick claims it
+                    except Exception as exc:  # noqa: BLE001 - the next tick claims it
                         log.warning("could not claim session %s: %r", event.session_id, exc)
 
     async def watch_vendor_ends(self) -> None:
