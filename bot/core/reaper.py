@@ -225,6 +225,8 @@ class SessionReaper:
                 self._tended_here.add(record.id)
                 try:
                     await self._reconcile_one(record)
+                    # What survived its worker (a vendor session) is tended from now on.
+                    mine.append(await self.service.store.get_session(record.id))
                 except AvatarBotError:
                     log.exception("could not take over session %s", record.id)
                 continue
