@@ -22,6 +22,7 @@ import httpx
 from aiohttp import web
 
 from bot.core.events import EventHub
+from bot.core.leases import session_lease
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
 from bot.core.ports import SlackInstallStore
@@ -316,10 +317,18 @@ async def _guard(coro: object, name: str) -> None:
 
 
 async def _end_sessions(services: Services) -> None:
-    """End sessions that cannot outlive the process, or all of them if so configured."""
+    """End sessions that cannot outlive the process, or all of them if so configured.
+
+    One worker of several ends only the sessions it tends that cannot outlive it; the others'
+    leases are released on the way out and another worker takes them over at once.
+    """
+    leases = services.cluster.leases if services.cluster is not None else None
     for record in await services.service.open_sessions():
         provider = services.providers.get(record.provider)
         survives = provider is not None and provider.capabilities.survives_restart
+        if leases is not None:
+            if survives or not leases.holds(session_lease(record.id)):
+                continue
         if services.settings.stop_sessions_on_shutdown or not survives:
             try:
                 await asyncio.wait_for(services.service.stop(record.id, "the server shut down"), 30)
