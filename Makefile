@@ -27,6 +27,7 @@ bench: test-system-deps python-deps assets
 	$(BIN)/python bench/local_avatar.py
 	$(BIN)/python bench/slack.py
 	$(BIN)/python bench/web_viewer.py
+	$(BIN)/python bench/cluster_bus.py
 
 setup: test-system-deps python-deps assets
 

@@ -45,6 +45,7 @@ class RedisEventBus:
         self.hub = hub
         self.channel = f"{prefix}events"
         self.worker_id = worker_id or uuid.uuid4().hex
+        self._worker_json = json.dumps(self.worker_id)
         self._outbox: asyncio.Queue[str] = asyncio.Queue(queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._pubsub: Any = None
@@ -55,9 +56,9 @@ class RedisEventBus:
         """Queue ``event`` for the other workers; never blocks (a full queue drops the oldest)."""
         if isinstance(event, Relay):
             return
-        message = json.dumps({
-            "w": self.worker_id, "type": event.kind, "event": json.loads(event.model_dump_json()),
-        })
+        message = (
+            f'{{"w":{self._worker_json},"type":"{event.kind}","event":{event.model_dump_json()}}}'
+        )
         if self._outbox.full():
             self._outbox.get_nowait()
             log.warning("event bus backlog full; dropped the oldest event")
@@ -102,14 +103,22 @@ class RedisEventBus:
 
     async def _publish_loop(self) -> None:
         while True:
-            message = await self._outbox.get()
+            # What queued up meanwhile goes in one pipelined round trip, in order.
+            batch = [await self._outbox.get()]
+            while len(batch) < 256 and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
             try:
-                await self.client.publish(self.channel, message)
-                self.sent += 1
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for message in batch:
+                        pipe.publish(self.channel, message)
+                    await pipe.execute()
+                self.sent += len(batch)
             except (RedisError, OSError) as exc:
-                log.warning("could not publish an event to the other workers: %r", exc)
+                log.warning("could not publish %d event(s) to the other workers: %r",
+                            len(batch), exc)
             finally:
-                self._outbox.task_done()
+                for _ in batch:
+                    self._outbox.task_done()
 
     async def _listen_loop(self) -> None:
         backoff = 0.5
