@@ -23,13 +23,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import redis.asyncio as aioredis  # noqa: E402
+import redis.asyncio as aioredis
 
-from bot.cluster import RedisEventBus  # noqa: E402
-from bot.core.events import EventHub, Transcript  # noqa: E402
-from bot.core.service import SessionService, StartCommand  # noqa: E402
-from bot.storage import SqliteStore  # noqa: E402
-from tests.fakes.provider import FakeProvider  # noqa: E402
+from bot.cluster import RedisEventBus
+from bot.core.events import EventHub, Transcript
+from bot.core.service import SessionService, StartCommand
+from bot.storage import SqliteStore
+from tests.fakes.provider import FakeProvider
 
 URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
