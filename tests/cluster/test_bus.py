@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as aioredis
+
 from bot.cluster import RedisEventBus
 from bot.core.events import Ended, EventHub, Relay, StateChanged, Transcript, VendorEnded
 from bot.core.models import SessionState, SessionSummary
+from tests.cluster.conftest import REDIS_URL
 
 
 async def drain(queue: asyncio.Queue, wait: float = 0.3) -> list:
@@ -101,3 +104,34 @@ async def test_unhooks_on_exit(redis_client, prefix):
         assert hub.bus is bus
     assert hub.bus is None
     hub.publish(Transcript(session_id="s", speaker="user", text="after"))  # no error, stays local
+
+
+async def test_a_dropped_subscription_is_restored(redis_client, prefix):
+    """Redis closes the listening connection (a restart, a proxy timeout): the bus resubscribes
+    and events published afterwards arrive again."""
+    name = f"{prefix}bus-b".replace(":", "-")
+    client_b = aioredis.Redis.from_url(REDIS_URL, client_name=name)
+    hub_a, hub_b = EventHub(), EventHub()
+    try:
+        async with (
+            RedisEventBus(redis_client, hub_a, prefix=prefix, worker_id="a"),
+            RedisEventBus(client_b, hub_b, prefix=prefix, worker_id="b"),
+            hub_b.subscribe("s1") as queue,
+        ):
+            hub_a.publish(Transcript(session_id="s1", speaker="avatar", text="before"))
+            assert [e.text for e in await drain(queue)] == ["before"]
+            clients = await redis_client.client_list(_type="pubsub")
+            ids = [c["id"] for c in clients if c.get("name") == name]
+            assert ids, "the bus's subscription connection is not listed"
+            for client_id in ids:
+                await redis_client.client_kill_filter(_id=client_id)
+            # Published until it is back: what is published while it is away is lost (pub/sub),
+            # everything after it resubscribed arrives.
+            for i in range(100):
+                hub_a.publish(Transcript(session_id="s1", speaker="avatar", text=f"after {i}"))
+                got = await drain(queue, wait=0.1)
+                if got:
+                    break
+            assert got and got[0].text.startswith("after")
+    finally:
+        await client_b.aclose()
