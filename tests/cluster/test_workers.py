@@ -126,3 +126,50 @@ async def test_unreachable_redis_is_a_clear_error_without_the_password(tmp_path)
             pass
     assert "REDIS_URL" in caught.value.user_message
     assert "hunter2" not in str(caught.value) and "hunter2" not in repr(caught.value)
+
+
+async def test_a_worker_shutting_down_ends_only_its_own_local_sessions(
+    redis_client, prefix, tmp_path
+):
+    """A rolling restart: the leaving worker ends what cannot outlive it and that it tends;
+    vendor sessions and other workers' sessions stay live for the others to tend."""
+    from bot.app import _end_sessions
+    from bot.core.models import SessionRecord, SessionState
+    from bot.core.service import StartCommand
+    from tests.fakes.provider import FakeProvider
+
+    settings = Settings(
+        _env_file=None, database_path=tmp_path / "w.db", redis_url=REDIS_URL,
+        redis_prefix=prefix, lease_ttl_s=5, playground_enabled=False,
+        stop_sessions_on_shutdown=True,
+    )
+    other = RedisLeases(redis_client, prefix=prefix, ttl_s=5, worker_id="other-worker")
+    async with build_services(settings) as services:
+        vendor = FakeProvider(services.events, name="vendor")
+        rendered = FakeProvider(services.events, name="rendered", survives_restart=False)
+        services.providers.update(vendor=vendor, rendered=rendered)
+        await services.store.grant("discord:1", 100, "test")
+        await services.store.set_limits("discord:1", max_concurrent=5)
+
+        async def start(provider: str) -> SessionRecord:
+            return await services.service.start(StartCommand(
+                tenant="discord:1", user="u1", provider=provider, minutes=5,
+            ))
+
+        mine_vendor, mine_rendered, theirs = (
+            await start("vendor"), await start("rendered"), await start("rendered"),
+        )
+        leases = services.reaper.leases
+        assert await other.claim([f"session:{theirs.id}"])
+        assert await leases.claim(f"session:{s.id}" for s in (mine_vendor, mine_rendered, theirs)) \
+            == {f"session:{mine_vendor.id}", f"session:{mine_rendered.id}"}
+        await _end_sessions(services)
+        states = {s.id: (await services.store.get_session(s.id)).state
+                  for s in (mine_vendor, mine_rendered, theirs)}
+    assert states == {
+        mine_vendor.id: SessionState.LIVE, mine_rendered.id: SessionState.ENDED,
+        theirs.id: SessionState.LIVE,
+    }
+    assert len(rendered.called("stop")) == 1 and vendor.called("stop") == []
+    # On the way out the worker released its vendor session's lease: another takes it at once.
+    assert await other.claim([f"session:{mine_vendor.id}"]) == {f"session:{mine_vendor.id}"}
