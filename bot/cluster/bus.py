@@ -68,11 +68,13 @@ class RedisEventBus:
         self._pubsub = self.client.pubsub(ignore_subscribe_messages=False)
         await self._pubsub.subscribe(self.channel)
         # Wait for the server's confirmation: from then on, every publish reaches us.
+        deadline = asyncio.get_running_loop().time() + 10.0
         while True:
-            message = await self._pubsub.get_message(timeout=5.0)
-            if message is None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
                 raise RedisError("no subscription confirmation from Redis")
-            if message["type"] == "subscribe":
+            message = await self._pubsub.get_message(timeout=min(left, 1.0))
+            if message is not None and message["type"] == "subscribe":
                 break
         self._tasks = [
             asyncio.create_task(self._publish_loop(), name="bus-publish"),

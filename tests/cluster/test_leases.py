@@ -21,7 +21,7 @@ async def test_one_holder_then_takeover_after_the_ttl(redis_client, prefix):
         assert time.monotonic() - started < 3.0, "B never took the lease over"
         await asyncio.sleep(0.05)
     waited = time.monotonic() - started
-    assert 0.5 < waited <= 1.5
+    assert 0.5 < waited <= 2.0  # not before the TTL ran out; within it, give or take a busy CPU
     assert b.holds("session:1")
     # A comes back: it may not take or extend what B holds now.
     assert await a.claim(["session:1"]) == set()

@@ -81,7 +81,7 @@ async def test_a_killed_worker_process_loses_its_lease_within_the_bound(redis_cl
             while not await leases.claim(["session:s1"]):
                 assert time.monotonic() - killed < 3.0, "lease not taken over"
                 await asyncio.sleep(0.05)
-            assert time.monotonic() - killed <= 1.0 + 0.3
+            assert time.monotonic() - killed <= 1.0 + 1.0
     finally:
         if child.returncode is None:
             child.kill()
