@@ -24,6 +24,7 @@ from aiohttp import web
 
 from bot.core.events import EventHub
 from bot.core.ice import display_url
+from bot.core.leases import session_lease
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
 from bot.core.ports import SessionStore, SlackInstallStore
@@ -36,6 +37,7 @@ from bot.storage import Backend, SqliteStore, open_backend
 from bot.storage.secrets import SecretBox, check_key, link_secret, seal_plain
 
 if TYPE_CHECKING:
+    from bot.cluster.wiring import Cluster
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Services:
     tenants: TenantService
     bindings: ChatBindings
     box: SecretBox
+    # Set when REDIS_URL is: the other workers' events, leases, shared dedupe and rate limits.
+    cluster: Cluster | None = None
 
 
 def build_providers(
@@ -142,6 +146,14 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
                 log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
+        cluster = None
+        if settings.redis_url is not None:
+            from bot.cluster.wiring import open_cluster
+
+            cluster = await stack.enter_async_context(open_cluster(
+                settings.redis_url.get_secret_value(), events, prefix=settings.redis_prefix,
+                lease_ttl_s=settings.lease_ttl_s,
+            ))
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
@@ -153,16 +165,22 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             service, idle_timeout_s=settings.idle_timeout_s,
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
             transcript_retention_s=settings.transcript_retention_h * 3600,
+            leases=cluster.leases if cluster is not None else None,
         )
         links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
         await top_up_playground(settings, store)
         # Unwound before the database closes: the event ids still in memory reach the table.
         stack.push_async_callback(backend.installs.aclose)
         await service.counts.load()
+        slack_installs: SlackInstallStore = backend.installs
+        if cluster is not None:
+            from bot.cluster.shared import SharedDedupeInstallStore
+
+            slack_installs = SharedDedupeInstallStore(slack_installs, cluster.dedupe)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=backend.installs, box=box,
+            slack_installs=slack_installs, box=box, cluster=cluster,
         )
 
 
@@ -293,6 +311,7 @@ def _build_web(
     web_app = create_app(
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
+        shared_limiter=services.cluster.limiter if services.cluster is not None else None,
     )
     slack = None
     if settings.slack_enabled:
@@ -347,7 +366,10 @@ async def _end_sessions(services: Services) -> None:
 
     At most ``SHUTDOWN_PARALLELISM`` at a time: one after the other, 500 sessions whose vendor
     takes 100 ms per stop took 108 s (issue 15), far beyond a service manager's stop timeout.
+    One worker of several ends only the sessions it tends that cannot outlive it; the others'
+    leases are released on the way out and another worker takes them over at once.
     """
+    leases = services.cluster.leases if services.cluster is not None else None
     gate = asyncio.Semaphore(services.settings.shutdown_parallelism)
 
     async def end(record_id: str) -> None:
@@ -361,6 +383,9 @@ async def _end_sessions(services: Services) -> None:
     for record in await services.service.open_sessions():
         provider = services.providers.get(record.provider)
         survives = provider is not None and provider.capabilities.survives_restart
+        if leases is not None:
+            if survives or not leases.holds(session_lease(record.id)):
+                continue
         if services.settings.stop_sessions_on_shutdown or not survives:
             ending.append(end(record.id))
     await asyncio.gather(*ending)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone, SessionNotFound
 from bot.core.events import AnyEvent, Ended, StateChanged, VendorEnded, Warning
+from bot.core.leases import GLOBAL_LEASE, LeaseManager, session_lease
 from bot.core.models import (
     Capabilities,
     ProviderSession,
@@ -55,6 +56,10 @@ class SessionReaper:
         pending_timeout_s: a session still pending after this long is failed.
         transcript_retention_s: transcript lines older than this are forgotten (None keeps
             them); pruned at most every ``prune_every_s``.
+        leases: with several workers, which of them tends which session and does the global
+            chores (``bot/core/leases.py``); ``None`` for one process, which does everything.
+        takeover_grace_s: with leases, a session opened less than this long ago whose lease is
+            free is tended, not treated as left behind by a dead worker (its starter claims it).
     """
 
     def __init__(
@@ -68,7 +73,13 @@ class SessionReaper:
         pending_timeout_s: float = 120.0,
         transcript_retention_s: float | None = None,
         prune_every_s: float = 600.0,
+        leases: LeaseManager | None = None,
+        takeover_grace_s: float = 30.0,
     ) -> None:
+        self.leases = leases
+        self.takeover_grace_s = takeover_grace_s
+        # Sessions this worker started or has tended under its lease since the last claim.
+        self._tended_here: set[str] = set()
         self.service = service
         self.idle_timeout_s = idle_timeout_s
         self.warn_before_end_s = warn_before_end_s
@@ -98,6 +109,7 @@ class SessionReaper:
         if reconcile_first:
             await self.reconcile()
         watcher = asyncio.create_task(self.watch_vendor_ends(), name="vendor-ends")
+        claimer = asyncio.create_task(self.claim_own_starts(), name="claim-starts")
         try:
             while True:
                 await asyncio.sleep(self.interval_s)
@@ -106,9 +118,29 @@ class SessionReaper:
                 except Exception:
                     log.exception("reaper tick failed")
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, claimer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.leases is not None:
+                with contextlib.suppress(Exception):
+                    await self.leases.release(
+                        [GLOBAL_LEASE, *(session_lease(s) for s in self._tended_here)]
+                    )
+
+    async def claim_own_starts(self) -> None:
+        """With leases, claim a session's lease as soon as this worker starts it."""
+        if self.leases is None:
+            return
+        async with self.service.events.subscribe(None, remote=False) as queue:
+            while True:
+                event = await queue.get()
+                if isinstance(event, StateChanged) and event.session_id not in self._tended_here:
+                    try:
+                        if await self.leases.claim([session_lease(event.session_id)]):
+                            self._tended_here.add(event.session_id)
+                    except Exception as exc:  # noqa: BLE001 - the next tick claims it
+                        log.warning("could not claim session %s: %r", event.session_id, exc)
 
     async def watch_vendor_ends(self) -> None:
         """End a session as soon as its provider reports that the vendor ended it."""
@@ -123,6 +155,10 @@ class SessionReaper:
 
         A session no longer live is left as it is.
         """
+        if self.leases is not None and not await self.leases.claim(
+            [session_lease(event.session_id)]
+        ):
+            return  # another worker tends it, and hears the same event
         try:
             at = datetime.fromtimestamp(event.at, tz=UTC)
             await self.service.vendor_ended(event.session_id, event.reason, at)
@@ -131,8 +167,19 @@ class SessionReaper:
 
     # ------------------------------------------------------------------ startup
     async def reconcile(self) -> None:
-        """Finish what a crash left: pending sessions fail, lost sessions end, stops resume."""
-        for record in await self.service.store.open_sessions():
+        """Finish what a crash left: pending sessions fail, lost sessions end, stops resume.
+
+        With leases, only one worker at a time reconciles, and only sessions no live worker
+        holds (a session another worker tends is not left behind).
+        """
+        records = await self.service.store.open_sessions()
+        if self.leases is not None:
+            if not await self.leases.claim([GLOBAL_LEASE]):
+                return
+            held = await self.leases.claim(session_lease(r.id) for r in records)
+            records = [r for r in records if session_lease(r.id) in held]
+            self._tended_here |= {r.id for r in records}
+        for record in records:
             try:
                 await self._reconcile_one(record)
             except AvatarBotError:
@@ -168,6 +215,9 @@ class SessionReaper:
     async def tick(self, now: datetime | None = None) -> None:
         """Tend every session with a duty due at ``now`` (by default: now)."""
         now = now or utcnow()
+        if self.leases is not None:
+            await self._tick_cluster(now)
+            return
         if not self._indexed:
             await self._rebuild(now)
         stamp = now.timestamp()
@@ -190,6 +240,57 @@ class SessionReaper:
                 ran_since = time.perf_counter()
         await self.sweep_orphans()
         await self.prune_transcripts(now)
+
+    async def _tick_cluster(self, now: datetime) -> None:
+        """One pass over the open sessions whose lease this worker holds (several workers).
+
+        Leases decide who tends what, so this pass reads the open sessions each tick instead of
+        keeping the single-process due-time index (which assumes one process sees every change).
+        """
+        assert self.leases is not None
+        records = await self.service.store.open_sessions()
+        open_ids = {r.id for r in records}
+        self._tended_here &= open_ids
+        records = await self._claim_and_take_over(records, now)
+        for record in records:
+            if not self.leases.holds(session_lease(record.id)):
+                continue  # the lease ran out during this tick: another worker may have it
+            try:
+                await self._tend(record, now)
+            except AvatarBotError as exc:
+                log.warning("reaper could not tend session %s: %r", record.id, exc)
+        for session_id in {*self._warned, *self._kept_alive, *self._status_asked} - open_ids:
+            self._forget(session_id)
+        if await self.leases.claim([GLOBAL_LEASE]):
+            await self.sweep_orphans()
+            await self.prune_transcripts(now)
+
+    async def _claim_and_take_over(
+        self, records: list[SessionRecord], now: datetime
+    ) -> list[SessionRecord]:
+        """The records whose lease this worker holds; those left by a dead worker reconciled."""
+        assert self.leases is not None
+        held = await self.leases.claim(session_lease(r.id) for r in records)
+        mine = []
+        for record in records:
+            if session_lease(record.id) not in held:
+                self._tended_here.discard(record.id)
+                continue
+            age = (now - record.created_at).total_seconds()
+            if record.id not in self._tended_here and age > self.takeover_grace_s:
+                # Its lease was free: the worker that tended it stopped renewing (it died).
+                log.warning("taking over session %s from a worker that stopped", record.id)
+                self._tended_here.add(record.id)
+                try:
+                    await self._reconcile_one(record)
+                    # What survived its worker (a vendor session) is tended from now on.
+                    mine.append(await self.service.store.get_session(record.id))
+                except AvatarBotError:
+                    log.exception("could not take over session %s", record.id)
+                continue
+            self._tended_here.add(record.id)
+            mine.append(record)
+        return mine
 
     async def prune_transcripts(self, now: datetime | None = None, *, force: bool = False) -> int:
         """Forget transcript lines past the retention period; how many went."""
@@ -247,6 +348,8 @@ class SessionReaper:
 
     def _on_event(self, event: AnyEvent) -> None:
         """A session changed state: tend it at the next tick (or forget it once closed)."""
+        if self.leases is not None:
+            return  # several workers: each tick reads the sessions it holds (no index kept)
         if isinstance(event, Ended) or (
             isinstance(event, StateChanged) and not event.state.is_open
         ):

@@ -448,8 +448,11 @@ class SessionService:
 
     # ------------------------------------------------------------------ transcripts
     async def keep_transcripts(self) -> None:
-        """Keep every final transcript line in the store (runs until cancelled)."""
-        async with self.events.subscribe(None) as queue:
+        """Keep every final transcript line in the store (runs until cancelled).
+
+        Only lines published by this worker: each worker keeps its own, so each is kept once.
+        """
+        async with self.events.subscribe(None, remote=False) as queue:
             self._transcripts = queue
             try:
                 while True:
