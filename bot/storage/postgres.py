@@ -866,8 +866,8 @@ async def _verify_sessions(c: Conn) -> list[str]:
 
 # ---------------------------------------------------------------- sealed credentials
 # The Slack rows' ``data`` is JSONB: a sealed value is stored as a JSON string
-# (``"fernet:<token>"``), while a row written before sealing holds the JSON object itself, so
-# ``jsonb_typeof`` tells them apart (no migration needed; docs/secrets.md).
+# (``"fernet:<token>"``), while a row written before sealing holds the JSON object itself; any
+# value that is not such a string is plain (no migration needed; docs/secrets.md).
 #: (table, key columns) of every row whose ``data`` is sealed.
 _SEALED_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("slack_bots", ("client_id", "enterprise_id", "team_id")),
@@ -901,7 +901,8 @@ async def _reseal_rows(c: Conn, box: CredentialBox, *, plain_only: bool) -> int:
     """Seal the Slack rows' data with the current key (only the plain ones if ``plain_only``)."""
     count = 0
     for table, keys in _SEALED_TABLES:
-        where = " WHERE jsonb_typeof(data) <> 'string'" if plain_only else ""
+        where = (" WHERE NOT (jsonb_typeof(data) = 'string' AND data #>> '{}' LIKE 'fernet:%')"
+                 if plain_only else "")
         rows = await c.fetch(f"SELECT {', '.join(keys)}, data FROM {table}{where} FOR UPDATE")
         match = " AND ".join(f"{k} = ${i}" for i, k in enumerate(keys, 2))
         for row in rows:
