@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     warn_before_end_s: int = Field(default=120, ge=0)
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
     stop_sessions_on_shutdown: bool = True
+    # how many sessions a shutdown ends at the same time (each waits for its vendor's stop)
+    shutdown_parallelism: int = Field(default=32, ge=1, le=1000)
 
     # --- the viewer relay (vendors reached through the page's media room: AKool)
     relay_max_wait_s: int = Field(default=120, ge=5, le=3600)

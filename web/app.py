@@ -143,19 +143,22 @@ async def _close_hub(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers and its store can be read."""
+    """Liveness: the process answers and its store can be read (one trivial statement)."""
     ctx = request.app[WEB]
     try:
-        await ctx.service.open_sessions()
+        await ctx.service.healthy()
     except Exception:  # noqa: BLE001 - whatever the failure, the process is not healthy
         return web.json_response({"ok": False}, status=503)
     return web.json_response({"ok": True})
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    """Prometheus text format."""
+    """Prometheus text format; session gauges come from counts kept by events, not a load."""
     ctx = request.app[WEB]
-    records = await ctx.service.open_sessions()
-    ctx.metrics.live_sessions.set(sum(1 for r in records if r.state is SessionState.LIVE))
+    counts = ctx.service.counts
+    if not counts.loaded:  # an app built without the composition root (tests, embedding)
+        await counts.load()
+    ctx.metrics.live_sessions.set(counts.count(SessionState.LIVE))
+    ctx.metrics.open_sessions.set(counts.open)
     body = generate_latest(ctx.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -101,9 +101,29 @@ class EventHub:
         self._subs: dict[str | None, set[asyncio.Queue[AnyEvent]]] = {}
         # Messages for viewer pages to send into vendors' media rooms, per session.
         self.relay = RelayOutboxes(self)
+        self._listeners: list[Callable[[AnyEvent], None]] = []
+
+    def listen(self, callback: Callable[[AnyEvent], None]) -> None:
+        """Call ``callback(event)`` synchronously on every publish, before any queue sees it.
+
+        For in-memory indexes that must never miss an event (gauges, the reaper's due times):
+        a queue subscriber can fall behind and lose events, a listener cannot. Callbacks must
+        be quick and must not raise.
+        """
+        self._listeners.append(callback)
+
+    def unlisten(self, callback: Callable[[AnyEvent], None]) -> None:
+        """Stop calling ``callback``."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
 
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # one broken index must not stop the others
+                log.exception("event listener failed")
         for key in (event.session_id, None):
             for queue in self._subs.get(key, ()):
                 if queue.full():

@@ -31,7 +31,8 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 31 methods:
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 32 methods, plus
+    ``note_activity`` (not awaited):
 
     Tenants and limits
         - ``ensure_tenant``: create the tenant if new.
@@ -57,9 +58,14 @@ class SessionStore(Protocol):
         - ``finish_session``: ending -> ended, settling and releasing.
         - ``schedule_stop_retry``: count a failed vendor stop and when to retry.
         - ``update_session``: set plain fields (mode, knowledge, activity, avatar name).
+        - ``set_session_fields``: the same without reading the row back.
+        - ``note_activity``: remember people used a session (stored in batches, read at once).
+        - ``flush_activity``: store the noted activity times now.
         - ``get_session``: one session or ``SessionNotFound``.
         - ``list_sessions``: sessions newest first, by tenant and state.
-        - ``open_sessions``: every pending, live or ending session.
+        - ``open_sessions``: every pending, live or ending session (of one tenant).
+        - ``open_sessions_in``: a tenant's open sessions bound to one platform channel.
+        - ``open_states``: the state of every open session, by id.
 
     Chat bindings
         - ``bind_chat``: bind a platform thread to a session.
@@ -73,6 +79,7 @@ class SessionStore(Protocol):
 
     Process state and checks
         - ``data_version``: a number that changes when another process commits.
+        - ``ping``: raise unless the store answers a trivial statement.
         - ``get_or_set_meta``: a stored value, set first if missing (the playground top-up).
         - ``verify``: every mismatch between the ledger entries and the cached balances.
 
@@ -157,6 +164,18 @@ class SessionStore(Protocol):
         """Set plain fields."""
         ...
 
+    async def set_session_fields(self, session_id: str, **fields: Any) -> None:
+        """Set plain fields; nothing is read back."""
+        ...
+
+    def note_activity(self, session_id: str, at: datetime) -> None:
+        """Remember activity; every read sees it at once, the write comes batched."""
+        ...
+
+    async def flush_activity(self) -> None:
+        """Store the noted activity times now."""
+        ...
+
     async def get_session(self, session_id: str) -> SessionRecord:
         """One session or ``SessionNotFound``."""
         ...
@@ -170,8 +189,22 @@ class SessionStore(Protocol):
         """Sessions, newest first."""
         ...
 
-    async def open_sessions(self) -> list[SessionRecord]:
-        """Every pending, live or ending session."""
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Every pending, live or ending session (of one tenant)."""
+        ...
+
+    async def open_sessions_in(
+        self, tenant: str, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """A tenant's open sessions bound to one platform channel, newest first."""
+        ...
+
+    async def open_states(self) -> dict[str, SessionState]:
+        """Every open session's state by id."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the store answers."""
         ...
 
     async def bind_chat(self, binding: ChatBinding) -> None:
@@ -296,6 +329,10 @@ class SlackInstallStore(Protocol):
 
     async def remember_event(self, event_id: str, team_id: str | None) -> bool:
         """Record an Events API delivery; False when this event id was seen before."""
+        ...
+
+    async def aclose(self) -> None:
+        """Store what is still held in memory (seen event ids); called before the store closes."""
         ...
 
 

@@ -8,6 +8,7 @@ datasette's ``execute_write_fn``).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import logging
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_GRANT = 10_000_000
+#: How long activity times wait in memory before one batched write stores them (issue 15: a
+#: thread message must not cost a write transaction). Reads see them at once (``_fresh``); a
+#: crash loses at most this much activity, which only makes an idle end come that much sooner.
+ACTIVITY_FLUSH_S = 2.0
 _OPEN = ("pending", "live", "ending")
 _JSON_FIELDS = ("handle", "viewer")
 _TIME_FIELDS = (
@@ -64,6 +69,15 @@ def _row_to_session(row: sqlite3.Row) -> SessionRecord:
         data[key] = json.loads(data[key]) if data[key] else None
     data["handle"] = data["handle"] or {}
     return SessionRecord.model_validate(data)
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``SET`` text and values of an update of a session's plain fields."""
+    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
+    return ", ".join(f"{k} = ?" for k in fields), values
 
 
 def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -108,6 +122,11 @@ class SqliteStore:
         self._writer: SqliteWriter | None = writer
         self.path = writer.path
         self._defaults = default_limits
+        # Activity times not stored yet, and those of a batch being written right now.
+        self._activity: dict[str, datetime] = {}
+        self._activity_writing: dict[str, datetime] = {}
+        self._activity_timer: asyncio.TimerHandle | None = None
+        self._activity_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path | str, default_limits: Limits | None = None) -> SqliteStore:
@@ -134,8 +153,15 @@ class SqliteStore:
         return store
 
     async def close(self) -> None:
-        """Close the connection and end its thread (idempotent)."""
+        """Store pending activity times, close the connection and end its thread (idempotent)."""
         if self._writer is not None:
+            if self._activity_timer is not None:
+                self._activity_timer.cancel()
+                self._activity_timer = None
+            try:
+                await self.flush_activity()
+            except Exception:  # closing goes on; the loss is logged
+                log.exception("could not store the last activity times")
             writer, self._writer = self._writer, None
             await writer.close()
 
@@ -276,21 +302,112 @@ class SqliteStore:
 
     async def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set plain fields (mode, knowledge, last_activity_at) of a session."""
-        allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-        if not fields or set(fields) - allowed:
-            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-        values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
-        assignments = ", ".join(f"{k} = ?" for k in fields)
+        assignments, values = _assignments(fields)
 
         def body(c: sqlite3.Connection) -> SessionRecord:
             c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))
             return _get(c, session_id)
 
-        return await self.write(body)
+        return self._fresh(await self.write(body))
+
+    async def set_session_fields(self, session_id: str, **fields: Any) -> None:
+        """Like ``update_session`` without reading the row back (for callers that drop it)."""
+        assignments, values = _assignments(fields)
+        await self.write(
+            lambda c: c.execute(
+                f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id)
+            )
+        )
+
+    def note_activity(self, session_id: str, at: datetime) -> None:
+        """Record that people used the session at ``at``, without a database round trip.
+
+        The time is stored by a batched write within ``ACTIVITY_FLUSH_S`` (and at ``close``);
+        every read of the session sees it at once, so the idle rule is never misled.
+        """
+        self._activity[session_id] = at
+        if self._activity_timer is None and self._writer is not None:
+            loop = asyncio.get_running_loop()
+            self._activity_timer = loop.call_later(ACTIVITY_FLUSH_S, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._activity_timer = None
+        if self._activity_task is None or self._activity_task.done():
+            self._activity_task = asyncio.create_task(self._flush_logged(), name="activity")
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush_activity()
+        except Exception:  # kept in memory and retried with the next batch
+            log.exception("could not store activity times; retrying later")
+            if self._activity and self._activity_timer is None and self._writer is not None:
+                loop = asyncio.get_running_loop()
+                self._activity_timer = loop.call_later(ACTIVITY_FLUSH_S, self._flush_soon)
+
+    async def flush_activity(self) -> None:
+        """Store the activity times noted so far in one transaction."""
+        if not self._activity or self._writer is None:
+            return
+        batch, self._activity = self._activity, {}
+        self._activity_writing.update(batch)
+        rows = [(_ts(at), sid, _ts(at)) for sid, at in batch.items()]
+        try:
+            # Never move a time backwards (a later update_session may have stored a newer one).
+            await self.write(lambda c: c.executemany(
+                "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
+                rows,
+            ))
+        except BaseException:
+            for sid, at in batch.items():
+                if sid not in self._activity or self._activity[sid] < at:
+                    self._activity[sid] = at
+            raise
+        finally:
+            for sid, at in batch.items():
+                if self._activity_writing.get(sid) == at:
+                    del self._activity_writing[sid]
+
+    def _fresh(self, record: SessionRecord) -> SessionRecord:
+        """``record`` with its activity time not yet stored, if there is a newer one."""
+        noted = self._activity.get(record.id) or self._activity_writing.get(record.id)
+        if noted is not None and noted > record.last_activity_at:
+            return record.model_copy(update={"last_activity_at": noted})
+        return record
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """The session, or ``SessionNotFound``."""
-        return await self.run(_get, session_id)
+        return self._fresh(await self.run(_get, session_id))
+
+    async def open_sessions_in(
+        self, tenant: str, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """The tenant's open sessions bound to one platform channel, newest first.
+
+        One indexed JOIN (``chat_bindings_channel``, migration 0005): its cost does not grow
+        with the sessions of other channels.
+        """
+        sql = (
+            "SELECT DISTINCT s.* FROM chat_bindings b JOIN sessions s ON s.id = b.session_id "
+            "WHERE b.platform = ? AND b.channel_id = ? AND s.tenant = ? "
+            "AND s.state IN ('pending', 'live', 'ending') ORDER BY s.created_at DESC"
+        )
+        rows = await self.run(
+            lambda c: c.execute(sql, (platform, channel_id, tenant)).fetchall()
+        )
+        return [self._fresh(_row_to_session(r)) for r in rows]
+
+    async def open_states(self) -> dict[str, SessionState]:
+        """Every open session's id and state (no row is validated: cheap at any size)."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT id, state FROM sessions WHERE state IN ('pending', 'live', 'ending')"
+            ).fetchall()
+        )
+        return {r[0]: SessionState(r[1]) for r in rows}
+
+    async def ping(self) -> None:
+        """One trivial statement through the writer: raises when the store cannot answer."""
+        await self.run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def list_sessions(
         self,
@@ -312,12 +429,12 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
         rows = await self.run(lambda c: c.execute(sql, (*args, limit)).fetchall())
-        return [_row_to_session(r) for r in rows]
+        return [self._fresh(_row_to_session(r)) for r in rows]
 
-    async def open_sessions(self) -> list[SessionRecord]:
-        """Every pending, live or ending session."""
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Every pending, live or ending session (of one tenant, filtered in SQL)."""
         states = [SessionState(s) for s in _OPEN]
-        return await self.list_sessions(states=states, limit=1_000_000)
+        return await self.list_sessions(tenant=tenant, states=states, limit=1_000_000)
 
     # --- chat bindings
     async def bind_chat(self, binding: ChatBinding) -> None:

@@ -87,3 +87,26 @@ async def test_an_org_wide_install_is_found_by_its_enterprise_for_any_team(stack
     assert found == {"bot_token": "xoxb-org"}
     assert await stack.installs.find_bot("c1", enterprise_id="E1", team_id="T5") is None
     assert await stack.installs.find_bot("c1", enterprise_id=None, team_id=None) is None
+
+
+async def test_a_redelivered_event_is_dropped_after_a_restart(tmp_path):
+    """Ids live in memory but reach the table (batched, and at close), so a new process knows."""
+    from bot.storage import SqliteSlackInstallStore, SqliteStore
+
+    store = await SqliteStore.open(tmp_path / "ev.db")
+    installs = SqliteSlackInstallStore(store)
+    assert await installs.remember_event("EvA", "T1") is True
+    assert await installs.remember_event("EvB", "T1") is True
+    await installs.flush_events()  # a batch written while running
+    assert await installs.remember_event("EvC", "T1") is True  # only in memory until close
+    await installs.aclose()
+    await store.close()
+    store = await SqliteStore.open(tmp_path / "ev.db")
+    try:
+        again = SqliteSlackInstallStore(store)
+        for event_id in ("EvA", "EvB", "EvC"):
+            assert await again.remember_event(event_id, "T1") is False, event_id
+        assert await again.remember_event("EvD", "T1") is True
+        await again.aclose()
+    finally:
+        await store.close()
