@@ -31,7 +31,7 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 32 methods, plus
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 36 methods, plus
     ``note_activity`` (not awaited):
 
     Tenants and limits

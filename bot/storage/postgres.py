@@ -47,6 +47,7 @@ from bot.core.models import (
 )
 from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
+from bot.storage.activity import ActivityBuffer
 from bot.storage.pg_migrations import apply_migrations
 from bot.storage.secrets import (
     CHECK_KEY,
@@ -127,6 +128,17 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``UPDATE sessions SET … WHERE id = $n`` of a session's plain fields, and their values."""
+    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    values = [_plain(v) for v in fields.values()]
+    # Column names come from ``allowed`` above, never from the caller's text.
+    assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
+    return f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}", values
+
+
 def _row_to_session(row: Row) -> SessionRecord:
     data = dict(row)
     data["handle"] = data["handle"] or {}
@@ -149,6 +161,8 @@ class PostgresStore:
         # data_version: closes heard on CLOSED_CHANNEL, by a connection opened on first use.
         self._listener: Conn | None = None
         self._version = 0
+        # Activity times noted but not stored yet (bot/storage/activity.py).
+        self._activity = ActivityBuffer(self._write_activity)
 
     @classmethod
     async def open(
@@ -191,7 +205,9 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        """Close every pooled connection and the listening one (idempotent)."""
+        """Store pending activity times, close every connection (idempotent)."""
+        if self._pool is not None:
+            await self._activity.close()
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await listener.close()
@@ -356,19 +372,70 @@ class PostgresStore:
 
     async def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set plain fields (mode, knowledge, last_activity_at, avatar_name) of a session."""
-        allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-        if not fields or set(fields) - allowed:
-            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-        values = [_plain(v) for v in fields.values()]
-        # Column names come from ``allowed`` above, never from the caller's text.
-        assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
+        sql, values = _assignments(fields)
+        record = await self.write(lambda c: _update(c, sql, *values, session_id))
+        return self._activity.fresh(record)
 
-        sql = f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}"
-        return await self.write(lambda c: _update(c, sql, *values, session_id))
+    async def set_session_fields(self, session_id: str, **fields: Any) -> None:
+        """Like ``update_session`` without reading the row back (for callers that drop it)."""
+        sql, values = _assignments(fields)
+        await self.write(lambda c: c.execute(sql, *values, session_id))
+
+    def note_activity(self, session_id: str, at: datetime) -> None:
+        """Record that people used the session at ``at``, without a database round trip.
+
+        The time is stored by a batched write within ``ACTIVITY_FLUSH_S`` (and at ``close``);
+        every read of the session sees it at once, so the idle rule is never misled.
+        """
+        self._activity.note(session_id, at)
+
+    async def flush_activity(self) -> None:
+        """Store the activity times noted so far in one transaction."""
+        if self._pool is not None:
+            await self._activity.flush()
+
+    async def _write_activity(self, batch: dict[str, datetime]) -> None:
+        ids, times = list(batch), list(batch.values())
+        # One statement for the batch; never move a time backwards (a later update_session, on
+        # this worker or another, may have stored a newer one).
+        await self.write(lambda c: c.execute(
+            "UPDATE sessions SET last_activity_at = v.at "
+            "FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) "
+            "WHERE sessions.id = v.id AND sessions.last_activity_at < v.at",
+            ids, times,
+        ))
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """The session, or ``SessionNotFound``."""
-        return await self.read(lambda c: _get(c, session_id))
+        return self._activity.fresh(await self.read(lambda c: _get(c, session_id)))
+
+    async def open_sessions_in(
+        self, tenant: str, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """The tenant's open sessions bound to one platform channel, newest first.
+
+        One statement, a semi-join of sessions on ``chat_bindings_channel`` (migration 0003):
+        its cost does not grow with the sessions of other channels, and a session bound twice
+        in the channel comes once.
+        """
+        rows = await self.read(lambda c: c.fetch(
+            "SELECT s.* FROM sessions s WHERE s.tenant = $3 AND s.state = ANY($4::text[]) "
+            "AND EXISTS (SELECT 1 FROM chat_bindings b WHERE b.session_id = s.id "
+            "AND b.platform = $1 AND b.channel_id = $2) ORDER BY s.created_at DESC",
+            platform, channel_id, tenant, _OPEN,
+        ))
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
+
+    async def open_states(self) -> dict[str, SessionState]:
+        """Every open session's id and state (no row is validated: cheap at any size)."""
+        rows = await self.read(lambda c: c.fetch(
+            "SELECT id, state FROM sessions WHERE state = ANY($1::text[])", _OPEN
+        ))
+        return {r[0]: SessionState(r[1]) for r in rows}
+
+    async def ping(self) -> None:
+        """One trivial statement on a pooled connection: raises when the server cannot answer."""
+        await self.read(lambda c: c.fetchval("SELECT 1"))
 
     async def list_sessions(
         self,
@@ -391,17 +458,12 @@ class PostgresStore:
         args.append(limit)
         sql += f" ORDER BY created_at DESC LIMIT ${len(args)}"
         rows = await self.read(lambda c: c.fetch(sql, *args))
-        return [_row_to_session(r) for r in rows]
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
 
-    async def open_sessions(self) -> list[SessionRecord]:
-        """Every pending, live or ending session."""
-        rows = await self.read(
-            lambda c: c.fetch(
-                "SELECT * FROM sessions WHERE state = ANY($1::text[]) ORDER BY created_at DESC",
-                _OPEN,
-            )
-        )
-        return [_row_to_session(r) for r in rows]
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Every pending, live or ending session (of one tenant, filtered in SQL)."""
+        states = [SessionState(s) for s in _OPEN]
+        return await self.list_sessions(tenant=tenant, states=states, limit=1_000_000)
 
     # --- chat bindings
     async def bind_chat(self, binding: ChatBinding) -> None:
@@ -1108,6 +1170,9 @@ class PostgresSlackInstallStore:
             return bool(inserted)
 
         return await self._store.write(body)
+
+    async def aclose(self) -> None:
+        """Nothing is held in memory here: every event id is stored as it arrives."""
 
 
 __all__ = [

@@ -8,7 +8,6 @@ datasette's ``execute_write_fn``).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import logging
@@ -40,6 +39,7 @@ from bot.core.models import (
 from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
 from bot.storage import secrets as sealed
+from bot.storage.activity import ActivityBuffer
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
@@ -47,10 +47,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_GRANT = 10_000_000
-#: How long activity times wait in memory before one batched write stores them (issue 15: a
-#: thread message must not cost a write transaction). Reads see them at once (``_fresh``); a
-#: crash loses at most this much activity, which only makes an idle end come that much sooner.
-ACTIVITY_FLUSH_S = 2.0
 _OPEN = ("pending", "live", "ending")
 _JSON_FIELDS = ("handle", "viewer")
 _TIME_FIELDS = (
@@ -122,11 +118,8 @@ class SqliteStore:
         self._writer: SqliteWriter | None = writer
         self.path = writer.path
         self._defaults = default_limits
-        # Activity times not stored yet, and those of a batch being written right now.
-        self._activity: dict[str, datetime] = {}
-        self._activity_writing: dict[str, datetime] = {}
-        self._activity_timer: asyncio.TimerHandle | None = None
-        self._activity_task: asyncio.Task[None] | None = None
+        # Activity times noted but not stored yet (bot/storage/activity.py).
+        self._activity = ActivityBuffer(self._write_activity)
 
     @classmethod
     async def open(cls, path: Path | str, default_limits: Limits | None = None) -> SqliteStore:
@@ -155,13 +148,7 @@ class SqliteStore:
     async def close(self) -> None:
         """Store pending activity times, close the connection and end its thread (idempotent)."""
         if self._writer is not None:
-            if self._activity_timer is not None:
-                self._activity_timer.cancel()
-                self._activity_timer = None
-            try:
-                await self.flush_activity()
-            except Exception:  # closing goes on; the loss is logged
-                log.exception("could not store the last activity times")
+            await self._activity.close()
             writer, self._writer = self._writer, None
             await writer.close()
 
@@ -308,7 +295,7 @@ class SqliteStore:
             c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))
             return _get(c, session_id)
 
-        return self._fresh(await self.write(body))
+        return self._activity.fresh(await self.write(body))
 
     async def set_session_fields(self, session_id: str, **fields: Any) -> None:
         """Like ``update_session`` without reading the row back (for callers that drop it)."""
@@ -325,58 +312,24 @@ class SqliteStore:
         The time is stored by a batched write within ``ACTIVITY_FLUSH_S`` (and at ``close``);
         every read of the session sees it at once, so the idle rule is never misled.
         """
-        self._activity[session_id] = at
-        if self._activity_timer is None and self._writer is not None:
-            loop = asyncio.get_running_loop()
-            self._activity_timer = loop.call_later(ACTIVITY_FLUSH_S, self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._activity_timer = None
-        if self._activity_task is None or self._activity_task.done():
-            self._activity_task = asyncio.create_task(self._flush_logged(), name="activity")
-
-    async def _flush_logged(self) -> None:
-        try:
-            await self.flush_activity()
-        except Exception:  # kept in memory and retried with the next batch
-            log.exception("could not store activity times; retrying later")
-            if self._activity and self._activity_timer is None and self._writer is not None:
-                loop = asyncio.get_running_loop()
-                self._activity_timer = loop.call_later(ACTIVITY_FLUSH_S, self._flush_soon)
+        self._activity.note(session_id, at)
 
     async def flush_activity(self) -> None:
         """Store the activity times noted so far in one transaction."""
-        if not self._activity or self._writer is None:
-            return
-        batch, self._activity = self._activity, {}
-        self._activity_writing.update(batch)
-        rows = [(_ts(at), sid, _ts(at)) for sid, at in batch.items()]
-        try:
-            # Never move a time backwards (a later update_session may have stored a newer one).
-            await self.write(lambda c: c.executemany(
-                "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
-                rows,
-            ))
-        except BaseException:
-            for sid, at in batch.items():
-                if sid not in self._activity or self._activity[sid] < at:
-                    self._activity[sid] = at
-            raise
-        finally:
-            for sid, at in batch.items():
-                if self._activity_writing.get(sid) == at:
-                    del self._activity_writing[sid]
+        if self._writer is not None:
+            await self._activity.flush()
 
-    def _fresh(self, record: SessionRecord) -> SessionRecord:
-        """``record`` with its activity time not yet stored, if there is a newer one."""
-        noted = self._activity.get(record.id) or self._activity_writing.get(record.id)
-        if noted is not None and noted > record.last_activity_at:
-            return record.model_copy(update={"last_activity_at": noted})
-        return record
+    async def _write_activity(self, batch: dict[str, datetime]) -> None:
+        rows = [(_ts(at), sid, _ts(at)) for sid, at in batch.items()]
+        # Never move a time backwards (a later update_session may have stored a newer one).
+        await self.write(lambda c: c.executemany(
+            "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
+            rows,
+        ))
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """The session, or ``SessionNotFound``."""
-        return self._fresh(await self.run(_get, session_id))
+        return self._activity.fresh(await self.run(_get, session_id))
 
     async def open_sessions_in(
         self, tenant: str, platform: str, channel_id: str
@@ -394,7 +347,7 @@ class SqliteStore:
         rows = await self.run(
             lambda c: c.execute(sql, (platform, channel_id, tenant)).fetchall()
         )
-        return [self._fresh(_row_to_session(r)) for r in rows]
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
 
     async def open_states(self) -> dict[str, SessionState]:
         """Every open session's id and state (no row is validated: cheap at any size)."""
@@ -429,7 +382,7 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
         rows = await self.run(lambda c: c.execute(sql, (*args, limit)).fetchall())
-        return [self._fresh(_row_to_session(r)) for r in rows]
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
 
     async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
         """Every pending, live or ending session (of one tenant, filtered in SQL)."""

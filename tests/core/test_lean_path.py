@@ -3,7 +3,8 @@
 Activity times are kept in memory and stored in batches, yet the idle rule sees them at once
 and after a restart; channel-scoped lookups find the session of the channel asked about; the
 gauges follow starts, stops and failures; a shutdown ends every session, a bounded number at a
-time, with the ledger clean. Real SQLite file, the in-memory fake vendor.
+time, with the ledger clean. Tests taking ``backend``/``store`` run on a real SQLite file and on
+this run's PostgreSQL database (``tests/backends.py``); the vendor is the in-memory fake.
 """
 
 from __future__ import annotations
@@ -21,19 +22,22 @@ from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
-from bot.storage import SqliteSlackInstallStore, SqliteStore
+from bot.storage import SqliteSlackInstallStore, SqliteStore, activity
+from bot.storage.postgres import PostgresStore
+from bot.storage.secrets import SecretBox
+from tests.backends import open_store
 from tests.core.conftest import TENANT, cmd
 from tests.fakes.provider import FakeProvider, unavailable
 
 
-async def roomy(store: SqliteStore, tenant: str = TENANT) -> None:
+async def roomy(store: SqliteStore | PostgresStore, tenant: str = TENANT) -> None:
     """Credits and limits for many sessions at once (the defaults allow two)."""
     await store.grant(tenant, 10_000, "admin")
     await store.set_limits(tenant, max_concurrent=50, daily_user_credits=10_000)
 
 
-async def test_activity_is_seen_at_once_and_stored_at_close(tmp_path, hub, fake):
-    store = await SqliteStore.open(tmp_path / "a.db")
+async def test_activity_is_seen_at_once_and_stored_at_close(backend, store_location, hub, fake):
+    store = await open_store(backend, store_location)
     service = SessionService(store=store, providers={"fake": fake}, events=hub)
     await store.grant(TENANT, 100, "admin")
     live = await service.start(cmd())
@@ -44,7 +48,7 @@ async def test_activity_is_seen_at_once_and_stored_at_close(tmp_path, hub, fake)
     await store.close()
     # A restart: the new process reads the time the old one noted, and its idle rule counts
     # from there (ended at +301 s, not before).
-    store = await SqliteStore.open(tmp_path / "a.db")
+    store = await open_store(backend, store_location, fresh=False)
     try:
         assert (await store.get_session(live.id)).last_activity_at == noted
         service = SessionService(store=store, providers={"fake": fake}, events=hub)
@@ -58,16 +62,59 @@ async def test_activity_is_seen_at_once_and_stored_at_close(tmp_path, hub, fake)
         await store.close()
 
 
-async def test_a_batched_write_stores_activity_without_a_close(tmp_path, store, service):
+async def test_a_batched_write_stores_activity_without_a_close(
+    backend, store_location, store, service
+):
     await store.grant(TENANT, 100, "admin")
     live = await service.start(cmd())
     await service.say(live.id, "hello")
     noted = (await store.get_session(live.id)).last_activity_at
     await store.flush_activity()
-    # A second store on the same file has no memory of the first one's notes.
-    other = await SqliteStore.open(tmp_path / "core.db")  # the ``store`` fixture's file
+    # A second store on the same database has no memory of the first one's notes.
+    other = await open_store(backend, store_location, fresh=False)
     try:
         assert (await other.get_session(live.id)).last_activity_at == noted
+    finally:
+        await other.close()
+
+
+async def test_the_timer_stores_a_batch_on_its_own(backend, store_location, hub, fake,
+                                                   monkeypatch):
+    monkeypatch.setattr(activity, "ACTIVITY_FLUSH_S", 0.05)
+    store = await open_store(backend, store_location)
+    other = await open_store(backend, store_location, fresh=False)
+    try:
+        service = SessionService(store=store, providers={"fake": fake}, events=hub)
+        await store.grant(TENANT, 100, "admin")
+        live = await service.start(cmd())
+        await store.set_session_fields(live.id, last_activity_at=utcnow() - timedelta(minutes=9))
+        await service.say(live.id, "hello")
+        noted = (await store.get_session(live.id)).last_activity_at
+        assert (await other.get_session(live.id)).last_activity_at < noted  # not stored yet
+        for _ in range(100):  # no flush, no close: only the timer can store it
+            await asyncio.sleep(0.05)
+            if (await other.get_session(live.id)).last_activity_at == noted:
+                break
+        assert (await other.get_session(live.id)).last_activity_at == noted
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_a_batch_never_moves_a_stored_time_backwards(backend, store_location, store,
+                                                           service):
+    await store.grant(TENANT, 100, "admin")
+    live = await service.start(cmd())
+    older = utcnow() - timedelta(seconds=30)
+    store.note_activity(live.id, older)
+    # Meanwhile a newer time is stored directly (on another worker, say).
+    newer = utcnow() + timedelta(seconds=30)
+    await store.set_session_fields(live.id, last_activity_at=newer)
+    await store.flush_activity()
+    other = await open_store(backend, store_location, fresh=False)
+    try:
+        assert (await other.get_session(live.id)).last_activity_at == newer
+        assert (await store.get_session(live.id)).last_activity_at == newer
     finally:
         await other.close()
 
@@ -112,7 +159,7 @@ async def test_channel_lookups_find_the_session_of_that_channel_only(service, st
     }
 
 
-async def _store_counts(store: SqliteStore) -> dict[SessionState, int]:
+async def _store_counts(store: SqliteStore | PostgresStore) -> dict[SessionState, int]:
     counts: dict[SessionState, int] = {}
     for record in await store.open_sessions():
         counts[record.state] = counts.get(record.state, 0) + 1
@@ -187,6 +234,7 @@ async def test_shutdown_ends_every_session_a_bounded_number_at_a_time(tmp_path):
                 settings, http, store, hub, {"fake": vendor}, service, SessionReaper(service),
                 ViewerLinks(b"k" * 32, "http://x"), slack_installs=SqliteSlackInstallStore(store),
                 tenants=TenantService(store), bindings=ChatBindings(store),
+                box=SecretBox.from_settings(None, tmp_path / "s.db"),
             )
             await _end_sessions(services)
         for sid in ids:
