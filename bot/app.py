@@ -27,14 +27,14 @@ from bot.core.ice import display_url
 from bot.core.leases import session_lease
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
-from bot.core.ports import SessionStore, SlackInstallStore
+from bot.core.ports import SecretsStore, SessionStore, SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
-from bot.storage import Backend, SqliteStore, open_backend
-from bot.storage.secrets import SecretBox, check_key, link_secret, seal_plain
+from bot.storage import Backend, open_backend
+from bot.storage.secrets import SecretBox
 
 if TYPE_CHECKING:
     from bot.cluster.wiring import Cluster
@@ -138,12 +138,11 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         backend = await open_database(settings, box)
         stack.push_async_callback(backend.close)
         store = backend.store
-        if isinstance(store, SqliteStore):
-            # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack
-            # request; rows from before encryption are sealed now.
-            await store.write(lambda c: check_key(c, box))
-            if sealed := await store.write(lambda c: seal_plain(c, box)):
-                log.info("encrypted %d stored credential(s) kept in plain text", sealed)
+        # On either backend: a wrong STORAGE_KEY is one clear error here, not a failure at the
+        # first Slack request; rows from before encryption are sealed now.
+        await store.check_storage_key(box)
+        if sealed := await store.seal_plain_secrets(box):
+            log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
         cluster = None
@@ -203,15 +202,11 @@ async def open_database(settings: Settings, box: SecretBox | None = None) -> Bac
     )
 
 
-async def _link_secret(settings: Settings, store: SessionStore, box: SecretBox) -> bytes:
+async def _link_secret(settings: Settings, store: SecretsStore, box: SecretBox) -> bytes:
     """``SECRET_KEY``, or one made once and kept (sealed) in the database so links survive."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    fresh = secrets.token_hex(32)
-    if isinstance(store, SqliteStore):
-        return (await store.write(lambda c: link_secret(c, box, fresh))).encode()
-    # PostgreSQL keeps it in its meta table as it is (sealing there: see docs/secrets.md).
-    return (await store.get_or_set_meta("link_secret", fresh)).encode()
+    return (await store.link_secret(box, secrets.token_hex(32))).encode()
 
 
 async def refill_playground(

@@ -36,7 +36,9 @@ from bot.core.models import (
     TranscriptLine,
     utcnow,
 )
+from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
+from bot.storage import secrets as sealed
 from bot.storage.activity import ActivityBuffer
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
@@ -470,6 +472,27 @@ class SqliteStore:
             return c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
         return await self.write(body)
+
+    # --- sealed credentials (bot.core.ports.SecretsStore; docs/secrets.md)
+    async def check_storage_key(self, box: CredentialBox) -> None:
+        """Open the check value, or write it when a key exists and there is none yet.
+
+        Raises:
+            WrongStorageKey: the key is not the one the database was sealed with.
+        """
+        await self.write(lambda c: sealed.check_key(c, box))
+
+    async def seal_plain_secrets(self, box: CredentialBox) -> int:
+        """Seal the Slack rows still stored in plain text; how many."""
+        return await self.write(lambda c: sealed.seal_plain(c, box))
+
+    async def link_secret(self, box: CredentialBox, fresh: str) -> str:
+        """The stored viewer-link secret, storing ``fresh`` sealed if there is none."""
+        return await self.write(lambda c: sealed.link_secret(c, box, fresh))
+
+    async def reseal_secrets(self, box: CredentialBox) -> int:
+        """Seal every stored credential again with the box's current key; how many."""
+        return await self.write(lambda c: sealed.reseal_all(c, box))
 
     # --- verification
     async def verify(self) -> list[str]:
