@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,28 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.process import BIN, cli, free_port
 from tests.web.conftest import DESKTOP, PHONE, guard_page, new_context, shot, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-BIN = Path(sys.executable).parent
 VENDOR_ENV = ("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LIVEAVATAR_", "LLM_")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def cli(env: dict[str, str], *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "avatarbot"), *args, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
 
 
 async def metric(http: httpx.AsyncClient, name: str) -> float:
