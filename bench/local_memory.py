@@ -20,45 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MiB = 1024 * 1024
+from tests.local.memory import MiB, attack_text, rss, watch_speech
+
 SPEAK_S = 6.0  # how long the attack (and the idle anchor) is watched
-WORDS = ("avatar", "speech", "buffer", "memory", "mountain", "river", "seventeen", "quickly",
-         "bounded", "queue", "interrupt", "number", "2026", "1234567", "playground", "visitor")
-
-
-def rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def long_text(seed: int, length: int = 2000) -> str:
-    rnd = random.Random(seed)
-    out = ""
-    while len(out) < length:
-        sentence = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 30)))
-        out += sentence.capitalize() + rnd.choice([". ", ", ", "! ", "; "])
-    return out[:length].strip()
-
-
-async def watch(prov, ps, seconds: float) -> tuple[int, int]:
-    """Peak RSS and most queued PCM bytes over ``seconds``."""
-    peak = most = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        peak = max(peak, rss())
-        most = max(most, prov.media_stats(ps)["speech_buffered_bytes"])
-        await asyncio.sleep(0.02)
-    return peak, most
+TEXT_CHARS = 2000  # each say of the attack: 2,000 characters (see the docstring)
 
 
 def settled() -> int:
@@ -78,7 +49,7 @@ async def one_round(n: int) -> dict[str, float]:
         base = settled()
         idle = await prov.start(StartRequest(session_id=f"idle{n}", avatar_id="ada",
                                              duration_s=600))
-        idle_peak, _ = await watch(prov, idle, SPEAK_S)
+        _, idle_peak = await watch_speech(prov, idle, SPEAK_S)
         await prov.stop(idle)
 
         ps = await prov.start(StartRequest(session_id=f"attack{n}", avatar_id="ada",
@@ -87,13 +58,13 @@ async def one_round(n: int) -> dict[str, float]:
         await asyncio.sleep(1.0)
         before = settled()
         for i in range(20):
-            await prov.say(ps, long_text(n * 100 + i))
-        peak, most = await watch(prov, ps, SPEAK_S)
+            await prov.say(ps, attack_text(n * 100 + i, TEXT_CHARS))
+        most, peak = await watch_speech(prov, ps, SPEAK_S)
         await prov.interrupt(ps)
         after_interrupt = settled()
         for i in range(20):
-            await prov.say(ps, long_text(n * 100 + 50 + i))
-        peak2, most2 = await watch(prov, ps, 2.0)
+            await prov.say(ps, attack_text(n * 100 + 50 + i, TEXT_CHARS))
+        most2, peak2 = await watch_speech(prov, ps, 2.0)
         await prov.stop(ps)
         after_stop = settled()
         return {
@@ -114,7 +85,7 @@ def whole_texts_reference() -> float:
     from bot.providers.local.speech import Voice, synthesize
 
     before = settled()
-    kept = [synthesize(long_text(900 + i), Voice("en-us")) for i in range(20)]
+    kept = [synthesize(attack_text(900 + i, TEXT_CHARS), Voice("en-us")) for i in range(20)]
     grown = (rss() - before) / MiB
     print(f"  (the 20 whole texts hold {sum(u.samples.nbytes for u in kept) / MiB:.0f} MiB "
           f"of 48 kHz PCM, {sum(u.duration_ms for u in kept) / 60_000:.0f} minutes of speech)")

@@ -37,7 +37,6 @@ import hmac
 import itertools
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -58,6 +57,7 @@ sys.path.insert(0, str(ROOT))  # for tests.fakes
 
 from tests.fakes.a2e import FakeA2E  # noqa: E402
 from tests.fakes.slack import FakeSlack, Workspace, dumps  # noqa: E402
+from tests.process import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SECRET = "bench-system-signing-secret-0123"
@@ -89,12 +89,6 @@ class BenchSlack(FakeSlack):
 
 
 # ---------------------------------------------------------------------- small helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_s(pid: int) -> float:
     """utime + stime of a process, in seconds (``proc(5)``, fields 14 and 15)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

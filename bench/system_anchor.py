@@ -27,6 +27,7 @@ from typing import Any
 import aiosqlite
 import httpx
 from aiohttp import web
+from child import until_stdin_closes
 
 ASK = "/api/v1/streaming-avatar/ask"  # the path the bot's A2E provider posts to
 
@@ -117,14 +118,7 @@ async def main(kind: str, port: int, db_path: str, vendor_url: str) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     print("ready", flush=True)
-    # Runs until the bench closes stdin (or kills it); never longer than an hour.
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        await asyncio.wait_for(reader.read(), 3600)
-    except TimeoutError:
-        pass
+    await until_stdin_closes()
     await runner.cleanup()
     await fwd.http.aclose()
     assert fwd.db is not None

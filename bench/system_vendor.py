@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from child import until_stdin_closes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.fakes
 
@@ -71,14 +72,7 @@ async def main() -> None:
     fake = BenchA2E()
     await fake.start()
     print(f"ready {fake.url}", flush=True)
-    # Runs until the bench closes stdin (or kills it); never longer than an hour.
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        await asyncio.wait_for(reader.read(), 3600)
-    except TimeoutError:
-        pass
+    await until_stdin_closes()
     await fake.close()
 
 

@@ -11,8 +11,8 @@ import sys
 
 import click
 
+from bot.cli import _settings
 from bot.core.errors import ConfigError
-from bot.settings import Settings, load_settings
 
 NO_PUBLIC_URL = (
     "PUBLIC_URL is not set, and Slack must know where to send commands and events.\n"
@@ -21,14 +21,6 @@ NO_PUBLIC_URL = (
     "(or put PUBLIC_URL=... in .env). Without a public address, use Socket Mode for development:\n"
     "  avatarbot slack manifest --socket-mode"
 )
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        click.echo(exc.user_message, err=True)
-        sys.exit(2)
 
 
 @click.group()

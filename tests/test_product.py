@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 import urllib.parse
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,26 +18,11 @@ from tests.discord.test_session_flow import start_session
 from tests.fakes.a2e import FakeA2E
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
+from tests.process import BIN, cli, free_port
 from tests.slack.conftest import sign
 
-BIN = Path(sys.executable).parent
 AVATAR = "676e1f054c86ff839eae2cc3"
 SLACK_SECRET = "product-test-signing-secret-0123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def cli(env: dict[str, str], *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "avatarbot"), *args, env=env, stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out
-    return out.decode()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -118,6 +118,22 @@ async def session_for(
     return claims, record
 
 
+async def link_session(
+    ctx: WebContext, request: web.Request, bucket: Literal["pages", "websocket"]
+) -> tuple[LinkClaims, SessionRecord] | web.Response:
+    """The claims and session of the request's ``/v/<token>`` link, or the answer instead.
+
+    The answer is 429 over the ``bucket`` rate limit and the plain 404 for a bad link. Pages
+    also open an ended session while it is kept (``session_for(ended_ok=True)``); the socket
+    does not.
+    """
+    page = bucket == "pages"
+    if limited(ctx, request, bucket):
+        return too_many(ctx, "page" if page else bucket, page=page)
+    found = await session_for(ctx, request.match_info["token"], ended_ok=page)
+    return not_found(ctx) if found is None else found
+
+
 def retained(ctx: WebContext, record: SessionRecord) -> bool:
     """Whether an ended session's summary and transcript are still kept."""
     end = record.ended_at or record.ending_at or record.created_at
@@ -225,11 +241,9 @@ def format_duration(seconds: int) -> str:
 async def viewer_page(request: web.Request) -> web.Response:
     """The viewer page, the ended summary, or the plain 404."""
     ctx = request.app[WEB]
-    if limited(ctx, request, "pages"):
-        return too_many(ctx, "page")
-    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
-    if found is None:
-        return not_found(ctx)
+    found = await link_session(ctx, request, "pages")
+    if isinstance(found, web.Response):
+        return found
     claims, record = found
     token = request.match_info["token"]
     card = card_for(record, vendor_name(ctx, record.provider), f"{ctx.links.base_url}/v/{token}")
@@ -244,7 +258,7 @@ async def viewer_page(request: web.Request) -> web.Response:
             duration=format_duration(summary.duration_s),
             failed=record.state is SessionState.FAILED, reason=summary.reason,
             lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
-            download=f"/v/{request.match_info['token']}/transcript.txt",
+            download=f"/v/{token}/transcript.txt",
             playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
             retention_h=ctx.settings.transcript_retention_h, card=card,
         )
@@ -258,11 +272,9 @@ async def viewer_page(request: web.Request) -> web.Response:
 async def transcript_file(request: web.Request) -> web.Response:
     """``GET /v/<token>/transcript.txt``: the kept transcript as a text download."""
     ctx = request.app[WEB]
-    if limited(ctx, request, "pages"):
-        return too_many(ctx, "page")
-    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
-    if found is None:
-        return not_found(ctx)
+    found = await link_session(ctx, request, "pages")
+    if isinstance(found, web.Response):
+        return found
     _, record = found
     text = transcript_text(record.avatar_name, await ctx.service.transcript(record.id))
     name = transcript_filename(record.id)
@@ -277,11 +289,9 @@ async def preview_image(request: web.Request) -> web.StreamResponse:
     Reads only; a bad token gets the same plain 404 as the page.
     """
     ctx = request.app[WEB]
-    if limited(ctx, request, "pages"):
-        return too_many(ctx, "page")
-    found = await session_for(ctx, request.match_info["token"], ended_ok=True)
-    if found is None:
-        return not_found(ctx)
+    found = await link_session(ctx, request, "pages")
+    if isinstance(found, web.Response):
+        return found
     _, record = found
     image: bytes | None = None
     if record.provider == "local":
@@ -304,11 +314,9 @@ async def preview_image(request: web.Request) -> web.StreamResponse:
 async def viewer_socket(request: web.Request) -> web.StreamResponse:
     """The page's WebSocket: events out; takeover and relayed data messages in."""
     ctx = request.app[WEB]
-    if limited(ctx, request, "websocket"):
-        return too_many(ctx, "websocket", page=False)
-    found = await session_for(ctx, request.match_info["token"])
-    if found is None:
-        return not_found(ctx)
+    found = await link_session(ctx, request, "websocket")
+    if isinstance(found, web.Response):
+        return found
     _, record = found
     ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_S, max_msg_size=WS_MAX_FRAME)
     await ws.prepare(request)

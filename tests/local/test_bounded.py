@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import random
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -28,6 +26,7 @@ from bot.settings import load_settings
 from bot.storage import SqliteStore
 
 from .conftest import PRICING, eventually, request
+from .memory import MiB, attack_text, rss, watch_speech
 
 # The longest text the service lets through to the built-in avatar (its capabilities' bound;
 # test_max_text_is_the_built_in_avatars_bound keeps the two equal).
@@ -42,44 +41,14 @@ async def test_max_text_is_the_built_in_avatars_bound() -> None:
         await prov.aclose()
 
 BUFFER = local_provider.SPEECH_BUFFER_BYTES  # 960,000 bytes: 10 s of 48 kHz mono 16-bit
-MiB = 1024 * 1024
 # Whole-process RSS bounds, generous because the process also runs aiortc, VP8 and the test
 # itself: before this change the 20 says below grew it by about 20 x 13 MiB = 260 MiB.
 PEAK_GROWTH = 40 * MiB
 AFTER_GROWTH = 24 * MiB  # after interrupt or stop, with gc.collect() first
 
-WORDS = ("avatar", "speech", "buffer", "memory", "mountain", "river", "seventeen", "quickly",
-         "bounded", "queue", "interrupt", "number", "2026", "1234567", "playground", "visitor")
-
-
-def rss() -> int:
-    """This process's resident set size, in bytes."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
-
-
 def long_text(seed: int) -> str:
-    """A 2,000-character text of words, numbers and sentences (numbers are read out long)."""
-    rnd = random.Random(seed)
-    out = ""
-    while len(out) < MAX_TEXT:
-        sentence = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 30)))
-        out += sentence.capitalize() + rnd.choice([". ", ", ", "! ", "; "])
-    text = out[:MAX_TEXT]
-    return text[:-1] + "." if text.endswith(" ") else text
-
-
-async def _watch_buffer(prov: LocalProvider, ps, seconds: float) -> tuple[int, int]:
-    """The most queued PCM bytes and RSS seen over ``seconds``, sampled every 20 ms."""
-    most_bytes = peak = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        most_bytes = max(most_bytes, prov.media_stats(ps)["speech_buffered_bytes"])
-        peak = max(peak, rss())
-        await asyncio.sleep(0.02)
-    return most_bytes, peak
+    """A text of the longest length the service lets through (``MAX_TEXT``)."""
+    return attack_text(seed, MAX_TEXT)
 
 
 async def test_twenty_longest_says_stay_within_the_buffer_and_are_freed(hub, viewers):
@@ -98,7 +67,7 @@ async def test_twenty_longest_says_stay_within_the_buffer_and_are_freed(hub, vie
             await prov.say(ps, long_text(i))
         assert prov.media_stats(ps)["speech_pending"] >= 19
         t_said = time.monotonic()
-        most, peak = await _watch_buffer(prov, ps, 4.0)
+        most, peak = await watch_speech(prov, ps, 4.0)
         assert 0 < most <= BUFFER, most
         assert peak - before <= PEAK_GROWTH, (before / MiB, peak / MiB)
         # and the visitor hears continuous speech meanwhile
@@ -117,7 +86,7 @@ async def test_twenty_longest_says_stay_within_the_buffer_and_are_freed(hub, vie
         # again, then stop
         for i in range(20):
             await prov.say(ps, long_text(100 + i))
-        most, peak2 = await _watch_buffer(prov, ps, 1.5)
+        most, peak2 = await watch_speech(prov, ps, 1.5)
         assert 0 < most <= BUFFER
         await prov.stop(ps)
         with pytest.raises(SessionNotLive):
@@ -196,7 +165,7 @@ async def test_a_small_buffer_holds_even_for_numbers_read_out_long(hub, viewers)
         await v.wait_first_frame()
         t0 = time.monotonic()
         await prov.say(ps, "1234567 7654321 2345678. " * 3)
-        most, _ = await _watch_buffer(prov, ps, 3.0)
+        most, _ = await watch_speech(prov, ps, 3.0)
         assert 0 < most <= 96_000, most
         loud = [r for t, r in v.audio if t > t0 and r > 300]
         assert len(loud) >= 40, len(loud)  # the numbers are spoken, not dropped

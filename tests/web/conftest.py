@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from pydantic import SecretStr
 
@@ -38,6 +39,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 VENDOR = ROOT / "web" / "static" / "vendor"
 SECRET_KEY = "server-secret-3a9d1c7be4f05a62"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+VIEWPORTS = (("desktop", DESKTOP), ("phone", PHONE))
+FAKE_AGORA = (ROOT / "tests/fakes/agora_fake.js").read_text()
+FAKE_LIVEKIT = (ROOT / "tests/fakes/livekit_fake.js").read_text()
 
 # Loose limits for tests that load pages many times; the rate-limit tests set their own.
 LOOSE = RateLimits(pages=(1000, 100), websocket=(1000, 100), signalling=(5000, 1000),
@@ -339,6 +345,73 @@ async def guard_page(page: Any, base_url: str) -> list[str]:
 
     await page.route("**/*", handler)
     return aborted
+
+
+async def launch_chromium(browser_type: Any, args: list[str] | None = None) -> Any:
+    """Debian's Chromium (never a downloaded one), headless, with ``chromium_args()``."""
+    return await browser_type.launch(executable_path="/usr/bin/chromium", headless=True,
+                                     args=chromium_args() if args is None else args)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One Chromium per test module (the module's tests share its event loop)."""
+    from playwright.async_api import async_playwright
+
+    ensure_bundles()
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as p:
+        b = await launch_chromium(p.chromium)
+        yield b
+        await b.close()
+
+
+async def new_context(browser: Any, viewport: dict[str, int] | None = None) -> Any:
+    """A new browser context (another person's browser); a phone viewport is touch and mobile."""
+    if viewport is None:
+        return await browser.new_context()
+    phone = viewport is PHONE
+    return await browser.new_context(viewport=viewport, is_mobile=phone, has_touch=phone)
+
+
+def keep_errors(page: Any, console: Callable[[Any], bool] | None = None) -> list[str]:
+    """The page's uncaught errors, and the console messages ``console`` picks, as they come."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    if console is not None:
+        pick = console
+        page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
+                if pick(m) else None)
+    return errors
+
+
+async def serve_fake(page: Any, bundle: str, body: str) -> None:
+    """Serve ``body`` in place of the SDK bundle ``web/static/vendor/<bundle>``."""
+    await page.route(f"**/static/vendor/{bundle}", lambda route: route.fulfill(
+        status=200, content_type="application/javascript", body=body))
+
+
+async def until(page: Any, condition: str, timeout_ms: int = 5_000, arg: Any = None) -> None:
+    """Wait until a JS condition holds (as a function: the page's CSP forbids eval); on a
+    timeout, fail with what the page shows."""
+    try:
+        await page.wait_for_function(f"(arg) => ({condition})", arg=arg, timeout=timeout_ms)
+    except Exception as exc:
+        state = await page.evaluate("""() => {
+            const text = (id) => (document.getElementById(id) || {}).innerText;
+            const v = window.avatarViewer;
+            return {viewer: v ? {status: v.status, error: v.error,
+                                 pc: v.pc && v.pc.connectionState} : null,
+                    notice: text('notice'), chatError: text('chat-error'),
+                    transcript: [...document.querySelectorAll('#transcript li')]
+                        .map((li) => li.innerText)};
+        }""")
+        raise AssertionError(f"timed out waiting for {condition!r}; page state {state}") from exc
+
+
+async def shot(page: Any, name: str, *, full: bool = False) -> None:
+    """A screenshot in ``test-artifacts/<name>.png``."""
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full)
 
 
 @pytest.fixture

@@ -18,34 +18,23 @@ from aiohttp import WSCloseCode
 
 from bot.core.reaper import SessionReaper
 from tests.web.conftest import (
-    ARTIFACTS,
-    ROOT,
+    DESKTOP,
+    FAKE_AGORA,
+    PHONE,
     chromium_args,
-    ensure_bundles,
     guard_page,
+    keep_errors,
+    launch_chromium,
+    new_context,
+    serve_fake,
+    shot,
+    until,
     web_stack,
     wire_akool,
 )
 from web.context import WEB
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-FAKE_AGORA = (ROOT / "tests/fakes/agora_fake.js").read_text()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    ensure_bundles()
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=chromium_args())
-        yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -54,13 +43,15 @@ async def stack(tmp_path: Path) -> AsyncIterator[Any]:
         yield s
 
 
+def is_csp(message: Any) -> bool:
+    return "Content Security Policy" in message.text
+
+
 async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, int] = DESKTOP,
                     fake_agora: bool = False, akool: bool = False) -> tuple[Any, Any, list[str]]:
-    ctx = await browser.new_context(viewport=viewport, is_mobile=viewport is PHONE,
-                                    has_touch=viewport is PHONE)
+    ctx = await new_context(browser, viewport)
     page = await ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = keep_errors(page, console=is_csp)
     logs: list[str] = []
     logged = asyncio.Event()
 
@@ -70,36 +61,15 @@ async def open_page(browser: Any, stack: Any, url: str, *, viewport: dict[str, i
 
     page.on("console", on_console)
     page.logged = logged  # type: ignore[attr-defined]
-    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text
-            else None)
     page.logs = logs  # type: ignore[attr-defined]
     aborted = await guard_page(page, stack.url)
     if akool:  # the page's stream messages reach the fake AKool avatar, and it answers
         await wire_akool(page, stack.vendors["akool"])
     if fake_agora:
-        await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
-            status=200, content_type="application/javascript", body=FAKE_AGORA))
+        await serve_fake(page, "agora-rtc-sdk-ng.js", FAKE_AGORA)
     await page.goto(url)
     page.aborted = aborted  # type: ignore[attr-defined]
     return ctx, page, errors
-
-
-async def until(page: Any, condition: str, timeout_ms: int = 5_000, arg: Any = None) -> None:
-    """Wait until a JS condition holds (as a function: the page's CSP forbids eval)."""
-    try:
-        await page.wait_for_function(f"(arg) => ({condition})", arg=arg, timeout=timeout_ms)
-    except Exception as exc:
-        state = await page.evaluate("""() => ({
-            viewer: window.avatarViewer ? {status: window.avatarViewer.status,
-                error: window.avatarViewer.error, pc: window.avatarViewer.pc &&
-                window.avatarViewer.pc.connectionState} : null,
-            transcript: [...document.querySelectorAll('#transcript li')].map((li) => li.innerText),
-        })""")
-        raise AssertionError(f"timed out waiting for {condition!r}; page state {state}") from exc
-
-
-async def shot(page: Any, name: str) -> None:
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 # Counts the pixels of the open mouth's dark inside (the local avatar paints it (70, 25, 30))
@@ -167,7 +137,7 @@ async def test_webrtc_local_avatar_plays_speaks_and_ends(browser: Any, stack: An
         assert "I am the local avatar" in await line.text_content()
         countdown_after = await page.text_content("#countdown")
         assert countdown_before != countdown_after and countdown_after.startswith(("2:", "1:"))
-        await shot(page, "viewer-webrtc-desktop")
+        await shot(page, "viewer-webrtc-desktop", full=True)
 
         await stack.service.stop(record.id, "test over")
         await until(page, "window.avatarViewer.status === 'ended'", 5_000)
@@ -197,7 +167,7 @@ async def test_webrtc_viewer_at_phone_width(browser: Any, stack: Any) -> None:
         assert width <= PHONE["width"]
         box = await page.locator("#video").bounding_box()
         assert box is not None and box["width"] >= PHONE["width"] - 40
-        await shot(page, "viewer-webrtc-phone")
+        await shot(page, "viewer-webrtc-phone", full=True)
         assert errors == []
     finally:
         await ctx.close()
@@ -247,7 +217,7 @@ async def test_agora_joins_plays_relays_and_reports(browser: Any, stack: Any) ->
         assert channel.asked == ["What are your opening hours?"]
         avatar_lines = page.locator("#transcript .line.avatar")
         assert await avatar_lines.count() == 2  # the retold text, then the answer
-        await shot(page, "viewer-agora-desktop")
+        await shot(page, "viewer-agora-desktop", full=True)
         assert errors == [] and page.aborted == []
     finally:
         await ctx.close()
@@ -286,9 +256,9 @@ async def test_agora_newest_tab_takes_over_and_the_old_one_can_take_it_back(
         await until(second, "window.avatarViewer.status === 'live'")
         await until(first, "window.avatarViewer.status === 'elsewhere'")
         assert await first.is_visible("text=You are watching in another tab.")
-        await shot(first, "viewer-elsewhere-desktop")
+        await shot(first, "viewer-elsewhere-desktop", full=True)
         assert await first.evaluate("window.__agoraFake.left") == 1
-        await shot(second, "viewer-agora-phone")
+        await shot(second, "viewer-agora-phone", full=True)
 
         # The relay goes to the active tab only.
         await stack.service.say(record.id, "Only one tab sends this.", author="Ann")
@@ -356,7 +326,7 @@ async def test_livekit_bundle_offline_shows_could_not_connect(browser: Any, stac
         assert await page.evaluate("typeof window.LivekitClient.Room") == "function"
         assert await page.text_content("#status") == "Could not connect"
         assert "Could not connect to the avatar's video" in await page.text_content("#notice")
-        await shot(page, "viewer-livekit-failed-desktop")
+        await shot(page, "viewer-livekit-failed-desktop", full=True)
         # "Try again" makes a new attempt (which fails the same way, offline).
         await page.click("#retry")
         await until(page, "window.avatarViewer.status === 'failed'", 10_000)
@@ -371,7 +341,7 @@ async def test_playground_from_home_page_to_ended_summary(browser: Any, stack: A
         ctx, page, errors = await open_page(browser, stack, stack.url + "/", viewport=viewport)
         try:
             assert await page.is_visible("text=What is configured")
-            await shot(page, f"home-{name}")
+            await shot(page, f"home-{name}", full=True)
             await page.fill("#knowledge", "The shop opens at nine.")
             await page.click("#start")
             await page.wait_for_url("**/v/**")
@@ -386,15 +356,15 @@ async def test_playground_from_home_page_to_ended_summary(browser: Any, stack: A
             # until() reports the page's state if the answer never shows (seen once in CI).
             await until(page, "[...document.querySelectorAll('#transcript .line.avatar')]"
                               ".some((li) => /nine/i.test(li.textContent))", 20_000)
-            await shot(page, f"playground-{name}")
+            await shot(page, f"playground-{name}", full=True)
             await page.click("#stop")
             await until(page, "window.avatarViewer.status === 'ended'")
             await page.reload()
             assert await page.is_visible("#summary")
             assert "Ended" in await page.text_content("#summary")
-            await shot(page, f"ended-{name}")
+            await shot(page, f"ended-{name}", full=True)
             await page.goto(stack.url + "/v/not-a-real-token")
-            await shot(page, f"not-found-{name}")
+            await shot(page, f"not-found-{name}", full=True)
             assert errors == []
         finally:
             await ctx.close()
@@ -404,8 +374,7 @@ async def test_blocked_autoplay_offers_tap_to_unmute(browser: Any, stack: Any) -
     record = await stack.start("akool", minutes=2)
     # A second browser with the default autoplay policy, as real visitors have it.
     args = [a for a in chromium_args() if not a.startswith("--autoplay-policy")]
-    strict = await browser.browser_type.launch(executable_path="/usr/bin/chromium",
-                                               headless=True, args=args)
+    strict = await launch_chromium(browser.browser_type, args)
     try:
         ctx, page, errors = await open_page(strict, stack, stack.link(record.id),
                                             viewport=PHONE, fake_agora=True)
@@ -419,7 +388,7 @@ async def test_blocked_autoplay_offers_tap_to_unmute(browser: Any, stack: Any) -
         assert await page.evaluate("window.avatarViewer.autoplay") == "blocked"
         assert await unmute.is_visible()
         assert await page.evaluate("document.getElementById('video').muted") is True
-        await shot(page, "viewer-unmute-phone")
+        await shot(page, "viewer-unmute-phone", full=True)
         await unmute.click()
         await unmute.wait_for(state="hidden")
         assert await page.evaluate("document.getElementById('video').muted") is False

@@ -15,33 +15,22 @@ import pytest_asyncio
 
 from bot.core.models import SessionState
 from bot.core.reaper import SessionReaper
-from tests.web.conftest import ROOT, chromium_args, ensure_bundles, guard_page, web_stack
+from tests.web.conftest import (
+    FAKE_LIVEKIT,
+    guard_page,
+    keep_errors,
+    new_context,
+    serve_fake,
+    until,
+    web_stack,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-FAKE_LIVEKIT = (ROOT / "tests/fakes/livekit_fake.js").read_text()
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    ensure_bundles()
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=chromium_args())
-        yield b
-        await b.close()
-
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def stack(tmp_path: Path) -> AsyncIterator[Any]:
     async with web_stack(tmp_path, vendors=("liveavatar",)) as s:
         yield s
-
-
-async def until(page: Any, condition: str, timeout_ms: int = 5_000) -> None:
-    await page.wait_for_function(f"() => ({condition})", timeout=timeout_ms)
 
 
 async def published(page: Any) -> list[dict[str, Any]]:
@@ -56,13 +45,11 @@ async def test_liveavatar_viewer_joins_relays_commands_and_reports_events(
     vid = record.provider_session_id
     reaper = SessionReaper(stack.service, interval_s=3600)
     watcher = asyncio.create_task(reaper.watch_vendor_ends())
-    ctx = await browser.new_context()
+    ctx = await new_context(browser)
     page = await ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = keep_errors(page)
     aborted = await guard_page(page, stack.url)
-    await page.route("**/static/vendor/livekit-client.umd.js", lambda route: route.fulfill(
-        status=200, content_type="application/javascript", body=FAKE_LIVEKIT))
+    await serve_fake(page, "livekit-client.umd.js", FAKE_LIVEKIT)
     try:
         await page.goto(stack.link(record.id))
         await until(page, "window.__livekitFake.connects.length === 1")

@@ -20,27 +20,22 @@ import pytest_asyncio
 
 from bot.core.events import Warning
 from bot.core.models import SessionState
-from tests.web.conftest import ARTIFACTS, ROOT, chromium_args, ensure_bundles, guard_page, web_stack
+from tests.web.conftest import (
+    DESKTOP,
+    PHONE,
+    ROOT,
+    VIEWPORTS,
+    guard_page,
+    keep_errors,
+    new_context,
+    shot,
+    until,
+    web_stack,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-VIEWPORTS = (("desktop", DESKTOP), ("phone", PHONE))
 AXE = ROOT / "tests/web/vendor/axe.min.js"
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    ensure_bundles()
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=chromium_args())
-        yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -55,36 +50,15 @@ class Page:
 
     def __init__(self, ctx: Any, page: Any) -> None:
         self.ctx, self.page = ctx, page
-        self.errors: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}")
-                if m.type == "error" else None)
+        self.errors = keep_errors(page, console=lambda m: m.type == "error")
 
 
 async def new_page(browser: Any, stack: Any, viewport: dict[str, int]) -> Page:
-    phone = viewport is PHONE
-    ctx = await browser.new_context(viewport=viewport, is_mobile=phone, has_touch=phone)
+    ctx = await new_context(browser, viewport)
     await ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
     page = await ctx.new_page()
     await guard_page(page, stack.url)
     return Page(ctx, page)
-
-
-async def until(page: Any, condition: str, timeout_ms: int = 5_000) -> None:
-    """Wait until a JS condition holds (as a function: the page's CSP forbids eval)."""
-    try:
-        await page.wait_for_function(f"() => ({condition})", timeout=timeout_ms)
-    except Exception as exc:
-        state = await page.evaluate("""() => {
-            const text = (id) => (document.getElementById(id) || {}).innerText;
-            return {status: window.avatarViewer && window.avatarViewer.status,
-                    notice: text('notice'), error: text('chat-error')};
-        }""")
-        raise AssertionError(f"timed out waiting for {condition!r}; page state {state}") from exc
-
-
-async def shot(page: Any, name: str, *, full: bool = False) -> None:
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full)
 
 
 async def start_from_home(p: Page, stack: Any, knowledge: str = "") -> str:

@@ -24,29 +24,19 @@ from aiohttp import WSCloseCode
 
 from bot.core.events import AnyEvent, EventHub, Transcript, Warning
 from tests.web.conftest import (
-    chromium_args,
-    ensure_bundles,
+    FAKE_AGORA,
     guard_page,
+    keep_errors,
+    new_context,
     page_socket,
+    serve_fake,
+    until,
     web_stack,
     wire_akool,
 )
-from tests.web.test_browser import FAKE_AGORA, until
 from web.context import WEB
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    ensure_bundles()
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=chromium_args())
-        yield b
-        await b.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -95,16 +85,14 @@ async def open_relay_page(browser: Any, stack: Any, record: Any, *, join_delay_m
                           on_send: Any = None) -> tuple[Any, Any, list[str]]:
     """A new browser context (another person's browser) on the viewer link, wired to the fake
     AKool data channel (or to ``on_send``)."""
-    ctx = await browser.new_context()
+    ctx = await new_context(browser)
     if join_delay_ms:
         await ctx.add_init_script(f"window.__agoraJoinDelayMs = {join_delay_ms};")
     page = await ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = keep_errors(page)
     await guard_page(page, stack.url)
     await wire_akool(page, stack.vendors["akool"], on_send)
-    await page.route("**/static/vendor/agora-rtc-sdk-ng.js", lambda route: route.fulfill(
-        status=200, content_type="application/javascript", body=FAKE_AGORA))
+    await serve_fake(page, "agora-rtc-sdk-ng.js", FAKE_AGORA)
     await page.goto(stack.link(record.id))
     return ctx, page, errors
 

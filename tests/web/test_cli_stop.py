@@ -8,54 +8,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 
-from tests.web.conftest import ARTIFACTS, chromium_args, ensure_bundles, guard_page
+from tests.process import BIN, cli, free_port
+from tests.web.conftest import DESKTOP, PHONE, guard_page, new_context, shot, until
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
-BIN = Path(sys.executable).parent
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 VENDOR_ENV = ("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LIVEAVATAR_", "LLM_")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    ensure_bundles()
-    ARTIFACTS.mkdir(exist_ok=True)
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                    args=chromium_args())
-        yield b
-        await b.close()
-
-
-async def cli(env: dict[str, str], *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "avatarbot"), *args, env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
 
 
 async def metric(http: httpx.AsyncClient, name: str) -> float:
@@ -95,13 +60,12 @@ async def test_cli_stop_ends_the_open_page_and_frees_the_local_avatar(
             pages = {}
             for name, viewport, link in (("desktop", DESKTOP, base + url),
                                          ("phone", PHONE, base + url)):
-                ctx = await browser.new_context(viewport=viewport)
+                ctx = await new_context(browser, viewport)
                 contexts.append(ctx)
                 page = await ctx.new_page()
                 await guard_page(page, base)
                 await page.goto(link)
-                await page.wait_for_function("() => window.avatarViewer.status === 'live'",
-                                             timeout=20_000)
+                await until(page, "window.avatarViewer.status === 'live'", 20_000)
                 pages[name] = page
             assert await metric(http, "avatarbot_local_sessions") == 1
             assert await metric(http, "avatarbot_local_peers") == 2
@@ -110,13 +74,12 @@ async def test_cli_stop_ends_the_open_page_and_frees_the_local_avatar(
             stopped_at = time.monotonic()
             assert f"{session_id}: ended" in out
             for page in pages.values():
-                await page.wait_for_function("() => window.avatarViewer.status === 'ended'",
-                                             timeout=1_000)
+                await until(page, "window.avatarViewer.status === 'ended'", 1_000)
             took = time.monotonic() - stopped_at
             for name, page in pages.items():
                 assert await page.text_content("#status") == "Ended"
                 assert "stopped from the command line" in await page.text_content("#notice")
-                await page.screenshot(path=str(ARTIFACTS / f"cli-stop-ended-{name}.png"))
+                await shot(page, f"cli-stop-ended-{name}")
             # The server's local avatar let go of the session at once, not at shutdown.
             assert await metric(http, "avatarbot_local_sessions") == 0
             assert await metric(http, "avatarbot_local_peers") == 0
