@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from bot.core.dispatch import DEFAULT_QUEUE_LIMIT, SessionQueues
 from bot.core.errors import (
     AvatarBotError,
     InvalidRequest,
@@ -81,6 +82,8 @@ class SessionService:
         default_minutes: session length when none is asked for.
         start_timeout_s: how long a vendor may take to start a session.
         stop_timeout_s: how long a vendor may take to stop one.
+        queue_limit: most messages one session may have waiting for its vendor; more are
+            refused with ``SessionBusy`` (``bot/core/dispatch.py``).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class SessionService:
         default_minutes: int = 10,
         start_timeout_s: float = 45.0,
         stop_timeout_s: float = 20.0,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -100,6 +104,8 @@ class SessionService:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._avatar_cache: dict[str, tuple[float, list[AvatarInfo]]] = {}
+        # Each session's messages go to its vendor in turn, through a bounded queue.
+        self.queues = SessionQueues(queue_limit)
         self._locks: dict[str, asyncio.Lock] = {}
         # Sessions this process watches for an end made by another process (the CLI), and the
         # ones whose end was already told here (bounded: oldest forgotten first).
@@ -553,15 +559,26 @@ class SessionService:
         _check_length(text, prov.capabilities)
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
-        self.events.publish(Transcript(
-            session_id=session_id, speaker="user", text=text, author=author, intent=mode.value,
-        ))
         try:
-            await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+            await self.queues.run(session_id, record.avatar_name, lambda: self._deliver(
+                prov, ps, mode, text, author))
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
         await self.store.update_session(session_id, last_activity_at=utcnow())
+
+    async def _deliver(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode, text: str,
+                       author: str | None) -> None:
+        """Send one message to the vendor (its turn in the session's queue has come).
+
+        The person's line is published now, not when it was queued, so a thread shows it right
+        before the avatar's answer.
+        """
+        self.events.publish(Transcript(
+            session_id=ps.session_id, speaker="user", text=text, author=author,
+            intent=mode.value,
+        ))
+        await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
 
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""
