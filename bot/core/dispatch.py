@@ -20,29 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bot.core.errors import LimitReached
+from bot.core.errors import SessionBusy
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_LIMIT = 50
-
-
-class SessionBusy(LimitReached):
-    """A session already has as many messages waiting for its avatar as it accepts.
-
-    Args:
-        avatar: the avatar's name, as people know it.
-        waiting: how many messages are ahead (the one refused is not among them).
-    """
-
-    def __init__(self, avatar: str, waiting: int) -> None:
-        noun = "message" if waiting == 1 else "messages"
-        super().__init__(
-            f"{avatar} is still busy with {waiting} {noun}; wait a moment and send this again."
-        )
-        self.avatar = avatar
-        self.waiting = waiting
+__all__ = ["DEFAULT_QUEUE_LIMIT", "SessionBusy", "SessionQueues"]
 
 
 @dataclass
