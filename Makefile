@@ -41,11 +41,19 @@ system-deps:
 	  $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
 	fi
 
-# The tests also drive Debian's Chromium (never a downloaded browser).
+# The tests also drive Debian's Chromium (never a downloaded browser), and run the store's
+# contract tests on PostgreSQL too: the local cluster is started here if it is installed but
+# stopped (idempotent: pg_isready first). Without a server those tests skip, and fail in CI.
 test-system-deps: system-deps
 	@command -v chromium >/dev/null || { \
 	  echo "installing Debian packages: chromium"; \
 	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
+	@if command -v pg_isready >/dev/null && [ -d /etc/postgresql ] \
+	    && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+	  echo "starting PostgreSQL"; \
+	  $(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; \
+	  for i in $$(seq 1 40); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.25; done; \
+	fi
 
 python-deps: $(VENV)/.installed
 

@@ -22,16 +22,18 @@ import httpx
 from aiohttp import web
 
 from bot.core.events import EventHub
+from bot.core.ice import display_url
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
-from bot.core.ports import SlackInstallStore
+from bot.core.ports import SessionStore, SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.providers._http import POOL_WAIT_S
 from bot.settings import Settings
-from bot.storage import SqliteSlackInstallStore, SqliteStore
+from bot.storage import Backend, SqliteStore, open_backend
+from bot.storage.secrets import SecretBox, check_key, link_secret, seal_plain
 
 if TYPE_CHECKING:
     from bot.platforms.slack import SlackAdapter
@@ -49,7 +51,7 @@ class Services:
 
     settings: Settings
     http: httpx.AsyncClient
-    store: SqliteStore
+    store: SessionStore
     events: EventHub
     providers: dict[str, AvatarProvider]
     service: SessionService
@@ -58,6 +60,7 @@ class Services:
     slack_installs: SlackInstallStore
     tenants: TenantService
     bindings: ChatBindings
+    box: SecretBox
 
 
 def build_providers(
@@ -91,7 +94,8 @@ def component_status(settings: Settings) -> list[ComponentStatus]:
     """What is on and off, and why, for the startup banner, ``doctor`` and the home page."""
     from bot.providers.registry import describe_vendors
 
-    items = [ComponentStatus(name="web", kind="web", enabled=True, detail=settings.base_url)]
+    items = [ComponentStatus(name="web", kind="web", enabled=True,
+                             detail=display_url(settings.base_url))]
     for name, enabled, why in describe_vendors(settings):
         items.append(ComponentStatus(name=name, kind="provider", enabled=enabled, detail=why))
     items.append(ComponentStatus(
@@ -137,8 +141,16 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
                                     max_keepalive_connections=VENDOR_KEEPALIVE),
             )
         )
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-        stack.push_async_callback(store.close)
+        box = secret_box(settings)
+        backend = await open_database(settings, box)
+        stack.push_async_callback(backend.close)
+        store = backend.store
+        if isinstance(store, SqliteStore):
+            # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack
+            # request; rows from before encryption are sealed now.
+            await store.write(lambda c: check_key(c, box))
+            if sealed := await store.write(lambda c: seal_plain(c, box)):
+                log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
         providers = build_providers(settings, http, events)
@@ -153,24 +165,47 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
             transcript_retention_s=settings.transcript_retention_h * 3600,
         )
-        links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
+        links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
         await top_up_playground(settings, store)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=SqliteSlackInstallStore(store),
+            slack_installs=backend.installs, box=box,
         )
 
 
-async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
-    """``SECRET_KEY``, or one made once and kept in the database so links survive restarts."""
+def secret_box(settings: Settings) -> SecretBox:
+    """The box sealing stored credentials: ``STORAGE_KEY``, else the database's key file."""
+    key = settings.storage_key.get_secret_value() if settings.storage_key else None
+    return SecretBox.from_settings(key, settings.database_path)
+
+
+async def open_database(settings: Settings, box: SecretBox | None = None) -> Backend:
+    """PostgreSQL when ``DATABASE_URL`` is set, else the SQLite file; migrated, ready to use.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached, opened or migrated.
+    """
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return await open_backend(
+        database_url=url, database_path=settings.database_path,
+        default_limits=settings.default_limits(), box=box,
+    )
+
+
+async def _link_secret(settings: Settings, store: SessionStore, box: SecretBox) -> bytes:
+    """``SECRET_KEY``, or one made once and kept (sealed) in the database so links survive."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    return (await store.get_or_set_meta("link_secret", secrets.token_hex(32))).encode()
+    fresh = secrets.token_hex(32)
+    if isinstance(store, SqliteStore):
+        return (await store.write(lambda c: link_secret(c, box, fresh))).encode()
+    # PostgreSQL keeps it in its meta table as it is (sealing there: see docs/secrets.md).
+    return (await store.get_or_set_meta("link_secret", fresh)).encode()
 
 
 async def refill_playground(
-    settings: Settings, store: SqliteStore, *, interval_s: float = 30.0,
+    settings: Settings, store: SessionStore, *, interval_s: float = 30.0,
     today: Callable[[], date] | None = None,
 ) -> None:
     """Top the playground up again each new UTC day while running (checked every ``interval_s``).
@@ -188,7 +223,7 @@ async def refill_playground(
 
 
 async def top_up_playground(
-    settings: Settings, store: SqliteStore, *, today: date | None = None
+    settings: Settings, store: SessionStore, *, today: date | None = None
 ) -> None:
     """Give the playground its daily budget and limits (once per UTC day)."""
     if not settings.playground_enabled:
@@ -327,3 +362,13 @@ def print_banner(settings: Settings) -> None:
     for item in component_status(settings):
         mark = "on " if item.enabled else "off"
         print(f"  [{mark}] {item.kind:<8} {item.name:<10} {item.detail}", flush=True)
+    print(f"  stored credentials are encrypted with {storage_key_source(settings)}", flush=True)
+
+
+def storage_key_source(settings: Settings) -> str:
+    """Where the key of stored credentials comes from, for the banner and ``doctor``."""
+    box = secret_box(settings)
+    if not box.from_file:
+        return "STORAGE_KEY"
+    state = "" if box.has_key() else ", made on first use"
+    return f"the key file {box.key_file} (STORAGE_KEY unset; back it up with the database{state})"

@@ -23,6 +23,8 @@ from bot.core.errors import (
     ProviderError,
     SessionNotFound,
     SessionNotLive,
+    StoreFault,
+    StoreUnavailable,
     TenantNotFound,
 )
 from bot.core.links import ViewerLinks
@@ -33,6 +35,7 @@ from web import home, viewer
 from web.context import WEB, WebContext, make_templates, static_dir
 from web.hub import ViewerHub
 from web.metrics import WebMetrics
+from web.proxy import forwarded_middleware
 from web.security import RateLimits, add_security_headers
 
 log = logging.getLogger(__name__)
@@ -50,8 +53,12 @@ ERROR_STATUS: dict[type[AvatarBotError], int] = {
     ConfigError: 500,
     ProviderError: 502,
     AtCapacity: 503,  # this server is full (local-avatar caps): the same request works later
+    StoreFault: 503,
+    StoreUnavailable: 503,
 }
 RETRY_AFTER_S = 30  # what a full server tells clients to wait (AtCapacity)
+# Seconds a client is asked to wait after a database fault (SQLite's busy timeout is 5 s).
+STORE_RETRY_AFTER_S = 5
 
 
 def error_status(exc: AvatarBotError) -> int:
@@ -71,6 +78,14 @@ async def core_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """
     try:
         return await handler(request)
+    except (StoreFault, StoreUnavailable) as exc:
+        # The cause is for the operator; the visitor learns only that it is temporary.
+        log.warning("%s %s: database fault: %s", request.method, request.path,
+                    getattr(exc, "cause", exc))
+        return web.json_response(
+            {"error": "The service is briefly unavailable; nothing was changed. Try again."},
+            status=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
     except AvatarBotError as exc:
         if isinstance(exc, ProviderError):
             log.warning("%s %s failed: %r", request.method, request.path, exc)
@@ -97,7 +112,9 @@ def create_app(
         rate_limits: per-IP limits (defaults suit production).
     """
     # Signalling bodies carry SDP; nothing we accept is larger than this.
-    app = web.Application(client_max_size=256 * 1024, middlewares=[core_errors])
+    # The forwarded middleware runs first, so that every handler sees the client's address.
+    middlewares = [forwarded_middleware(settings.trusted_proxies), core_errors]
+    app = web.Application(client_max_size=256 * 1024, middlewares=middlewares)
     metrics = WebMetrics()
     hub = ViewerHub(service, metrics)
     limits = rate_limits or RateLimits()

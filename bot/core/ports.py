@@ -1,8 +1,9 @@
 """What the core and the adapters need from persistence.
 
-Implemented in ``bot/storage`` (``SqliteStore``, ``SqliteSlackInstallStore``); SQL lives only
-there. A second backend (PostgreSQL, say) is an added module in ``bot/storage`` implementing
-these protocols, chosen in the composition root (``bot/app.py``).
+Implemented in ``bot/storage``: ``SqliteStore`` and ``SqliteSlackInstallStore`` (the default),
+``PostgresStore`` and ``PostgresSlackInstallStore`` (``DATABASE_URL``); SQL lives only there.
+The composition root (``bot/app.py``) picks one; ``tests/core/test_sql_layer.py`` fails while a
+method here is missing from either backend.
 """
 
 from __future__ import annotations

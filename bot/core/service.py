@@ -26,6 +26,7 @@ from bot.core.errors import (
     ProviderUnavailable,
     SessionNotFound,
     SessionNotLive,
+    StoreFault,
     UnknownProvider,
 )
 from bot.core.events import Ended, EventHub, StateChanged, Transcript
@@ -565,7 +566,13 @@ class SessionService:
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
-        await self.store.update_session(session_id, last_activity_at=utcnow())
+        # The avatar has it now: a failure to note the activity must not report it as failed
+        # (the caller would retry and the avatar would speak twice).
+        try:
+            await self.store.update_session(session_id, last_activity_at=utcnow())
+        except StoreFault as exc:
+            log.warning("could not record activity of %s after it spoke: %s", session_id,
+                        exc.cause, extra={"session": session_id})
 
     async def _deliver(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode, text: str,
                        author: str | None) -> None:

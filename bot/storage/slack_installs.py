@@ -2,7 +2,8 @@
 
 Implements ``bot.core.ports.SlackInstallStore`` on the store's one writer, so these rows share
 its file and its transactions. slack-bolt's default stores would write JSON files under
-``~/.bolt-app-installation`` instead.
+``~/.bolt-app-installation`` instead. The ``data`` column holds the tokens, so it is sealed
+(``bot.storage.secrets``): the raw database file never holds a Slack token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sqlite3
 import time
 from typing import Any
 
+from bot.storage.secrets import SecretBox, mark_key
 from bot.storage.sqlite import SqliteStore, _ensure_tenant
 
 # Slack redelivers an event for at most about an hour; ids older than this can go.
@@ -22,8 +24,6 @@ def _key(value: str | None) -> str:
     return value or ""
 
 
-def _data(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    return json.loads(row[0]) if row is not None else None
 
 
 class SqliteSlackInstallStore:
@@ -31,10 +31,22 @@ class SqliteSlackInstallStore:
 
     Args:
         store: the open store whose writer thread runs these statements.
+        box: seals the rows' data; default: the key file next to the database (the composition
+            root passes the one built from ``STORAGE_KEY``).
     """
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore, box: SecretBox | None = None) -> None:
         self._store = store
+        self._box = box or SecretBox.from_settings(None, store.path)
+
+    def _seal(self, data: dict[str, Any]) -> str:
+        return self._box.seal(json.dumps(data))
+
+    def _data(self, row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        data: dict[str, Any] = json.loads(self._box.open(row[0]))
+        return data
 
     async def save_installation(
         self,
@@ -49,12 +61,13 @@ class SqliteSlackInstallStore:
     ) -> None:
         """Insert or replace one user's installation; create and (re)activate a tenant with it."""
         row = (
-            client_id, _key(enterprise_id), _key(team_id), _key(user_id), json.dumps(data),
+            client_id, _key(enterprise_id), _key(team_id), _key(user_id), self._seal(data),
             float(installed_at),
         )
 
         def body(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO slack_installations VALUES (?, ?, ?, ?, ?, ?)", row)
+            mark_key(c, self._box)
             if activate_tenant is not None:
                 _ensure_tenant(c, activate_tenant)
                 c.execute("UPDATE tenants SET active = 1 WHERE tenant = ?", (activate_tenant,))
@@ -71,10 +84,13 @@ class SqliteSlackInstallStore:
         installed_at: float,
     ) -> None:
         """Insert or replace the workspace's bot installation."""
-        row = (client_id, _key(enterprise_id), _key(team_id), json.dumps(data), float(installed_at))
-        await self._store.write(
-            lambda c: c.execute("INSERT OR REPLACE INTO slack_bots VALUES (?, ?, ?, ?, ?)", row)
-        )
+        row = (client_id, _key(enterprise_id), _key(team_id), self._seal(data), float(installed_at))
+
+        def body(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO slack_bots VALUES (?, ?, ?, ?, ?)", row)
+            mark_key(c, self._box)
+
+        await self._store.write(body)
 
     async def find_bot(
         self,
@@ -93,7 +109,7 @@ class SqliteSlackInstallStore:
                 "AND team_id = ?", args,
             ).fetchone()
         )
-        return _data(row)
+        return self._data(row)
 
     async def find_installation(
         self,
@@ -116,7 +132,7 @@ class SqliteSlackInstallStore:
             args = (*args, user_id)
         sql += " ORDER BY installed_at DESC LIMIT 1"
         row = await self._store.run(lambda c: c.execute(sql, args).fetchone())
-        return _data(row)
+        return self._data(row)
 
     async def delete_bot(
         self, client_id: str, *, enterprise_id: str | None, team_id: str | None

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from bot.core.errors import (
     InvalidRequest,
     SessionNotFound,
+    StoreFault,
     StoreUnavailable,
     TenantNotFound,
 )
@@ -103,6 +104,7 @@ class SqliteStore:
 
     def __init__(self, writer: SqliteWriter, default_limits: Limits) -> None:
         self._writer: SqliteWriter | None = writer
+        self.path = writer.path
         self._defaults = default_limits
 
     @classmethod
@@ -117,8 +119,8 @@ class SqliteStore:
         store = cls(writer, default_limits or Limits())
         try:
             await writer.start()
-            await store.run(_configure)
-            applied = await store.run(apply_migrations)
+            await writer.call(_configure)
+            applied = await writer.call(apply_migrations)
         except (sqlite3.Error, OSError) as exc:
             await store.close()
             raise StoreUnavailable(str(path), _why(Path(path), exc)) from None
@@ -136,10 +138,22 @@ class SqliteStore:
             await writer.close()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables."""
+        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables.
+
+        Raises:
+            StoreFault: the database failed the operation (locked, read-only, disk full,
+                corrupt); its transaction was rolled back. Constraint errors pass unchanged.
+        """
         if self._writer is None:
             raise RuntimeError("store is closed")
-        return await self._writer.call(fn, *args)
+        try:
+            return await self._writer.call(fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreFault(_why(self.path, exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # IntegrityError and the like: a bug
+                raise
+            raise StoreFault(_why(self.path, exc)) from exc
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction."""
@@ -402,6 +416,9 @@ def _configure(c: sqlite3.Connection) -> None:
     c.execute("PRAGMA synchronous=NORMAL")
     c.execute("PRAGMA foreign_keys=ON")
     c.execute("PRAGMA busy_timeout=5000")
+    # Deleted and rewritten rows are overwritten with zeros, so a token from before encryption
+    # (docs/secrets.md) does not linger in free pages.
+    c.execute("PRAGMA secure_delete=ON")
 
 
 def _tenant_row(c: sqlite3.Connection, tenant: str) -> sqlite3.Row | None:

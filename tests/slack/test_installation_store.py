@@ -1,12 +1,38 @@
-"""slack-bolt's store interfaces on our SQLite file: installs, users, states, event ids."""
+"""slack-bolt's store interfaces on our database (SQLite and PostgreSQL): installs, users, states,
+event ids."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import pytest
 from slack_sdk.oauth.installation_store import Installation
 
+from bot.core.ports import SessionStore, SlackInstallStore
 from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
+from tests.backends import BACKENDS, installs_for, open_store
+
+
+@dataclass
+class Db:
+    store: SessionStore
+    installs: SlackInstallStore
+
+
+@pytest.fixture(params=BACKENDS)
+def where(request, tmp_path):
+    if request.param == "sqlite":
+        return "sqlite", tmp_path / "t.db"
+    return "postgres", request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def stack(where):
+    """The session store and the Slack install store on one database, of each backend."""
+    store = await open_store(*where)
+    yield Db(store, installs_for(store))
+    await store.close()
 
 
 def installation(user: str, token: str, at: float) -> Installation:
