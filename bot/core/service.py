@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from bot.core.dispatch import DEFAULT_QUEUE_LIMIT, SessionQueues
+from bot.core.dispatch import DEFAULT_QUEUE_LIMIT, Place, SessionQueues
 from bot.core.errors import (
     AvatarBotError,
     InvalidRequest,
@@ -547,13 +547,28 @@ class SessionService:
     async def send(self, session_id: str, text: str, *, author: str | None = None,
                    tenant: TenantKey | None = None) -> Mode:
         """Route a thread message: ``!say``/``!ask`` prefixes override the session's mode once."""
-        record = await self.live(session_id, tenant=tenant)
-        mode, body = parse_prefix(text, record.mode)
-        await self._drive(session_id, mode, body, author, tenant, record)
+        place = self.queues.reserve(session_id)  # its turn is kept while the session is read
+        try:
+            record = await self.live(session_id, tenant=tenant)
+            mode, body = parse_prefix(text, record.mode)
+            await self._drive(session_id, mode, body, author, tenant, record, place)
+        finally:
+            place.drop()
         return mode
 
     async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
-                     tenant: TenantKey | None, record: SessionRecord | None = None) -> None:
+                     tenant: TenantKey | None, record: SessionRecord | None = None,
+                     place: Place | None = None) -> None:
+        # The message's place in the session's queue is taken before anything is awaited.
+        place = place or self.queues.reserve(session_id)
+        try:
+            await self._drive_in(place, session_id, mode, text, author, tenant, record)
+        finally:
+            place.drop()
+
+    async def _drive_in(self, place: Place, session_id: str, mode: Mode, text: str,
+                        author: str | None, tenant: TenantKey | None,
+                        record: SessionRecord | None) -> None:
         text = _clean_text(text)
         record = record or await self.live(session_id, tenant=tenant)
         prov, ps = self._provider_session(record)
@@ -561,8 +576,7 @@ class SessionService:
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
         try:
-            await self.queues.run(session_id, record.avatar_name, lambda: self._deliver(
-                prov, ps, mode, text, author))
+            await place.run(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
