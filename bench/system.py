@@ -238,7 +238,6 @@ class Bench:
             "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": TOKEN,
             "SLACK_API_URL": self.slack.api_url, "A2E_API_KEY": FakeA2E.api_key,
             "A2E_BASE_URL": self.vendor_url, "DEFAULT_MAX_CONCURRENT": "50",
-            # the most the limits allow (bot/core/models.py): 50 at once, 1,000,000 a day
             "DEFAULT_MAX_MINUTES": "60", "DEFAULT_DAILY_USER_CREDITS": "1000000",
             "IDLE_TIMEOUT_S": "86400", "PLAYGROUND_ENABLED": "false",
             "SECRET_KEY": "bench-system-link-secret-0123456789",

@@ -18,24 +18,27 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
+import aiohttp
 import httpx
 from aiohttp import web
 
 from bot.core.events import EventHub
 from bot.core.ice import display_url
+from bot.core.leases import session_lease
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
-from bot.core.ports import SessionStore, SlackInstallStore
+from bot.core.ports import SecretsStore, SessionStore, SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.providers._http import POOL_WAIT_S
 from bot.settings import Settings
-from bot.storage import Backend, SqliteStore, open_backend
-from bot.storage.secrets import SecretBox, check_key, link_secret, seal_plain
+from bot.storage import Backend, open_backend
+from bot.storage.secrets import SecretBox
 
 if TYPE_CHECKING:
+    from bot.cluster.wiring import Cluster
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,8 @@ class Services:
     tenants: TenantService
     bindings: ChatBindings
     box: SecretBox
+    # Set when REDIS_URL is: the other workers' events, leases, shared dedupe and rate limits.
+    cluster: Cluster | None = None
 
 
 def build_providers(
@@ -145,14 +150,21 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         backend = await open_database(settings, box)
         stack.push_async_callback(backend.close)
         store = backend.store
-        if isinstance(store, SqliteStore):
-            # A wrong STORAGE_KEY is one clear error here, not a failure at the first Slack
-            # request; rows from before encryption are sealed now.
-            await store.write(lambda c: check_key(c, box))
-            if sealed := await store.write(lambda c: seal_plain(c, box)):
-                log.info("encrypted %d stored credential(s) kept in plain text", sealed)
+        # On either backend: a wrong STORAGE_KEY is one clear error here, not a failure at the
+        # first Slack request; rows from before encryption are sealed now.
+        await store.check_storage_key(box)
+        if sealed := await store.seal_plain_secrets(box):
+            log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
+        cluster = None
+        if settings.redis_url is not None:
+            from bot.cluster.wiring import open_cluster
+
+            cluster = await stack.enter_async_context(open_cluster(
+                settings.redis_url.get_secret_value(), events, prefix=settings.redis_prefix,
+                lease_ttl_s=settings.lease_ttl_s,
+            ))
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
@@ -164,13 +176,22 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             service, idle_timeout_s=settings.idle_timeout_s,
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
             transcript_retention_s=settings.transcript_retention_h * 3600,
+            leases=cluster.leases if cluster is not None else None,
         )
         links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
         await top_up_playground(settings, store)
+        # Unwound before the database closes: the event ids still in memory reach the table.
+        stack.push_async_callback(backend.installs.aclose)
+        await service.counts.load()
+        slack_installs: SlackInstallStore = backend.installs
+        if cluster is not None:
+            from bot.cluster.shared import SharedDedupeInstallStore
+
+            slack_installs = SharedDedupeInstallStore(slack_installs, cluster.dedupe)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=backend.installs, box=box,
+            slack_installs=slack_installs, box=box, cluster=cluster,
         )
 
 
@@ -193,15 +214,11 @@ async def open_database(settings: Settings, box: SecretBox | None = None) -> Bac
     )
 
 
-async def _link_secret(settings: Settings, store: SessionStore, box: SecretBox) -> bytes:
+async def _link_secret(settings: Settings, store: SecretsStore, box: SecretBox) -> bytes:
     """``SECRET_KEY``, or one made once and kept (sealed) in the database so links survive."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    fresh = secrets.token_hex(32)
-    if isinstance(store, SqliteStore):
-        return (await store.write(lambda c: link_secret(c, box, fresh))).encode()
-    # PostgreSQL keeps it in its meta table as it is (sealing there: see docs/secrets.md).
-    return (await store.get_or_set_meta("link_secret", fresh)).encode()
+    return (await store.link_secret(box, secrets.token_hex(32))).encode()
 
 
 async def refill_playground(
@@ -254,7 +271,11 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     async with build_services(settings) as services, AsyncExitStack() as stack:
         # Finish what a crash left before anyone can start a session.
         await services.reaper.reconcile()
-        web_app, slack = _build_web(services)
+        # The Slack Web API session, closed last (after the relay's final posts).
+        slack_http = aiohttp.ClientSession() if settings.slack_enabled else None
+        if slack_http is not None:
+            stack.push_async_callback(slack_http.close)
+        web_app, slack = _build_web(services, slack_http)
         if slack is not None:
             # The process's one Slack relay: running before the first request is served, closed
             # after the web server and the socket (the stack unwinds in reverse), so the end
@@ -287,7 +308,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                 task.cancel()
 
 
-def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None]:
+def _build_web(
+    services: Services, slack_http: aiohttp.ClientSession | None = None
+) -> tuple[web.Application, SlackAdapter | None]:
     """The web app, with the Slack routes mounted when Slack is configured."""
     from web.app import create_app
 
@@ -295,6 +318,7 @@ def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None
     web_app = create_app(
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
+        shared_limiter=services.cluster.limiter if services.cluster is not None else None,
     )
     slack = None
     if settings.slack_enabled:
@@ -303,7 +327,7 @@ def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None
         slack = build_slack(
             settings=settings, service=services.service, tenants=services.tenants,
             bindings=services.bindings, links=services.links,
-            installs=services.slack_installs,
+            installs=services.slack_installs, session=slack_http,
         )
         mount_slack(web_app, slack)
     return web_app, slack
@@ -345,15 +369,33 @@ async def _guard(coro: object, name: str) -> None:
 
 
 async def _end_sessions(services: Services) -> None:
-    """End sessions that cannot outlive the process, or all of them if so configured."""
+    """End sessions that cannot outlive the process, or all of them if so configured.
+
+    At most ``SHUTDOWN_PARALLELISM`` at a time: one after the other, 500 sessions whose vendor
+    takes 100 ms per stop took 108 s (issue 15), far beyond a service manager's stop timeout.
+    One worker of several ends only the sessions it tends that cannot outlive it; the others'
+    leases are released on the way out and another worker takes them over at once.
+    """
+    leases = services.cluster.leases if services.cluster is not None else None
+    gate = asyncio.Semaphore(services.settings.shutdown_parallelism)
+
+    async def end(record_id: str) -> None:
+        async with gate:
+            try:
+                await asyncio.wait_for(services.service.stop(record_id, "the server shut down"), 30)
+            except Exception:
+                log.exception("could not end session %s at shutdown", record_id)
+
+    ending = []
     for record in await services.service.open_sessions():
         provider = services.providers.get(record.provider)
         survives = provider is not None and provider.capabilities.survives_restart
+        if leases is not None:
+            if survives or not leases.holds(session_lease(record.id)):
+                continue
         if services.settings.stop_sessions_on_shutdown or not survives:
-            try:
-                await asyncio.wait_for(services.service.stop(record.id, "the server shut down"), 30)
-            except Exception:
-                log.exception("could not end session %s at shutdown", record.id)
+            ending.append(end(record.id))
+    await asyncio.gather(*ending)
 
 
 def print_banner(settings: Settings) -> None:

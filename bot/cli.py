@@ -249,20 +249,22 @@ async def secrets_rotate() -> None:
     from cryptography.fernet import Fernet
 
     from bot.app import secret_box
-    from bot.storage.secrets import check_key, reseal_all, write_key_file
+    from bot.core.ports import SecretsStore
+    from bot.storage.secrets import write_key_file
 
     settings = _settings()
     box = secret_box(settings)
 
-    async def body(store: Any) -> int:
-        await store.run(lambda c: check_key(c, box) if box.has_key() else None)
+    async def body(store: SecretsStore) -> int:
+        if box.has_key():
+            await store.check_storage_key(box)
         if not box.from_file:
-            return int(await store.write(lambda c: reseal_all(c, box)))
+            return await store.reseal_secrets(box)
         old = box.keys(create=True)
         # New key first, old ones kept, until every value is sealed with the new one.
         write_key_file(box.key_file, [Fernet.generate_key(), *old])
         box.reload()
-        count = int(await store.write(lambda c: reseal_all(c, box)))
+        count = await store.reseal_secrets(box)
         write_key_file(box.key_file, box.keys(create=False)[:1])
         box.reload()
         return count

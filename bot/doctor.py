@@ -6,10 +6,10 @@ import httpx
 
 from bot.core.errors import ConfigError, StoreUnavailable
 from bot.core.ice import display_url
+from bot.core.ports import SecretsStore
 from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.providers.registry import VENDORS
 from bot.settings import Settings
-from bot.storage import SqliteStore
 
 Check = tuple[str, bool, str]
 
@@ -44,8 +44,7 @@ async def _database(settings: Settings) -> Check:
         return ("database", False, f"{where}: {why}")
     try:
         problems = await backend.store.verify()
-        key_check = (await _storage_key(settings, backend.store)
-                     if isinstance(backend.store, SqliteStore) else None)
+        key_check = await _storage_key(settings, backend.store)
     finally:
         await backend.close()
     if key_check is not None:
@@ -56,14 +55,14 @@ async def _database(settings: Settings) -> Check:
     return ("database", True, f"{backend.where} (ledger ok)")
 
 
-async def _storage_key(settings: Settings, store: SqliteStore) -> Check | None:
+async def _storage_key(settings: Settings, store: SecretsStore) -> Check | None:
     """A failed check when the configured key cannot open the stored credentials."""
     from bot.app import secret_box
-    from bot.storage.secrets import check_key
 
     try:
         box = secret_box(settings)
-        await store.run(lambda c: check_key(c, box) if box.has_key() else None)
+        if box.has_key():  # doctor does not make the key file
+            await store.check_storage_key(box)
     except ConfigError as exc:
         return ("database", False, exc.user_message)
     return None

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     warn_before_end_s: int = Field(default=120, ge=0)
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
     stop_sessions_on_shutdown: bool = True
+    # how many sessions a shutdown ends at the same time (each waits for its vendor's stop)
+    shutdown_parallelism: int = Field(default=32, ge=1, le=1000)
+
+    # --- several workers (docs/scale-out.md): unset, nothing changes. Redis then carries the
+    # events between workers, the session leases, Slack event dedupe and the web rate limits.
+    redis_url: SecretStr | None = None  # redis://[:password@]host:port/db; may hold a password
+    redis_prefix: str = Field(default="avatarbot:", min_length=1, max_length=64)
+    # A dead worker's sessions are taken over within this plus one reaper tick.
+    lease_ttl_s: float = Field(default=10.0, ge=1, le=120)
 
     # --- the viewer relay (vendors reached through the page's media room: AKool)
     relay_max_wait_s: int = Field(default=120, ge=5, le=3600)

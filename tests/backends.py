@@ -17,11 +17,13 @@ from typing import Any, NoReturn
 
 import asyncpg
 import pytest
+from cryptography.fernet import Fernet
 
 from bot.core.models import Limits
 from bot.core.ports import SessionStore, SlackInstallStore
 from bot.storage import SqliteSlackInstallStore, SqliteStore
 from bot.storage.postgres import PostgresSlackInstallStore, PostgresStore, redact
+from bot.storage.secrets import SecretBox
 
 BACKENDS = ("sqlite", "postgres")
 ADMIN_URL = os.environ.get("AVATARBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -106,12 +108,18 @@ async def open_store(
     return store
 
 
-def installs_for(store: SessionStore) -> SlackInstallStore:
+#: The key that seals PostgreSQL tests' Slack rows unless a test brings its own (STORAGE_KEY
+#: style: a PostgreSQL database has no file next to which a key file would go).
+PG_TEST_BOX = SecretBox([Fernet.generate_key()], key_file=Path("/nonexistent/avatarbot.key"),
+                        source="STORAGE_KEY")
+
+
+def installs_for(store: SessionStore, box: SecretBox | None = None) -> SlackInstallStore:
     """The Slack install store on the same database, as the composition root builds it."""
     if isinstance(store, PostgresStore):
-        return PostgresSlackInstallStore(store)
+        return PostgresSlackInstallStore(store, box or PG_TEST_BOX)
     assert isinstance(store, SqliteStore)
-    return SqliteSlackInstallStore(store)
+    return SqliteSlackInstallStore(store, box)
 
 
 async def run_sql(store: SessionStore, sql: str, *args: Any) -> None:

@@ -146,8 +146,9 @@ def playground_caps(ctx: WebContext) -> Capabilities | None:
 async def home(request: web.Request) -> web.Response:
     """What is configured, how many sessions are live, and the playground."""
     ctx = request.app[WEB]
-    open_sessions = await ctx.service.open_sessions()
-    live = sum(1 for r in open_sessions if r.state is SessionState.LIVE)
+    if not ctx.service.counts.loaded:
+        await ctx.service.counts.load()
+    live = ctx.service.counts.count(SessionState.LIVE)
     enabled, why = playground_state(ctx)
     resp = ctx.render(
         "home.html", status_items=ctx.status, live=live, playground=enabled,

@@ -41,6 +41,24 @@ _NOT_PROCESSED = frozenset({429, 503})
 # Transport failures that happen before any byte of the request reached the vendor.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
+
+class _RequestLinesAtDebug(logging.Filter):
+    """Turn httpx's per-request INFO lines ("HTTP Request: POST ...") into DEBUG lines.
+
+    At INFO they were one line per thread message (issue 15). Kept when the process logs at
+    DEBUG, dropped otherwise; httpx's warnings and errors are untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+if not any(isinstance(f, _RequestLinesAtDebug) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_RequestLinesAtDebug())
+
 # Maps (HTTP status, parsed JSON object or {}) to a typed error, or None to use the defaults.
 ErrorHook = Callable[[int, dict[str, Any]], ProviderError | None]
 # Says whether a parsed 2xx body is the vendor's success envelope.

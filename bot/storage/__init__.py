@@ -38,12 +38,16 @@ async def open_backend(
 ) -> Backend:
     """Open PostgreSQL at ``database_url`` if set, else the SQLite file; apply migrations.
 
+    ``box`` seals the Slack installations on either backend; default: the key file next to
+    ``database_path`` (docs/secrets.md).
+
     Raises:
         StoreUnavailable: the database cannot be reached, opened or migrated.
     """
+    box = box or SecretBox.from_settings(None, database_path)
     if database_url:
         pg = await PostgresStore.open(database_url, default_limits)
-        return Backend(pg, PostgresSlackInstallStore(pg), pg.url)
+        return Backend(pg, PostgresSlackInstallStore(pg, box), pg.url)
     lite = await SqliteStore.open(database_path, default_limits)
     return Backend(lite, SqliteSlackInstallStore(lite, box), str(database_path))
 

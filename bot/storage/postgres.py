@@ -45,8 +45,17 @@ from bot.core.models import (
     TranscriptLine,
     utcnow,
 )
+from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
+from bot.storage.activity import ActivityBuffer
 from bot.storage.pg_migrations import apply_migrations
+from bot.storage.secrets import (
+    CHECK_KEY,
+    CHECK_VALUE,
+    LINK_SECRET_KEY,
+    PREFIX,
+    WrongStorageKey,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,6 +128,17 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``UPDATE sessions SET … WHERE id = $n`` of a session's plain fields, and their values."""
+    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    values = [_plain(v) for v in fields.values()]
+    # Column names come from ``allowed`` above, never from the caller's text.
+    assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
+    return f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}", values
+
+
 def _row_to_session(row: Row) -> SessionRecord:
     data = dict(row)
     data["handle"] = data["handle"] or {}
@@ -141,6 +161,8 @@ class PostgresStore:
         # data_version: closes heard on CLOSED_CHANNEL, by a connection opened on first use.
         self._listener: Conn | None = None
         self._version = 0
+        # Activity times noted but not stored yet (bot/storage/activity.py).
+        self._activity = ActivityBuffer(self._write_activity)
 
     @classmethod
     async def open(
@@ -183,7 +205,9 @@ class PostgresStore:
         return store
 
     async def close(self) -> None:
-        """Close every pooled connection and the listening one (idempotent)."""
+        """Store pending activity times, close every connection (idempotent)."""
+        if self._pool is not None:
+            await self._activity.close()
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await listener.close()
@@ -348,19 +372,70 @@ class PostgresStore:
 
     async def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set plain fields (mode, knowledge, last_activity_at, avatar_name) of a session."""
-        allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-        if not fields or set(fields) - allowed:
-            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-        values = [_plain(v) for v in fields.values()]
-        # Column names come from ``allowed`` above, never from the caller's text.
-        assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
+        sql, values = _assignments(fields)
+        record = await self.write(lambda c: _update(c, sql, *values, session_id))
+        return self._activity.fresh(record)
 
-        sql = f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}"
-        return await self.write(lambda c: _update(c, sql, *values, session_id))
+    async def set_session_fields(self, session_id: str, **fields: Any) -> None:
+        """Like ``update_session`` without reading the row back (for callers that drop it)."""
+        sql, values = _assignments(fields)
+        await self.write(lambda c: c.execute(sql, *values, session_id))
+
+    def note_activity(self, session_id: str, at: datetime) -> None:
+        """Record that people used the session at ``at``, without a database round trip.
+
+        The time is stored by a batched write within ``ACTIVITY_FLUSH_S`` (and at ``close``);
+        every read of the session sees it at once, so the idle rule is never misled.
+        """
+        self._activity.note(session_id, at)
+
+    async def flush_activity(self) -> None:
+        """Store the activity times noted so far in one transaction."""
+        if self._pool is not None:
+            await self._activity.flush()
+
+    async def _write_activity(self, batch: dict[str, datetime]) -> None:
+        ids, times = list(batch), list(batch.values())
+        # One statement for the batch; never move a time backwards (a later update_session, on
+        # this worker or another, may have stored a newer one).
+        await self.write(lambda c: c.execute(
+            "UPDATE sessions SET last_activity_at = v.at "
+            "FROM unnest($1::text[], $2::timestamptz[]) AS v(id, at) "
+            "WHERE sessions.id = v.id AND sessions.last_activity_at < v.at",
+            ids, times,
+        ))
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """The session, or ``SessionNotFound``."""
-        return await self.read(lambda c: _get(c, session_id))
+        return self._activity.fresh(await self.read(lambda c: _get(c, session_id)))
+
+    async def open_sessions_in(
+        self, tenant: str, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """The tenant's open sessions bound to one platform channel, newest first.
+
+        One statement, a semi-join of sessions on ``chat_bindings_channel`` (migration 0003):
+        its cost does not grow with the sessions of other channels, and a session bound twice
+        in the channel comes once.
+        """
+        rows = await self.read(lambda c: c.fetch(
+            "SELECT s.* FROM sessions s WHERE s.tenant = $3 AND s.state = ANY($4::text[]) "
+            "AND EXISTS (SELECT 1 FROM chat_bindings b WHERE b.session_id = s.id "
+            "AND b.platform = $1 AND b.channel_id = $2) ORDER BY s.created_at DESC",
+            platform, channel_id, tenant, _OPEN,
+        ))
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
+
+    async def open_states(self) -> dict[str, SessionState]:
+        """Every open session's id and state (no row is validated: cheap at any size)."""
+        rows = await self.read(lambda c: c.fetch(
+            "SELECT id, state FROM sessions WHERE state = ANY($1::text[])", _OPEN
+        ))
+        return {r[0]: SessionState(r[1]) for r in rows}
+
+    async def ping(self) -> None:
+        """One trivial statement on a pooled connection: raises when the server cannot answer."""
+        await self.read(lambda c: c.fetchval("SELECT 1"))
 
     async def list_sessions(
         self,
@@ -383,17 +458,12 @@ class PostgresStore:
         args.append(limit)
         sql += f" ORDER BY created_at DESC LIMIT ${len(args)}"
         rows = await self.read(lambda c: c.fetch(sql, *args))
-        return [_row_to_session(r) for r in rows]
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
 
-    async def open_sessions(self) -> list[SessionRecord]:
-        """Every pending, live or ending session."""
-        rows = await self.read(
-            lambda c: c.fetch(
-                "SELECT * FROM sessions WHERE state = ANY($1::text[]) ORDER BY created_at DESC",
-                _OPEN,
-            )
-        )
-        return [_row_to_session(r) for r in rows]
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Every pending, live or ending session (of one tenant, filtered in SQL)."""
+        states = [SessionState(s) for s in _OPEN]
+        return await self.list_sessions(tenant=tenant, states=states, limit=1_000_000)
 
     # --- chat bindings
     async def bind_chat(self, binding: ChatBinding) -> None:
@@ -504,6 +574,73 @@ class PostgresStore:
             )
             stored: str = await c.fetchval("SELECT value FROM meta WHERE key = $1", key)
             return stored
+
+        return await self.write(body)
+
+    # --- sealed credentials (bot.core.ports.SecretsStore; docs/secrets.md)
+    async def check_storage_key(self, box: CredentialBox) -> None:
+        """Open the check value, or write it when a key exists and there is none yet.
+
+        Raises:
+            WrongStorageKey: the key is not the one the database was sealed with.
+        """
+        async def body(c: Conn) -> None:
+            stored = await c.fetchval("SELECT value FROM meta WHERE key = $1", CHECK_KEY)
+            if stored is not None:
+                if box.open(stored) != CHECK_VALUE:
+                    raise WrongStorageKey(box.source)
+            elif box.has_key():
+                await _mark_key(c, box)
+
+        await self.write(body)
+
+    async def seal_plain_secrets(self, box: CredentialBox) -> int:
+        """Seal the Slack rows still stored in plain text (a JSON object); how many."""
+        return await self.write(lambda c: _reseal_rows(c, box, plain_only=True))
+
+    async def link_secret(self, box: CredentialBox, fresh: str) -> str:
+        """The stored viewer-link secret, storing ``fresh`` sealed if there is none.
+
+        A plain one (kept by a version that did not seal it) is sealed in place. Workers starting
+        together agree: the first insert wins and the others read it.
+        """
+        async def body(c: Conn) -> str:
+            select = "SELECT value FROM meta WHERE key = $1 FOR UPDATE"
+            stored: str | None = await c.fetchval(select, LINK_SECRET_KEY)
+            if stored is None:
+                inserted = await c.fetchval(
+                    "INSERT INTO meta VALUES ($1, $2) ON CONFLICT (key) DO NOTHING "
+                    "RETURNING TRUE",
+                    LINK_SECRET_KEY, box.seal(fresh),
+                )
+                if inserted:
+                    await _mark_key(c, box)
+                    return fresh
+                stored = await c.fetchval(select, LINK_SECRET_KEY)  # another worker's
+                assert stored is not None
+            plain = box.open(stored)
+            if not stored.startswith(PREFIX):
+                await c.execute("UPDATE meta SET value = $1 WHERE key = $2",
+                                box.seal(plain), LINK_SECRET_KEY)
+                await _mark_key(c, box)
+            return plain
+
+        return await self.write(body)
+
+    async def reseal_secrets(self, box: CredentialBox) -> int:
+        """Seal every stored credential again with the box's current key; how many."""
+        async def body(c: Conn) -> int:
+            count = await _reseal_rows(c, box, plain_only=False)
+            for key in (LINK_SECRET_KEY, CHECK_KEY):
+                stored = await c.fetchval(
+                    "SELECT value FROM meta WHERE key = $1 FOR UPDATE", key
+                )
+                if stored is not None:
+                    await c.execute("UPDATE meta SET value = $1 WHERE key = $2",
+                                    box.reseal(stored), key)
+                    count += key == LINK_SECRET_KEY
+            await _mark_key(c, box)
+            return count
 
         return await self.write(body)
 
@@ -789,6 +926,58 @@ async def _verify_sessions(c: Conn) -> list[str]:
 # ---------------------------------------------------------------- Slack installations
 
 
+# ---------------------------------------------------------------- sealed credentials
+# The Slack rows' ``data`` is JSONB: a sealed value is stored as a JSON string
+# (``"fernet:<token>"``), while a row written before sealing holds the JSON object itself; any
+# value that is not such a string is plain (no migration needed; docs/secrets.md).
+#: (table, key columns) of every row whose ``data`` is sealed.
+_SEALED_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("slack_bots", ("client_id", "enterprise_id", "team_id")),
+    ("slack_installations", ("client_id", "enterprise_id", "team_id", "user_id")),
+)
+
+
+async def _mark_key(c: Conn, box: CredentialBox) -> None:
+    """Record the check value for the key that just sealed something (first use)."""
+    await c.execute(
+        "INSERT INTO meta VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        CHECK_KEY, box.seal(CHECK_VALUE),
+    )
+
+
+def _seal_data(box: CredentialBox, data: dict[str, Any]) -> str:
+    return box.seal(json.dumps(data))
+
+
+def _open_data(box: CredentialBox, stored: Any) -> dict[str, Any] | None:
+    """A row's data: a sealed JSON string opened, a plain (older) JSON object as it is."""
+    if stored is None:
+        return None
+    if isinstance(stored, str):
+        data: dict[str, Any] = json.loads(box.open(stored))
+        return data
+    return dict(stored)
+
+
+async def _reseal_rows(c: Conn, box: CredentialBox, *, plain_only: bool) -> int:
+    """Seal the Slack rows' data with the current key (only the plain ones if ``plain_only``)."""
+    count = 0
+    for table, keys in _SEALED_TABLES:
+        where = (" WHERE NOT (jsonb_typeof(data) = 'string' AND data #>> '{}' LIKE 'fernet:%')"
+                 if plain_only else "")
+        rows = await c.fetch(f"SELECT {', '.join(keys)}, data FROM {table}{where} FOR UPDATE")
+        match = " AND ".join(f"{k} = ${i}" for i, k in enumerate(keys, 2))
+        for row in rows:
+            value = row["data"]
+            sealed = box.reseal(value) if isinstance(value, str) else _seal_data(box, value)
+            await c.execute(f"UPDATE {table} SET data = $1 WHERE {match}",
+                            sealed, *(row[k] for k in keys))
+            count += 1
+    if count:
+        await _mark_key(c, box)
+    return count
+
+
 def _key(value: str | None) -> str:
     return value or ""
 
@@ -805,12 +994,17 @@ class PostgresSlackInstallStore:
     handled once whichever worker it reaches. Expiry uses the server's clock (``now()``), one
     clock for every worker.
 
+    The rows' ``data`` holds the tokens, so it is sealed with ``box`` as on SQLite: the
+    database never holds a Slack token in plain text (docs/secrets.md).
+
     Args:
         store: the open store whose pool runs these statements.
+        box: seals and opens the rows' data.
     """
 
-    def __init__(self, store: PostgresStore) -> None:
+    def __init__(self, store: PostgresStore, box: CredentialBox) -> None:
         self._store = store
+        self._box = box
 
     async def save_installation(
         self,
@@ -824,14 +1018,17 @@ class PostgresSlackInstallStore:
         activate_tenant: str | None = None,
     ) -> None:
         """Insert or replace one user's installation; create and (re)activate a tenant with it."""
+        sealed = _seal_data(self._box, data)
+
         async def body(c: Conn) -> None:
             await c.execute(
                 "INSERT INTO slack_installations VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (client_id, enterprise_id, team_id, user_id) "
                 "DO UPDATE SET data = EXCLUDED.data, installed_at = EXCLUDED.installed_at",
-                client_id, _key(enterprise_id), _key(team_id), _key(user_id), data,
+                client_id, _key(enterprise_id), _key(team_id), _key(user_id), sealed,
                 _when(installed_at),
             )
+            await _mark_key(c, self._box)
             if activate_tenant is not None:
                 await _ensure_tenant(c, activate_tenant)
                 await c.execute(
@@ -850,14 +1047,18 @@ class PostgresSlackInstallStore:
         installed_at: float,
     ) -> None:
         """Insert or replace the workspace's bot installation."""
-        await self._store.write(
-            lambda c: c.execute(
+        sealed = _seal_data(self._box, data)
+
+        async def body(c: Conn) -> None:
+            await c.execute(
                 "INSERT INTO slack_bots VALUES ($1, $2, $3, $4, $5) "
                 "ON CONFLICT (client_id, enterprise_id, team_id) "
                 "DO UPDATE SET data = EXCLUDED.data, installed_at = EXCLUDED.installed_at",
-                client_id, _key(enterprise_id), _key(team_id), data, _when(installed_at),
+                client_id, _key(enterprise_id), _key(team_id), sealed, _when(installed_at),
             )
-        )
+            await _mark_key(c, self._box)
+
+        await self._store.write(body)
 
     async def find_bot(
         self,
@@ -869,14 +1070,14 @@ class PostgresSlackInstallStore:
     ) -> dict[str, Any] | None:
         """The bot row's data (an org-wide install is looked up with team ``''``)."""
         team = "" if is_enterprise_install else _key(team_id)
-        data: dict[str, Any] | None = await self._store.read(
+        stored = await self._store.read(
             lambda c: c.fetchval(
                 "SELECT data FROM slack_bots WHERE client_id = $1 AND enterprise_id = $2 "
                 "AND team_id = $3",
                 client_id, _key(enterprise_id), team,
             )
         )
-        return data
+        return _open_data(self._box, stored)
 
     async def find_installation(
         self,
@@ -898,8 +1099,8 @@ class PostgresSlackInstallStore:
             sql += " AND user_id = $4"
             args.append(user_id)
         sql += " ORDER BY installed_at DESC LIMIT 1"
-        data: dict[str, Any] | None = await self._store.read(lambda c: c.fetchval(sql, *args))
-        return data
+        stored = await self._store.read(lambda c: c.fetchval(sql, *args))
+        return _open_data(self._box, stored)
 
     async def delete_bot(
         self, client_id: str, *, enterprise_id: str | None, team_id: str | None
@@ -969,6 +1170,9 @@ class PostgresSlackInstallStore:
             return bool(inserted)
 
         return await self._store.write(body)
+
+    async def aclose(self) -> None:
+        """Nothing is held in memory here: every event id is stored as it arrives."""
 
 
 __all__ = [

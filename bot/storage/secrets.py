@@ -25,6 +25,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bot.core.errors import ConfigError
+from bot.core.ports import CredentialBox
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,8 @@ class SecretBox:
 
 
 # ---------------------------------------------------------------------------- on the database
+# The SQLite bodies of ``SqliteStore``'s ``SecretsStore`` methods (bot/core/ports.py); the
+# PostgreSQL ones are in bot/storage/postgres.py.
 # (table, sealed column) of every stored credential besides the meta table's link secret.
 SEALED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("slack_bots", "data"),
@@ -199,7 +202,7 @@ SEALED_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def check_key(conn: sqlite3.Connection, box: SecretBox) -> None:
+def check_key(conn: sqlite3.Connection, box: CredentialBox) -> None:
     """Open the check value if there is one; write it if a key exists and there is none.
 
     Raises:
@@ -213,14 +216,14 @@ def check_key(conn: sqlite3.Connection, box: SecretBox) -> None:
         conn.execute("INSERT INTO meta VALUES (?, ?)", (CHECK_KEY, box.seal(CHECK_VALUE)))
 
 
-def mark_key(conn: sqlite3.Connection, box: SecretBox) -> None:
+def mark_key(conn: sqlite3.Connection, box: CredentialBox) -> None:
     """Record the check value for the key that just sealed something (first use)."""
     conn.execute(
         "INSERT OR IGNORE INTO meta VALUES (?, ?)", (CHECK_KEY, box.seal(CHECK_VALUE))
     )
 
 
-def link_secret(conn: sqlite3.Connection, box: SecretBox, fresh: str) -> str:
+def link_secret(conn: sqlite3.Connection, box: CredentialBox, fresh: str) -> str:
     """The stored viewer-link secret, storing ``fresh`` (sealed) if there is none.
 
     A plain one written before encryption existed is sealed in place.
@@ -237,7 +240,7 @@ def link_secret(conn: sqlite3.Connection, box: SecretBox, fresh: str) -> str:
     return plain
 
 
-def seal_plain(conn: sqlite3.Connection, box: SecretBox) -> int:
+def seal_plain(conn: sqlite3.Connection, box: CredentialBox) -> int:
     """Seal the credentials still stored in plain text (written before encryption existed).
 
     Run at startup, so such rows do not wait for a ``secrets rotate``; the number sealed.
@@ -256,7 +259,7 @@ def seal_plain(conn: sqlite3.Connection, box: SecretBox) -> int:
     return count
 
 
-def reseal_all(conn: sqlite3.Connection, box: SecretBox) -> int:
+def reseal_all(conn: sqlite3.Connection, box: CredentialBox) -> int:
     """Seal every stored credential again under the current key; the number of values."""
     count = 0
     for table, column in SEALED_COLUMNS:

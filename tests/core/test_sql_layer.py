@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from bot.core.ports import SessionStore, SlackInstallStore
+from bot.core.ports import SecretsStore, SessionStore, SlackInstallStore
 from bot.storage import SqliteSlackInstallStore, SqliteStore
 from bot.storage.postgres import PostgresSlackInstallStore, PostgresStore
 from tests.core.test_architecture import ROOT, offending
@@ -41,6 +41,7 @@ def _shape(fn: object) -> list[tuple[str, object, object]]:
 BACKENDS = [
     (SessionStore, SqliteStore), (SlackInstallStore, SqliteSlackInstallStore),
     (SessionStore, PostgresStore), (SlackInstallStore, PostgresSlackInstallStore),
+    (SecretsStore, SqliteStore), (SecretsStore, PostgresStore),
 ]
 
 
@@ -55,8 +56,9 @@ def test_every_backend_implements_every_port_method_with_the_same_signature(prot
         assert _shape(getattr(impl, name)) == _shape(vars(proto)[name]), f"{impl.__name__}.{name}"
 
 
-def test_the_session_store_docstring_lists_every_method_and_their_number():
-    names = _port_methods(SessionStore)
-    doc = SessionStore.__doc__ or ""
+@pytest.mark.parametrize("proto", [SessionStore, SecretsStore], ids=lambda c: c.__name__)
+def test_the_store_docstrings_list_every_method_and_their_number(proto):
+    names = _port_methods(proto)
+    doc = proto.__doc__ or ""
     assert [n for n in names if f"``{n}``:" not in doc] == []
     assert f"The {len(names)} methods" in doc

@@ -225,13 +225,8 @@ class AvatarCommands:
         binding = await self.bindings.for_thread("discord", str(interaction.channel_id))
         if binding is not None:
             return await self.service.get(binding.session_id, tenant=tenant)
-        running = await self.service.open_sessions(tenant)
-        here = [
-            r for r in running
-            if any(b.channel_id == str(interaction.channel_id)
-                   for b in await self.bindings.for_session(r.id))
-        ]
-        candidates = here or running
+        here = await self.service.open_sessions_in(tenant, "discord", str(interaction.channel_id))
+        candidates = here or await self.service.open_sessions(tenant)
         if len(candidates) == 1:
             return candidates[0]
         mine = [r for r in candidates if r.started_by == str(interaction.user.id)]
