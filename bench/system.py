@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -704,6 +705,11 @@ async def run(args: argparse.Namespace) -> int:
                       f"fake vendor {vendor_cpu:.0f}%, "
                       f"bench sender + fake Slack {my_cpu:.0f}%, load {os.getloadavg()[0]:.1f}",
                       flush=True)
+                notes = collections.Counter(
+                    str(c.params.get("text", ""))[:90]
+                    for c in bench.slack.called("chat.postEphemeral")[eph0:])
+                for text, count in notes.most_common(5):
+                    print(f"      {count} x {text!r}")
 
             # ---------------------------------------------------------- shutdown
             live = len(bench.threads.items)

@@ -32,6 +32,7 @@ from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
+from bot.providers._http import POOL_WAIT_S
 from bot.settings import Settings
 from bot.storage import Backend, open_backend
 from bot.storage.secrets import SecretBox
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
+
+# Connections to vendors from the one shared client (docs/backpressure.md).
+VENDOR_CONNECTIONS = 512
+VENDOR_KEEPALIVE = 128
 
 
 @dataclass
@@ -132,7 +137,14 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the shared services; everything closes when the block exits."""
     async with AsyncExitStack() as stack:
         http = await stack.enter_async_context(
-            httpx.AsyncClient(timeout=httpx.Timeout(settings.vendor_timeout_s))
+            httpx.AsyncClient(
+                timeout=httpx.Timeout(settings.vendor_timeout_s, pool=POOL_WAIT_S),
+                # Each session has at most one vendor call in flight (its queue sends them in
+                # turn), so many sessions mean many calls at once: httpx's default pool of 100
+                # made the rest wait for a connection (docs/backpressure.md).
+                limits=httpx.Limits(max_connections=VENDOR_CONNECTIONS,
+                                    max_keepalive_connections=VENDOR_KEEPALIVE),
+            )
         )
         box = secret_box(settings)
         backend = await open_database(settings, box)

@@ -17,7 +17,8 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
     ├── NotAllowed                role/user not allowed, admin command by a non-admin
     ├── LimitReached              concurrent sessions, longest session, daily cap
     │   ├── InsufficientCredits
-    │   └── SpeechBusy            too many texts already waiting to be spoken
+    │   ├── SpeechBusy            too many texts already waiting to be spoken
+    │   └── SessionBusy           a session's message queue is full (bot/core/dispatch.py)
     └── ProviderError             a vendor said no or did not answer (see ``retryable``)
         ├── ProviderAuthError     the key is wrong or the account is blocked
         ├── ProviderUnavailable   timeout, 5xx, no capacity, rate limited (retryable)
@@ -134,6 +135,23 @@ class SpeechBusy(LimitReached):
 
     def __init__(self) -> None:
         super().__init__("The avatar is still speaking; wait or interrupt.")
+
+
+class SessionBusy(LimitReached):
+    """A session already has as many messages waiting for its avatar as it accepts.
+
+    Args:
+        avatar: the avatar's name, as people know it.
+        waiting: how many messages are ahead (the one refused is not among them).
+    """
+
+    def __init__(self, avatar: str, waiting: int) -> None:
+        noun = "message" if waiting == 1 else "messages"
+        super().__init__(
+            f"{avatar} is still busy with {waiting} {noun}; wait a moment and send this again."
+        )
+        self.avatar = avatar
+        self.waiting = waiting
 
 
 class ProviderError(AvatarBotError):

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from bot.core.counts import SessionCounts
+from bot.core.dispatch import DEFAULT_QUEUE_LIMIT, Place, SessionQueues
 from bot.core.errors import (
     AvatarBotError,
     InvalidRequest,
@@ -82,6 +83,8 @@ class SessionService:
         default_minutes: session length when none is asked for.
         start_timeout_s: how long a vendor may take to start a session.
         stop_timeout_s: how long a vendor may take to stop one.
+        queue_limit: most messages one session may have waiting for its vendor; more are
+            refused with ``SessionBusy`` (``bot/core/dispatch.py``).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class SessionService:
         default_minutes: int = 10,
         start_timeout_s: float = 45.0,
         stop_timeout_s: float = 20.0,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -101,6 +105,8 @@ class SessionService:
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._avatar_cache: dict[str, tuple[float, list[AvatarInfo]]] = {}
+        # Each session's messages go to its vendor in turn, through a bounded queue.
+        self.queues = SessionQueues(queue_limit)
         self._locks: dict[str, asyncio.Lock] = {}
         # Sessions this process watches for an end made by another process (the CLI), and the
         # ones whose end was already told here (bounded: oldest forgotten first).
@@ -546,29 +552,54 @@ class SessionService:
     async def send(self, session_id: str, text: str, *, author: str | None = None,
                    tenant: TenantKey | None = None) -> Mode:
         """Route a thread message: ``!say``/``!ask`` prefixes override the session's mode once."""
-        record = await self.live(session_id, tenant=tenant)
-        mode, body = parse_prefix(text, record.mode)
-        await self._drive(session_id, mode, body, author, tenant, record)
+        place = self.queues.reserve(session_id)  # its turn is kept while the session is read
+        try:
+            record = await self.live(session_id, tenant=tenant)
+            mode, body = parse_prefix(text, record.mode)
+            await self._drive(session_id, mode, body, author, tenant, record, place)
+        finally:
+            place.drop()
         return mode
 
     async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
-                     tenant: TenantKey | None, record: SessionRecord | None = None) -> None:
+                     tenant: TenantKey | None, record: SessionRecord | None = None,
+                     place: Place | None = None) -> None:
+        # The message's place in the session's queue is taken before anything is awaited.
+        place = place or self.queues.reserve(session_id)
+        try:
+            await self._drive_in(place, session_id, mode, text, author, tenant, record)
+        finally:
+            place.drop()
+
+    async def _drive_in(self, place: Place, session_id: str, mode: Mode, text: str,
+                        author: str | None, tenant: TenantKey | None,
+                        record: SessionRecord | None) -> None:
         text = _clean_text(text)
         record = record or await self.live(session_id, tenant=tenant)
         prov, ps = self._provider_session(record)
         _check_length(text, prov.capabilities)
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
-        self.events.publish(Transcript(
-            session_id=session_id, speaker="user", text=text, author=author, intent=mode.value,
-        ))
         try:
-            await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+            await place.run(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
         # In memory, stored in batches (no write transaction per message; issue 15).
         self.store.note_activity(session_id, utcnow())
+
+    async def _deliver(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode, text: str,
+                       author: str | None) -> None:
+        """Send one message to the vendor (its turn in the session's queue has come).
+
+        The person's line is published now, not when it was queued, so a thread shows it right
+        before the avatar's answer.
+        """
+        self.events.publish(Transcript(
+            session_id=ps.session_id, speaker="user", text=text, author=author,
+            intent=mode.value,
+        ))
+        await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
 
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""

@@ -3,6 +3,15 @@
 Every call carries an ``httpx.Timeout``; transport failures, timeouts, 429s and 5xx become
 ``ProviderUnavailable`` (retryable); an adapter's ``error_for`` hook maps the vendor's own codes
 first. Nothing here logs or raises a header, a key or a response body.
+
+The timeout bounds the vendor, not the bot: waiting for a free connection in the shared client's
+pool has its own, longer bound (``POOL_WAIT_S``), so requests queued inside a busy process are not
+reported as "the vendor did not answer in time" (docs/backpressure.md).
+
+A call that is not idempotent (``idempotent=False``: ask, say) is retried only after a failure
+that proves the vendor never processed it (no connection made, 429, 503); a read timeout or a
+dropped connection after the request went out may mean it arrived, and sending it again would make
+the avatar speak twice.
 """
 
 from __future__ import annotations
@@ -23,6 +32,14 @@ from bot.core.errors import (
 from bot.core.retry import RetryPolicy, with_retry
 
 log = logging.getLogger(__name__)
+
+# How long a request may wait for a connection from the shared pool before it is sent. Separate
+# from the vendor timeout: this is time spent queued inside the bot, not the vendor being slow.
+POOL_WAIT_S = 120.0
+# Statuses that say the vendor did not process the request: rate limited, or not accepting work.
+_NOT_PROCESSED = frozenset({429, 503})
+# Transport failures that happen before any byte of the request reached the vendor.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class _RequestLinesAtDebug(logging.Filter):
@@ -83,7 +100,7 @@ class VendorHTTP:
         self._headers = dict(headers)
         self._is_success = is_success
         self._error_for = error_for
-        self._timeout = httpx.Timeout(timeout_s)
+        self._timeout = httpx.Timeout(timeout_s, pool=max(POOL_WAIT_S, timeout_s))
         self.retry = retry
 
     async def call(
@@ -95,15 +112,35 @@ class VendorHTTP:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         retry: bool = True,
+        idempotent: bool = True,
     ) -> dict[str, Any]:
         """Send one request (retried when the failure is retryable) and return its JSON body.
+
+        Args:
+            method: the HTTP method.
+            path: the path under the base URL.
+            json_body: the JSON body, if any.
+            params: query parameters.
+            headers: headers instead of the auth headers.
+            retry: whether retryable failures are retried at all.
+            idempotent: False for a call that must never run twice (ask, say): it is retried
+                only when the failure proves the vendor did not process it.
 
         Raises:
             ProviderError: typed by ``error_for`` or by the HTTP status.
         """
 
         async def once() -> dict[str, Any]:
-            return await self._once(method, path, json_body, params, headers)
+            try:
+                return await self._once(method, path, json_body, params, headers)
+            except _MaybeSent as exc:
+                if not idempotent:
+                    exc.error.retryable = False
+                raise exc.error from None
+            except ProviderError as exc:
+                if not idempotent and exc.status_code not in _NOT_PROCESSED:
+                    exc.retryable = False
+                raise
 
         if not retry:
             return await once()
@@ -126,16 +163,21 @@ class VendorHTTP:
                 headers=dict(headers) if headers is not None else self._headers,
                 timeout=self._timeout,
             )
-        except httpx.TimeoutException:
-            log.warning("%s %s timed out", self.provider, path)
-            raise ProviderUnavailable(
-                self.provider, f"{self.display_name} did not answer in time; try again in a minute."
-            ) from None
-        except httpx.HTTPError as exc:
-            log.warning("%s %s failed: %s", self.provider, path, type(exc).__name__)
+        except _NOT_SENT as exc:
+            log.warning("%s %s not sent: %s", self.provider, path, type(exc).__name__)
             raise ProviderUnavailable(
                 self.provider, f"{self.display_name} cannot be reached right now; try again soon."
             ) from None
+        except httpx.TimeoutException:
+            log.warning("%s %s timed out", self.provider, path)
+            raise _MaybeSent(ProviderUnavailable(
+                self.provider, f"{self.display_name} did not answer in time; try again in a minute."
+            )) from None
+        except httpx.HTTPError as exc:
+            log.warning("%s %s failed: %s", self.provider, path, type(exc).__name__)
+            raise _MaybeSent(ProviderUnavailable(
+                self.provider, f"{self.display_name} cannot be reached right now; try again soon."
+            )) from None
         body = _parse(resp)
         if resp.is_success and body is not None and self._is_success(body):
             return body
@@ -178,6 +220,14 @@ class VendorHTTP:
         return ProviderRejected(
             self.provider, f"{name} refused the request.", status_code=status, code=code
         )
+
+
+class _MaybeSent(Exception):
+    """Carries the error of a transport failure after the request may have reached the vendor."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(error.user_message)
+        self.error = error
 
 
 def auth_error(provider: str, display_name: str, status: int, code: Any) -> ProviderAuthError:

@@ -186,7 +186,9 @@ class A2EProvider(ProviderBase):
     async def _post(self, action: str, session: ProviderSession, text: str) -> None:
         try:
             await self._api.call(
-                "POST", f"{_API}/{action}", json_body={"channel": _channel(session), "text": text}
+                "POST", f"{_API}/{action}", json_body={"channel": _channel(session), "text": text},
+                # speak/ask make the avatar talk: never sent twice (set-qa-context replaces)
+                idempotent=action == "set-qa-context",
             )
         except ProviderSessionGone as exc:
             # A2E released the room: at its token's expiry if that has passed, else just now.

@@ -113,10 +113,10 @@ class HeyGenProvider(ProviderBase):
         return await self._api.call("POST", f"{_V1}/{path}", json_body=body, **kw)
 
     async def _session_call(self, session: ProviderSession, path: str,
-                            body: dict[str, Any]) -> dict[str, Any]:
+                            body: dict[str, Any], *, idempotent: bool = True) -> dict[str, Any]:
         """A call about one session; HeyGen answering that it is closed means HeyGen ended it."""
         try:
-            answer = await self._post(path, body)
+            answer = await self._post(path, body, idempotent=idempotent)
         except ProviderSessionGone as exc:
             exc.ended_at = self._end_time(session)
             raise
@@ -214,7 +214,7 @@ class HeyGenProvider(ProviderBase):
         await self._session_call(session, "streaming.task", {
             "session_id": _sid(session), "text": text, "task_type": task_type,
             "task_mode": "async",
-        })
+        }, idempotent=False)  # a task sent twice is spoken twice
 
     async def interrupt(self, session: ProviderSession) -> None:
         """Stop the current speech."""

@@ -57,6 +57,8 @@ class FakeProvider(ProviderBase):
         self.start_delay = 0.0
         self.stop_delay = 0.0
         self.list_delay = 0.0  # a slow avatar list (a vendor taking its time)
+        # A stalled vendor: ask/say are recorded on arrival, then answered once this is set.
+        self.talk_gate: asyncio.Event | None = None
 
     def _check(self, method: str, arg: Any = None) -> None:
         self.calls.append((method, arg))
@@ -101,11 +103,15 @@ class FakeProvider(ProviderBase):
 
     async def say(self, session: ProviderSession, text: str) -> None:
         self._check("say", text)
+        if self.talk_gate is not None:
+            await self.talk_gate.wait()
         self._session(session)
         self._speak(session, text)
 
     async def ask(self, session: ProviderSession, text: str) -> None:
         self._check("ask", text)
+        if self.talk_gate is not None:
+            await self.talk_gate.wait()
         knowledge = self._session(session)["knowledge"]
         self._speak(session, f"You asked: {text}. I know: {knowledge or 'nothing'}.")
 

@@ -76,6 +76,9 @@ class FakeSlack:
         self._failures: dict[str, list[tuple[int, dict[str, str], dict[str, Any]]]] = {}
         self._ts = itertools.count(1)
         self._changed = asyncio.Event()
+        # A Slack that takes its time: a call of a method listed here is recorded on arrival and
+        # answered only once its event is set.
+        self.stalled: dict[str, asyncio.Event] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
         # Socket Mode: app-level tokens, the connected socket, and the acks it sent back
@@ -96,7 +99,9 @@ class FakeSlack:
         return self
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening (stalled calls are released first)."""
+        for stalled in self.stalled.values():
+            stalled.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -221,6 +226,8 @@ class FakeSlack:
         call = ApiCall(method, params, token)
         self.calls.append(call)
         self._changed.set()
+        if method in self.stalled:
+            await self.stalled[method].wait()
         failures = self._failures.get(method)
         if failures:
             status, headers, call.result = failures.pop(0)

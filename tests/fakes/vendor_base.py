@@ -6,6 +6,8 @@ Use from any test suite, with or without pytest::
     async with FakeA2E() as fake:
         settings = load_settings(a2e_api_key=fake.api_key, a2e_base_url=fake.url)
 
+A slow vendor: ``fake.delay_s["/ask"] = 0.2``.
+
 Faults: ``fake.fail("500")`` makes the next matching request fail. Generic kinds are ``"500"``,
 ``"503"``, ``"429"``, ``"timeout"`` (hang until the client gives up) and ``"malformed"`` (a 200
 whose body is not JSON); each fake adds its vendor's error codes.
@@ -61,6 +63,9 @@ class FakeVendor:
         if api_key is not None:
             self.api_key = api_key
         self.hang_s = hang_s
+        # A slow vendor: requests whose path ends with a key wait that many seconds before being
+        # answered (recorded on arrival, so ``requests`` keeps the order they came in).
+        self.delay_s: dict[str, float] = {}
         self._state = _State()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -145,6 +150,9 @@ class FakeVendor:
         fault = self._take_fault(request.path)
         if fault is not None:
             return await self._serve_fault(fault)
+        delay = next((d for p, d in self.delay_s.items() if request.path.endswith(p)), 0.0)
+        if delay:
+            await asyncio.sleep(delay)
         if not self.authorized(request):
             return self.unauthorized()
         request[JSON_BODY] = body

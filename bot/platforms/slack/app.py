@@ -9,6 +9,7 @@ lifetime has one owner and no module keeps a registry of apps or relays.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -67,6 +68,11 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^<>]*)?>")
 MAX_CLOCK_SKEW_S = 300  # Slack's rule: refuse requests stamped more than 5 minutes off
 # Events that end an installation; they must pass even after the workspace's tokens are gone.
 _UNINSTALL_EVENTS = ("app_uninstalled", "tokens_revoked")
+# Slack redelivers an event it has no answer to within 3 s. An event whose checks (the gate,
+# authorization) have not finished by this time is acknowledged anyway and finishes after
+# (docs/backpressure.md).
+ACK_BUDGET_S = 1.0
+EVENTS_REMEMBERED = 10_000  # event ids accepted lately, to acknowledge redeliveries at once
 
 
 class SlackAdapter:
@@ -120,6 +126,10 @@ class SlackAdapter:
         self._admins: dict[tuple[str, str], tuple[float, bool]] = {}
         self._names: dict[str, tuple[float, str | None]] = {}
         self._file_noted: set[str] = set()
+        # Event ids accepted by the HTTP handler lately, oldest first, and the dispatches still
+        # running after their acknowledgement (kept here so none is garbage-collected).
+        self.accepted_events: dict[str, None] = {}
+        self.background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------ clients and tokens
     def client(self, token: str | None = None) -> AsyncWebClient:
@@ -380,9 +390,51 @@ def _events_handler(bolt_app: AsyncApp, adapter: SlackAdapter) -> Any:
             body=raw.decode("utf-8"), query=request.query_string,
             headers=request.headers,  # type: ignore[arg-type]
         )
-        return await to_aiohttp_response(await bolt_app.async_dispatch(bolt_req))
+        event_id = _event_id(bolt_req.body)
+        if event_id is None:
+            return await to_aiohttp_response(await bolt_app.async_dispatch(bolt_req))
+        return await _ack_event(bolt_app, adapter, bolt_req, event_id, request)
 
     return handle
+
+
+def _event_id(body: dict[str, Any]) -> str | None:
+    """The ``event_id`` of an Events API ``event_callback``; None for anything else."""
+    if body.get("type") != "event_callback":
+        return None
+    event_id = body.get("event_id")
+    return event_id if isinstance(event_id, str) and event_id else None
+
+
+async def _ack_event(bolt_app: AsyncApp, adapter: SlackAdapter, bolt_req: AsyncBoltRequest,
+                     event_id: str, request: web.Request) -> web.StreamResponse:
+    """Answer an Events API delivery within Slack's 3 s, whatever the process has queued.
+
+    A redelivery (``X-Slack-Retry-Num``) of an event accepted here lately is acknowledged at once
+    and dropped. Otherwise the event is dispatched; if its checks have not answered within
+    ``ACK_BUDGET_S`` (a backlog in front of the store), Slack gets its 200 now and the dispatch
+    goes on, so the event is handled exactly once and never redelivered because we were slow.
+    """
+    if request.headers.get("X-Slack-Retry-Num") and event_id in adapter.accepted_events:
+        log.info("Slack redelivered event %s; already accepted", event_id)
+        return web.Response(status=200)
+    adapter.accepted_events[event_id] = None
+    while len(adapter.accepted_events) > EVENTS_REMEMBERED:
+        adapter.accepted_events.pop(next(iter(adapter.accepted_events)))
+    task = asyncio.create_task(bolt_app.async_dispatch(bolt_req))
+    adapter.background.add(task)
+    task.add_done_callback(adapter.background.discard)
+    done, _ = await asyncio.wait({task}, timeout=ACK_BUDGET_S)
+    if task in done:
+        return await to_aiohttp_response(task.result())
+    task.add_done_callback(_finished_late)
+    log.info("Slack event %s acknowledged before its checks finished", event_id)
+    return web.Response(status=200)
+
+
+def _finished_late(task: asyncio.Task[BoltResponse]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a Slack event failed after its acknowledgement", exc_info=task.exception())
 
 
 def _oauth_handler(bolt_app: AsyncApp, install: bool) -> Any:

@@ -1,0 +1,102 @@
+"""Slack under a backlog (docs/backpressure.md): every Events API delivery is acknowledged while
+the work behind it is still waiting, nothing is lost, and a session whose queue is full says so.
+
+Slack redelivers an event it has no 200 for within 3 s
+(https://api.slack.com/apis/events-api#retries): an ack that waits for the vendor, or for the
+checks in front of the listener, turns a slow moment into a flood of redeliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.slack.conftest import TEAM, eventually
+
+
+async def start_session(slack) -> str:
+    await slack.stack.store.grant(f"slack:{TEAM}", 100, "test")
+    status, _ = await slack.command("start Ava 5 ask")
+    assert status == 200
+    (post,) = await slack.fake.wait_for("chat.postMessage")
+    return post.result["ts"]
+
+
+async def within(coro, seconds: float = 20.0):
+    """Guard against a hang (a failing test must end); not a measure of speed."""
+    return await asyncio.wait_for(coro, seconds)
+
+
+async def test_events_are_acked_while_the_vendor_is_stalled_and_all_arrive_in_order(slack):
+    thread_ts = await start_session(slack)
+    provider = slack.stack.provider
+    provider.talk_gate = asyncio.Event()  # the vendor takes every question and answers none
+    texts = [f"question {i}" for i in range(8)]
+    for text in texts:
+        status, _ = await within(slack.thread_message(text, thread_ts))
+        assert status == 200
+        # acknowledged while the vendor still holds the first question
+        assert not provider.talk_gate.is_set()
+    await eventually(lambda: _true(provider.called("ask") == texts[:1]))
+    provider.talk_gate.set()
+    await eventually(lambda: _true(provider.called("ask") == texts))
+    reactions = await slack.fake.wait_for("reactions.add", len(texts))
+    assert {r.params["name"] for r in reactions} == {"speech_balloon"}
+
+
+async def test_an_event_is_acked_even_when_its_checks_are_stalled(make_slack, fake_slack):
+    """The gate asks Slack who the bot is (``auth.test``) on a fresh process: with Slack slow to
+    answer, the event still gets its 200 first, and is handled once Slack answers."""
+    first = await make_slack()
+    thread_ts = await start_session(first)
+    fake_slack.stalled["auth.test"] = asyncio.Event()
+    fresh = await make_slack()  # another process: it has not asked auth.test yet
+    status, _ = await within(fresh.thread_message("are you there?", thread_ts))
+    assert status == 200
+    assert not fake_slack.stalled["auth.test"].is_set()  # answered while the check waited
+    assert first.stack.provider.called("ask") == []
+    fake_slack.stalled["auth.test"].set()
+    await eventually(lambda: _true(first.stack.provider.called("ask") == ["are you there?"]))
+
+
+async def test_a_redelivery_of_an_event_still_being_handled_is_acked_and_dropped(
+        make_slack, fake_slack):
+    first = await make_slack()
+    thread_ts = await start_session(first)
+    fake_slack.stalled["auth.test"] = asyncio.Event()
+    fresh = await make_slack()
+    event = {"type": "message", "channel": "C1", "user": "U1", "text": "only once",
+             "ts": "1800000000.7", "thread_ts": thread_ts}
+    for retry in (None, 1, 2):  # Slack's redeliveries carry X-Slack-Retry-Num
+        status, _ = await within(fresh.event(event, event_id="EvSLOW", retry=retry))
+        assert status == 200
+    fake_slack.stalled["auth.test"].set()
+    await fake_slack.wait_for("reactions.add")
+    await eventually(lambda: _true(first.stack.provider.called("ask") == ["only once"]))
+    await asyncio.sleep(0.1)
+    assert first.stack.provider.called("ask") == ["only once"]
+
+
+async def test_a_full_session_queue_is_told_to_the_person_and_loses_nothing_accepted(slack):
+    thread_ts = await start_session(slack)
+    provider = slack.stack.provider
+    slack.stack.service.queues.limit = 2
+    provider.talk_gate = asyncio.Event()
+    (record,) = await slack.stack.service.open_sessions()
+    for text in ("one", "two"):
+        await within(slack.thread_message(text, thread_ts))
+    await eventually(lambda: _true(slack.stack.service.queues.waiting(record.id) == 2))
+    status, _ = await within(slack.thread_message("three", thread_ts, user="U2"))
+    assert status == 200
+    await slack.fake.wait_for("chat.postEphemeral", 2)  # the 1st is the start's probe
+    note = slack.fake.called("chat.postEphemeral")[-1].params
+    assert note["user"] == "U2" and note["thread_ts"] == thread_ts
+    assert "Ava is still busy with 2 messages; wait a moment" in note["text"]
+    provider.talk_gate.set()
+    await eventually(lambda: _true(provider.called("ask") == ["one", "two"]))
+    # once the queue has room again, the next message goes through
+    await within(slack.thread_message("three again", thread_ts, user="U2"))
+    await eventually(lambda: _true(provider.called("ask") == ["one", "two", "three again"]))
+
+
+async def _true(value: bool) -> bool:
+    return value
