@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import httpx
 from aiohttp import web
 
+from bot.core.bookings import BookingKeeper
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
@@ -135,6 +136,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         service = SessionService(
             store=store, providers=providers, events=events,
             default_minutes=settings.default_session_minutes,
+            bookings=await _booking_keeper(settings, store),
         )
         reaper = SessionReaper(
             service, idle_timeout_s=settings.idle_timeout_s,
@@ -148,6 +150,17 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             tenants=TenantService(store), bindings=ChatBindings(store),
             slack_installs=SqliteSlackInstallStore(store),
         )
+
+
+async def _booking_keeper(settings: Settings, store: SqliteStore) -> BookingKeeper:
+    """Who books: ``DEPLOYMENT_ID``, or one made once and kept in the database."""
+    deployment = settings.deployment_id or await store.get_or_set_meta(
+        "deployment_id", secrets.token_hex(6)
+    )
+    return BookingKeeper(
+        store, deployment_id=deployment, billed_to=settings.in_doubt_billed_to,
+        sweep_unknown=settings.sweep_unknown_vendor_sessions,
+    )
 
 
 async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
@@ -235,6 +248,10 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                 ready.set()
             await stopping.wait()
             log.info("shutting down")
+            # No new starts; the ones in flight finish (bounded) so what they book is recorded
+            # and, below, ended with the rest.
+            service.stop_accepting()
+            await service.drain_starts(settings.shutdown_start_wait_s)
             await _end_sessions(services)
             for task in started:
                 task.cancel()

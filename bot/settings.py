@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     warn_before_end_s: int = Field(default=120, ge=0)
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
     stop_sessions_on_shutdown: bool = True
+    # --- vendor bookings (issue 16; bot/core/bookings.py)
+    # Written with every booking; the orphan sweep stops only what this deployment booked.
+    # Unset: one is made once and kept in the database (meta table).
+    deployment_id: str | None = Field(default=None, min_length=1, max_length=64)
+    # Only for a vendor account no other deployment uses: stop vendor sessions nobody booked.
+    sweep_unknown_vendor_sessions: bool = False
+    # Who bears what an unanswered booking may have cost (A2E cannot be asked).
+    in_doubt_billed_to: Literal["operator", "tenant"] = "operator"
+    # How long a shutdown waits for starts in flight before cutting them.
+    shutdown_start_wait_s: float = Field(default=30.0, ge=0, le=600)
 
     # --- the viewer relay (vendors reached through the page's media room: AKool)
     relay_max_wait_s: int = Field(default=120, ge=5, le=3600)

@@ -66,6 +66,7 @@ class SessionReaper:
         self._kept_alive: dict[str, float] = {}
         self._status_asked: dict[str, float] = {}
         self._last_sweep = 0.0
+        self._listed: set[str] = set()  # providers the last sweep could list
         self.transcript_retention_s = transcript_retention_s
         self.prune_every_s = prune_every_s
         self._last_prune = 0.0
@@ -108,13 +109,23 @@ class SessionReaper:
 
     # ------------------------------------------------------------------ startup
     async def reconcile(self) -> None:
-        """Finish what a crash left: pending sessions fail, lost sessions end, stops resume."""
+        """Finish what a crash left: pending sessions fail, lost sessions end, stops resume.
+
+        Vendor bookings are resolved first (``bot/core/bookings.py``): what was booked but not
+        recorded on its session is ended, unanswered bookings are swept or recorded in doubt.
+        """
+        keeper = self.service.bookings
+        to_sweep = await keeper.resolve_after_crash(self.service.providers)
         for record in await self.service.store.open_sessions():
             try:
                 await self._reconcile_one(record)
             except AvatarBotError:
                 log.exception("could not reconcile session %s", record.id)
+        swept_at = utcnow()
         await self.sweep_orphans(force=True)
+        for name in to_sweep:
+            if name in self._listed:
+                await keeper.released_after_sweep(name, swept_at)
 
     async def _reconcile_one(self, record: SessionRecord) -> None:
         prov = self.service.providers.get(record.provider)
@@ -270,6 +281,7 @@ class SessionReaper:
         for name, prov in self.service.providers.items():
             if not prov.capabilities.lists_sessions:
                 continue
+            self._listed.discard(name)
             try:
                 listed = await prov.list_open_sessions() or []
             except ProviderError as exc:
@@ -281,8 +293,13 @@ class SessionReaper:
             if any(r.provider == name and r.state is SessionState.PENDING for r in open_records):
                 continue  # a start is in flight: its vendor id is not recorded yet
             known = {r.provider_session_id for r in open_records if r.provider == name}
+            self._listed.add(name)
+            keeper = self.service.bookings
+            ours = await self.service.store.deployment_vendor_ids(name, keeper.deployment_id)
             for vendor_id in listed:
                 if vendor_id not in known:
+                    if vendor_id not in ours and not keeper.sweep_unknown:
+                        continue  # maybe another deployment's (SWEEP_UNKNOWN_VENDOR_SESSIONS)
                     log.warning("stopping unknown %s session", name)
                     if await self._stop_quietly(name, _orphan(name, vendor_id, prov.capabilities)):
                         stopped.append(vendor_id)

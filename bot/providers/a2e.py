@@ -122,6 +122,10 @@ class A2EProvider(ProviderBase):
         body = await self._api.call(
             "POST", f"{_API}/agora-token",
             json_body={"avatar_id": request.avatar_id, "expire_seconds": request.duration_s},
+            # Sent once: A2E books (and charges) the room before it answers and offers no way to
+            # ask whether an earlier attempt booked one, so a retry could book a second room. An
+            # unanswered call is resolved as "in doubt" instead (bot/core/bookings.py).
+            retry=False,
         )
         try:
             tok = _Token.model_validate(body.get("data"))
