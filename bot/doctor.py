@@ -38,8 +38,14 @@ async def _database(settings: Settings) -> Check:
         return ("database", False, f"{settings.database_path}: {exc}")
     try:
         problems = await store.verify()
+        in_doubt = await store.list_bookings(("in_doubt",))
     finally:
         await store.close()
+    if in_doubt and not problems:
+        charge = sum(b.likely_charge for b in in_doubt)
+        return ("database", True, f"WARNING: {len(in_doubt)} vendor booking(s) in doubt "
+                f"(likely charge {charge} credits): check them at the vendor; "
+                "avatarbot sessions list shows them")
     if problems:
         detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
         return ("database", False, detail)
