@@ -85,9 +85,19 @@ async def test_commands_inside_the_thread(
 async def test_admin_commands(
     fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict, admin: dict
 ) -> None:
+    # Issue 16: a server admin does not mint credits; the operator (OPERATOR_USER_IDS) does.
+    reply = await final_text(fake, await fake.slash(admin, "grant", group="admin", amount=40))
+    assert "Only the bot's operator grants credits" in reply
+    assert not await stack.store.tenant_exists(TENANT) or (
+        await stack.store.balance(TENANT)).granted == 0
+    reply = await final_text(fake, await fake.slash(admin, "limits", group="admin",
+                                                     max_concurrent=50))
+    assert "max_concurrent goes from 0 to 5 here (the ceiling the bot's operator set)" in reply
+    bot.client.settings.operator_user_ids = [f"discord:{admin['user']['id']}"]
     reply = await final_text(fake, await fake.slash(admin, "grant", group="admin", amount=40))
     assert reply == "Granted 40 credits; 40 available now."
     assert (await stack.store.balance(TENANT)).granted == 40
+    bot.client.settings.operator_user_ids = []
 
     reply = await final_text(fake, await fake.slash(admin, "limits", group="admin",
                                                      max_concurrent=1, max_minutes=20))
