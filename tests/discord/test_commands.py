@@ -172,3 +172,24 @@ async def test_client_requests_the_intents_it_needs(stack: Stack) -> None:
     assert intents.guilds and intents.guild_messages and intents.message_content
     assert not intents.members and not intents.presences
     await client.close()
+
+
+async def test_link_and_say_without_an_id_reach_only_this_channels_session(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    # Issue 16: the server's only session, started in another (maybe private) channel, is not
+    # reachable from here.
+    await stack.store.grant(TENANT, 100, "test")
+    await start_session(fake, alice, avatar="fake:ava-1", minutes=5)
+    other = fake.snowflake()
+    fake.channels[other] = {
+        "id": other, "type": 0, "guild_id": fake.guild_id, "name": "elsewhere", "position": 1,
+        "permission_overwrites": [], "nsfw": False, "parent_id": None,
+    }
+    for sub, options in (("link", {}), ("say", {"text": "hello from elsewhere"})):
+        reply = await final_text(fake, await fake.slash(alice, sub, channel_id=other, **options))
+        assert "No avatar session is running here" in reply, sub
+    assert stack.provider.called("say") == []
+    # in the session's own channel both still work
+    pending = await fake.slash(alice, "link")
+    assert "http://viewer.test/v/" in (await callback(pending))["data"]["content"]

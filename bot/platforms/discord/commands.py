@@ -220,7 +220,10 @@ class AvatarCommands:
 
     # ------------------------------------------------------------------ running sessions
     async def session_here(self, interaction: discord.Interaction) -> SessionRecord:
-        """The session a command means: this thread's, else the only one in this channel."""
+        """The session a command means: this thread's, else the only one in this channel.
+
+        Never a session of another channel (issue 16: it may be in a private one).
+        """
         tenant = tenant_of(interaction)
         binding = await self.bindings.for_thread("discord", str(interaction.channel_id))
         if binding is not None:
@@ -231,7 +234,7 @@ class AvatarCommands:
             if any(b.channel_id == str(interaction.channel_id)
                    for b in await self.bindings.for_session(r.id))
         ]
-        candidates = here or running
+        candidates = here
         if len(candidates) == 1:
             return candidates[0]
         mine = [r for r in candidates if r.started_by == str(interaction.user.id)]
