@@ -140,7 +140,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     ctx = request.app[WEB]
     records = await ctx.service.open_sessions()
     ctx.metrics.live_sessions.set(sum(1 for r in records if r.state is SessionState.LIVE))
-    in_doubt = await ctx.service.store.list_bookings(("in_doubt",))
+    in_doubt = await ctx.service.bookings.in_doubt_bookings()
     ctx.metrics.bookings_in_doubt.set(len(in_doubt))
     ctx.metrics.in_doubt_charge.set(sum(b.likely_charge for b in in_doubt))
     body = generate_latest(ctx.metrics.registry)

@@ -140,6 +140,10 @@ class BookingKeeper:
         """Whether an unanswered booking at ``prov`` is found by the orphan sweep."""
         return prov.capabilities.lists_sessions and self.sweep_unknown
 
+    async def in_doubt_bookings(self) -> list[Booking]:
+        """Bookings in doubt, oldest first (``/metrics``, ``sessions list``, ``doctor``)."""
+        return await self.store.list_bookings(("in_doubt",))
+
     async def intent(self, record: SessionRecord) -> None:
         """Write the intent to book, before the vendor is called."""
         await self.store.record_booking_intent(

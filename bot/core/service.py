@@ -288,7 +288,10 @@ class SessionService:
             task = asyncio.create_task(self._book(record, prov, request))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-            return await asyncio.wait_for(asyncio.shield(task), self.start_timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that arrives as
+            # the call finishes, and a shutdown's cancel must not be lost.
+            async with asyncio.timeout(self.start_timeout_s):
+                return await asyncio.shield(task)
         except BaseException as exc:
             if task is None:
                 await asyncio.shield(self.bookings.released(record.id, "never sent"))

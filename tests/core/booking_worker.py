@@ -2,15 +2,18 @@
 
 Usage: python -m tests.core.booking_worker DB A2E_URL KEY [LOOPS]
 
-Each loop starts a session on A2E (the fake books before it answers), says a line, and stops
-it; it prints ``start``/``live``/``said``/``stopped`` as it goes, so the test can kill it at a
-chosen point. SIGTERM is handled like ``avatarbot run`` does (``bot/app.py``): no new starts,
-the ones in flight are waited for (bounded), open sessions are ended, then exit 0.
+At startup it reconciles what an earlier run left, as ``avatarbot run`` does, and prints
+``reconciled`` (with LOOPS 0 it then exits). Each loop starts a session on A2E (the fake books
+before it answers), says a line, and stops it; it prints ``start``/``live``/``said``/``stopped``
+as it goes, so the test can kill it at a chosen point. SIGTERM is handled like ``avatarbot run``
+does (``bot/app.py``): no new starts, the ones in flight are waited for (bounded), open sessions
+are ended, then exit 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
 import sys
 
@@ -21,12 +24,18 @@ from bot.core.bookings import BookingKeeper
 from bot.core.errors import AvatarBotError
 from bot.core.events import EventHub
 from bot.core.models import Pricing
+from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService, StartCommand
 from bot.providers.a2e import A2EProvider
 from bot.storage import SqliteStore
 
 TENANT = "discord:99"
 PRICING = Pricing(credits_per_minute=10, granularity_s=60, minimum_s=60)
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
 
 
 def say(word: str) -> None:
@@ -36,7 +45,9 @@ def say(word: str) -> None:
 async def main(db: str, url: str, key: str, loops: int) -> None:
     store = await SqliteStore.open(db)
     stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)  # a stuck worker's tasks
     async with httpx.AsyncClient() as http:
         events = EventHub()
         prov = A2EProvider(api_key=SecretStr(key), http=http, events=events, pricing=PRICING,
@@ -45,6 +56,11 @@ async def main(db: str, url: str, key: str, loops: int) -> None:
             store=store, providers={"a2e": prov}, events=events, start_timeout_s=10.0,
             bookings=BookingKeeper(store, deployment_id="prod"),
         )
+        await SessionReaper(service).reconcile()
+        say("reconciled")
+        if loops == 0:
+            await store.close()
+            return
         if not await store.tenant_exists(TENANT):
             await store.grant(TENANT, 100_000, "test")
         await store.set_limits(TENANT, max_concurrent=50, daily_user_credits=1_000_000)
@@ -54,7 +70,9 @@ async def main(db: str, url: str, key: str, loops: int) -> None:
         if stopping.is_set():
             service.stop_accepting()
             await service.drain_starts(5.0)
-            work.cancel()
+            while not work.done():
+                work.cancel()
+                await asyncio.wait([work], timeout=1.0)
             await service.stop_all("the server shut down")
             say("shut down")
     await store.close()
@@ -79,5 +97,6 @@ async def _loop(service: SessionService, loops: int) -> None:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # a stuck worker's stacks, for whoever runs it
     loops = int(sys.argv[4]) if len(sys.argv) > 4 else 1
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], loops))
