@@ -14,10 +14,12 @@ is resolved here, in the running process and after a crash (``SessionReaper.reco
   operator by default (``IN_DOUBT_BILLED_TO``): the tenant's reservation is released and the
   charge is one row of the operator's own ledger, apart from every tenant's balance.
 
-Booking calls are never retried: the adapters send them once (``retry=False``). A retry would
-first have to account for what the previous attempt booked, and no vendor lets us ask that (no
-idempotency key, no name on a session); a failed start is cheap to repeat by hand, a second
-paid room is not.
+Booking calls are never retried blindly: a retry first accounts for what the previous attempt
+may have booked. A definite refusal in a readable answer (A2E's "all hosts are occupied", a 4xx)
+booked nothing, so it may be retried (``booked_nothing``); after a timeout, a dropped connection,
+a 5xx or an unreadable answer the vendor may have booked, and since no vendor lets us ask (no
+idempotency key, no name on a session) the call is not repeated: the booking stays recorded and
+is resolved as above.
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def is_ambiguous(exc: BaseException) -> bool:
         status = exc.status_code
         return status is None or status >= 500
     return not isinstance(exc, ProviderError)  # cancelled, timed out, or a bug of ours
+
+
+def booked_nothing(exc: ProviderError) -> bool:
+    """Whether a failed booking call certainly booked nothing.
+
+    The only failure after which a booking call is retried (``VendorHTTP.call(retry_if=...)``).
+    """
+    return not is_ambiguous(exc)
 
 
 class BookingKeeper:

@@ -77,6 +77,7 @@ class VendorHTTP:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         retry: bool = True,
+        retry_if: Callable[[ProviderError], bool] | None = None,
     ) -> dict[str, Any]:
         """Send one request (retried when the failure is retryable) and return its JSON body.
 
@@ -89,7 +90,7 @@ class VendorHTTP:
 
         if not retry:
             return await once()
-        return await with_retry(once, self.retry)
+        return await with_retry(once, self.retry, retry_if)
 
     async def _once(
         self,
