@@ -1,4 +1,4 @@
-"""Vendor bookings: a paid vendor session is never lost (issue 16).
+"""Vendor bookings: a paid vendor session is never lost (issue 16; ``docs/bookings.md``).
 
 The intent to book is written before the vendor call and the vendor's answer the moment it
 arrives (``SessionService`` through ``BookingKeeper``). What an interrupted call may have booked
