@@ -88,6 +88,9 @@ async def test_sigkill_while_the_vendor_is_starting_releases_and_sweeps_the_orph
             [record] = await store.list_sessions(TENANT)
             assert record.state is SessionState.FAILED
             assert vendor.stopped == ["v1"] and vendor.open == set()
+            booking = await store.get_booking(record.id)  # the intent, resolved by the sweep
+            assert booking is not None and booking.state == "released"
+            assert await store.list_bookings(("intent", "booked", "in_doubt")) == []
             assert (await store.balance(TENANT)).available == 1000
             assert await store.verify() == []
         finally:
