@@ -236,8 +236,8 @@ class Bench:
             "DATABASE_PATH": str(self.tmp / "bot.db"), "HOST": "127.0.0.1", "PORT": str(port),
             "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": TOKEN,
             "SLACK_API_URL": self.slack.api_url, "A2E_API_KEY": FakeA2E.api_key,
-            "A2E_BASE_URL": self.vendor_url, "DEFAULT_MAX_CONCURRENT": "1000000",
-            "DEFAULT_MAX_MINUTES": "60", "DEFAULT_DAILY_USER_CREDITS": str(10**12),
+            "A2E_BASE_URL": self.vendor_url, "DEFAULT_MAX_CONCURRENT": "50",
+            "DEFAULT_MAX_MINUTES": "60", "DEFAULT_DAILY_USER_CREDITS": "1000000",
             "IDLE_TIMEOUT_S": "86400", "PLAYGROUND_ENABLED": "false",
             "SECRET_KEY": "bench-system-link-secret-0123456789",
         }

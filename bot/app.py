@@ -18,22 +18,27 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
+import aiohttp
 import httpx
 from aiohttp import web
 
 from bot.core.bookings import BookingKeeper
 from bot.core.events import EventHub
+from bot.core.ice import display_url
+from bot.core.leases import session_lease
 from bot.core.links import ViewerLinks
 from bot.core.models import PLAYGROUND, ComponentStatus
-from bot.core.ports import SlackInstallStore
+from bot.core.ports import SecretsStore, SessionStore, SlackInstallStore
 from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.settings import Settings
-from bot.storage import SqliteSlackInstallStore, SqliteStore
+from bot.storage import Backend, open_backend
+from bot.storage.secrets import SecretBox
 
 if TYPE_CHECKING:
+    from bot.cluster.wiring import Cluster
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -45,7 +50,7 @@ class Services:
 
     settings: Settings
     http: httpx.AsyncClient
-    store: SqliteStore
+    store: SessionStore
     events: EventHub
     providers: dict[str, AvatarProvider]
     service: SessionService
@@ -54,6 +59,9 @@ class Services:
     slack_installs: SlackInstallStore
     tenants: TenantService
     bindings: ChatBindings
+    box: SecretBox
+    # Set when REDIS_URL is: the other workers' events, leases, shared dedupe and rate limits.
+    cluster: Cluster | None = None
 
 
 def build_providers(
@@ -87,7 +95,8 @@ def component_status(settings: Settings) -> list[ComponentStatus]:
     """What is on and off, and why, for the startup banner, ``doctor`` and the home page."""
     from bot.providers.registry import describe_vendors
 
-    items = [ComponentStatus(name="web", kind="web", enabled=True, detail=settings.base_url)]
+    items = [ComponentStatus(name="web", kind="web", enabled=True,
+                             detail=display_url(settings.base_url))]
     for name, enabled, why in describe_vendors(settings):
         items.append(ComponentStatus(name=name, kind="provider", enabled=enabled, detail=why))
     items.append(ComponentStatus(
@@ -126,10 +135,25 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         http = await stack.enter_async_context(
             httpx.AsyncClient(timeout=httpx.Timeout(settings.vendor_timeout_s))
         )
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-        stack.push_async_callback(store.close)
+        box = secret_box(settings)
+        backend = await open_database(settings, box)
+        stack.push_async_callback(backend.close)
+        store = backend.store
+        # On either backend: a wrong STORAGE_KEY is one clear error here, not a failure at the
+        # first Slack request; rows from before encryption are sealed now.
+        await store.check_storage_key(box)
+        if sealed := await store.seal_plain_secrets(box):
+            log.info("encrypted %d stored credential(s) kept in plain text", sealed)
         events = EventHub()
         events.relay.max_wait_s = settings.relay_max_wait_s
+        cluster = None
+        if settings.redis_url is not None:
+            from bot.cluster.wiring import open_cluster
+
+            cluster = await stack.enter_async_context(open_cluster(
+                settings.redis_url.get_secret_value(), events, prefix=settings.redis_prefix,
+                lease_ttl_s=settings.lease_ttl_s,
+            ))
         providers = build_providers(settings, http, events)
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
@@ -142,17 +166,26 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             service, idle_timeout_s=settings.idle_timeout_s,
             warn_before_end_s=settings.warn_before_end_s, interval_s=settings.reaper_interval_s,
             transcript_retention_s=settings.transcript_retention_h * 3600,
+            leases=cluster.leases if cluster is not None else None,
         )
-        links = ViewerLinks(await _link_secret(settings, store), settings.base_url)
+        links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
         await top_up_playground(settings, store)
+        # Unwound before the database closes: the event ids still in memory reach the table.
+        stack.push_async_callback(backend.installs.aclose)
+        await service.counts.load()
+        slack_installs: SlackInstallStore = backend.installs
+        if cluster is not None:
+            from bot.cluster.shared import SharedDedupeInstallStore
+
+            slack_installs = SharedDedupeInstallStore(slack_installs, cluster.dedupe)
         yield Services(
             settings, http, store, events, providers, service, reaper, links,
             tenants=TenantService(store), bindings=ChatBindings(store),
-            slack_installs=SqliteSlackInstallStore(store),
+            slack_installs=slack_installs, box=box, cluster=cluster,
         )
 
 
-async def _booking_keeper(settings: Settings, store: SqliteStore) -> BookingKeeper:
+async def _booking_keeper(settings: Settings, store: SessionStore) -> BookingKeeper:
     """Who books: ``DEPLOYMENT_ID``, or one made once and kept in the database."""
     deployment = settings.deployment_id or await store.get_or_set_meta(
         "deployment_id", secrets.token_hex(6)
@@ -163,15 +196,34 @@ async def _booking_keeper(settings: Settings, store: SqliteStore) -> BookingKeep
     )
 
 
-async def _link_secret(settings: Settings, store: SqliteStore) -> bytes:
-    """``SECRET_KEY``, or one made once and kept in the database so links survive restarts."""
+def secret_box(settings: Settings) -> SecretBox:
+    """The box sealing stored credentials: ``STORAGE_KEY``, else the database's key file."""
+    key = settings.storage_key.get_secret_value() if settings.storage_key else None
+    return SecretBox.from_settings(key, settings.database_path)
+
+
+async def open_database(settings: Settings, box: SecretBox | None = None) -> Backend:
+    """PostgreSQL when ``DATABASE_URL`` is set, else the SQLite file; migrated, ready to use.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached, opened or migrated.
+    """
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    return await open_backend(
+        database_url=url, database_path=settings.database_path,
+        default_limits=settings.default_limits(), box=box,
+    )
+
+
+async def _link_secret(settings: Settings, store: SecretsStore, box: SecretBox) -> bytes:
+    """``SECRET_KEY``, or one made once and kept (sealed) in the database so links survive."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    return (await store.get_or_set_meta("link_secret", secrets.token_hex(32))).encode()
+    return (await store.link_secret(box, secrets.token_hex(32))).encode()
 
 
 async def refill_playground(
-    settings: Settings, store: SqliteStore, *, interval_s: float = 30.0,
+    settings: Settings, store: SessionStore, *, interval_s: float = 30.0,
     today: Callable[[], date] | None = None,
 ) -> None:
     """Top the playground up again each new UTC day while running (checked every ``interval_s``).
@@ -189,7 +241,7 @@ async def refill_playground(
 
 
 async def top_up_playground(
-    settings: Settings, store: SqliteStore, *, today: date | None = None
+    settings: Settings, store: SessionStore, *, today: date | None = None
 ) -> None:
     """Give the playground its daily budget and limits (once per UTC day)."""
     if not settings.playground_enabled:
@@ -220,7 +272,11 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     async with build_services(settings) as services, AsyncExitStack() as stack:
         # Finish what a crash left before anyone can start a session.
         await services.reaper.reconcile()
-        web_app, slack = _build_web(services)
+        # The Slack Web API session, closed last (after the relay's final posts).
+        slack_http = aiohttp.ClientSession() if settings.slack_enabled else None
+        if slack_http is not None:
+            stack.push_async_callback(slack_http.close)
+        web_app, slack = _build_web(services, slack_http)
         if slack is not None:
             # The process's one Slack relay: running before the first request is served, closed
             # after the web server and the socket (the stack unwinds in reverse), so the end
@@ -257,7 +313,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                 task.cancel()
 
 
-def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None]:
+def _build_web(
+    services: Services, slack_http: aiohttp.ClientSession | None = None
+) -> tuple[web.Application, SlackAdapter | None]:
     """The web app, with the Slack routes mounted when Slack is configured."""
     from web.app import create_app
 
@@ -265,6 +323,7 @@ def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None
     web_app = create_app(
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
+        shared_limiter=services.cluster.limiter if services.cluster is not None else None,
     )
     slack = None
     if settings.slack_enabled:
@@ -273,7 +332,7 @@ def _build_web(services: Services) -> tuple[web.Application, SlackAdapter | None
         slack = build_slack(
             settings=settings, service=services.service, tenants=services.tenants,
             bindings=services.bindings, links=services.links,
-            installs=services.slack_installs,
+            installs=services.slack_installs, session=slack_http,
         )
         mount_slack(web_app, slack)
     return web_app, slack
@@ -315,15 +374,33 @@ async def _guard(coro: object, name: str) -> None:
 
 
 async def _end_sessions(services: Services) -> None:
-    """End sessions that cannot outlive the process, or all of them if so configured."""
+    """End sessions that cannot outlive the process, or all of them if so configured.
+
+    At most ``SHUTDOWN_PARALLELISM`` at a time: one after the other, 500 sessions whose vendor
+    takes 100 ms per stop took 108 s (issue 15), far beyond a service manager's stop timeout.
+    One worker of several ends only the sessions it tends that cannot outlive it; the others'
+    leases are released on the way out and another worker takes them over at once.
+    """
+    leases = services.cluster.leases if services.cluster is not None else None
+    gate = asyncio.Semaphore(services.settings.shutdown_parallelism)
+
+    async def end(record_id: str) -> None:
+        async with gate:
+            try:
+                await asyncio.wait_for(services.service.stop(record_id, "the server shut down"), 30)
+            except Exception:
+                log.exception("could not end session %s at shutdown", record_id)
+
+    ending = []
     for record in await services.service.open_sessions():
         provider = services.providers.get(record.provider)
         survives = provider is not None and provider.capabilities.survives_restart
+        if leases is not None:
+            if survives or not leases.holds(session_lease(record.id)):
+                continue
         if services.settings.stop_sessions_on_shutdown or not survives:
-            try:
-                await asyncio.wait_for(services.service.stop(record.id, "the server shut down"), 30)
-            except Exception:
-                log.exception("could not end session %s at shutdown", record.id)
+            ending.append(end(record.id))
+    await asyncio.gather(*ending)
 
 
 def print_banner(settings: Settings) -> None:
@@ -332,3 +409,13 @@ def print_banner(settings: Settings) -> None:
     for item in component_status(settings):
         mark = "on " if item.enabled else "off"
         print(f"  [{mark}] {item.kind:<8} {item.name:<10} {item.detail}", flush=True)
+    print(f"  stored credentials are encrypted with {storage_key_source(settings)}", flush=True)
+
+
+def storage_key_source(settings: Settings) -> str:
+    """Where the key of stored credentials comes from, for the banner and ``doctor``."""
+    box = secret_box(settings)
+    if not box.from_file:
+        return "STORAGE_KEY"
+    state = "" if box.has_key() else ", made on first use"
+    return f"the key file {box.key_file} (STORAGE_KEY unset; back it up with the database{state})"

@@ -47,14 +47,13 @@ def _async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
 
 
 async def _with_store(body: Callable[[Any], Awaitable[T]]) -> T:
-    from bot.storage import SqliteStore
+    from bot.app import open_database
 
-    settings = _settings()
-    store = await SqliteStore.open(settings.database_path, settings.default_limits())
+    backend = await open_database(_settings())
     try:
-        return await body(store)
+        return await body(backend.store)
     finally:
-        await store.close()
+        await backend.close()
 
 
 @click.group()
@@ -215,12 +214,13 @@ async def discord_sync(guild_id: int | None) -> None:
 @_async
 async def doctor() -> None:
     """Check the configuration, the database and that configured services answer."""
-    from bot.app import component_status
+    from bot.app import component_status, storage_key_source
     from bot.doctor import run_checks
 
     settings = _settings()
     for item in component_status(settings):
         click.echo(f"[{'on ' if item.enabled else 'off'}] {item.name:<10} {item.detail}")
+    click.echo(f"stored credentials are encrypted with {storage_key_source(settings)}")
     failed = 0
     for name, ok, detail in await run_checks(settings, espeak=shutil.which("espeak-ng")):
         failed += not ok
@@ -228,6 +228,59 @@ async def doctor() -> None:
         click.echo(f"{mark} {name:<18} {detail}")
     if failed:
         sys.exit(1)
+
+
+# ---------------------------------------------------------------- secrets
+@main.group("secrets")
+def secrets_group() -> None:
+    """The key that encrypts stored credentials (Slack tokens, the generated link secret)."""
+
+
+@secrets_group.command("generate")
+def secrets_generate() -> None:
+    """Print a new key for STORAGE_KEY."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+@secrets_group.command("rotate")
+@_async
+async def secrets_rotate() -> None:
+    """Encrypt every stored credential again with the current key.
+
+    With STORAGE_KEY: put the new key first and the old one after it, run this, then remove
+    the old key. Without it: a new key is added to the key file, every credential is encrypted
+    with it, and the old key is removed from the file.
+    """
+    from cryptography.fernet import Fernet
+
+    from bot.app import secret_box
+    from bot.core.ports import SecretsStore
+    from bot.storage.secrets import write_key_file
+
+    settings = _settings()
+    box = secret_box(settings)
+
+    async def body(store: SecretsStore) -> int:
+        if box.has_key():
+            await store.check_storage_key(box)
+        if not box.from_file:
+            return await store.reseal_secrets(box)
+        old = box.keys(create=True)
+        # New key first, old ones kept, until every value is sealed with the new one.
+        write_key_file(box.key_file, [Fernet.generate_key(), *old])
+        box.reload()
+        count = await store.reseal_secrets(box)
+        write_key_file(box.key_file, box.keys(create=False)[:1])
+        box.reload()
+        return count
+
+    count = await _with_store(body)
+    click.echo(f"re-encrypted {count} stored credential(s) with the current key")
+    if not box.from_file and len(box.keys(create=False)) > 1:
+        click.echo("every stored credential now opens with the first key of STORAGE_KEY alone: "
+                   "you may remove the others")
 
 
 # ---------------------------------------------------------------- setup (bot/cli_setup.py)

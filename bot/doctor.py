@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import httpx
 
-from bot.core.errors import StoreUnavailable
+from bot.core.errors import ConfigError, StoreUnavailable
+from bot.core.ice import display_url
+from bot.core.ports import SecretsStore
 from bot.platforms.token_checks import check_discord, check_slack, check_slack_app_token
 from bot.providers.registry import VENDORS
 from bot.settings import Settings
-from bot.storage import SqliteStore
 
 Check = tuple[str, bool, str]
 
@@ -30,17 +31,25 @@ async def run_checks(settings: Settings, *, espeak: str | None) -> list[Check]:
 
 
 async def _database(settings: Settings) -> Check:
+    from bot.app import open_database
+
+    where = settings.database_path if settings.database_url is None else "DATABASE_URL"
     try:
-        store = await SqliteStore.open(settings.database_path, settings.default_limits())
-    except StoreUnavailable as exc:  # names the path and the cause itself
+        backend = await open_database(settings)
+    except StoreUnavailable as exc:  # names the database and the cause itself
         return ("database", False, exc.user_message)
     except Exception as exc:  # noqa: BLE001 - any failure to open is what this check reports
-        return ("database", False, f"{settings.database_path}: {exc}")
+        # A PostgreSQL driver's text may quote the URL: only the error's kind is shown then.
+        why = str(exc) if settings.database_url is None else type(exc).__name__
+        return ("database", False, f"{where}: {why}")
     try:
-        problems = await store.verify()
-        in_doubt = await store.list_bookings(("in_doubt",))
+        problems = await backend.store.verify()
+        in_doubt = await backend.store.list_bookings(("in_doubt",))
+        key_check = await _storage_key(settings, backend.store)
     finally:
-        await store.close()
+        await backend.close()
+    if key_check is not None:
+        return key_check
     if in_doubt and not problems:
         charge = sum(b.likely_charge for b in in_doubt)
         return ("database", True, f"WARNING: {len(in_doubt)} vendor booking(s) in doubt "
@@ -49,7 +58,20 @@ async def _database(settings: Settings) -> Check:
     if problems:
         detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
         return ("database", False, detail)
-    return ("database", True, f"{settings.database_path} (ledger ok)")
+    return ("database", True, f"{backend.where} (ledger ok)")
+
+
+async def _storage_key(settings: Settings, store: SecretsStore) -> Check | None:
+    """A failed check when the configured key cannot open the stored credentials."""
+    from bot.app import secret_box
+
+    try:
+        box = secret_box(settings)
+        if box.has_key():  # doctor does not make the key file
+            await store.check_storage_key(box)
+    except ConfigError as exc:
+        return ("database", False, exc.user_message)
+    return None
 
 
 def _endpoints(settings: Settings) -> list[tuple[str, str]]:
@@ -67,8 +89,9 @@ def _endpoints(settings: Settings) -> list[tuple[str, str]]:
 
 async def _reachable(http: httpx.AsyncClient, name: str, url: str) -> Check:
     """Any HTTP answer counts: this checks the network path, not the credentials."""
+    shown = display_url(url)  # a password in a base URL is not printed
     try:
         response = await http.get(url)
     except httpx.HTTPError as exc:
-        return (name, False, f"{url} unreachable ({type(exc).__name__})")
-    return (name, True, f"{url} answered HTTP {response.status_code}")
+        return (name, False, f"{shown} unreachable ({type(exc).__name__})")
+    return (name, True, f"{shown} answered HTTP {response.status_code}")

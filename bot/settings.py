@@ -11,7 +11,16 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    AnyUrl,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
@@ -45,10 +54,17 @@ class Settings(BaseSettings):
 
     # --- process, web, database
     database_path: Path = Path("avatarbot.db")
+    # PostgreSQL instead of the SQLite file (several workers on one database); may hold a password.
+    database_url: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: AnyHttpUrl | None = None
     secret_key: SecretStr | None = None
+    # Fernet key(s) sealing stored credentials, comma-separated, the first one writes
+    # (bot/storage/secrets.py); unset: a key file next to the database, made on first use.
+    storage_key: SecretStr | None = None
+    # Reverse proxies whose X-Forwarded-For/-Proto or Forwarded headers are believed (CIDRs).
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # --- vendors
@@ -124,6 +140,16 @@ class Settings(BaseSettings):
     # How long a shutdown waits for starts in flight before cutting them.
     shutdown_start_wait_s: float = Field(default=30.0, ge=0, le=600)
 
+    # how many sessions a shutdown ends at the same time (each waits for its vendor's stop)
+    shutdown_parallelism: int = Field(default=32, ge=1, le=1000)
+
+    # --- several workers (docs/scale-out.md): unset, nothing changes. Redis then carries the
+    # events between workers, the session leases, Slack event dedupe and the web rate limits.
+    redis_url: SecretStr | None = None  # redis://[:password@]host:port/db; may hold a password
+    redis_prefix: str = Field(default="avatarbot:", min_length=1, max_length=64)
+    # A dead worker's sessions are taken over within this plus one reaper tick.
+    lease_ttl_s: float = Field(default=10.0, ge=1, le=120)
+
     # --- the viewer relay (vendors reached through the page's media room: AKool)
     relay_max_wait_s: int = Field(default=120, ge=5, le=3600)
 
@@ -140,6 +166,11 @@ class Settings(BaseSettings):
     local_max_viewers_per_session: int = Field(default=10, ge=1, le=10_000)
     local_speech_buffer_bytes: int = Field(default=960_000, ge=96_000, le=100_000_000)
     local_max_pending_says: int = Field(default=4, ge=1, le=100)
+    # TURN for viewers with per-viewer credentials minted from a shared secret (coturn's
+    # use-auth-secret; docs/browser.md). Static TURN credentials are never sent to browsers.
+    turn_urls: IdList = Field(default_factory=list)
+    turn_shared_secret: SecretStr | None = None
+    turn_ttl_s: int = Field(default=3600, ge=60, le=86400)
 
     # --- Discord
     discord_token: SecretStr | None = None
@@ -170,6 +201,7 @@ class Settings(BaseSettings):
     llm_model: str | None = None
 
     @field_validator("discord_guild_ids", "slack_admin_user_ids", "operator_user_ids",
+                     "turn_urls", "trusted_proxies",
                      mode="before")
     @classmethod
     def _split_ids(cls, v: Any) -> Any:
@@ -182,6 +214,38 @@ class Settings(BaseSettings):
     def _no_raw_webrtc(cls, v: str) -> str:
         if v == "webrtc":
             raise ValueError(HEYGEN_V1_REFUSED)
+        return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_userinfo(cls, v: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        # Links built on it are posted in chat and shown to every visitor.
+        if v is not None and (v.username or v.password):
+            raise ValueError("must not hold a user name or password")
+        return v
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("turn:", "turns:")) or "@" in url:
+                raise ValueError(f"{url!r}: each must be a turn: or turns: URL without user info")
+        return v
+
+    @model_validator(mode="after")
+    def _turn_secret(self) -> Settings:
+        if self.turn_urls and self.turn_shared_secret is None:
+            raise ValueError("TURN_URLS needs TURN_SHARED_SECRET (coturn's static-auth-secret)")
+        return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:5432/dbname); "
+                "for a SQLite file leave it unset and set DATABASE_PATH"
+            )
         return v
 
     @field_validator("local_ice_servers", mode="before")

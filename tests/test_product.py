@@ -1,5 +1,6 @@
 """The whole product as an operator runs it: ``avatarbot run`` in its own process, configured only
-through the environment, against fake Discord, fake Slack and a fake vendor; then SIGTERM."""
+through the environment, against fake Discord, fake Slack and a fake vendor; then SIGTERM. On a
+SQLite file and on PostgreSQL (``DATABASE_URL``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.backends import BACKENDS, open_store
 from tests.discord.conftest import MEMBER_PERMS
 from tests.discord.test_session_flow import start_session
 from tests.fakes.a2e import FakeA2E
@@ -41,6 +43,15 @@ async def cli(env: dict[str, str], *args: str) -> str:
     return out.decode()
 
 
+@pytest.fixture(params=BACKENDS)
+def database(request, tmp_path) -> dict[str, str]:
+    """The environment that picks the database: a new SQLite file, or this run's PostgreSQL."""
+    if request.param == "sqlite":
+        return {"DATABASE_PATH": str(tmp_path / "product.db")}
+    return {"DATABASE_URL": request.getfixturevalue("pg_url"),
+            "DATABASE_PATH": str(tmp_path / "never-made.db")}
+
+
 @pytest.fixture
 async def fakes():
     discord_fake = await FakeDiscord().start()
@@ -53,12 +64,16 @@ async def fakes():
     await discord_fake.close()
 
 
-async def test_run_serves_discord_slack_and_viewer_then_shuts_down_cleanly(tmp_path, fakes):
+async def test_run_serves_discord_slack_and_viewer_then_shuts_down_cleanly(
+    tmp_path, fakes, database
+):
     discord_fake, slack, a2e = fakes
+    if "DATABASE_URL" in database:  # empty tables, as a new SQLite file would have
+        await (await open_store("postgres", database["DATABASE_URL"])).close()
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "SLACK_", "A2E_"))},
-        "DATABASE_PATH": str(tmp_path / "product.db"), "PORT": str(port),
+        **database, "PORT": str(port),
         "DISCORD_TOKEN": "discord-product-token", "DISCORD_API_BASE": discord_fake.api_base,
         "DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{discord_fake.port}/gateway",
         "SLACK_SIGNING_SECRET": SLACK_SECRET, "SLACK_BOT_TOKEN": "xoxb-product-test",
@@ -108,6 +123,7 @@ async def test_run_serves_discord_slack_and_viewer_then_shuts_down_cleanly(tmp_p
     assert proc.returncode == 0, rest.decode()[-2000:]
     assert a2e.open_rooms() == []  # paid sessions ended at shutdown
     assert "ledger ok" in await cli(env, "ledger", "verify")
+    assert not (tmp_path / "never-made.db").exists(), "DATABASE_URL set, yet the file was used"
     assert "no sessions" in await cli(env, "sessions", "list")
     log = banner + rest.decode()
     for secret in ("discord-product-token", "xoxb-product-test", SLACK_SECRET, a2e.api_key):

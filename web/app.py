@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.core.errors import (
@@ -23,6 +23,8 @@ from bot.core.errors import (
     ProviderError,
     SessionNotFound,
     SessionNotLive,
+    StoreFault,
+    StoreUnavailable,
     TenantNotFound,
 )
 from bot.core.links import ViewerLinks
@@ -33,7 +35,9 @@ from web import home, viewer
 from web.context import WEB, WebContext, make_templates, static_dir
 from web.hub import ViewerHub
 from web.metrics import WebMetrics
+from web.proxy import forwarded_middleware
 from web.security import RateLimits, add_security_headers
+from web.shared_limits import SharedRateLimiter, shared_rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +54,12 @@ ERROR_STATUS: dict[type[AvatarBotError], int] = {
     ConfigError: 500,
     ProviderError: 502,
     AtCapacity: 503,  # this server is full (local-avatar caps): the same request works later
+    StoreFault: 503,
+    StoreUnavailable: 503,
 }
 RETRY_AFTER_S = 30  # what a full server tells clients to wait (AtCapacity)
+# Seconds a client is asked to wait after a database fault (SQLite's busy timeout is 5 s).
+STORE_RETRY_AFTER_S = 5
 
 
 def error_status(exc: AvatarBotError) -> int:
@@ -71,6 +79,14 @@ async def core_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """
     try:
         return await handler(request)
+    except (StoreFault, StoreUnavailable) as exc:
+        # The cause is for the operator; the visitor learns only that it is temporary.
+        log.warning("%s %s: database fault: %s", request.method, request.path,
+                    getattr(exc, "cause", exc))
+        return web.json_response(
+            {"error": "The service is briefly unavailable; nothing was changed. Try again."},
+            status=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
     except AvatarBotError as exc:
         if isinstance(exc, ProviderError):
             log.warning("%s %s failed: %r", request.method, request.path, exc)
@@ -86,6 +102,7 @@ def create_app(
     settings: Settings,
     status: list[ComponentStatus],
     rate_limits: RateLimits | None = None,
+    shared_limiter: SharedRateLimiter | None = None,
 ) -> web.Application:
     """Build the web app: home and playground, viewer pages, WebSocket, signalling, metrics.
 
@@ -95,12 +112,19 @@ def create_app(
         settings: the process settings.
         status: what is configured and what is missing, for the home page.
         rate_limits: per-IP limits (defaults suit production).
+        shared_limiter: with several workers, a counter they share, capping each IP's total
+            (``web/shared_limits.py``).
     """
     # Signalling bodies carry SDP; nothing we accept is larger than this.
-    app = web.Application(client_max_size=256 * 1024, middlewares=[core_errors])
+    limits = rate_limits or RateLimits()
+    # The forwarded middleware runs first, so that every handler (and the shared rate limit)
+    # sees the client's address.
+    middlewares: list[Middleware] = [forwarded_middleware(settings.trusted_proxies), core_errors]
+    if shared_limiter is not None:
+        middlewares.append(shared_rate_limit(shared_limiter, limits))
+    app = web.Application(client_max_size=256 * 1024, middlewares=middlewares)
     metrics = WebMetrics()
     hub = ViewerHub(service, metrics)
-    limits = rate_limits or RateLimits()
     app[WEB] = WebContext(
         service=service, links=links, settings=settings, status=list(status), hub=hub,
         metrics=metrics, limits=limits, buckets=limits.buckets(), templates=make_templates(),
@@ -126,20 +150,23 @@ async def _close_hub(app: web.Application) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the process answers and its store can be read."""
+    """Liveness: the process answers and its store can be read (one trivial statement)."""
     ctx = request.app[WEB]
     try:
-        await ctx.service.open_sessions()
+        await ctx.service.healthy()
     except Exception:  # noqa: BLE001 - whatever the failure, the process is not healthy
         return web.json_response({"ok": False}, status=503)
     return web.json_response({"ok": True})
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    """Prometheus text format."""
+    """Prometheus text format; session gauges come from counts kept by events, not a load."""
     ctx = request.app[WEB]
-    records = await ctx.service.open_sessions()
-    ctx.metrics.live_sessions.set(sum(1 for r in records if r.state is SessionState.LIVE))
+    counts = ctx.service.counts
+    if not counts.loaded:  # an app built without the composition root (tests, embedding)
+        await counts.load()
+    ctx.metrics.live_sessions.set(counts.count(SessionState.LIVE))
+    ctx.metrics.open_sessions.set(counts.open)
     in_doubt = await ctx.service.bookings.in_doubt_bookings()
     ctx.metrics.bookings_in_doubt.set(len(in_doubt))
     ctx.metrics.in_doubt_charge.set(sum(b.likely_charge for b in in_doubt))

@@ -37,6 +37,7 @@ from bot.core.errors import (
 from bot.core.models import PLAYGROUND, Capabilities, SessionRecord, SessionState
 from bot.core.service import StartCommand, readable_text
 from web.context import WEB, WebContext
+from web.security import same_origin
 from web.viewer import session_for, too_many
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,9 @@ def playground_caps(ctx: WebContext) -> Capabilities | None:
 async def home(request: web.Request) -> web.Response:
     """What is configured, how many sessions are live, and the playground."""
     ctx = request.app[WEB]
-    open_sessions = await ctx.service.open_sessions()
-    live = sum(1 for r in open_sessions if r.state is SessionState.LIVE)
+    if not ctx.service.counts.loaded:
+        await ctx.service.counts.load()
+    live = ctx.service.counts.count(SessionState.LIVE)
     enabled, why = playground_state(ctx)
     resp = ctx.render(
         "home.html", status_items=ctx.status, live=live, playground=enabled,
@@ -237,8 +239,8 @@ def _not_found() -> web.Response:
 
 def _same_origin(request: web.Request) -> bool:
     """Refuse cross-site posts: the browser's ``Origin`` must be ours when it sends one."""
-    origin = request.headers.get("Origin")
-    return origin is None or origin == f"{request.scheme}://{request.host}"
+    public = request.app[WEB].settings.public_url
+    return same_origin(request, str(public) if public is not None else None)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

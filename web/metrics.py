@@ -13,6 +13,10 @@ class WebMetrics:
         self.live_sessions = Gauge(
             "avatarbot_live_sessions", "Sessions that are live now", registry=self.registry
         )
+        self.open_sessions = Gauge(
+            "avatarbot_open_sessions", "Sessions pending, live or ending now",
+            registry=self.registry,
+        )
         self.viewers = Gauge(
             "avatarbot_viewers", "Viewer pages connected by WebSocket", registry=self.registry
         )

@@ -148,5 +148,22 @@ class RateLimits:
 
 
 def client_ip(request: web.Request) -> str:
-    """The peer address (a proxy in front should set it correctly; no header is trusted)."""
+    """The client's address: the peer's, or what a trusted proxy says (web/proxy.py)."""
     return request.remote or "unknown"
+
+
+def same_origin(request: web.Request, public_url: str | None) -> bool:
+    """Whether a state-changing request comes from our own pages.
+
+    The browser's ``Origin`` (which a page cannot forge) must be ``PUBLIC_URL``'s origin, or
+    the origin the request itself was addressed to (direct access, e.g. on localhost). A request
+    without ``Origin`` is not from a cross-site page of a current browser and passes.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    allowed = {f"{request.scheme}://{request.host}"}
+    public = origin_of(public_url) if public_url else None
+    if public is not None:
+        allowed.add(public)
+    return origin in allowed

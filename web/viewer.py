@@ -29,11 +29,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bot.core.errors import AvatarBotError, SessionNotFound
+from bot.core.errors import AvatarBotError, SessionNotFound, StoreFault
+from bot.core.ice import minted_turn_server, public_ice_servers
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
 from bot.core.transcripts import speaker_label, transcript_filename, transcript_text
@@ -52,6 +54,8 @@ MAX_SDP = 64 * 1024
 MAX_CANDIDATE = 2048
 WS_HEARTBEAT_S = 25.0
 MAX_ACK_IDS = 200
+# The provider whose WebRTC peer is this server (bot/providers/local).
+LOCAL = "local"
 
 
 def setup(app: web.Application) -> None:
@@ -145,7 +149,7 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         elif viewer.transport == "livekit":
             media = {"url": viewer.url, "token": viewer.token}
         else:
-            media = {"ice_servers": viewer.ice_servers}
+            media = {"ice_servers": viewer_ice_servers(ctx, record)}
     return {
         "token": token,
         "role": claims.role,
@@ -164,10 +168,31 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
     }
 
 
+def viewer_ice_servers(ctx: WebContext, record: SessionRecord) -> list[dict[str, Any]]:
+    """The ICE servers of one page load of a WebRTC session.
+
+    A vendor's (HeyGen v1) are the vendor's own per-session ones, passed on as they are. For
+    the local avatar, whose peer is this server, a page gets the credential-free entries and,
+    with ``TURN_URLS``, TURN credentials minted for this page alone (bot/core/ice.py); static
+    credentials never reach a browser.
+    """
+    servers = record.viewer.ice_servers if record.viewer is not None else []
+    if record.provider != LOCAL:
+        return servers
+    out = public_ice_servers(servers)
+    settings = ctx.settings
+    if settings.turn_urls and settings.turn_shared_secret is not None:
+        out.append(minted_turn_server(
+            settings.turn_urls, settings.turn_shared_secret.get_secret_value().encode(),
+            secrets.token_hex(8), settings.turn_ttl_s,
+        ))
+    return out
+
+
 # Shown when the local avatar's video never arrives: what whoever runs the server can change.
 OPERATOR_HINT = (
     "If you run this server: viewers behind strict firewalls need a TURN relay, set with "
-    "LOCAL_ICE_SERVERS; for testing with the browser on the same machine, set "
+    "TURN_URLS and TURN_SHARED_SECRET; for testing with the browser on the same machine, set "
     "LOCAL_ALLOW_LOOPBACK=true."
 )
 
@@ -302,7 +327,13 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
     try:
         # The session may have ended between the check above and the join (its end event
         # then went by before this page's room listened).
-        record = await ctx.service.get(record.id)
+        try:
+            record = await ctx.service.get(record.id)
+        except StoreFault as exc:
+            # The socket is open: no JSON error can be sent; the page retries on this code.
+            log.warning("viewer socket: database fault: %s", exc.cause)
+            await ws.close(code=WSCloseCode.TRY_AGAIN_LATER)
+            return ws
         if not record.state.is_open:
             await ws.send_json({"type": "end", "summary": None})
             await ws.close()

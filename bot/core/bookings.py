@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -198,17 +199,20 @@ class BookingKeeper:
         await self.released(booking.session_id, note)
         return True
 
-    async def resolve_after_crash(self, providers: dict[str, AvatarProvider]) -> list[str]:
+    async def resolve_after_crash(
+        self, providers: dict[str, AvatarProvider], skip: Collection[str] = ()
+    ) -> list[str]:
         """Resolve every booking a crash or a shutdown left; return the providers to sweep.
 
         A booked session whose row never went live (or has closed) is ended at its vendor; an
         unanswered intent is resolved by what its vendor can tell (see the module docstring).
         Intents at vendors that list their sessions are left to the caller's orphan sweep; it
-        then calls ``released_after_sweep``.
+        then calls ``released_after_sweep``. Sessions in ``skip`` (held by another live worker)
+        are left to that worker.
         """
         to_sweep: set[str] = set()
         for booking in await self.store.list_bookings(("intent", "booked")):
-            if booking.deployment_id != self.deployment_id:
+            if booking.deployment_id != self.deployment_id or booking.session_id in skip:
                 continue
             prov = providers.get(booking.provider)
             if prov is None:

@@ -57,6 +57,20 @@ class StoreUnavailable(AvatarBotError):
         self.cause = cause
 
 
+class StoreFault(AvatarBotError):
+    """The open database failed an operation (locked past the busy timeout, read-only, full).
+
+    The operation's transaction was rolled back: nothing it would have changed was changed.
+    ``user_message`` names no path; ``cause`` says what went wrong, for the log.
+    """
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(
+            "The database is not available right now; nothing was changed. Try again shortly."
+        )
+        self.cause = cause
+
+
 class InvalidRequest(AvatarBotError):
     """A command argument is out of range or malformed."""
 

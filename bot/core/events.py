@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -90,22 +90,79 @@ class VendorEnded(Event):
 
 AnyEvent = StateChanged | Transcript | Warning | Ended | Relay | VendorEnded
 
+# Every event class by its ``kind`` tag: what a bus between processes decodes with.
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (StateChanged, Transcript, Warning, Ended, Relay, VendorEnded)
+}
+
+
+class EventBus(Protocol):
+    """Carries this process's events to the other workers (``bot/cluster``, over Redis).
+
+    ``send`` must not block: the event has already reached this process's subscribers. Events
+    from other workers come back in through ``EventHub.deliver_remote``.
+    """
+
+    def send(self, event: AnyEvent) -> None:
+        """Queue ``event`` for the other workers."""
+        ...
+
 
 class EventHub:
-    """In-process publish/subscribe keyed by session id (``None`` subscribes to all sessions)."""
+    """In-process publish/subscribe keyed by session id (``None`` subscribes to all sessions).
+
+    With several workers, ``bus`` mirrors what is published here to the others, and their events
+    arrive through ``deliver_remote``. A subscriber whose work must happen once in the cluster,
+    not once per worker (keeping transcript lines, say), subscribes with ``remote=False``.
+    """
 
     def __init__(self, queue_size: int = 256) -> None:
         from bot.core.relay import RelayOutboxes  # it publishes on this hub
 
         self._queue_size = queue_size
         self._subs: dict[str | None, set[asyncio.Queue[AnyEvent]]] = {}
+        self._local_only: set[asyncio.Queue[AnyEvent]] = set()
         # Messages for viewer pages to send into vendors' media rooms, per session.
         self.relay = RelayOutboxes(self)
+        self._listeners: list[Callable[[AnyEvent], None]] = []
+        self.bus: EventBus | None = None
+
+    def listen(self, callback: Callable[[AnyEvent], None]) -> None:
+        """Call ``callback(event)`` synchronously on every event, before any queue sees it.
+
+        For in-memory indexes that must never miss an event (gauges, the reaper's due times):
+        a queue subscriber can fall behind and lose events, a listener cannot. Callbacks must
+        be quick and must not raise. Events from other workers (``deliver_remote``) reach them
+        too, so counts kept this way cover the whole cluster.
+        """
+        self._listeners.append(callback)
+
+    def unlisten(self, callback: Callable[[AnyEvent], None]) -> None:
+        """Stop calling ``callback``."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
 
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""
+        self._fanout(event, remote=False)
+        if self.bus is not None:
+            self.bus.send(event)
+
+    def deliver_remote(self, event: AnyEvent) -> None:
+        """Deliver an event another worker published (it is not sent on again)."""
+        self._fanout(event, remote=True)
+
+    def _fanout(self, event: AnyEvent, *, remote: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # one broken index must not stop the others
+                log.exception("event listener failed")
         for key in (event.session_id, None):
             for queue in self._subs.get(key, ()):
+                if remote and queue in self._local_only:
+                    continue
                 if queue.full():
                     queue.get_nowait()
                     log.warning("slow event subscriber; dropped an event", extra={"session": key})
@@ -113,14 +170,20 @@ class EventHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, session_id: str | None = None
+        self, session_id: str | None = None, *, remote: bool = True
     ) -> AsyncIterator[asyncio.Queue[AnyEvent]]:
-        """Yield a queue receiving the session's events until the block exits."""
+        """Yield a queue receiving the session's events until the block exits.
+
+        ``remote=False`` leaves out events published by other workers.
+        """
         queue: asyncio.Queue[AnyEvent] = asyncio.Queue(self._queue_size)
         self._subs.setdefault(session_id, set()).add(queue)
+        if not remote:
+            self._local_only.add(queue)
         try:
             yield queue
         finally:
+            self._local_only.discard(queue)
             subs = self._subs.get(session_id)
             if subs is not None:
                 subs.discard(queue)

@@ -31,7 +31,16 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode the one canonical form ``_b64`` writes, else ``ValueError``.
+
+    Python's decoder is lenient: it drops characters outside the alphabet, accepts ``+``/``/``
+    and padding, and ignores the unused low bits of the last character. Any of those would let
+    several strings open the same link, so the decoded bytes must encode back to ``text``.
+    """
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:
+        raise ValueError("not the canonical encoding")
+    return data
 
 
 class ViewerLinks:

@@ -1,8 +1,11 @@
 """What the core and the adapters need from persistence.
 
-Implemented in ``bot/storage`` (``SqliteStore``, ``SqliteSlackInstallStore``); SQL lives only
-there. A second backend (PostgreSQL, say) is an added module in ``bot/storage`` implementing
-these protocols, chosen in the composition root (``bot/app.py``).
+Implemented in ``bot/storage``: ``SqliteStore`` and ``SqliteSlackInstallStore`` (the default),
+``PostgresStore`` and ``PostgresSlackInstallStore`` (``DATABASE_URL``); SQL lives only there.
+The composition root (``bot/app.py``) picks one; ``tests/core/test_sql_layer.py`` fails while a
+method here is missing from either backend. ``SecretsStore`` (the sealed credentials of
+docs/secrets.md) is implemented by both session stores, so the key check, the sealing of old plain
+rows, the link secret and rotation work the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 41 methods:
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 46 methods, plus
+    ``note_activity`` (not awaited):
 
     Tenants and limits
         - ``ensure_tenant``: create the tenant if new.
@@ -56,9 +60,14 @@ class SessionStore(Protocol):
         - ``finish_session``: ending -> ended, settling and releasing.
         - ``schedule_stop_retry``: count a failed vendor stop and when to retry.
         - ``update_session``: set plain fields (mode, knowledge, activity, avatar name).
+        - ``set_session_fields``: the same without reading the row back.
+        - ``note_activity``: remember people used a session (stored in batches, read at once).
+        - ``flush_activity``: store the noted activity times now.
         - ``get_session``: one session or ``SessionNotFound``.
         - ``list_sessions``: sessions newest first, by tenant and state.
-        - ``open_sessions``: every pending, live or ending session.
+        - ``open_sessions``: every pending, live or ending session (of one tenant).
+        - ``open_sessions_in``: a tenant's open sessions bound to one platform channel.
+        - ``open_states``: the state of every open session, by id.
 
     Chat bindings
         - ``bind_chat``: bind a platform thread to a session.
@@ -83,9 +92,13 @@ class SessionStore(Protocol):
 
     Process state and checks
         - ``data_version``: a number that changes when another process commits.
+        - ``ping``: raise unless the store answers a trivial statement.
         - ``remember_request``: record a signed request; False when it is a replay.
-        - ``get_or_set_meta``: a stored value, set first if missing (the link secret).
+        - ``get_or_set_meta``: a stored value, set first if missing (the playground top-up, the
+          deployment id).
         - ``verify``: every mismatch between the ledger entries and the cached balances.
+
+    Both backends' stores also implement ``SecretsStore`` (the sealed credentials).
     """
 
     async def ensure_tenant(self, tenant: str) -> None:
@@ -172,6 +185,18 @@ class SessionStore(Protocol):
         """Set plain fields."""
         ...
 
+    async def set_session_fields(self, session_id: str, **fields: Any) -> None:
+        """Set plain fields; nothing is read back."""
+        ...
+
+    def note_activity(self, session_id: str, at: datetime) -> None:
+        """Remember activity; every read sees it at once, the write comes batched."""
+        ...
+
+    async def flush_activity(self) -> None:
+        """Store the noted activity times now."""
+        ...
+
     async def get_session(self, session_id: str) -> SessionRecord:
         """One session or ``SessionNotFound``."""
         ...
@@ -185,8 +210,22 @@ class SessionStore(Protocol):
         """Sessions, newest first."""
         ...
 
-    async def open_sessions(self) -> list[SessionRecord]:
-        """Every pending, live or ending session."""
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Every pending, live or ending session (of one tenant)."""
+        ...
+
+    async def open_sessions_in(
+        self, tenant: str, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """A tenant's open sessions bound to one platform channel, newest first."""
+        ...
+
+    async def open_states(self) -> dict[str, SessionState]:
+        """Every open session's state by id."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise unless the store answers."""
         ...
 
     async def bind_chat(self, binding: ChatBinding) -> None:
@@ -351,4 +390,66 @@ class SlackInstallStore(Protocol):
 
     async def remember_event(self, event_id: str, team_id: str | None) -> bool:
         """Record an Events API delivery; False when this event id was seen before."""
+        ...
+
+    async def aclose(self) -> None:
+        """Store what is still held in memory (seen event ids); called before the store closes."""
+        ...
+
+
+class CredentialBox(Protocol):
+    """What a store needs of the key that seals stored credentials.
+
+    That is ``SecretBox`` (``bot/storage/secrets.py``): a sealed value is ``fernet:<token>``; an
+    older plain one passes through ``open`` as it is.
+    """
+
+    #: how the key is named in messages (``STORAGE_KEY`` or the key file's path), never the key
+    source: str
+
+    def has_key(self) -> bool:
+        """Whether a key exists yet (without making one)."""
+        ...
+
+    def seal(self, plain: str) -> str:
+        """``plain`` sealed with the current key (making the key file on first use)."""
+        ...
+
+    def open(self, stored: str) -> str:
+        """The plain value of a stored one; ``WrongStorageKey`` when no key opens it."""
+        ...
+
+    def reseal(self, stored: str) -> str:
+        """``stored`` (sealed or plain) sealed again with the current key."""
+        ...
+
+
+class SecretsStore(Protocol):
+    """The credentials a store keeps sealed (docs/secrets.md), whichever database holds them.
+
+    Sealed: the Slack installation and bot rows' ``data`` (their tokens) and the generated
+    viewer-link secret; a known check value sealed with the key finds a wrong key at startup.
+    Each call is one transaction. The 4 methods:
+
+    - ``check_storage_key``: open the check value (``WrongStorageKey`` if the key is not the
+      one the database was sealed with); write it if a key exists and there is none yet.
+    - ``seal_plain_secrets``: seal the credential rows still in plain text; how many.
+    - ``link_secret``: the stored viewer-link secret, storing ``fresh`` (sealed) if there is none.
+    - ``reseal_secrets``: seal every stored credential again with the box's current key; how many.
+    """
+
+    async def check_storage_key(self, box: CredentialBox) -> None:
+        """Open (or first write) the check value; ``WrongStorageKey`` for a wrong key."""
+        ...
+
+    async def seal_plain_secrets(self, box: CredentialBox) -> int:
+        """Seal credentials stored in plain text (from before encryption); how many."""
+        ...
+
+    async def link_secret(self, box: CredentialBox, fresh: str) -> str:
+        """The stored link secret (plain), storing ``fresh`` sealed if there is none."""
+        ...
+
+    async def reseal_secrets(self, box: CredentialBox) -> int:
+        """Seal every stored credential again with the current key; how many."""
         ...

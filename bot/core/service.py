@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from bot.core.bookings import BookingKeeper
+from bot.core.counts import SessionCounts
 from bot.core.errors import (
     AvatarBotError,
     InvalidRequest,
@@ -116,6 +117,8 @@ class SessionService:
         self.bookings = bookings or BookingKeeper(store, stop_timeout_s=stop_timeout_s)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._accepting = True
+        #: open sessions by state, kept from this hub's events (``/metrics``, the home page)
+        self.counts = SessionCounts(store, events)
 
     # ------------------------------------------------------------------ lookups
     def provider(self, name: str) -> AvatarProvider:
@@ -375,7 +378,7 @@ class SessionService:
         """The vendor started but we could not record it: stop it so it costs nothing."""
         await self._stop_unrecorded(record, prov, ps)
         try:
-            await self.store.fail_session(record.id, "could not record the session")
+            await self.fail_session(record.id, "could not record the session")
         except Exception:
             log.exception("could not mark session failed", extra=_ctx(record))
 
@@ -534,8 +537,11 @@ class SessionService:
 
     # ------------------------------------------------------------------ transcripts
     async def keep_transcripts(self) -> None:
-        """Keep every final transcript line in the store (runs until cancelled)."""
-        async with self.events.subscribe(None) as queue:
+        """Keep every final transcript line in the store (runs until cancelled).
+
+        Only lines published by this worker: each worker keeps its own, so each is kept once.
+        """
+        async with self.events.subscribe(None, remote=False) as queue:
             self._transcripts = queue
             try:
                 while True:
@@ -650,7 +656,8 @@ class SessionService:
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
-        await self.store.update_session(session_id, last_activity_at=utcnow())
+        # In memory, stored in batches (no write transaction per message; issue 15).
+        self.store.note_activity(session_id, utcnow())
 
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""
@@ -677,13 +684,13 @@ class SessionService:
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
-        await self.store.update_session(session_id, knowledge=knowledge)
+        await self.store.set_session_fields(session_id, knowledge=knowledge)
 
     async def set_mode(self, session_id: str, mode: Mode, *,
                        tenant: TenantKey | None = None) -> None:
         """Set what plain thread messages do (ask or say)."""
         await self.live(session_id, tenant=tenant)
-        await self.store.update_session(session_id, mode=mode.value)
+        await self.store.set_session_fields(session_id, mode=mode.value)
 
     def _provider_session(self, record: SessionRecord) -> tuple[AvatarProvider, ProviderSession]:
         ps = record.provider_session()
@@ -714,8 +721,34 @@ class SessionService:
     # ------------------------------------------------------------------ listing
     async def open_sessions(self, tenant: TenantKey | None = None) -> list[SessionRecord]:
         """Open sessions of one tenant or of all."""
-        records = await self.store.open_sessions()
-        return [r for r in records if tenant is None or r.tenant == str(tenant)]
+        return await self.store.open_sessions(None if tenant is None else str(tenant))
+
+    async def open_sessions_in(
+        self, tenant: TenantKey, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """The tenant's open sessions bound to one chat channel, newest first.
+
+        One indexed query: what channel-scoped commands (``link``, ``stop``, ``say`` without a
+        session id) use, at the same cost whatever the number of sessions elsewhere.
+        """
+        return await self.store.open_sessions_in(str(tenant), platform, channel_id)
+
+    async def healthy(self) -> None:
+        """Raise unless the store answers (``/healthz``; constant time)."""
+        await self.store.ping()
+
+    async def fail_session(
+        self, session_id: str, reason: str, *, pending_only: bool = False
+    ) -> SessionRecord:
+        """Fail an open session (the reaper's pending timeout) and publish its new state."""
+        record = await self.store.fail_session(session_id, reason, pending_only=pending_only)
+        if record.state is SessionState.FAILED:
+            self._publish_state(record, reason)
+        return record
+
+    def publish_state(self, record: SessionRecord) -> None:
+        """Publish a state change made outside this service (the reaper's reconciliation)."""
+        self._publish_state(record)
 
     async def stop_all(self, reason: str, tenant: TenantKey | None = None) -> list[SessionSummary]:
         """Stop every open session (of one tenant, or all); used at uninstall and shutdown."""

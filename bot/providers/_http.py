@@ -24,6 +24,24 @@ from bot.core.retry import RetryPolicy, with_retry
 
 log = logging.getLogger(__name__)
 
+
+class _RequestLinesAtDebug(logging.Filter):
+    """Turn httpx's per-request INFO lines ("HTTP Request: POST ...") into DEBUG lines.
+
+    At INFO they were one line per thread message (issue 15). Kept when the process logs at
+    DEBUG, dropped otherwise; httpx's warnings and errors are untouched.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+if not any(isinstance(f, _RequestLinesAtDebug) for f in logging.getLogger("httpx").filters):
+    logging.getLogger("httpx").addFilter(_RequestLinesAtDebug())
+
 # Maps (HTTP status, parsed JSON object or {}) to a typed error, or None to use the defaults.
 ErrorHook = Callable[[int, dict[str, Any]], ProviderError | None]
 # Says whether a parsed 2xx body is the vendor's success envelope.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from bot.core.events import EventHub
+from bot.core.ice import display_url
 from bot.core.provider import AvatarProvider
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
@@ -61,7 +62,7 @@ def describe_vendors(settings: Settings) -> list[tuple[str, bool, str]]:
                        "LiveAvatar (set LIVEAVATAR_API_KEY)"
             rows.append((name, False, hint))
             continue
-        why = f"key set, {getattr(settings, f'{name}_base_url')}"
+        why = f"key set, {display_url(str(getattr(settings, f'{name}_base_url')))}"
         if name == "heygen":
             la_key = settings.liveavatar_api_key
             if la_key is not None and la_key.get_secret_value():

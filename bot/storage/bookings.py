@@ -1,7 +1,7 @@
 """SQL of vendor bookings, the operator's ledger, idempotent grants and seen Slack requests.
 
 Plain functions run on the store's writer thread (``SqliteStore.run``/``write``); the async
-methods that call them are on ``SqliteStore``. Schema: ``migrations/0005_bookings.sql``.
+methods that call them are on ``SqliteStore``. Schema: ``migrations/0006_bookings.sql``.
 """
 
 from __future__ import annotations

@@ -2,28 +2,39 @@
 
 Implements ``bot.core.ports.SlackInstallStore`` on the store's one writer, so these rows share
 its file and its transactions. slack-bolt's default stores would write JSON files under
-``~/.bolt-app-installation`` instead.
+``~/.bolt-app-installation`` instead. The ``data`` column holds the tokens, so it is sealed
+(``bot.storage.secrets``): the raw database file never holds a Slack token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 import time
+from collections import OrderedDict
 from typing import Any
 
+from bot.storage.secrets import SecretBox, mark_key
 from bot.storage.sqlite import SqliteStore, _ensure_tenant
+
+log = logging.getLogger(__name__)
 
 # Slack redelivers an event for at most about an hour; ids older than this can go.
 EVENT_MEMORY_S = 3 * 3600
+#: Most event ids kept in memory. Slack retries a delivery three times, the last about five
+#: minutes after the first; at 50,000 ids that is covered up to ~160 events/s sustained, in
+#: ~6 MB. Older ids stay in the table for ``EVENT_MEMORY_S`` but are no longer consulted.
+EVENT_MEMORY_MAX = 50_000
+#: How long new ids wait before one batched write stores them (a crash forgets at most these).
+EVENT_FLUSH_S = 1.0
 
 
 def _key(value: str | None) -> str:
     return value or ""
 
 
-def _data(row: sqlite3.Row | None) -> dict[str, Any] | None:
-    return json.loads(row[0]) if row is not None else None
 
 
 class SqliteSlackInstallStore:
@@ -31,10 +42,29 @@ class SqliteSlackInstallStore:
 
     Args:
         store: the open store whose writer thread runs these statements.
+        box: seals the rows' data; default: the key file next to the database (the composition
+            root passes the one built from ``STORAGE_KEY``).
     """
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: SqliteStore, box: SecretBox | None = None) -> None:
         self._store = store
+        self._box = box or SecretBox.from_settings(None, store.path)
+        # Seen event ids (oldest first) with when they arrived; loaded from the table once.
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+        self._unsaved: list[tuple[str, str | None, float]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+
+    def _seal(self, data: dict[str, Any]) -> str:
+        return self._box.seal(json.dumps(data))
+
+    def _data(self, row: sqlite3.Row | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        data: dict[str, Any] = json.loads(self._box.open(row[0]))
+        return data
 
     async def save_installation(
         self,
@@ -49,12 +79,13 @@ class SqliteSlackInstallStore:
     ) -> None:
         """Insert or replace one user's installation; create and (re)activate a tenant with it."""
         row = (
-            client_id, _key(enterprise_id), _key(team_id), _key(user_id), json.dumps(data),
+            client_id, _key(enterprise_id), _key(team_id), _key(user_id), self._seal(data),
             float(installed_at),
         )
 
         def body(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO slack_installations VALUES (?, ?, ?, ?, ?, ?)", row)
+            mark_key(c, self._box)
             if activate_tenant is not None:
                 _ensure_tenant(c, activate_tenant)
                 c.execute("UPDATE tenants SET active = 1 WHERE tenant = ?", (activate_tenant,))
@@ -71,10 +102,13 @@ class SqliteSlackInstallStore:
         installed_at: float,
     ) -> None:
         """Insert or replace the workspace's bot installation."""
-        row = (client_id, _key(enterprise_id), _key(team_id), json.dumps(data), float(installed_at))
-        await self._store.write(
-            lambda c: c.execute("INSERT OR REPLACE INTO slack_bots VALUES (?, ?, ?, ?, ?)", row)
-        )
+        row = (client_id, _key(enterprise_id), _key(team_id), self._seal(data), float(installed_at))
+
+        def body(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO slack_bots VALUES (?, ?, ?, ?, ?)", row)
+            mark_key(c, self._box)
+
+        await self._store.write(body)
 
     async def find_bot(
         self,
@@ -93,7 +127,7 @@ class SqliteSlackInstallStore:
                 "AND team_id = ?", args,
             ).fetchone()
         )
-        return _data(row)
+        return self._data(row)
 
     async def find_installation(
         self,
@@ -116,7 +150,7 @@ class SqliteSlackInstallStore:
             args = (*args, user_id)
         sql += " ORDER BY installed_at DESC LIMIT 1"
         row = await self._store.run(lambda c: c.execute(sql, args).fetchone())
-        return _data(row)
+        return self._data(row)
 
     async def delete_bot(
         self, client_id: str, *, enterprise_id: str | None, team_id: str | None
@@ -173,17 +207,83 @@ class SqliteSlackInstallStore:
         return await self._store.write(body)
 
     async def remember_event(self, event_id: str, team_id: str | None) -> bool:
-        """Record an Events API delivery; False when this event id was seen before."""
+        """Record an Events API delivery; False when this event id was seen before.
+
+        Answered from memory (no database round trip on the message path, issue 15): the ids
+        of the last ``EVENT_MEMORY_S`` (at most ``EVENT_MEMORY_MAX``) are loaded from the table
+        at the first call, and new ids are written to it in batches, so a redelivery is still
+        recognised after a restart.
+        """
+        if not self._loaded:
+            await self._load()
         now = time.time()
+        seen = self._seen
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if at >= now - EVENT_MEMORY_S and len(seen) < EVENT_MEMORY_MAX:
+                break
+            del seen[oldest]
+        if event_id in seen:
+            return False
+        seen[event_id] = now
+        self._unsaved.append((event_id, team_id, now))
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(EVENT_FLUSH_S, self._flush_soon)
+        return True
 
-        def body(c: sqlite3.Connection) -> bool:
-            c.execute("DELETE FROM slack_events WHERE received_at < ?", (now - EVENT_MEMORY_S,))
-            cur = c.execute(
-                "INSERT OR IGNORE INTO slack_events VALUES (?, ?, ?)", (event_id, team_id, now)
+    async def _load(self) -> None:
+        async with self._load_lock:
+            if self._loaded:
+                return
+            since = time.time() - EVENT_MEMORY_S
+            rows = await self._store.run(
+                lambda c: c.execute(
+                    "SELECT event_id, received_at FROM (SELECT event_id, received_at "
+                    "FROM slack_events WHERE received_at >= ? ORDER BY received_at DESC "
+                    "LIMIT ?) ORDER BY received_at", (since, EVENT_MEMORY_MAX),
+                ).fetchall()
             )
-            return cur.rowcount == 1
+            for event_id, at in rows:
+                self._seen.setdefault(event_id, at)
+            self._loaded = True
 
-        return await self._store.write(body)
+    def _flush_soon(self) -> None:
+        self._flush_timer = None
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.create_task(self._flush_logged(), name="slack-events")
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush_events()
+        except Exception:  # the ids stay in memory; the next batch retries
+            log.exception("could not store seen Slack event ids")
+
+    async def flush_events(self) -> None:
+        """Store the event ids seen since the last batch, and drop expired ones, in one write."""
+        if not self._unsaved:
+            return
+        batch, self._unsaved = self._unsaved, []
+        cutoff = time.time() - EVENT_MEMORY_S
+
+        def body(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM slack_events WHERE received_at < ?", (cutoff,))
+            c.executemany("INSERT OR IGNORE INTO slack_events VALUES (?, ?, ?)", batch)
+
+        try:
+            await self._store.write(body)
+        except BaseException:
+            self._unsaved[:0] = batch
+            raise
+
+    async def aclose(self) -> None:
+        """Store the ids not written yet; call before the store closes."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._flush_task is not None:
+            await asyncio.gather(self._flush_task, return_exceptions=True)
+        await self.flush_events()
 
 
 __all__ = ["EVENT_MEMORY_S", "SqliteSlackInstallStore"]

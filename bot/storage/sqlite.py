@@ -22,6 +22,7 @@ from bot.core.bookings import BilledTo, Booking, BookingState
 from bot.core.errors import (
     InvalidRequest,
     SessionNotFound,
+    StoreFault,
     StoreUnavailable,
     TenantNotFound,
 )
@@ -36,8 +37,11 @@ from bot.core.models import (
     TranscriptLine,
     utcnow,
 )
+from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
 from bot.storage import bookings as bookings_sql
+from bot.storage import secrets as sealed
+from bot.storage.activity import ActivityBuffer
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
@@ -63,6 +67,15 @@ def _row_to_session(row: sqlite3.Row) -> SessionRecord:
         data[key] = json.loads(data[key]) if data[key] else None
     data["handle"] = data["handle"] or {}
     return SessionRecord.model_validate(data)
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``SET`` text and values of an update of a session's plain fields."""
+    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
+    if not fields or set(fields) - allowed:
+        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
+    return ", ".join(f"{k} = ?" for k in fields), values
 
 
 def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -105,7 +118,10 @@ class SqliteStore:
 
     def __init__(self, writer: SqliteWriter, default_limits: Limits) -> None:
         self._writer: SqliteWriter | None = writer
+        self.path = writer.path
         self._defaults = default_limits
+        # Activity times noted but not stored yet (bot/storage/activity.py).
+        self._activity = ActivityBuffer(self._write_activity)
 
     @classmethod
     async def open(cls, path: Path | str, default_limits: Limits | None = None) -> SqliteStore:
@@ -119,8 +135,8 @@ class SqliteStore:
         store = cls(writer, default_limits or Limits())
         try:
             await writer.start()
-            await store.run(_configure)
-            applied = await store.run(apply_migrations)
+            await writer.call(_configure)
+            applied = await writer.call(apply_migrations)
         except (sqlite3.Error, OSError) as exc:
             await store.close()
             raise StoreUnavailable(str(path), _why(Path(path), exc)) from None
@@ -132,16 +148,29 @@ class SqliteStore:
         return store
 
     async def close(self) -> None:
-        """Close the connection and end its thread (idempotent)."""
+        """Store pending activity times, close the connection and end its thread (idempotent)."""
         if self._writer is not None:
+            await self._activity.close()
             writer, self._writer = self._writer, None
             await writer.close()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables."""
+        """Run ``fn(conn, *args)`` on the writer's thread; extensions use this for their tables.
+
+        Raises:
+            StoreFault: the database failed the operation (locked, read-only, disk full,
+                corrupt); its transaction was rolled back. Constraint errors pass unchanged.
+        """
         if self._writer is None:
             raise RuntimeError("store is closed")
-        return await self._writer.call(fn, *args)
+        try:
+            return await self._writer.call(fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreFault(_why(self.path, exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:  # IntegrityError and the like: a bug
+                raise
+            raise StoreFault(_why(self.path, exc)) from exc
 
     async def write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body(conn)`` in one ``BEGIN IMMEDIATE`` transaction."""
@@ -262,21 +291,78 @@ class SqliteStore:
 
     async def update_session(self, session_id: str, **fields: Any) -> SessionRecord:
         """Set plain fields (mode, knowledge, last_activity_at) of a session."""
-        allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-        if not fields or set(fields) - allowed:
-            raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
-        values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
-        assignments = ", ".join(f"{k} = ?" for k in fields)
+        assignments, values = _assignments(fields)
 
         def body(c: sqlite3.Connection) -> SessionRecord:
             c.execute(f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id))
             return _get(c, session_id)
 
-        return await self.write(body)
+        return self._activity.fresh(await self.write(body))
+
+    async def set_session_fields(self, session_id: str, **fields: Any) -> None:
+        """Like ``update_session`` without reading the row back (for callers that drop it)."""
+        assignments, values = _assignments(fields)
+        await self.write(
+            lambda c: c.execute(
+                f"UPDATE sessions SET {assignments} WHERE id = ?", (*values, session_id)
+            )
+        )
+
+    def note_activity(self, session_id: str, at: datetime) -> None:
+        """Record that people used the session at ``at``, without a database round trip.
+
+        The time is stored by a batched write within ``ACTIVITY_FLUSH_S`` (and at ``close``);
+        every read of the session sees it at once, so the idle rule is never misled.
+        """
+        self._activity.note(session_id, at)
+
+    async def flush_activity(self) -> None:
+        """Store the activity times noted so far in one transaction."""
+        if self._writer is not None:
+            await self._activity.flush()
+
+    async def _write_activity(self, batch: dict[str, datetime]) -> None:
+        rows = [(_ts(at), sid, _ts(at)) for sid, at in batch.items()]
+        # Never move a time backwards (a later update_session may have stored a newer one).
+        await self.write(lambda c: c.executemany(
+            "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
+            rows,
+        ))
 
     async def get_session(self, session_id: str) -> SessionRecord:
         """The session, or ``SessionNotFound``."""
-        return await self.run(_get, session_id)
+        return self._activity.fresh(await self.run(_get, session_id))
+
+    async def open_sessions_in(
+        self, tenant: str, platform: str, channel_id: str
+    ) -> list[SessionRecord]:
+        """The tenant's open sessions bound to one platform channel, newest first.
+
+        One indexed JOIN (``chat_bindings_channel``, migration 0005): its cost does not grow
+        with the sessions of other channels.
+        """
+        sql = (
+            "SELECT DISTINCT s.* FROM chat_bindings b JOIN sessions s ON s.id = b.session_id "
+            "WHERE b.platform = ? AND b.channel_id = ? AND s.tenant = ? "
+            "AND s.state IN ('pending', 'live', 'ending') ORDER BY s.created_at DESC"
+        )
+        rows = await self.run(
+            lambda c: c.execute(sql, (platform, channel_id, tenant)).fetchall()
+        )
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
+
+    async def open_states(self) -> dict[str, SessionState]:
+        """Every open session's id and state (no row is validated: cheap at any size)."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT id, state FROM sessions WHERE state IN ('pending', 'live', 'ending')"
+            ).fetchall()
+        )
+        return {r[0]: SessionState(r[1]) for r in rows}
+
+    async def ping(self) -> None:
+        """One trivial statement through the writer: raises when the store cannot answer."""
+        await self.run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def list_sessions(
         self,
@@ -298,12 +384,12 @@ class SqliteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
         rows = await self.run(lambda c: c.execute(sql, (*args, limit)).fetchall())
-        return [_row_to_session(r) for r in rows]
+        return [self._activity.fresh(_row_to_session(r)) for r in rows]
 
-    async def open_sessions(self) -> list[SessionRecord]:
-        """Every pending, live or ending session."""
+    async def open_sessions(self, tenant: str | None = None) -> list[SessionRecord]:
+        """Every pending, live or ending session (of one tenant, filtered in SQL)."""
         states = [SessionState(s) for s in _OPEN]
-        return await self.list_sessions(states=states, limit=1_000_000)
+        return await self.list_sessions(tenant=tenant, states=states, limit=1_000_000)
 
     # --- chat bindings
     async def bind_chat(self, binding: ChatBinding) -> None:
@@ -450,6 +536,27 @@ class SqliteStore:
         """Record a handled signed request; False when it is a replay within ``window_s``."""
         return await self.write(lambda c: bookings_sql.remember_request(c, key, window_s))
 
+    # --- sealed credentials (bot.core.ports.SecretsStore; docs/secrets.md)
+    async def check_storage_key(self, box: CredentialBox) -> None:
+        """Open the check value, or write it when a key exists and there is none yet.
+
+        Raises:
+            WrongStorageKey: the key is not the one the database was sealed with.
+        """
+        await self.write(lambda c: sealed.check_key(c, box))
+
+    async def seal_plain_secrets(self, box: CredentialBox) -> int:
+        """Seal the Slack rows still stored in plain text; how many."""
+        return await self.write(lambda c: sealed.seal_plain(c, box))
+
+    async def link_secret(self, box: CredentialBox, fresh: str) -> str:
+        """The stored viewer-link secret, storing ``fresh`` sealed if there is none."""
+        return await self.write(lambda c: sealed.link_secret(c, box, fresh))
+
+    async def reseal_secrets(self, box: CredentialBox) -> int:
+        """Seal every stored credential again with the box's current key; how many."""
+        return await self.write(lambda c: sealed.reseal_all(c, box))
+
     # --- verification
     async def verify(self) -> list[str]:
         """Recompute every tenant from its entries; return every mismatch found."""
@@ -465,6 +572,9 @@ def _configure(c: sqlite3.Connection) -> None:
     c.execute("PRAGMA synchronous=NORMAL")
     c.execute("PRAGMA foreign_keys=ON")
     c.execute("PRAGMA busy_timeout=5000")
+    # Deleted and rewritten rows are overwritten with zeros, so a token from before encryption
+    # (docs/secrets.md) does not linger in free pages.
+    c.execute("PRAGMA secure_delete=ON")
 
 
 def _tenant_row(c: sqlite3.Connection, tenant: str) -> sqlite3.Row | None:

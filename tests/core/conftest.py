@@ -4,15 +4,29 @@ import pytest
 
 from bot.core.events import EventHub
 from bot.core.service import SessionService, StartCommand
-from bot.storage import SqliteStore
+from tests.backends import BACKENDS, open_store
 from tests.fakes.provider import FakeProvider
 
 TENANT = "discord:100"
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each store test runs on SQLite and on PostgreSQL."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def store(tmp_path):
-    s = await SqliteStore.open(tmp_path / "core.db")
+def store_location(backend, tmp_path, request):
+    """Where the test's store lives: a new SQLite file, or this run's PostgreSQL database."""
+    if backend == "sqlite":
+        return tmp_path / "core.db"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def store(backend, store_location):
+    s = await open_store(backend, store_location)
     yield s
     await s.close()
 

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE_FORBIDDEN = (
     "discord", "slack_bolt", "slack_sdk", "httpx", "aiosqlite", "aiohttp", "jinja2", "aiortc",
-    "web", "bot.platforms", "bot.providers", "bot.storage", "bot.settings", "bot.app",
+    "redis", "web", "bot.platforms", "bot.providers", "bot.storage", "bot.settings", "bot.app",
 )
 
 

@@ -1,7 +1,7 @@
 """A vendor booking is never lost (issue 16): intent before the call, answer when it arrives.
 
 Against the A2E fake, which books (and charges) a room before it answers, and the real A2E
-adapter, service and SQLite store.
+adapter and service, on both stores (the crash tests: SQLite files shared with a worker).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ async def a2e() -> AsyncIterator[FakeA2E]:
 
 
 @pytest.fixture
-async def world(tmp_path: Any, a2e: FakeA2E) -> AsyncIterator[dict[str, Any]]:
-    store = await SqliteStore.open(tmp_path / "b.db")
+async def world(store: Any, a2e: FakeA2E) -> AsyncIterator[dict[str, Any]]:
+    """The real A2E adapter and service over the ``store`` fixture (SQLite, then PostgreSQL)."""
     async with httpx.AsyncClient() as http:
         events = EventHub()
         prov = A2EProvider(api_key=SecretStr(a2e.api_key), http=http, events=events,
@@ -55,7 +55,6 @@ async def world(tmp_path: Any, a2e: FakeA2E) -> AsyncIterator[dict[str, Any]]:
         )
         await store.grant(TENANT, 1000, "test")
         yield {"store": store, "service": service, "prov": prov}
-    await store.close()
 
 
 def start(minutes: int = 5) -> StartCommand:

@@ -1,4 +1,5 @@
-"""The two-phase credit ledger through the real session service and a real SQLite file."""
+"""The two-phase credit ledger through the real session service, on a real SQLite file and a real
+PostgreSQL database (the ``store`` fixture runs each test on both)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bot.core.errors import (
     UnknownProvider,
 )
 from bot.core.models import SessionState
+from tests.backends import run_sql
 from tests.core.conftest import TENANT, cmd
 
 
@@ -150,6 +152,6 @@ async def test_a_vendor_that_hangs_at_start_times_out_and_releases(service, stor
 
 async def test_verify_finds_a_tampered_balance(store):
     await store.grant(TENANT, 50, "admin")
-    await store.write(lambda c: c.execute("UPDATE balances SET granted = 60"))
+    await run_sql(store, "UPDATE balances SET granted = 60")
     problems = await store.verify()
     assert problems and TENANT in problems[0]

@@ -1,5 +1,5 @@
 """Property-based tests: any sequence of grants, reservations, settlements, releases and crashes
-keeps the ledger's invariants."""
+keeps the ledger's invariants, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.core.errors import AvatarBotError
 from bot.core.models import Limits, Mode, SessionRecord, SessionState, utcnow
 from bot.storage import SqliteStore
+from bot.storage.postgres import PostgresStore
+from tests.backends import BACKENDS, open_store
 
 TENANTS = ["discord:1", "slack:T1"]
 
@@ -35,7 +38,7 @@ def _record(n: int, tenant: str, amount: int) -> SessionRecord:
     )
 
 
-async def _check(store: SqliteStore) -> None:
+async def _check(store: SqliteStore | PostgresStore) -> None:
     assert await store.verify() == []
     for tenant in await store.list_tenants():
         bal = await store.balance(tenant)
@@ -46,10 +49,10 @@ async def _check(store: SqliteStore) -> None:
         assert bal.granted == granted and bal.settled == settled
 
 
-async def _play(path: Path, ops: list[tuple]) -> None:
+async def _play(backend: str, where: Path | str, ops: list[tuple]) -> None:
     # The highest limits allowed: only credits refuse here.
     limits = Limits(max_concurrent=50, daily_user_credits=1_000_000, max_minutes=240)
-    store = await SqliteStore.open(path, limits)
+    store = await open_store(backend, where, limits)
     ids: list[str] = []
     try:
         for n, (kind, a, b) in enumerate(ops):
@@ -74,14 +77,23 @@ async def _play(path: Path, ops: list[tuple]) -> None:
                 await store.fail_session(ids[a % len(ids)], "vendor said no")
             elif kind == "crash":
                 await store.close()
-                store = await SqliteStore.open(path, limits)
+                store = await open_store(backend, where, limits, fresh=False)
             await _check(store)
     finally:
         await store.close()
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def where(request: pytest.FixtureRequest) -> str | None:
+    """``None`` for SQLite (each example gets a new file), else this run's PostgreSQL URL."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op, min_size=1, max_size=25))
-def test_any_sequence_keeps_every_ledger_invariant(ops):
+def test_any_sequence_keeps_every_ledger_invariant(where, ops):
+    if where is not None:  # PostgreSQL: emptied at the start of each example
+        asyncio.run(_play("postgres", where, ops))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_play(Path(tmp) / "p.db", ops))
+        asyncio.run(_play("sqlite", Path(tmp) / "p.db", ops))

@@ -3,9 +3,14 @@ number would apply in name order by accident, and a released database would miss
 
 from __future__ import annotations
 
-from bot.storage.migrations import migrations
+import pytest
+
+from bot.storage import migrations as sqlite_migrations
+from bot.storage import pg_migrations
 
 
-def test_each_migration_has_its_own_number_in_sequence() -> None:
-    numbers = [int(m.name[:4]) for m in migrations()]
-    assert numbers == list(range(1, len(numbers) + 1)), [m.name for m in migrations()]
+@pytest.mark.parametrize("package", [sqlite_migrations, pg_migrations], ids=["sqlite", "postgres"])
+def test_each_migration_has_its_own_number_in_sequence(package) -> None:
+    found = package.migrations()
+    numbers = [int(m.name[:4]) for m in found]
+    assert numbers == list(range(1, len(numbers) + 1)), [m.name for m in found]

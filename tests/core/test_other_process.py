@@ -1,7 +1,8 @@
 """Stops made by another process, kept transcripts, and the playground's daily refill.
 
-"Another process" is a second ``SqliteStore`` on the same file with its own service, exactly what
-``avatarbot sessions stop`` opens (tests/web/test_cli_stop.py does it with real processes).
+"Another process" is a second store on the same database with its own service, exactly what
+``avatarbot sessions stop`` opens (tests/web/test_cli_stop.py does it with real processes); on
+SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,15 +19,17 @@ from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.settings import Settings
 from bot.storage import SqliteStore
+from tests.backends import open_store
 from tests.core.conftest import TENANT, cmd
 from tests.fakes.provider import FakeProvider
 
 
 async def test_a_stop_in_another_process_is_told_here_and_frees_in_process_sessions(
-    tmp_path: Path,
+    backend: str, store_location: Path | str,
 ) -> None:
-    path = tmp_path / "shared.db"
-    here_store, there_store = await SqliteStore.open(path), await SqliteStore.open(path)
+    # Two stores on one database (a file, or PostgreSQL), each with its own connections.
+    here_store = await open_store(backend, store_location)
+    there_store = await open_store(backend, store_location, fresh=False)
     here_hub, there_hub = EventHub(), EventHub()
     # In-process sessions (like the local avatar) die with their process: only "here" can free them.
     here_fake = FakeProvider(here_hub, survives_restart=False)

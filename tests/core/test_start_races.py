@@ -12,6 +12,7 @@ from bot.core.events import EventHub
 from bot.core.models import SessionState, utcnow
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
+from tests.backends import run_sql
 from tests.core.conftest import TENANT, cmd
 from tests.fakes.provider import FakeProvider
 
@@ -225,11 +226,11 @@ async def test_an_in_process_session_lost_in_a_crash_is_not_charged_for_the_down
     record = await svc.start(cmd(provider="inproc", minutes=30))
     # The process crashed 20 minutes ago, a minute after the session started, and the server
     # was down since; nobody chatted.
-    then = (utcnow() - timedelta(minutes=21)).isoformat()
-    await store.write(lambda c: c.execute(
-        "UPDATE sessions SET started_at = ?, last_activity_at = ? WHERE id = ?",
-        (then, then, record.id),
-    ))
+    then = utcnow() - timedelta(minutes=21)
+    await run_sql(
+        store, "UPDATE sessions SET started_at = ?, last_activity_at = ? WHERE id = ?",
+        then, then, record.id,
+    )
 
     await SessionReaper(SessionService(store=store, providers={"inproc": inproc},
                                        events=EventHub()), idle_timeout_s=300).reconcile()

@@ -61,3 +61,13 @@ async def test_a_provider_session_repr_shows_no_vendor_answer(case: Case) -> Non
     for secret in case.fake.issued_tokens():
         assert secret not in repr(ps)
         assert secret not in str(ps.handle)
+
+
+@pytest.mark.parametrize("case", ["a2e"], indirect=True)
+async def test_vendor_requests_are_not_logged_at_info(case: Case, caplog) -> None:
+    """One line per vendor request at INFO was one line per thread message (issue 15)."""
+    caplog.set_level(logging.INFO)
+    ps = await case.start()
+    await case.provider.say(ps, "hello")
+    await case.provider.stop(ps)
+    assert not any("HTTP Request" in r.getMessage() for r in caplog.records)

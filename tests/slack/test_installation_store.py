@@ -1,12 +1,39 @@
-"""slack-bolt's store interfaces on our SQLite file: installs, users, states, event ids."""
+"""slack-bolt's store interfaces on our database (SQLite and PostgreSQL): installs, users, states,
+event ids."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import pytest
 from slack_sdk.oauth.installation_store import Installation
 
+from bot.core.ports import SessionStore, SlackInstallStore
 from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
+from bot.storage import SqliteSlackInstallStore
+from tests.backends import BACKENDS, installs_for, open_store
+
+
+@dataclass
+class Db:
+    store: SessionStore
+    installs: SlackInstallStore
+
+
+@pytest.fixture(params=BACKENDS)
+def where(request, tmp_path):
+    if request.param == "sqlite":
+        return "sqlite", tmp_path / "t.db"
+    return "postgres", request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def stack(where):
+    """The session store and the Slack install store on one database, of each backend."""
+    store = await open_store(*where)
+    yield Db(store, installs_for(store))
+    await store.close()
 
 
 def installation(user: str, token: str, at: float) -> Installation:
@@ -61,3 +88,42 @@ async def test_an_org_wide_install_is_found_by_its_enterprise_for_any_team(stack
     assert found == {"bot_token": "xoxb-org"}
     assert await stack.installs.find_bot("c1", enterprise_id="E1", team_id="T5") is None
     assert await stack.installs.find_bot("c1", enterprise_id=None, team_id=None) is None
+
+
+async def test_a_redelivered_event_is_dropped_after_a_restart(where):
+    """SQLite holds ids in memory but they reach the table (batched, and at aclose);
+    PostgreSQL stores each as it arrives. Either way a new process knows them."""
+    backend, location = where
+    store = await open_store(backend, location)
+    installs = installs_for(store)
+    assert await installs.remember_event("EvA", "T1") is True
+    assert await installs.remember_event("EvB", "T1") is True
+    if isinstance(installs, SqliteSlackInstallStore):
+        await installs.flush_events()  # a batch written while running
+    assert await installs.remember_event("EvC", "T1") is True  # SQLite: in memory until aclose
+    await installs.aclose()
+    await store.close()
+    store = await open_store(backend, location, fresh=False)
+    try:
+        again = installs_for(store)
+        for event_id in ("EvA", "EvB", "EvC"):
+            assert await again.remember_event(event_id, "T1") is False, event_id
+        assert await again.remember_event("EvD", "T1") is True
+        await again.aclose()
+    finally:
+        await store.close()
+
+
+async def test_a_redelivery_to_another_postgres_worker_is_dropped_at_once(pg_url):
+    """Slack may redeliver to any worker: on PostgreSQL the id is in the shared table as soon
+    as the first worker has answered, with no batch or close in between."""
+    first = await open_store("postgres", pg_url)
+    second = await open_store("postgres", pg_url, fresh=False)
+    try:
+        assert await installs_for(first).remember_event("EvX", "T1") is True
+        assert await installs_for(second).remember_event("EvX", "T1") is False
+        assert await installs_for(second).remember_event("EvY", "T1") is True
+        assert await installs_for(first).remember_event("EvY", "T1") is False
+    finally:
+        await second.close()
+        await first.close()

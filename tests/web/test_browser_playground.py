@@ -290,7 +290,7 @@ async def test_a_page_without_a_media_path_says_why_and_retries(tmp_path: Path,
                 waited = time.monotonic() - began
                 text = await notice.text_content()
                 assert "has not arrived after 3 seconds" in text, text
-                assert "LOCAL_ICE_SERVERS" in text and "LOCAL_ALLOW_LOOPBACK" in text
+                assert "TURN_URLS" in text and "LOCAL_ALLOW_LOOPBACK" in text
                 assert await page.text_content("#status") == "No video"
                 assert waited < 10
                 box = await page.locator("#retry").bounding_box()

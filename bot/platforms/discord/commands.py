@@ -228,12 +228,7 @@ class AvatarCommands:
         binding = await self.bindings.for_thread("discord", str(interaction.channel_id))
         if binding is not None:
             return await self.service.get(binding.session_id, tenant=tenant)
-        running = await self.service.open_sessions(tenant)
-        here = [
-            r for r in running
-            if any(b.channel_id == str(interaction.channel_id)
-                   for b in await self.bindings.for_session(r.id))
-        ]
+        here = await self.service.open_sessions_in(tenant, "discord", str(interaction.channel_id))
         candidates = here
         if len(candidates) == 1:
             return candidates[0]

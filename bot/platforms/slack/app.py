@@ -18,6 +18,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
@@ -85,7 +86,8 @@ class SlackAdapter:
 
     def __init__(self, *, settings: Settings, service: SessionService, tenants: TenantService,
                  bindings: ChatBindings, links: ViewerLinks,
-                 installs: SlackInstallStore, min_interval_s: float = 1.0) -> None:
+                 installs: SlackInstallStore, min_interval_s: float = 1.0,
+                 session: aiohttp.ClientSession | None = None) -> None:
         if settings.slack_signing_secret is None:
             raise ConfigError("SLACK_SIGNING_SECRET is required for Slack.")
         self.settings = settings
@@ -94,6 +96,9 @@ class SlackAdapter:
         self.bindings = bindings
         self.links = links
         self.installs = installs
+        # One long-lived HTTP session for every Web API client (owned by the composition root);
+        # without it slack-sdk opens a new session, so a new connection, per call.
+        self.session = session
         self.api_url = str(settings.slack_api_url)
         self.bot_token = (
             settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
@@ -120,7 +125,7 @@ class SlackAdapter:
     def client(self, token: str | None = None) -> AsyncWebClient:
         """A Web API client on ``SLACK_API_URL`` that retries 429s after ``Retry-After``."""
         return AsyncWebClient(
-            token=token, base_url=self.api_url, logger=SDK_LOG,
+            token=token, base_url=self.api_url, logger=SDK_LOG, session=self.session,
             retry_handlers=[
                 AsyncConnectionErrorRetryHandler(),
                 AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -273,7 +278,8 @@ class SlackAdapter:
 
 def build_slack(*, settings: Settings, service: SessionService, tenants: TenantService,
                 bindings: ChatBindings, links: ViewerLinks, installs: SlackInstallStore,
-                min_interval_s: float = 1.0) -> SlackAdapter:
+                min_interval_s: float = 1.0,
+                session: aiohttp.ClientSession | None = None) -> SlackAdapter:
     """Build the Slack adapter and its app: listeners, authorization, OAuth (when configured).
 
     The adapter's ``relay`` posts into session threads only while it runs (``async with``).
@@ -288,10 +294,12 @@ def build_slack(*, settings: Settings, service: SessionService, tenants: TenantS
         installs: Slack installations, OAuth states and seen event ids (from the composition
             root; the adapter never reaches into the session store for them).
         min_interval_s: least time between two thread posts of one workspace.
+        session: the HTTP session every Web API client shares (bolt's per-request clients
+            take it from the app's client); its owner closes it after the relay.
     """
     adapter = SlackAdapter(settings=settings, service=service, tenants=tenants,
                            bindings=bindings, links=links, installs=installs,
-                           min_interval_s=min_interval_s)
+                           min_interval_s=min_interval_s, session=session)
     secret = settings.slack_signing_secret.get_secret_value()  # type: ignore[union-attr]
     kwargs: dict[str, Any] = {
         "signing_secret": secret, "before_authorize": adapter.gate, "name": "avatarbot",

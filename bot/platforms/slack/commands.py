@@ -130,18 +130,14 @@ async def channel_session(call: Call, ref: str | None = None) -> SessionRecord:
     service = call.adapter.service
     if ref:
         return await service.get(ref, tenant=call.tenant)
-    found: list[SessionRecord] = []
-    for record in await service.open_sessions(call.tenant):
-        bindings = await call.adapter.bindings.for_session(record.id)
-        if any(b.platform == "slack" and b.channel_id == call.channel for b in bindings):
-            found.append(record)
+    found = await service.open_sessions_in(call.tenant, "slack", call.channel)
     if not found:
         err = SessionNotFound("-")
         err.user_message = (
             "There is no open session in this channel. Start one with `/avatar start`."
         )
         raise err
-    return max(found, key=lambda r: r.created_at)
+    return found[0]  # newest first
 
 
 async def may_stop(adapter: SlackAdapter, client: AsyncWebClient, team: str, user: str,

@@ -221,7 +221,9 @@ class ThreadRelay:
 
     # ------------------------------------------------------------------ consuming
     async def _consume(self) -> None:
-        async with self._service.events.subscribe(None) as queue:
+        # Local events only: with several workers each runs this relay (docs/scale-out.md), and
+        # each posts what was published on it, so a line reaches its thread once.
+        async with self._service.events.subscribe(None, remote=False) as queue:
             self._queue = queue
             self._ready.set()
             while True:

@@ -38,6 +38,7 @@ from bot.core.errors import (
     SpeechBusy,
 )
 from bot.core.events import EventHub, Transcript
+from bot.core.ice import candidate_address_problem, public_ice_servers
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -70,6 +71,9 @@ MAX_VIEWERS_PER_SESSION = 10
 # LOCAL_SPEECH_BUFFER_BYTES: 10 s of 48 kHz mono 16-bit PCM per session (96,000 bytes a second)
 SPEECH_BUFFER_BYTES = 960_000
 MAX_PENDING_SAYS = 4  # LOCAL_MAX_PENDING_SAYS: texts waiting to be spoken per session
+# Each remote candidate makes the ICE agent send STUN checks to the address it names; a browser
+# trickles a handful (docs/browser.md, "Remote ICE candidates").
+MAX_REMOTE_CANDIDATES = 50
 _VOICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,30}(\+[A-Za-z0-9_]{1,20})?")
 _CODECS = {"video": ("video/vp8", "video/rtx"), "audio": ("audio/opus",)}
 
@@ -81,6 +85,7 @@ class _Viewer:
     answered: bool = False
     pending: list[Any] = field(default_factory=list)
     watchdog: asyncio.Task[None] | None = None
+    candidates: int = 0  # remote candidates accepted so far (MAX_REMOTE_CANDIDATES)
 
 
 @dataclass
@@ -215,7 +220,8 @@ class LocalProvider(ProviderBase):
         log.info("local avatar started", extra={"session": request.session_id, "look": look.id})
         return ProviderSession(
             session_id=request.session_id, provider=self.name, provider_session_id=local_id,
-            viewer=ViewerInfo(transport="webrtc", ice_servers=self._ice_dicts),
+            # Static TURN credentials stay with the server's own peer (bot/core/ice.py).
+            viewer=ViewerInfo(transport="webrtc", ice_servers=public_ice_servers(self._ice_dicts)),
             expires_at=utcnow() + timedelta(seconds=request.duration_s),
             handle={"avatar_id": look.id, "voice": voice.name},
         )
@@ -396,7 +402,14 @@ class LocalProvider(ProviderBase):
     ) -> None:
         """Apply (or, before the answer, keep) one trickled candidate; ``None`` ends them."""
         viewer = self._viewer(self._live(session), viewer_id)
-        parsed = _parse_candidate(candidate)
+        parsed = _parse_candidate(candidate, allow_loopback=self._loopback)
+        if parsed is not None:
+            if viewer.candidates >= MAX_REMOTE_CANDIDATES:
+                raise InvalidRequest(
+                    f"A viewer may send at most {MAX_REMOTE_CANDIDATES} ICE candidates; "
+                    "reload the page to start over."
+                )
+            viewer.candidates += 1
         if viewer.answered:
             await viewer.pc.addIceCandidate(parsed)
         else:
@@ -474,8 +487,11 @@ class LocalProvider(ProviderBase):
         await viewer.pc.close()
 
 
-def _parse_candidate(candidate: dict[str, Any] | None) -> Any:
-    """A browser ``RTCIceCandidateInit`` as aiortc's candidate (``None``: end of candidates)."""
+def _parse_candidate(candidate: dict[str, Any] | None, *, allow_loopback: bool = False) -> Any:
+    """A browser ``RTCIceCandidateInit`` as aiortc's candidate (``None``: end of candidates).
+
+    A candidate naming an address no browser candidate holds is refused (bot/core/ice.py).
+    """
     if candidate is None:
         return None
     if not isinstance(candidate, dict):
@@ -492,6 +508,9 @@ def _parse_candidate(candidate: dict[str, Any] | None) -> Any:
         parsed = candidate_from_sdp(line)
     except (ValueError, IndexError, AssertionError) as exc:
         raise InvalidRequest("The candidate is not a valid ICE candidate line.") from exc
+    why = candidate_address_problem(parsed.ip, parsed.port, allow_loopback=allow_loopback)
+    if why is not None:
+        raise InvalidRequest(f"The candidate is refused: {why}.")
     parsed.sdpMid = candidate.get("sdpMid")
     index = candidate.get("sdpMLineIndex")
     parsed.sdpMLineIndex = index if isinstance(index, int) else None

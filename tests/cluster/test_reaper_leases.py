@@ -1,0 +1,122 @@
+"""Two workers' reapers over one database and a real Redis: each session tended by one of them.
+
+Both "workers" live in this process (the SQLite file is shared through one store: several
+processes writing one SQLite file under load is not what the cluster is for). The vendor is the
+in-memory fake, shared, as a real vendor is by every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import pytest
+
+from bot.cluster import RedisEventBus, RedisLeases
+from bot.core.events import EventHub
+from bot.core.models import SessionState
+from bot.core.reaper import SessionReaper
+from bot.core.service import SessionService, StartCommand
+from bot.storage import SqliteStore
+from tests.fakes.provider import FakeProvider
+
+TENANT = "discord:100"
+TTL = 1.0
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = await SqliteStore.open(tmp_path / "cluster.db")
+    await s.grant(TENANT, 1000, "admin")
+    yield s
+    await s.close()
+
+
+def worker(store, fake, redis_client, prefix, name):
+    hub = EventHub()
+    service = SessionService(store=store, providers={"fake": fake}, events=hub,
+                             start_timeout_s=2.0, stop_timeout_s=2.0)
+    leases = RedisLeases(redis_client, prefix=prefix, ttl_s=TTL, worker_id=name)
+    reaper = SessionReaper(service, leases=leases, takeover_grace_s=0, idle_timeout_s=3600)
+    return hub, service, leases, reaper
+
+
+def start(service):
+    return service.start(StartCommand(tenant=TENANT, user="u1", provider="fake", minutes=10))
+
+
+async def wait_for_takeover(reaper, session_id, now, bound_s):
+    started = time.monotonic()
+    while True:
+        await reaper.tick(now=now)
+        if reaper.leases.holds(f"session:{session_id}"):
+            return time.monotonic() - started
+        assert time.monotonic() - started < bound_s, "not taken over within the bound"
+        await asyncio.sleep(0.1)
+
+
+async def test_only_the_holder_tends_and_a_dead_workers_session_is_taken_over(
+    store, redis_client, prefix
+):
+    fake = FakeProvider(EventHub())
+    _, service_a, _, reaper_a = worker(store, fake, redis_client, prefix, "a")
+    _, _, _, reaper_b = worker(store, fake, redis_client, prefix, "b")
+    record = await start(service_a)
+    past_expiry = record.expires_at + timedelta(seconds=1)
+    await reaper_a.tick(now=record.created_at)  # A claims its session (nothing is due yet)
+    # B sees the expired session but does not hold it: it leaves it to A.
+    await reaper_b.tick(now=past_expiry)
+    assert (await store.get_session(record.id)).state is SessionState.LIVE
+    assert fake.called("stop") == []
+    # A dies (stops ticking and renewing): B takes over within TTL + a tick, and ends it.
+    waited = await wait_for_takeover(reaper_b, record.id, past_expiry, bound_s=TTL + 2)
+    assert waited <= TTL + 1.0
+    assert (await store.get_session(record.id)).state is SessionState.ENDED
+    assert len(fake.called("stop")) == 1
+    assert (await store.verify()) == []
+
+
+async def test_a_new_worker_does_not_end_a_live_workers_sessions(store, redis_client, prefix):
+    # The local-avatar kind of session: it cannot outlive the worker that renders it.
+    fake = FakeProvider(EventHub(), survives_restart=False)
+    hub_a, service_a, leases_a, reaper_a = worker(store, fake, redis_client, prefix, "a")
+    _, _, _, reaper_b = worker(store, fake, redis_client, prefix, "b")
+    async with leases_a:  # A renews in the background while it lives
+        run_a = asyncio.create_task(reaper_a.run(reconcile_first=True))
+        await asyncio.sleep(0.1)
+        record = await start(service_a)
+        await asyncio.sleep(0.2)  # A claims its new session on its start event
+        # B starts up while A runs: its reconciliation must not end A's live session.
+        await reaper_b.reconcile()
+        await asyncio.sleep(TTL * 2)  # past the TTL: A's renewals keep the lease
+        await reaper_b.tick()
+        assert (await store.get_session(record.id)).state is SessionState.LIVE
+        run_a.cancel()  # A's reaper stops: on its way out it gives up its leases
+        await asyncio.gather(run_a, return_exceptions=True)
+    # A is gone: B finishes what A left, as a restart would have (it cannot have survived A).
+    await reaper_b.tick()
+    assert (await store.get_session(record.id)).state in (SessionState.ENDED, SessionState.ENDING)
+    assert fake.called("stop") != []
+
+
+async def test_events_of_a_session_reach_the_other_workers_viewers(store, redis_client, prefix):
+    """A session started on A: a viewer subscribed on B sees its state and transcript."""
+    fake = FakeProvider(EventHub())
+    hub_a, service_a, _, _ = worker(store, fake, redis_client, prefix, "a")
+    hub_b = EventHub()
+    fake.events = hub_a
+    async with (
+        RedisEventBus(redis_client, hub_a, prefix=prefix, worker_id="a"),
+        RedisEventBus(redis_client, hub_b, prefix=prefix, worker_id="b"),
+    ):
+        record = await start(service_a)
+        async with hub_b.subscribe(record.id) as viewer_b:
+            await service_a.send(record.id, "When do you open?", author="ann")
+            await service_a.stop(record.id, "the host ended it")
+            seen = []
+            while not seen or seen[-1].kind != "ended":
+                seen.append(await asyncio.wait_for(viewer_b.get(), 3))
+    kinds = [e.kind for e in seen]
+    assert "transcript" in kinds and kinds[-1] == "ended"
+    assert any(getattr(e, "text", None) == "When do you open?" for e in seen)
