@@ -189,8 +189,12 @@ class SessionReaper:
             others = set()
         keeper = self.service.bookings
         to_sweep = await keeper.resolve_after_crash(self.service.providers, skip=others)
-        # Resolving may have closed some (a booking in doubt fails its session): read again.
+        # Resolving may have closed some (a booking in doubt closes its session): read again,
+        # and tell the closes (the open-session counts and the threads follow the events).
         still_open = {r.id for r in await self.service.store.open_sessions()}
+        for record in records:
+            if record.id not in still_open:
+                self.service.publish_state(await self.service.store.get_session(record.id))
         for record in [r for r in records if r.id in still_open]:
             try:
                 await self._reconcile_one(record)
