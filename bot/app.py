@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
+from bot.core.bookings import BookingKeeper
 from bot.core.events import EventHub
 from bot.core.ice import display_url
 from bot.core.leases import session_lease
@@ -171,6 +172,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
         service = SessionService(
             store=store, providers=providers, events=events,
             default_minutes=settings.default_session_minutes,
+            bookings=await _booking_keeper(settings, store),
         )
         reaper = SessionReaper(
             service, idle_timeout_s=settings.idle_timeout_s,
@@ -193,6 +195,17 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             tenants=TenantService(store), bindings=ChatBindings(store),
             slack_installs=slack_installs, box=box, cluster=cluster,
         )
+
+
+async def _booking_keeper(settings: Settings, store: SessionStore) -> BookingKeeper:
+    """Who books: ``DEPLOYMENT_ID``, or one made once and kept in the database."""
+    deployment = settings.deployment_id or await store.get_or_set_meta(
+        "deployment_id", secrets.token_hex(6)
+    )
+    return BookingKeeper(
+        store, deployment_id=deployment, billed_to=settings.in_doubt_billed_to,
+        sweep_unknown=settings.sweep_unknown_vendor_sessions,
+    )
 
 
 def secret_box(settings: Settings) -> SecretBox:
@@ -303,6 +316,10 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                 ready.set()
             await stopping.wait()
             log.info("shutting down")
+            # No new starts; the ones in flight finish (bounded) so what they book is recorded
+            # and, below, ended with the rest.
+            service.stop_accepting()
+            await service.drain_starts(settings.shutdown_start_wait_s)
             await _end_sessions(services)
             for task in started:
                 task.cancel()

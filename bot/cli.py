@@ -150,6 +150,12 @@ async def sessions_list(tenant: str | None, show_all: bool) -> None:
                    f"{r.avatar_name:<16} {r.requested_s // 60:>3} min  reserved {r.reserved}")
     if not records:
         click.echo("no sessions")
+    in_doubt = await _with_store(lambda s: s.list_bookings(("in_doubt",)))
+    if tenant:
+        in_doubt = [b for b in in_doubt if b.tenant == key]
+    for b in in_doubt:
+        click.echo(f"{b.session_id}  IN DOUBT {b.tenant:<24} {b.provider:<7} likely charge "
+                   f"{b.likely_charge}, billed to {b.billed_to}: {b.note or ''}".rstrip())
 
 
 @sessions.command("stop")
@@ -218,7 +224,8 @@ async def doctor() -> None:
     failed = 0
     for name, ok, detail in await run_checks(settings, espeak=shutil.which("espeak-ng")):
         failed += not ok
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<18} {detail}")
+        mark = "FAIL" if not ok else "warn" if detail.startswith("WARNING") else "ok  "
+        click.echo(f"{mark} {name:<18} {detail}")
     if failed:
         sys.exit(1)
 

@@ -44,11 +44,17 @@ async def _database(settings: Settings) -> Check:
         return ("database", False, f"{where}: {why}")
     try:
         problems = await backend.store.verify()
+        in_doubt = await backend.store.list_bookings(("in_doubt",))
         key_check = await _storage_key(settings, backend.store)
     finally:
         await backend.close()
     if key_check is not None:
         return key_check
+    if in_doubt and not problems:
+        charge = sum(b.likely_charge for b in in_doubt)
+        return ("database", True, f"WARNING: {len(in_doubt)} vendor booking(s) in doubt "
+                f"(likely charge {charge} credits): check them at the vendor; "
+                "avatarbot sessions list shows them")
     if problems:
         detail = f"{len(problems)} ledger mismatch(es): run avatarbot ledger verify"
         return ("database", False, detail)

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.core.errors import ConfigError
 from bot.core.models import Limits, Pricing, limit_bounds
+from bot.core.tenants import AdminPolicy
 
 IdList = Annotated[list[str], NoDecode]
 
@@ -128,6 +129,17 @@ class Settings(BaseSettings):
     warn_before_end_s: int = Field(default=120, ge=0)
     reaper_interval_s: float = Field(default=5.0, gt=0, le=60)
     stop_sessions_on_shutdown: bool = True
+    # --- vendor bookings (issue 16; bot/core/bookings.py)
+    # Written with every booking; the orphan sweep stops only what this deployment booked.
+    # Unset: one is made once and kept in the database (meta table).
+    deployment_id: str | None = Field(default=None, min_length=1, max_length=64)
+    # Only for a vendor account no other deployment uses: stop vendor sessions nobody booked.
+    sweep_unknown_vendor_sessions: bool = False
+    # Who bears what an unanswered booking may have cost (A2E cannot be asked).
+    in_doubt_billed_to: Literal["operator", "tenant"] = "operator"
+    # How long a shutdown waits for starts in flight before cutting them.
+    shutdown_start_wait_s: float = Field(default=30.0, ge=0, le=600)
+
     # how many sessions a shutdown ends at the same time (each waits for its vendor's stop)
     shutdown_parallelism: int = Field(default=32, ge=1, le=1000)
 
@@ -175,13 +187,21 @@ class Settings(BaseSettings):
     slack_client_secret: SecretStr | None = None
     slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
     slack_admin_user_ids: IdList = Field(default_factory=list)
+    # The operator: the only people who grant credits from chat (``discord:<id>``,
+    # ``slack:<id>``, comma separated). SLACK_ADMIN_USER_IDS count as Slack operators too.
+    operator_user_ids: IdList = Field(default_factory=list)
+    # How far a server's or workspace's admins may raise its limits (the operator: further).
+    tenant_max_concurrent_ceiling: int = Field(default=5, ge=_CONCURRENT[0], le=_CONCURRENT[1])
+    tenant_max_minutes_ceiling: int = Field(default=60, ge=_MINUTES[0], le=_MINUTES[1])
+    tenant_daily_user_credits_ceiling: int = Field(default=2000, ge=_DAILY[0], le=_DAILY[1])
 
     # --- an OpenAI-compatible chat endpoint for the local avatar's answers
     llm_base_url: AnyHttpUrl | None = None
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
 
-    @field_validator("discord_guild_ids", "slack_admin_user_ids", "turn_urls", "trusted_proxies",
+    @field_validator("discord_guild_ids", "slack_admin_user_ids", "operator_user_ids",
+                     "turn_urls", "trusted_proxies",
                      mode="before")
     @classmethod
     def _split_ids(cls, v: Any) -> Any:
@@ -251,6 +271,16 @@ class Settings(BaseSettings):
             granularity_s=getattr(self, f"{provider}_billing_granularity_s"),
             minimum_s=getattr(self, f"{provider}_billing_minimum_s"),
         )
+
+    def admin_policy(self) -> AdminPolicy:
+        """Who mints credits and the ceilings of admins' limits (``bot/core/tenants.py``)."""
+        operators = {i.strip() for i in self.operator_user_ids if i.strip()}
+        operators |= {f"slack:{i}" for i in self.slack_admin_user_ids}
+        return AdminPolicy(operators=frozenset(operators), ceilings={
+            "max_concurrent": self.tenant_max_concurrent_ceiling,
+            "max_minutes": self.tenant_max_minutes_ceiling,
+            "daily_user_credits": self.tenant_daily_user_credits_ceiling,
+        })
 
     def default_limits(self) -> Limits:
         """Limits of a tenant that no admin has changed."""

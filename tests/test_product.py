@@ -19,7 +19,7 @@ from tests.fakes.a2e import FakeA2E
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.slack import FakeSlack
 from tests.process import BIN, cli, free_port
-from tests.slack.conftest import sign
+from tests.slack.conftest import sign, trigger_id
 
 AVATAR = "676e1f054c86ff839eae2cc3"
 SLACK_SECRET = "product-test-signing-secret-0123"
@@ -90,7 +90,7 @@ async def test_run_serves_discord_slack_and_viewer_then_shuts_down_cleanly(
             body = urllib.parse.urlencode({
                 "team_id": "T1", "channel_id": "C1", "user_id": "U1", "command": "/avatar",
                 "text": f"start a2e:{AVATAR} 3", "response_url": slack.response_url("p1"),
-                "trigger_id": "1.2.3", "api_app_id": "A0AVATAR",
+                "trigger_id": trigger_id(), "api_app_id": "A0AVATAR",
             })
             headers = sign(body, secret=SLACK_SECRET) | {
                 "Content-Type": "application/x-www-form-urlencoded"

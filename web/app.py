@@ -167,5 +167,8 @@ async def metrics_page(request: web.Request) -> web.Response:
         await counts.load()
     ctx.metrics.live_sessions.set(counts.count(SessionState.LIVE))
     ctx.metrics.open_sessions.set(counts.open)
+    in_doubt = await ctx.service.bookings.in_doubt_bookings()
+    ctx.metrics.bookings_in_doubt.set(len(in_doubt))
+    ctx.metrics.in_doubt_charge.set(sum(b.likely_charge for b in in_doubt))
     body = generate_latest(ctx.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -35,6 +35,16 @@ class WebMetrics:
             "avatarbot_rate_limited", "Requests refused by a rate limit", ["endpoint"],
             registry=self.registry,
         )
+        self.bookings_in_doubt = Gauge(
+            "avatarbot_bookings_in_doubt",
+            "Vendor bookings left without an answer that the vendor cannot be asked about",
+            registry=self.registry,
+        )
+        self.in_doubt_charge = Gauge(
+            "avatarbot_bookings_in_doubt_likely_charge",
+            "Credits the in-doubt bookings probably cost at their vendors",
+            registry=self.registry,
+        )
         self.local_sessions = Gauge(
             "avatarbot_local_sessions", "Local-avatar sessions rendering now",
             registry=self.registry,

@@ -251,3 +251,12 @@ class ProviderSessionGone(ProviderRejected):
         super().__init__(provider, msg, **kw)
         self.reason = reason or "the vendor ended the session"
         self.ended_at = ended_at
+
+
+class ServiceClosing(AvatarBotError):
+    """The server is shutting down and takes no new sessions."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is restarting and takes no new sessions; try again in a minute."
+        )

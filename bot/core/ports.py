@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
+from bot.core.bookings import BilledTo, Booking, BookingState
 from bot.core.models import (
     Balance,
     ChatBinding,
@@ -31,7 +32,7 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 36 methods, plus
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 46 methods, plus
     ``note_activity`` (not awaited):
 
     Tenants and limits
@@ -46,6 +47,7 @@ class SessionStore(Protocol):
 
     Ledger
         - ``grant``: credit the tenant (creating it if new).
+        - ``grant_once``: ``grant`` at most once per platform request id (replays grant nothing).
         - ``balance``: granted, settled and pending credits.
         - ``history``: the newest ledger entries first.
         - ``user_spent_today``: credits one person reserved or used today (UTC).
@@ -77,10 +79,23 @@ class SessionStore(Protocol):
         - ``transcript``: a session's kept lines, oldest first.
         - ``prune_transcripts``: forget lines older than a time.
 
+    Vendor bookings (``bot/core/bookings.py``)
+        - ``record_booking_intent``: write the intent to book, before the vendor call.
+        - ``record_booking_answer``: write the vendor's answer the moment it arrives.
+        - ``resolve_booking``: an intent refused, or what it booked released.
+        - ``mark_booking_in_doubt``: no answer and no way to ask: close the session, bill the
+          likely charge to the operator's ledger or to the tenant.
+        - ``get_booking``: the booking of a session.
+        - ``list_bookings``: bookings by state, oldest first.
+        - ``deployment_vendor_ids``: vendor ids one deployment booked at a provider.
+        - ``operator_charges``: the sum of the operator's ledger.
+
     Process state and checks
         - ``data_version``: a number that changes when another process commits.
         - ``ping``: raise unless the store answers a trivial statement.
-        - ``get_or_set_meta``: a stored value, set first if missing (the playground top-up).
+        - ``remember_request``: record a signed request; False when it is a replay.
+        - ``get_or_set_meta``: a stored value, set first if missing (the playground top-up, the
+          deployment id).
         - ``verify``: every mismatch between the ledger entries and the cached balances.
 
     Both backends' stores also implement ``SecretsStore`` (the sealed credentials).
@@ -120,6 +135,12 @@ class SessionStore(Protocol):
 
     async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
         """Credit the tenant."""
+        ...
+
+    async def grant_once(
+        self, request_id: str, tenant: str, amount: int, actor: str
+    ) -> tuple[Balance, bool]:
+        """Grant once per request id; ``(balance, granted_now)``."""
         ...
 
     async def balance(self, tenant: str) -> Balance:
@@ -229,6 +250,46 @@ class SessionStore(Protocol):
 
     async def prune_transcripts(self, before: float) -> int:
         """Forget lines older than ``before`` (epoch seconds); how many went."""
+        ...
+
+    async def record_booking_intent(
+        self, session_id: str, deployment_id: str, provider: str, tenant: str
+    ) -> None:
+        """Write the intent to book."""
+        ...
+
+    async def record_booking_answer(self, session_id: str, ps: ProviderSession) -> None:
+        """Write the vendor's answer."""
+        ...
+
+    async def resolve_booking(self, session_id: str, state: BookingState, note: str) -> None:
+        """Mark a booking refused or released."""
+        ...
+
+    async def mark_booking_in_doubt(
+        self, session_id: str, charge: int, billed_to: BilledTo, note: str
+    ) -> None:
+        """Record an unanswered booking as in doubt."""
+        ...
+
+    async def get_booking(self, session_id: str) -> Booking | None:
+        """The booking of a session."""
+        ...
+
+    async def list_bookings(self, states: tuple[BookingState, ...]) -> list[Booking]:
+        """Bookings by state."""
+        ...
+
+    async def deployment_vendor_ids(self, provider: str, deployment_id: str) -> set[str]:
+        """Vendor ids one deployment booked."""
+        ...
+
+    async def operator_charges(self) -> int:
+        """The operator's ledger sum."""
+        ...
+
+    async def remember_request(self, key: str, window_s: float) -> bool:
+        """Record a signed request; False when seen within ``window_s``."""
         ...
 
     async def data_version(self) -> int:

@@ -90,6 +90,7 @@ class SessionReaper:
         self._kept_alive: dict[str, float] = {}
         self._status_asked: dict[str, float] = {}
         self._last_sweep = 0.0
+        self._listed: set[str] = set()  # providers the last sweep could list
         self.transcript_retention_s = transcript_retention_s
         self.prune_every_s = prune_every_s
         self._last_prune = 0.0
@@ -171,20 +172,39 @@ class SessionReaper:
 
         With leases, only one worker at a time reconciles, and only sessions no live worker
         holds (a session another worker tends is not left behind).
+
+        Vendor bookings are resolved first (``bot/core/bookings.py``): what was booked but not
+        recorded on its session is ended, unanswered bookings are swept or recorded in doubt.
+        A booking whose open session another live worker holds is that worker's to finish.
         """
         records = await self.service.store.open_sessions()
         if self.leases is not None:
             if not await self.leases.claim([GLOBAL_LEASE]):
                 return
             held = await self.leases.claim(session_lease(r.id) for r in records)
+            others = {r.id for r in records if session_lease(r.id) not in held}
             records = [r for r in records if session_lease(r.id) in held]
             self._tended_here |= {r.id for r in records}
+        else:
+            others = set()
+        keeper = self.service.bookings
+        to_sweep = await keeper.resolve_after_crash(self.service.providers, skip=others)
+        # Resolving may have closed some (a booking in doubt closes its session): read again,
+        # and tell the closes (the open-session counts and the threads follow the events).
+        still_open = {r.id for r in await self.service.store.open_sessions()}
         for record in records:
+            if record.id not in still_open:
+                self.service.publish_state(await self.service.store.get_session(record.id))
+        for record in [r for r in records if r.id in still_open]:
             try:
                 await self._reconcile_one(record)
             except AvatarBotError:
                 log.exception("could not reconcile session %s", record.id)
+        swept_at = utcnow()
         await self.sweep_orphans(force=True)
+        for name in to_sweep:
+            if name in self._listed:
+                await keeper.released_after_sweep(name, swept_at)
         await self._rebuild(utcnow())
 
     async def _reconcile_one(self, record: SessionRecord) -> None:
@@ -530,6 +550,7 @@ class SessionReaper:
         for name, prov in self.service.providers.items():
             if not prov.capabilities.lists_sessions:
                 continue
+            self._listed.discard(name)
             try:
                 listed = await prov.list_open_sessions() or []
             except ProviderError as exc:
@@ -541,8 +562,13 @@ class SessionReaper:
             if any(r.provider == name and r.state is SessionState.PENDING for r in open_records):
                 continue  # a start is in flight: its vendor id is not recorded yet
             known = {r.provider_session_id for r in open_records if r.provider == name}
+            self._listed.add(name)
+            keeper = self.service.bookings
+            ours = await self.service.store.deployment_vendor_ids(name, keeper.deployment_id)
             for vendor_id in listed:
                 if vendor_id not in known:
+                    if vendor_id not in ours and not keeper.sweep_unknown:
+                        continue  # maybe another deployment's (SWEEP_UNKNOWN_VENDOR_SESSIONS)
                     log.warning("stopping unknown %s session", name)
                     if await self._stop_quietly(name, _orphan(name, vendor_id, prov.capabilities)):
                         stopped.append(vendor_id)

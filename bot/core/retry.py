@@ -39,8 +39,15 @@ class RetryPolicy(BaseModel):
         return capped * (0.5 + random.random() / 2)
 
 
-async def with_retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
-    """Run ``call``, retrying ``ProviderError``s marked retryable, within ``policy``."""
+async def with_retry(
+    call: Callable[[], Awaitable[T]], policy: RetryPolicy,
+    retry_if: Callable[[ProviderError], bool] | None = None,
+) -> T:
+    """Run ``call``, retrying ``ProviderError``s marked retryable, within ``policy``.
+
+    ``retry_if`` narrows which retryable errors are retried (a booking call: only a definite
+    refusal, after which nothing was booked; ``bot/core/bookings.py``).
+    """
     deadline = time.monotonic() + policy.total_s
     for attempt in range(1, policy.attempts + 1):
         try:
@@ -50,7 +57,8 @@ async def with_retry(call: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T
             told = min(exc.retry_after_s or 0.0, policy.max_delay_s)
             wait = max(policy.delay(attempt), told)
             out_of_time = time.monotonic() + wait > deadline
-            if not exc.retryable or attempt == policy.attempts or out_of_time:
+            unwanted = retry_if is not None and not retry_if(exc)
+            if not exc.retryable or unwanted or attempt == policy.attempts or out_of_time:
                 raise
             log.info("retrying %s after %r (attempt %d)", exc.provider, exc, attempt)
             await asyncio.sleep(wait)

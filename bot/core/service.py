@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from bot.core.bookings import BookingKeeper
 from bot.core.counts import SessionCounts
 from bot.core.dispatch import DEFAULT_QUEUE_LIMIT, Place, SessionQueues
 from bot.core.errors import (
@@ -25,6 +26,7 @@ from bot.core.errors import (
     ProviderError,
     ProviderSessionGone,
     ProviderUnavailable,
+    ServiceClosing,
     SessionNotFound,
     SessionNotLive,
     UnknownProvider,
@@ -97,6 +99,7 @@ class SessionService:
         start_timeout_s: float = 45.0,
         stop_timeout_s: float = 20.0,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        bookings: BookingKeeper | None = None,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -115,6 +118,11 @@ class SessionService:
         self._transcripts: asyncio.Queue[Any] | None = None
         self._keeping = False
         self._kept = asyncio.Event()
+        # Vendor bookings (bot/core/bookings.py): the calls in flight, and whether starts are
+        # still accepted (a shutdown stops accepting them, then waits for these).
+        self.bookings = bookings or BookingKeeper(store, stop_timeout_s=stop_timeout_s)
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._accepting = True
         #: open sessions by state, kept from this hub's events (``/metrics``, the home page)
         self.counts = SessionCounts(store, events)
 
@@ -211,6 +219,7 @@ class SessionService:
     # ------------------------------------------------------------------ start
     async def start(self, cmd: StartCommand) -> SessionRecord:
         """Reserve credits, start the vendor session and return the live record."""
+        self._check_accepting()
         avatar = await self.start_avatar(cmd.tenant, cmd.avatar, cmd.provider)
         prov = self.provider(avatar.provider)
         duration_s = self._duration(cmd.minutes, prov)
@@ -281,16 +290,93 @@ class SessionService:
     async def _start_vendor(
         self, record: SessionRecord, prov: AvatarProvider, request: StartRequest
     ) -> ProviderSession:
+        task: asyncio.Task[ProviderSession] | None = None
         try:
-            return await asyncio.wait_for(prov.start(request), self.start_timeout_s)
+            await self.bookings.intent(record)
+            self._check_accepting()
+            task = asyncio.create_task(self._book(record, prov, request))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancel that arrives as
+            # the call finishes, and a shutdown's cancel must not be lost.
+            async with asyncio.timeout(self.start_timeout_s):
+                return await asyncio.shield(task)
         except BaseException as exc:
+            if task is None:
+                await asyncio.shield(self.bookings.released(record.id, "never sent"))
+            elif not task.done():
+                self._give_up(record, prov, task)
             reason = _reason(exc, prov.display_name)
             failed = await asyncio.shield(self.store.fail_session(record.id, reason))
             self._publish_state(failed, reason)
             log.warning("session failed to start: %r", exc, extra=_ctx(record))
+            if task is not None and task.done():
+                await asyncio.shield(self._booking_failed(record, prov, task))
             if isinstance(exc, TimeoutError):
                 raise ProviderUnavailable(prov.name, reason) from None
             raise
+
+    async def _book(
+        self, record: SessionRecord, prov: AvatarProvider, request: StartRequest
+    ) -> ProviderSession:
+        """Send the booking call, as its own task.
+
+        Its answer is written the moment it arrives, even when the start that asked for it has
+        been given up (a timeout, a cancel).
+        """
+        ps = await prov.start(request)
+        await asyncio.shield(self.bookings.answered(record.id, ps))
+        return ps
+
+    async def _booking_failed(
+        self, record: SessionRecord, prov: AvatarProvider, task: asyncio.Task[ProviderSession]
+    ) -> None:
+        """Resolve the booking of a finished call whose start failed or was given up."""
+        exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            await self.bookings.failed(record, prov, exc)
+        else:  # it answered just as the start gave up: end what it booked
+            await self._stop_unrecorded(record, prov, task.result())
+
+    def _give_up(
+        self, record: SessionRecord, prov: AvatarProvider, task: asyncio.Task[ProviderSession]
+    ) -> None:
+        """The start no longer waits for ``task``: end whatever it books once it answers."""
+        async def end_late() -> None:
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is None:
+                log.warning("the vendor answered after the start was given up; ending it",
+                            extra=_ctx(record))
+            await self._booking_failed(record, prov, task)
+
+        ender = asyncio.create_task(end_late())
+        self._in_flight.add(ender)
+        ender.add_done_callback(self._in_flight.discard)
+
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise ServiceClosing()
+
+    def stop_accepting(self) -> None:
+        """Refuse new starts from now on (a shutdown is under way)."""
+        self._accepting = False
+
+    async def drain_starts(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the booking calls in flight, then cancel the rest.
+
+        What a cancelled call may have booked is resolved by ``BookingKeeper.failed``. Returns
+        how many were cut.
+        """
+        pending = set(self._in_flight)
+        if pending:
+            log.info("waiting for %d start(s) in flight", len(pending))
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+        return len(pending)
 
     async def _abandon(
         self, record: SessionRecord, prov: AvatarProvider, ps: ProviderSession
@@ -304,11 +390,14 @@ class SessionService:
 
     async def _stop_unrecorded(
         self, record: SessionRecord, prov: AvatarProvider, ps: ProviderSession
-    ) -> None:
+    ) -> bool:
         try:
             await asyncio.wait_for(prov.stop(ps), self.stop_timeout_s)
         except Exception:
             log.exception("could not stop an unrecorded vendor session", extra=_ctx(record))
+            return False
+        await self.bookings.released(record.id, "stopped: the session never went live")
+        return True
 
     # ------------------------------------------------------------------ stop
     async def stop(

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bot.core.models import Balance, ChatBinding, Limits, TenantId
+from bot.core.errors import InvalidRequest, NotAllowed
+from bot.core.models import NUMERIC_LIMITS, Balance, ChatBinding, Limits, TenantId, limit_bounds
 from bot.core.ports import SessionStore
 
 TenantKey = TenantId | str
@@ -23,6 +24,43 @@ class CreditsReport(BaseModel):
     balance: Balance
     used_today_by_user: int
     daily_user_credits: int
+
+
+class AdminPolicy(BaseModel):
+    """Who may mint credits and how far a tenant's admins may raise its limits (issue 16).
+
+    The one rule set of every chat platform: only the operator (``OPERATOR_USER_IDS``, ids as
+    ``discord:<user>``/``slack:<user>``) grants credits, since every tenant spends the
+    operator's vendor accounts; a server or workspace admin sets limits only up to the
+    operator's ceilings (``TENANT_*_CEILING``), the operator up to the limits' own bounds.
+    """
+
+    operators: frozenset[str] = frozenset()
+    ceilings: dict[str, int] = {}
+
+    def is_operator(self, actor: TenantKey) -> bool:
+        """Whether ``actor`` (``platform:user``) is one of the operators."""
+        return str(actor) in self.operators
+
+    def check(self, actor: TenantKey, *, grant: int | None = None,
+              limits: dict[str, Any] | None = None) -> None:
+        """Raise ``NotAllowed``/``InvalidRequest`` unless ``actor`` may make these changes."""
+        operator = self.is_operator(actor)
+        if grant is not None and not operator:
+            raise NotAllowed(
+                "Only the bot's operator grants credits (every server spends the operator's "
+                "vendor accounts). Ask the operator to add credits."
+            )
+        for key, value in (limits or {}).items():
+            if key not in NUMERIC_LIMITS or value is None:
+                continue
+            low, high = limit_bounds(key)
+            ceiling = high if operator else min(high, self.ceilings.get(key, high))
+            if not low <= value <= ceiling:
+                raise InvalidRequest(
+                    f"{key} goes from {low} to {ceiling:,} here"
+                    + ("" if operator else " (the ceiling the bot's operator set)") + "."
+                )
 
 
 class TenantService:
@@ -64,6 +102,19 @@ class TenantService:
                     note: str | None = None) -> Balance:
         """Credit the tenant's account (``actor`` is who granted, for the ledger)."""
         return await self._store.grant(str(tenant), amount, str(actor), note)
+
+    async def admin_grant(self, policy: AdminPolicy, tenant: TenantKey, amount: int,
+                          actor: TenantKey, note: str | None, request_id: str) -> Balance:
+        """A grant asked in chat: the operator only, once per platform request id."""
+        policy.check(actor, grant=amount)
+        balance, _ = await self._store.grant_once(request_id, str(tenant), amount, str(actor))
+        return balance
+
+    async def admin_set_limits(self, policy: AdminPolicy, tenant: TenantKey, actor: TenantKey,
+                               **changes: Any) -> Limits:
+        """Limits changed in chat: within the operator's ceilings unless the operator asks."""
+        policy.check(actor, limits=changes)
+        return await self.set_limits(tenant, **changes)
 
     async def credits(self, tenant: TenantKey, user: str) -> CreditsReport:
         """The tenant's balance and the user's use today."""

@@ -113,6 +113,7 @@ class VendorHTTP:
         headers: Mapping[str, str] | None = None,
         retry: bool = True,
         idempotent: bool = True,
+        retry_if: Callable[[ProviderError], bool] | None = None,
     ) -> dict[str, Any]:
         """Send one request (retried when the failure is retryable) and return its JSON body.
 
@@ -125,6 +126,8 @@ class VendorHTTP:
             retry: whether retryable failures are retried at all.
             idempotent: False for a call that must never run twice (ask, say): it is retried
                 only when the failure proves the vendor did not process it.
+            retry_if: when given, only failures it accepts are retried (a booking call is
+                retried only after a definite refusal).
 
         Raises:
             ProviderError: typed by ``error_for`` or by the HTTP status.
@@ -144,7 +147,7 @@ class VendorHTTP:
 
         if not retry:
             return await once()
-        return await with_retry(once, self.retry)
+        return await with_retry(once, self.retry, retry_if)
 
     async def _once(
         self,

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from bot.core.bookings import booked_nothing
 from bot.core.errors import (
     InvalidRequest,
     ProviderError,
@@ -122,6 +123,10 @@ class A2EProvider(ProviderBase):
         body = await self._api.call(
             "POST", f"{_API}/agora-token",
             json_body={"avatar_id": request.avatar_id, "expire_seconds": request.duration_s},
+            # Retried only after a definite refusal: A2E books (and charges) the room before it
+            # answers and offers no way to ask whether an attempt booked one, so a retry after a
+            # timeout or a 5xx could book a second room (bot/core/bookings.py).
+            retry_if=booked_nothing,
         )
         try:
             tok = _Token.model_validate(body.get("data"))

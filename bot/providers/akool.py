@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from bot.core.bookings import booked_nothing
 from bot.core.errors import (
     InvalidRequest,
     ProviderError,
@@ -161,7 +162,10 @@ class AKoolProvider(ProviderBase):
             body["voice_id"] = request.voice
         if request.language:
             body["language"] = request.language
-        answer = await self._api.call("POST", f"{_API}/liveAvatar/session/create", json_body=body)
+        # Retried only after a definite refusal: a timed-out create may have booked a session
+        # (bot/core/bookings.py).
+        answer = await self._api.call("POST", f"{_API}/liveAvatar/session/create", json_body=body,
+                                      retry_if=booked_nothing)
         session = self._to_session(request, answer)
         self._modes[request.session_id] = mode_type
         self._seen_open[request.session_id] = utcnow()

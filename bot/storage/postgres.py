@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from bot.core.bookings import BilledTo, Booking, BookingState
 from bot.core.errors import InvalidRequest, SessionNotFound, StoreUnavailable, TenantNotFound
 from bot.core.models import (
     Balance,
@@ -558,6 +559,117 @@ class PostgresStore:
         self._listener = listener
         self._version += 1
 
+    # --- vendor bookings, the operator's ledger, idempotent grants (docs/bookings.md)
+    async def record_booking_intent(
+        self, session_id: str, deployment_id: str, provider: str, tenant: str
+    ) -> None:
+        """Write the intent to book, before the vendor call."""
+        now = utcnow()
+        await self.write(lambda c: c.execute(
+            "INSERT INTO bookings (session_id, deployment_id, provider, tenant, state, "
+            "created_at, updated_at) VALUES ($1, $2, $3, $4, 'intent', $5, $5) "
+            "ON CONFLICT (session_id) DO NOTHING",
+            session_id, deployment_id, provider, tenant, now,
+        ))
+
+    async def record_booking_answer(self, session_id: str, ps: ProviderSession) -> None:
+        """Write the vendor's answer to a booking call."""
+        handle = {"expires_at": ps.expires_at.isoformat(), "transport": ps.viewer.transport,
+                  **ps.handle}
+        await self.write(lambda c: c.execute(
+            "UPDATE bookings SET state = 'booked', vendor_session_id = $1, handle = $2, "
+            "updated_at = $3 WHERE session_id = $4 AND state IN ('intent', 'in_doubt')",
+            ps.provider_session_id, handle, utcnow(), session_id,
+        ))
+
+    async def resolve_booking(self, session_id: str, state: BookingState, note: str) -> None:
+        """An intent or booking is settled: ``refused`` or ``released``."""
+        await self.write(lambda c: c.execute(
+            "UPDATE bookings SET state = $1, note = $2, updated_at = $3 WHERE session_id = $4 "
+            "AND state IN ('intent', 'booked')",
+            state, note[:200], utcnow(), session_id,
+        ))
+
+    async def mark_booking_in_doubt(
+        self, session_id: str, charge: int, billed_to: BilledTo, note: str
+    ) -> None:
+        """Record an unanswered intent the vendor cannot be asked about.
+
+        The session is closed and its likely charge billed to the operator (its own ledger) or
+        to the tenant (settled).
+        """
+        await self.write(
+            lambda c: _mark_in_doubt(c, session_id, charge, billed_to, note)
+        )
+
+    async def get_booking(self, session_id: str) -> Booking | None:
+        """The booking of a session, if one was written."""
+        row = await self.read(
+            lambda c: c.fetchrow(_BOOKING_SELECT + "WHERE b.session_id = $1", session_id)
+        )
+        return _row_to_booking(row) if row is not None else None
+
+    async def list_bookings(self, states: tuple[BookingState, ...]) -> list[Booking]:
+        """Bookings in ``states``, oldest first."""
+        rows = await self.read(lambda c: c.fetch(
+            _BOOKING_SELECT + "WHERE b.state = ANY($1::text[]) ORDER BY b.created_at",
+            list(states),
+        ))
+        return [_row_to_booking(r) for r in rows]
+
+    async def deployment_vendor_ids(self, provider: str, deployment_id: str) -> set[str]:
+        """Vendor session ids this deployment ever booked at ``provider``."""
+        rows = await self.read(lambda c: c.fetch(
+            "SELECT vendor_session_id FROM bookings WHERE provider = $1 AND deployment_id = $2 "
+            "AND vendor_session_id IS NOT NULL", provider, deployment_id,
+        ))
+        return {r[0] for r in rows}
+
+    async def operator_charges(self) -> int:
+        """The sum of the operator's ledger (in-doubt bookings it bears)."""
+        total = await self.read(
+            lambda c: c.fetchval("SELECT COALESCE(SUM(amount), 0) FROM operator_ledger")
+        )
+        return int(total)
+
+    async def grant_once(
+        self, request_id: str, tenant: str, amount: int, actor: str
+    ) -> tuple[Balance, bool]:
+        """Grant once per platform request id; ``(balance, granted_now)``."""
+        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
+            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+
+        async def body(c: Conn) -> tuple[Balance, bool]:
+            # The insert is the check: a concurrent replay waits on the key, then finds it.
+            added = await c.fetchval(
+                "INSERT INTO grant_requests VALUES ($1, $2, $3, $4, $5) "
+                "ON CONFLICT (request_id) DO NOTHING RETURNING 1",
+                request_id, tenant, amount, actor, utcnow(),
+            )
+            if added is None:
+                return await _balance(c, tenant), False
+            await _ensure_tenant(c, tenant)
+            await _append(c, tenant, "grant", amount, actor=actor,
+                          note=f"request {request_id[:40]}")
+            return await _balance(c, tenant), True
+
+        return await self.write(body)
+
+    async def remember_request(self, key: str, window_s: float) -> bool:
+        """Record a handled signed request; False when it is a replay within ``window_s``."""
+        async def body(c: Conn) -> bool:
+            now = utcnow()
+            await c.execute(
+                "DELETE FROM seen_requests WHERE seen_at < $1", now - timedelta(seconds=window_s)
+            )
+            added = await c.fetchval(
+                "INSERT INTO seen_requests VALUES ($1, $2) ON CONFLICT (key) DO NOTHING "
+                "RETURNING 1", key, now,
+            )
+            return added is not None
+
+        return await self.write(body)
+
     # --- meta
     async def get_meta(self, key: str) -> str | None:
         """A value of the meta table."""
@@ -871,6 +983,49 @@ async def _finish(c: Conn, session_id: str, settle: int) -> SessionRecord:
         "UPDATE sessions SET state = 'ended', ended_at = $1, settled = $2, next_stop_at = NULL "
         "WHERE id = $3",
         utcnow(), settle, session_id,
+    )
+
+
+_BOOKING_SELECT = (
+    "SELECT b.*, s.state AS session_state, s.requested_s AS requested_s "
+    "FROM bookings b LEFT JOIN sessions s ON s.id = b.session_id "
+)
+
+
+def _row_to_booking(row: Row) -> Booking:
+    data = dict(row)
+    data["handle"] = data["handle"] or {}
+    return Booking.model_validate(data)
+
+
+async def _mark_in_doubt(
+    c: Conn, session_id: str, charge: int, billed_to: BilledTo, note: str
+) -> None:
+    """Mark an intent in doubt and close its session, in one transaction (as SQLite's)."""
+    row = await c.fetchrow(
+        "SELECT * FROM bookings WHERE session_id = $1 AND state = 'intent' FOR UPDATE",
+        session_id,
+    )
+    if row is None:
+        return
+    rec = await _get(c, session_id, lock=True)
+    if billed_to == "tenant" and rec.state in (SessionState.PENDING, SessionState.LIVE):
+        await _begin_end(c, session_id, "the vendor may have booked it (in doubt)", utcnow())
+        await _finish(c, session_id, charge)
+    else:
+        if rec.state.is_open:
+            await _fail(c, session_id, note, False)
+        billed_to = "operator"
+        await c.execute(
+            "INSERT INTO operator_ledger (kind, amount, session_id, tenant, provider, note, "
+            "created_at) VALUES ('in_doubt', $1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (session_id) DO NOTHING",
+            charge, session_id, row["tenant"], row["provider"], note[:200], utcnow(),
+        )
+    await c.execute(
+        "UPDATE bookings SET state = 'in_doubt', likely_charge = $1, billed_to = $2, note = $3, "
+        "updated_at = $4 WHERE session_id = $5",
+        charge, billed_to, note[:200], utcnow(), session_id,
     )
 
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.core.bookings import BilledTo, Booking, BookingState
 from bot.core.errors import (
     InvalidRequest,
     SessionNotFound,
@@ -38,6 +39,7 @@ from bot.core.models import (
 )
 from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
+from bot.storage import bookings as bookings_sql
 from bot.storage import secrets as sealed
 from bot.storage.activity import ActivityBuffer
 from bot.storage.migrations import apply_migrations
@@ -472,6 +474,67 @@ class SqliteStore:
             return c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
 
         return await self.write(body)
+
+    # --- vendor bookings, the operator's ledger, idempotent grants (bot/storage/bookings.py)
+    async def record_booking_intent(
+        self, session_id: str, deployment_id: str, provider: str, tenant: str
+    ) -> None:
+        """Write the intent to book, before the vendor call."""
+        await self.write(
+            lambda c: bookings_sql.record_intent(c, session_id, deployment_id, provider, tenant)
+        )
+
+    async def record_booking_answer(self, session_id: str, ps: ProviderSession) -> None:
+        """Write the vendor's answer to a booking call."""
+        await self.write(lambda c: bookings_sql.record_answer(c, session_id, ps))
+
+    async def resolve_booking(self, session_id: str, state: BookingState, note: str) -> None:
+        """An intent or booking is settled: ``refused`` or ``released``."""
+        await self.write(lambda c: bookings_sql.resolve(c, session_id, state, note))
+
+    async def mark_booking_in_doubt(
+        self, session_id: str, charge: int, billed_to: BilledTo, note: str
+    ) -> None:
+        """Record an unanswered intent the vendor cannot be asked about.
+
+        The session is closed and its likely charge billed to the operator (its own ledger) or
+        to the tenant (settled).
+        """
+        await self.write(lambda c: bookings_sql.mark_in_doubt(
+            c, session_id, charge, billed_to, note, _fail, _begin_end, _finish, _get,
+        ))
+
+    async def get_booking(self, session_id: str) -> Booking | None:
+        """The booking of a session, if one was written."""
+        return await self.run(lambda c: bookings_sql.get_booking(c, session_id))
+
+    async def list_bookings(self, states: tuple[BookingState, ...]) -> list[Booking]:
+        """Bookings in ``states``, oldest first."""
+        return await self.run(lambda c: bookings_sql.bookings(c, states))
+
+    async def deployment_vendor_ids(self, provider: str, deployment_id: str) -> set[str]:
+        """Vendor session ids this deployment ever booked at ``provider``."""
+        return await self.run(
+            lambda c: bookings_sql.deployment_vendor_ids(c, provider, deployment_id)
+        )
+
+    async def operator_charges(self) -> int:
+        """The sum of the operator's ledger (in-doubt bookings it bears)."""
+        return await self.run(bookings_sql.operator_total)
+
+    async def grant_once(
+        self, request_id: str, tenant: str, amount: int, actor: str
+    ) -> tuple[Balance, bool]:
+        """Grant once per platform request id; ``(balance, granted_now)``."""
+        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
+            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        return await self.write(lambda c: bookings_sql.grant_once(
+            c, request_id, tenant, amount, actor, _grant, _balance,
+        ))
+
+    async def remember_request(self, key: str, window_s: float) -> bool:
+        """Record a handled signed request; False when it is a replay within ``window_s``."""
+        return await self.write(lambda c: bookings_sql.remember_request(c, key, window_s))
 
     # --- sealed credentials (bot.core.ports.SecretsStore; docs/secrets.md)
     async def check_storage_key(self, box: CredentialBox) -> None:

@@ -120,3 +120,34 @@ async def test_events_of_a_session_reach_the_other_workers_viewers(store, redis_
     kinds = [e.kind for e in seen]
     assert "transcript" in kinds and kinds[-1] == "ended"
     assert any(getattr(e, "text", None) == "When do you open?" for e in seen)
+
+
+async def test_a_new_worker_leaves_a_live_workers_booking_in_flight_alone(
+    store, redis_client, prefix
+):
+    """Issue 16 under leases: a booking whose session another live worker holds is its own.
+
+    Like A2E, the vendor cannot list its sessions: a reconciliation that judged the intent as
+    left by a crash would record it in doubt and fail a start that is about to go live.
+    """
+    fake = FakeProvider(EventHub(), lists_sessions=False)
+    fake.start_delay = 1.0
+    _, service_a, leases_a, _ = worker(store, fake, redis_client, prefix, "a")
+    _, _, _, reaper_b = worker(store, fake, redis_client, prefix, "b")
+    starting = asyncio.create_task(start(service_a))
+    for _ in range(200):
+        pending = await store.open_sessions()
+        if pending:
+            break
+        await asyncio.sleep(0.01)
+    [record] = pending
+    assert await leases_a.claim([f"session:{record.id}"])  # A tends its own start
+
+    await reaper_b.reconcile()  # B starts up meanwhile and reconciles (it holds "global")
+
+    assert (await store.get_booking(record.id)).state == "intent"
+    started = await starting
+    assert started.state is SessionState.LIVE
+    assert (await store.get_booking(record.id)).state == "booked"
+    assert await store.list_bookings(("in_doubt",)) == []
+    assert await store.verify() == []

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bot.core.bookings import BookingKeeper
 from bot.core.events import EventHub
 from bot.core.models import SessionState
 from bot.core.reaper import SessionReaper
@@ -37,7 +38,10 @@ async def run_and_kill(db: Path, url: str, *extra: str) -> None:
 async def restart(db: Path, url: str):
     store = await SqliteStore.open(db)
     provider = HttpFakeProvider(url, survives_restart=False)
-    service = SessionService(store=store, providers={provider.name: provider}, events=EventHub())
+    # One deployment uses this vendor account: the sweep may stop what nobody booked.
+    keeper = BookingKeeper(store, sweep_unknown=True)
+    service = SessionService(store=store, providers={provider.name: provider}, events=EventHub(),
+                             bookings=keeper)
     await SessionReaper(service).reconcile()
     return store, provider
 
@@ -84,6 +88,9 @@ async def test_sigkill_while_the_vendor_is_starting_releases_and_sweeps_the_orph
             [record] = await store.list_sessions(TENANT)
             assert record.state is SessionState.FAILED
             assert vendor.stopped == ["v1"] and vendor.open == set()
+            booking = await store.get_booking(record.id)  # the intent, resolved by the sweep
+            assert booking is not None and booking.state == "released"
+            assert await store.list_bookings(("intent", "booked", "in_doubt")) == []
             assert (await store.balance(TENANT)).available == 1000
             assert await store.verify() == []
         finally:

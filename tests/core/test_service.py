@@ -143,6 +143,7 @@ async def test_keep_alive_is_sent_where_the_vendor_needs_it(store, hub):
 
 async def test_orphan_sweep_stops_vendor_sessions_we_do_not_know(service, live, fake):
     fake.open["fake-orphan"] = {"knowledge": ""}
+    service.bookings.sweep_unknown = True  # SWEEP_UNKNOWN_VENDOR_SESSIONS: a one-deployment account
     stopped = await SessionReaper(service).sweep_orphans(force=True)
     assert stopped == ["fake-orphan"]
     assert set(fake.open) == {live.provider_session_id}

@@ -104,13 +104,18 @@ async def test_orphan_sweep_spares_a_session_that_started_while_it_listed_anothe
 async def test_reaper_does_not_fail_a_start_that_went_live_during_its_tick(svc, store, vendor):
     """The tick's list is a snapshot: a start listed as pending may be live when its turn comes."""
     await store.grant(TENANT, 100, "admin")
-    starting = asyncio.create_task(svc.start(cmd()))  # the vendor answers in 0.3 s
+    # Taken before the start: it goes live later, so it is never five minutes idle at ``later``
+    # however long the newer start below takes on a busy machine.
+    later = utcnow() + timedelta(minutes=5)  # the newer one expired; the start looks stale
+    # The vendor answers in 0.8 s: time for the newer start (its booking intent and answer are
+    # two more writes) and the tick's snapshot on a busy machine, so the snapshot sees it pending.
+    vendor.start_delay = 0.8
+    starting = asyncio.create_task(svc.start(cmd()))
     pending_id = await _pending(store)
     vendor.start_delay = 0.0
     newer = await svc.start(cmd(minutes=1))
-    vendor.stop_delay = 0.6  # the reaper is busy ending the newer session meanwhile
+    vendor.stop_delay = 1.5  # the reaper is busy ending the newer session meanwhile
 
-    later = utcnow() + timedelta(minutes=5)  # the newer one expired; the start looks stale
     await SessionReaper(svc).tick(later)
     started = await starting
 

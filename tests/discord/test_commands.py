@@ -85,9 +85,19 @@ async def test_commands_inside_the_thread(
 async def test_admin_commands(
     fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict, admin: dict
 ) -> None:
+    # Issue 16: a server admin does not mint credits; the operator (OPERATOR_USER_IDS) does.
+    reply = await final_text(fake, await fake.slash(admin, "grant", group="admin", amount=40))
+    assert "Only the bot's operator grants credits" in reply
+    assert not await stack.store.tenant_exists(TENANT) or (
+        await stack.store.balance(TENANT)).granted == 0
+    reply = await final_text(fake, await fake.slash(admin, "limits", group="admin",
+                                                     max_concurrent=50))
+    assert "max_concurrent goes from 0 to 5 here (the ceiling the bot's operator set)" in reply
+    bot.client.settings.operator_user_ids = [f"discord:{admin['user']['id']}"]
     reply = await final_text(fake, await fake.slash(admin, "grant", group="admin", amount=40))
     assert reply == "Granted 40 credits; 40 available now."
     assert (await stack.store.balance(TENANT)).granted == 40
+    bot.client.settings.operator_user_ids = []
 
     reply = await final_text(fake, await fake.slash(admin, "limits", group="admin",
                                                      max_concurrent=1, max_minutes=20))
@@ -162,3 +172,24 @@ async def test_client_requests_the_intents_it_needs(stack: Stack) -> None:
     assert intents.guilds and intents.guild_messages and intents.message_content
     assert not intents.members and not intents.presences
     await client.close()
+
+
+async def test_link_and_say_without_an_id_reach_only_this_channels_session(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict
+) -> None:
+    # Issue 16: the server's only session, started in another (maybe private) channel, is not
+    # reachable from here.
+    await stack.store.grant(TENANT, 100, "test")
+    await start_session(fake, alice, avatar="fake:ava-1", minutes=5)
+    other = fake.snowflake()
+    fake.channels[other] = {
+        "id": other, "type": 0, "guild_id": fake.guild_id, "name": "elsewhere", "position": 1,
+        "permission_overwrites": [], "nsfw": False, "parent_id": None,
+    }
+    for sub, options in (("link", {}), ("say", {"text": "hello from elsewhere"})):
+        reply = await final_text(fake, await fake.slash(alice, sub, channel_id=other, **options))
+        assert "No avatar session is running here" in reply, sub
+    assert stack.provider.called("say") == []
+    # in the session's own channel both still work
+    pending = await fake.slash(alice, "link")
+    assert "http://viewer.test/v/" in (await callback(pending))["data"]["content"]

@@ -71,3 +71,29 @@ def test_split_text_prefers_line_and_word_ends() -> None:
     assert split_text(text) == ["a" * 1500, "b" * 1500]
     assert split_text("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
     assert split_text("  ") == []
+
+
+async def test_one_sessions_flood_does_not_hold_back_another_sessions_line(
+    fake: FakeDiscord, stack: Stack, bot: Bot, alice: dict, admin: dict
+) -> None:
+    # Issue 16: session A floods 50 long lines, then session B says one line; each thread has
+    # its own outbox, so B's line is among the first writes, not behind A's flood.
+    bot.client.relay.edit_interval_s = 0.2
+    await stack.store.grant(TENANT, 100, "test")
+    await stack.store.set_limits(TENANT, max_concurrent=2)
+    _, _, a_thread = await start_session(fake, alice, minutes=5)
+    _, _, b_thread = await start_session(fake, admin, minutes=5)
+    by_thread = {r.started_by: r.id for r in await stack.service.open_sessions(TENANT)}
+    a_sid, b_sid = by_thread[alice["user"]["id"]], by_thread[admin["user"]["id"]]
+    a_tid, b_tid = a_thread["id"], b_thread["id"]
+    mark = len(fake.calls)
+    for i in range(50):
+        stack.hub.publish(Transcript(session_id=a_sid, speaker="avatar",
+                                     text=f"flood {i} " + "x" * 1500))
+    stack.hub.publish(Transcript(session_id=b_sid, speaker="avatar", text="my turn"))
+    await fake.wait_for(lambda: [m for m in fake.channel_messages(b_tid)
+                                 if "my turn" in m["content"]])
+    order = [c.path.split("/")[2] for c in fake.calls[mark:] if c.method in ("POST", "PATCH")
+             and c.path.startswith("/channels/") and "/messages" in c.path]
+    assert b_tid in order[:3], order
+    assert order.count(a_tid) < 50  # B did not wait for A's flood

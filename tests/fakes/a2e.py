@@ -9,10 +9,15 @@ A2E "releases the resource" at ``expire_epoch_timestamp`` (the agora-token page)
 A2E's side: ``grant_s`` books rooms for at most that many seconds whatever was asked (so A2E ends
 them before we do), and ``release_room`` releases one at once. A released room answers
 ``ask``/``speak``/``set-qa-context`` like a room that was left ("channel not found").
+
+A room is booked before the answer is sent, as a real vendor does: ``answer_delay_s`` and
+``after_booking`` make the answer late, a 500 or a dropped connection after the room (and its
+charge) exists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import secrets
@@ -55,6 +60,10 @@ class FakeA2E(FakeVendor):
         super().__init__(**kw)
         self.coins = coins
         self.grant_s = grant_s  # book rooms for at most this long (A2E ends them on its own)
+        # "Book before answer": the room is booked, then the answer waits this long, and is
+        # then given, or replaced by a 500 ("error") or a dropped connection ("drop").
+        self.answer_delay_s = 0.0
+        self.after_booking: str | None = None
         self.avatars = [
             {"_id": "676e1f054c86ff839eae2cc3", "name": "Linda", "video_cover": "https://x/l.jpg"},
             {"_id": "676e1f054c86ff839eae2cc4", "name": "Tom"},
@@ -121,6 +130,14 @@ class FakeA2E(FakeVendor):
         room = Room(channel, avatar_id, expire, "007eJx" + secrets.token_urlsafe(24), cost)
         room.expires_at = time.time() + min(expire, self.grant_s or expire)
         self.rooms[channel] = room
+        # Booked (and charged) before answering: a slow, failed or lost answer leaves the room
+        # open all the same (issue 16: a late vendor booked a room per retry).
+        if self.answer_delay_s:
+            await asyncio.sleep(self.answer_delay_s)
+        if self.after_booking == "error":
+            return web.json_response(self.error_body(500), status=500)
+        if self.after_booking == "drop":
+            raise ConnectionResetError  # aiohttp closes the connection without an answer
         return _ok({
             "token": room.token, "appId": "013a409abcdb4ce083d01ff3cb1c78ec", "channel": channel,
             "expire_epoch_timestamp": room.expires_at,

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -94,6 +96,17 @@ def sign(body: str | bytes, *, ts: int | None = None, secret: str = SECRET) -> d
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + digest.hexdigest()}
 
 
+_triggers = itertools.count(13345224609)
+
+
+def trigger_id() -> str:
+    """Return a fresh ``trigger_id``, as Slack sends with every command and interaction.
+
+    Its shape is that of tests/fixtures/slack/slash_command_say_escaped.form.
+    """
+    return f"{next(_triggers)}.738474920.{secrets.token_hex(10)}"
+
+
 class SlackHarness:
     """Signed HTTP requests into the real app, as Slack would send them."""
 
@@ -122,7 +135,7 @@ class SlackHarness:
             "channel_name": "general", "user_id": user, "user_name": user.lower(),
             "command": "/avatar", "text": text, "api_app_id": "A0AVATAR",
             "is_enterprise_install": "true" if org_install else "false",
-            "response_url": self.fake.response_url(key), "trigger_id": "1.2.3",
+            "response_url": self.fake.response_url(key), "trigger_id": trigger_id(),
         }
         if enterprise is not None:
             form |= {"enterprise_id": enterprise, "enterprise_name": f"Org {enterprise}"}
@@ -181,7 +194,7 @@ class SlackHarness:
             "enterprise": {"id": enterprise, "name": f"Org {enterprise}"} if enterprise else None,
             "is_enterprise_install": org_install,
             "user": {"id": user, "username": user.lower(), "team_id": team},
-            "api_app_id": "A0AVATAR", "token": "legacy", "trigger_id": "1.2.3",
+            "api_app_id": "A0AVATAR", "token": "legacy", "trigger_id": trigger_id(),
             "channel": {"id": channel, "name": "general"},
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
             "message": {"ts": message_ts, "type": "message"},

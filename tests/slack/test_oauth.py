@@ -197,7 +197,7 @@ async def test_in_many_workspaces_only_the_operator_grants_credits(make_slack, f
         await multi.command(text, team=TEAM2, user=user)
         return (await fake_slack.wait_for_response(before + 1))[before]["text"]
 
-    assert "granted by the bot's operator" in await answer("U2ADMIN", "admin grant 1000")
+    assert "Only the bot's operator grants credits" in await answer("U2ADMIN", "admin grant 1000")
     assert "max_concurrent=" in await answer("U2ADMIN", "admin limits")  # other admin commands
     assert "Granted 1000 credits" in await answer("UOP", "admin grant 1000")
     assert (await multi.stack.store.balance(f"slack:{TEAM2}")).granted == 1000

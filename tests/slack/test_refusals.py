@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.slack.conftest import TEAM
+from tests.slack.conftest import TEAM, sign
 
 TENANT = f"slack:{TEAM}"
 
@@ -67,9 +69,20 @@ async def test_non_admin_admin_command(slack):
     assert info.params["user"] == "U2"
 
 
-async def test_workspace_admin_grants_and_sets_limits(slack):
+async def test_workspace_admin_sets_limits_and_only_the_operator_grants(make_slack):
+    # Issue 16: one rule set on every platform and in every mode (bot/core/tenants.py).
+    slack = await make_slack(operator_user_ids="slack:UOPS,discord:123")
+    slack.fake.add_user("UOPS")
     text = await ephemeral(slack, "admin grant 50 welcome", user="UADMIN")
+    assert "Only the bot's operator grants credits" in text
+    assert not await slack.stack.store.tenant_exists(TENANT) or (
+        await slack.stack.store.balance(TENANT)).granted == 0
+    text = await ephemeral(slack, "admin grant 50 welcome", user="UOPS")
     assert "Granted 50 credits" in text and "*50*" in text
+    text = await ephemeral(slack, "admin limits max_concurrent=40", user="UADMIN")
+    assert "max_concurrent goes from 0 to 5 here (the ceiling the bot's operator set)" in text
+    assert "max_concurrent=40" in await ephemeral(
+        slack, "admin limits max_concurrent=40", user="UOPS")
     text = await ephemeral(slack, "admin limits max_minutes=7 daily_user_credits=30",
                            user="UADMIN")
     assert "max_minutes=7" in text and "daily_user_credits=30" in text
@@ -191,3 +204,27 @@ async def test_odd_admin_numbers_get_a_clear_refusal_and_change_nothing(slack, t
     assert expected in answer and "Something went wrong" not in answer
     assert await slack.stack.store.get_limits(TENANT) == before
     assert (await slack.stack.store.balance(TENANT)).granted == 100
+
+
+async def test_a_replayed_signed_request_is_handled_once(make_slack):
+    # Issue 16: a signed request can be resent as is within Slack's 5-minute window.
+    slack = await make_slack(operator_user_ids="slack:UOPS")
+    slack.fake.add_user("UOPS")
+    body = slack.command_body("admin grant 500", user="UOPS")
+    headers = sign(body) | {"Content-Type": "application/x-www-form-urlencoded"}
+    before = len(slack.fake.responses)
+    for _ in range(3):
+        assert (await slack.post(body, "application/x-www-form-urlencoded",
+                                 headers=headers))[0] == 200
+    await slack.fake.wait_for_response(before + 1)
+    assert (await slack.stack.store.balance(TENANT)).granted == 500  # not 1,500
+    body = slack.command_body("start", user="UOPS")
+    headers = sign(body) | {"Content-Type": "application/x-www-form-urlencoded"}
+    for _ in range(2):
+        await slack.post(body, "application/x-www-form-urlencoded", headers=headers)
+    for _ in range(100):
+        if slack.stack.provider.called("start"):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    assert len(slack.stack.provider.called("start")) == 1  # one room, not two

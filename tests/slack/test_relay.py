@@ -158,3 +158,30 @@ async def test_a_workspace_without_files_write_still_gets_the_summary(slack):
 
 async def _summary_posted(slack, ts: str) -> bool:
     return any("ended after" in p.params["text"] for p in thread_posts(slack, ts))
+
+
+async def test_one_sessions_flood_does_not_hold_back_another_sessions_line(make_slack):
+    # Issue 16: a flood of long lines from session A (they cannot all merge into one post), then
+    # one line of session B: B's line goes out within a turn, not after A's whole flood.
+    slack = await make_slack(min_interval_s=0.05)
+    a_sid, a_ts = await start(slack)
+    await slack.command("start", user="U2", key="r2")
+    anchors = [c for c in await slack.fake.wait_for("chat.postMessage", 2)
+               if not c.params.get("thread_ts")]
+    b_ts = anchors[1].result["ts"]
+    b_sid = anchors[1].params["blocks"][1]["elements"][1]["value"]
+    assert b_ts != a_ts
+    before = len(slack.fake.called("chat.postMessage"))
+    for i in range(50):
+        slack.stack.hub.publish(Transcript(session_id=a_sid, speaker="avatar",
+                                           text=f"flood {i} " + "x" * 1500))
+    slack.stack.hub.publish(Transcript(session_id=b_sid, speaker="avatar", text="my turn"))
+    await eventually(lambda: _count(slack, b_ts, 1), within=10)
+    posted = slack.fake.called("chat.postMessage")[before:]
+    order = [p.params.get("thread_ts") for p in posted]
+    assert b_ts in order[:3], order  # B was served within the first turns
+    await eventually(lambda: _has_flood(slack, a_ts, 50), within=20)  # and A lost nothing
+
+
+async def _has_flood(slack, ts: str, n: int) -> bool:
+    return sum(p.params["text"].count("flood ") for p in thread_posts(slack, ts)) >= n

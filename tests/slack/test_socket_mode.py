@@ -8,7 +8,7 @@ import pytest
 
 from bot.core.errors import ConfigError
 from bot.platforms.slack import start_socket_mode
-from tests.slack.conftest import CHANNEL, TEAM
+from tests.slack.conftest import CHANNEL, TEAM, trigger_id
 
 
 def slash(envelope_id: str, text: str, fake) -> dict:
@@ -18,7 +18,7 @@ def slash(envelope_id: str, text: str, fake) -> dict:
             "token": "legacy", "team_id": TEAM, "channel_id": CHANNEL, "channel_name": "general",
             "user_id": "U1", "user_name": "u1", "command": "/avatar", "text": text,
             "api_app_id": "A0AVATAR", "response_url": fake.response_url("sm"),
-            "trigger_id": "1.2.3",
+            "trigger_id": trigger_id(),
         },
     }
 

@@ -220,13 +220,16 @@ class AvatarCommands:
 
     # ------------------------------------------------------------------ running sessions
     async def session_here(self, interaction: discord.Interaction) -> SessionRecord:
-        """The session a command means: this thread's, else the only one in this channel."""
+        """The session a command means: this thread's, else the only one in this channel.
+
+        Never a session of another channel (issue 16: it may be in a private one).
+        """
         tenant = tenant_of(interaction)
         binding = await self.bindings.for_thread("discord", str(interaction.channel_id))
         if binding is not None:
             return await self.service.get(binding.session_id, tenant=tenant)
         here = await self.service.open_sessions_in(tenant, "discord", str(interaction.channel_id))
-        candidates = here or await self.service.open_sessions(tenant)
+        candidates = here
         if len(candidates) == 1:
             return candidates[0]
         mine = [r for r in candidates if r.started_by == str(interaction.user.id)]
@@ -335,8 +338,12 @@ class AvatarCommands:
     async def grant(self, interaction: discord.Interaction, amount: int) -> None:
         """``/avatar admin grant``."""
         require_admin(interaction)
-        balance = await self.tenants.grant(
-            tenant_of(interaction), amount, user_key(interaction.user.id), "/avatar admin grant"
+        # Only the operator mints credits (bot/core/tenants.py AdminPolicy), once per
+        # interaction id: a redelivered interaction grants nothing more.
+        balance = await self.tenants.admin_grant(
+            self.bot.settings.admin_policy(), tenant_of(interaction), amount,
+            user_key(interaction.user.id), "/avatar admin grant",
+            request_id=f"discord:{interaction.id}",
         )
         await interaction.response.send_message(
             f"Granted {amount} credits; {balance.available} available now.", ephemeral=True
@@ -347,8 +354,11 @@ class AvatarCommands:
         require_admin(interaction)
         tenant = tenant_of(interaction)
         wanted = {k: v for k, v in changes.items() if v is not None}
-        limits = await (self.tenants.set_limits(tenant, **wanted) if wanted
-                        else self.tenants.limits(tenant))
+        limits = await (
+            self.tenants.admin_set_limits(
+                self.bot.settings.admin_policy(), tenant, user_key(interaction.user.id), **wanted
+            ) if wanted else self.tenants.limits(tenant)
+        )
         roles = ", ".join(f"<@&{r}>" for r in limits.allowed_roles) or "everyone"
         await interaction.response.send_message(
             f"Limits: {limits.max_concurrent} sessions at once, {limits.max_minutes} min each, "

@@ -247,8 +247,8 @@ class SlackAdapter:
         return True
 
     def is_operator(self, user: str) -> bool:
-        """Whether ``user`` is one of the operators named in the settings."""
-        return user in self.settings.slack_admin_user_ids
+        """Whether ``user`` is an operator (``OPERATOR_USER_IDS`` or ``SLACK_ADMIN_USER_IDS``)."""
+        return self.settings.admin_policy().is_operator(f"slack:{user}")
 
     # ------------------------------------------------------------------ bolt middleware
     async def gate(self, body: dict[str, Any], context: Any, next: Any) -> BoltResponse | None:  # noqa: A002
@@ -269,6 +269,14 @@ class SlackAdapter:
             log.warning("request from an unknown Slack workspace refused",
                         extra={"tenant": str(team_tenant(team))})
             return BoltResponse(status=401, body="unknown workspace")
+        # A signed request may be sent again within Slack's 5-minute signature window (a
+        # replay): a slash command or an interaction is handled once per ``trigger_id``.
+        trigger = body.get("trigger_id")
+        if isinstance(trigger, str) and trigger:
+            if not await self.installs.remember_event(f"trigger:{trigger}", team):
+                log.warning("replayed Slack request refused", extra={"tenant": str(
+                    team_tenant(team))})
+                return BoltResponse(status=200, body="")
         event_id = body.get("event_id")
         if kind == "event_callback" and event_id:
             if not await self.installs.remember_event(str(event_id), team):

@@ -69,6 +69,9 @@ class Call:
     args: list[str]
     rest: str
     enterprise: str | None = None
+    # Slack's ``trigger_id``: unique per invocation, so the same request handled twice (a
+    # replay) is known by it.
+    request_id: str = ""
 
     @property
     def tenant(self) -> TenantId:
@@ -304,15 +307,17 @@ async def cmd_admin(call: Call) -> str | None:
 
 async def admin_grant(call: Call, args: list[str]) -> str | None:
     """Grant credits to this workspace."""
-    if call.adapter.multi and not call.adapter.is_operator(call.user):
-        # Many workspaces share the operator's vendor accounts: only the operator mints credits.
-        raise NotAllowed("Credits are granted by the bot's operator (SLACK_ADMIN_USER_IDS).")
     amount = whole_number(args[0]) if args else None
     if amount is None:
         raise InvalidRequest("Usage: `/avatar admin grant <credits> [note]`.")
     note = " ".join(args[1:]) or None
     actor = TenantId(platform="slack", id=call.user)
-    balance = await call.adapter.tenants.grant(call.tenant, amount, actor, note)
+    # Only the operator mints credits, on every platform and in every mode (bot/core/tenants.py
+    # AdminPolicy); once per request: a replayed request grants nothing more.
+    balance = await call.adapter.tenants.admin_grant(
+        call.adapter.settings.admin_policy(), call.tenant, amount, actor, note,
+        request_id=f"slack:{call.request_id}",
+    )
     return f":coin: Granted {amount} credits. Available now: *{balance.available}*."
 
 
@@ -333,7 +338,10 @@ async def admin_limits(call: Call, args: list[str]) -> str | None:
         if not low <= number <= high:
             raise InvalidRequest(f"Bad limit {arg!r}: {key} goes from {low} to {high:,}.")
         changes[key] = number
-    limits = await tenants.set_limits(call.tenant, **changes)
+    limits = await tenants.admin_set_limits(
+        call.adapter.settings.admin_policy(), call.tenant,
+        TenantId(platform="slack", id=call.user), **changes,
+    )
     return ":white_check_mark: Limits updated.\n" + blocks.limits_text(limits)
 
 
@@ -414,7 +422,8 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         # payload, https://api.slack.com/slash-commands); its token is stored under it.
         call = Call(adapter, client, command["team_id"], command["channel_id"],
                     command["user_id"], command.get("user_name") or command["user_id"], args, rest,
-                    command.get("enterprise_id") or None)
+                    command.get("enterprise_id") or None,
+                    str(command.get("trigger_id") or ""))
         try:
             text = await handler(call)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one ephemeral line

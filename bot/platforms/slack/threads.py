@@ -1,7 +1,9 @@
 """Session threads: people's thread messages go to the avatar, the avatar's words come back.
 
 Outgoing messages of one workspace go through one outbox that sends at most one Web API call
-per ``min_interval_s`` (``chat.postMessage`` allows about one message per second per channel,
+per ``min_interval_s``, taking turns between threads (one queue per session thread, served
+round-robin: one session's flood never holds back another's line by more than one turn per busy
+thread) (``chat.postMessage`` allows about one message per second per channel,
 ``chat.update`` is Tier 3, about 50 per minute per workspace). Lines that pile up for the same
 thread are merged into one message. A 429 is retried after its ``Retry-After`` by slack-sdk's
 ``AsyncRateLimitErrorRetryHandler`` on the client.
@@ -93,7 +95,8 @@ class Outbox:
         self.enterprise = enterprise
         self._send = send
         self._interval = min_interval_s
-        self._queue: collections.deque[Post] = collections.deque()
+        # One queue per thread, in turn order: a served thread with more to send goes last.
+        self._queues: dict[tuple[str, str], collections.deque[Post]] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -101,8 +104,8 @@ class Outbox:
         self.task = asyncio.create_task(self._run(), name=f"slack-outbox-{team}")
 
     def put(self, post: Post) -> None:
-        """Queue a call."""
-        self._queue.append(post)
+        """Queue a call behind the thread's earlier ones."""
+        self._queues.setdefault((post.channel, post.thread_ts), collections.deque()).append(post)
         self._idle.clear()
         self._wake.set()
 
@@ -111,19 +114,22 @@ class Outbox:
         await self._idle.wait()
 
     def _take(self) -> Post:
-        post = self._queue.popleft()
+        key = next(iter(self._queues))
+        queue = self._queues.pop(key)
+        post = queue.popleft()
         while (
-            post.mergeable and self._queue and self._queue[0].mergeable
-            and (self._queue[0].channel, self._queue[0].thread_ts) == (post.channel, post.thread_ts)
-            and len(post.text) + len(self._queue[0].text) < blocks.MAX_TEXT
+            post.mergeable and queue and queue[0].mergeable
+            and len(post.text) + len(queue[0].text) < blocks.MAX_TEXT
         ):
-            post = Post(post.channel, post.thread_ts, post.text + "\n" + self._queue.popleft().text,
+            post = Post(post.channel, post.thread_ts, post.text + "\n" + queue.popleft().text,
                         mergeable=True)
+        if queue:
+            self._queues[key] = queue  # its next turn comes after every other thread's
         return post
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._queues:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
