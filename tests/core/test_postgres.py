@@ -23,6 +23,7 @@ from bot.storage.postgres import PostgresStore, redact
 from tests.backends import ADMIN_URL, create_database, drop_database, open_store, run_sql
 from tests.core.conftest import TENANT, cmd
 from tests.fakes.provider import FakeProvider
+from tests.process import bare_env, run
 
 WORKERS = 3
 
@@ -210,33 +211,15 @@ async def _tamper(url: str) -> None:
 @pytest.mark.parametrize("where", ["no server", "no database"])
 async def test_a_postgresql_that_cannot_be_used_is_one_line_and_an_exit(pg_url, command, where):
     """``avatarbot run`` fails fast, before serving anything, with no password and no trace."""
-    import os
-    import sys
-
     base = ADMIN_URL.rpartition("/")[0]
     if where == "no server":
         url, cause = "postgresql://bot:s3cret-pw@127.0.0.1:1/avatarbot", "no PostgreSQL server"
     else:
         url, cause = base + "/avatarbot_missing_db", "the database avatarbot_missing_db does not"
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LLM_"))
-    }
-    env |= {"DATABASE_URL": url, "PORT": "0"}
-    binary = os.path.join(os.path.dirname(sys.executable), "avatarbot")
-    proc = await asyncio.create_subprocess_exec(
-        binary, *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"avatarbot {' '.join(command)} hung with {where}")
-    text = err.decode()
-    assert proc.returncode not in (0, None), (out, text)
+    code, out, text = await run(bare_env() | {"DATABASE_URL": url, "PORT": "0"}, *command)
+    assert code != 0, (out, text)
     assert "error: Cannot use the database postgresql://" in text and cause in text, text
-    assert "s3cret" not in text + out.decode()
+    assert "s3cret" not in text + out
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
 
 

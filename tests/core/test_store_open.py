@@ -7,12 +7,10 @@ CAP_DAC_READ_SEARCH (``setpriv``), which makes modes apply to it as to any other
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sqlite3
 import stat
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +19,8 @@ import pytest
 
 from bot.core.errors import StoreUnavailable
 from bot.storage import SqliteStore
+from tests.process import bare_env, run
 
-BIN = Path(sys.executable).parent
 NO_DAC = ["--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
@@ -88,23 +86,9 @@ async def test_a_database_that_cannot_be_opened_is_one_line_and_an_exit(
 ) -> None:
     db, cause, needs_modes = case(tmp_path)
     prefix = _as_plain_user() if needs_modes else []
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LLM_"))
-    }
-    env |= {"DATABASE_PATH": str(db), "PORT": "0", "PLAYGROUND_ENABLED": "true"}
-    proc = await asyncio.create_subprocess_exec(
-        *prefix, str(BIN / "avatarbot"), *command, env=env, cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"avatarbot {' '.join(command)} hung on {case.__name__}")
-    text = err.decode()
-    assert proc.returncode not in (0, None), (out, text)
+    env = bare_env() | {"DATABASE_PATH": str(db), "PORT": "0", "PLAYGROUND_ENABLED": "true"}
+    code, out, text = await run(env, *command, cwd=tmp_path, prefix=prefix)
+    assert code != 0, (out, text)
     assert f"error: Cannot use the database {db}: " in text
     assert cause in text
     assert "Traceback" not in text and "sqlite3." not in text

@@ -9,12 +9,9 @@ the CLI and ``avatarbot run`` run as real processes.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sqlite3
 import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,8 @@ from bot.settings import Settings
 from bot.storage import PostgresSlackInstallStore, PostgresStore, SqliteSlackInstallStore
 from bot.storage.secrets import SecretBox, WrongStorageKey, key_file_for
 from tests.backends import BACKENDS, open_store
+from tests.process import bare_env, run
 
-BIN = Path(sys.executable).parent
 # The shapes slack-sdk's Installation/Bot.to_dict() write (slack_sdk/oauth/installation_store/
 # models/bot.py): bot_token, bot_refresh_token, and a user token on installations.
 BOT_TOKEN = "xoxb-1111-2222-secretbottoken"
@@ -65,9 +62,7 @@ class Db:
                         database_url=self.url, **extra)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LLM_",
-                                    "STORAGE_KEY", "SECRET_KEY", "DATABASE_"))}
+        env = bare_env("STORAGE_KEY", "SECRET_KEY", "DATABASE_")
         env |= {"DATABASE_PATH": str(self.path), "PORT": "0"}
         if self.url:
             env["DATABASE_URL"] = self.url
@@ -179,18 +174,8 @@ async def _find_bot(db: Db, box: SecretBox | None = None) -> dict[str, Any] | No
 
 
 async def _cli(tmp: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "avatarbot"), *args, env=env, cwd=tmp,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"avatarbot {' '.join(args)} hung")
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    code, out, _ = await run(env, *args, cwd=tmp, within_s=60, merged=True)
+    return code, out
 
 
 async def test_tokens_are_not_in_the_raw_database_and_read_back(db: Db) -> None:
