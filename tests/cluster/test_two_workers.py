@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 
 import aiohttp
@@ -22,8 +21,9 @@ from tests.backends import open_store
 from tests.cluster.conftest import REDIS_URL
 from tests.fakes.a2e import FakeA2E
 from tests.fakes.slack import FakeSlack
+from tests.process import BIN, cli, free_port
 from tests.slack.conftest import SECRET, SlackHarness
-from tests.test_product import AVATAR, BIN, cli, read_banner
+from tests.test_product import AVATAR, read_banner
 
 TTL_S, TICK_S = 2, 1
 
@@ -36,12 +36,6 @@ async def fakes():
     async with FakeA2E() as a2e:
         yield slack, a2e
     await slack.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_two_workers_share_events_and_a_killed_workers_session(
