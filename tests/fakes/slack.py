@@ -160,6 +160,10 @@ class FakeSlack:
         """Every call of ``method`` so far."""
         return [c for c in self.calls if c.method == method]
 
+    def in_thread(self, ts: str) -> list[ApiCall]:
+        """Every ``chat.postMessage`` into the thread of ``ts`` so far."""
+        return [c for c in self.called("chat.postMessage") if c.params.get("thread_ts") == ts]
+
     async def wait_for(self, method: str, count: int = 1, within: float = 5.0) -> list[ApiCall]:
         """Wait until ``method`` has been called ``count`` times; return those calls."""
         async with asyncio.timeout(within):

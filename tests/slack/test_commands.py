@@ -52,7 +52,7 @@ async def test_session_commands_in_the_channel(slack, caplog):
     assert "Mode must be ask or say" in await ephemeral(slack, "mode shout")
 
     # what the avatar said (the words it was given, its answer) came back into the thread
-    posts = [c for c in fake.called("chat.postMessage") if c.params.get("thread_ts") == ts]
+    posts = fake.in_thread(ts)
     said = "\n".join(p.params["text"] for p in posts).splitlines()  # lines may be merged
     assert said[:2] == ["*Bob:* Good morning, all", "*Bob:* You asked: why?. I know: nothing."]
 

@@ -52,8 +52,7 @@ def anchor_of(fake, token: str) -> Any:
 
 
 def in_thread(fake, ts: str) -> list[Any]:
-    return [c for c in fake.called("chat.postMessage")
-            if c.params.get("thread_ts") == ts and c.result and c.result["ok"]]
+    return [c for c in fake.in_thread(ts) if c.result and c.result["ok"]]
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,7 @@ async def start(slack) -> tuple[str, str]:
 
 
 def thread_posts(slack, ts: str) -> list:
-    return [c for c in slack.fake.called("chat.postMessage")
-            if c.params.get("thread_ts") == ts and c.result and c.result["ok"]]
+    return [c for c in slack.fake.in_thread(ts) if c.result and c.result["ok"]]
 
 
 async def test_words_are_escaped_so_the_avatar_cannot_ping_anyone(slack):

@@ -66,7 +66,7 @@ async def test_a_second_app_for_socket_mode_does_not_post_twice(slack):
         await fake.wait_for("reactions.add")
         posts = await fake.wait_for("chat.postMessage", 2)
         await asyncio.sleep(0.2)
-        answers = [c for c in fake.called("chat.postMessage") if c.params.get("thread_ts") == ts]
+        answers = fake.in_thread(ts)
         assert len(answers) == 1 and "You asked: only once?" in answers[0].params["text"]
         assert len(posts) == 2
     finally:

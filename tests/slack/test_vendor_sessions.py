@@ -56,8 +56,7 @@ async def stack(request, tmp_path):
 
 
 def thread_texts(slack, ts: str) -> list[str]:
-    return [c.params["text"] for c in slack.fake.called("chat.postMessage")
-            if c.params.get("thread_ts") == ts]
+    return [c.params["text"] for c in slack.fake.in_thread(ts)]
 
 
 @pytest.mark.parametrize("stack", ["liveavatar"], indirect=True)
