@@ -58,9 +58,9 @@ sys.path.insert(0, str(ROOT))  # for tests.fakes
 
 from tests.fakes.a2e import FakeA2E  # noqa: E402
 from tests.fakes.slack import FakeSlack, Workspace, dumps  # noqa: E402
-from tests.process import free_port  # noqa: E402
+from tests.process import BIN, bare_env, free_port  # noqa: E402
+from tests.process import run as avatarbot  # noqa: E402
 
-BIN = Path(sys.executable).parent
 SECRET = "bench-system-signing-secret-0123"
 TOKEN = "xoxb-bench-system"
 TEAM = "T1"
@@ -226,8 +226,7 @@ class Bench:
         port = free_port()
         self.bot_url = f"http://127.0.0.1:{port}"
         self.env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "HEYGEN_", "LLM_"))},
+            **bare_env(),
             "DATABASE_PATH": str(self.tmp / "bot.db"), "HOST": "127.0.0.1", "PORT": str(port),
             "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": TOKEN,
             "SLACK_API_URL": self.slack.api_url, "A2E_API_KEY": FakeA2E.api_key,
@@ -296,14 +295,10 @@ class Bench:
                 self.vendor.wait()
 
     async def cli(self, *args: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            str(BIN / "avatarbot"), *args, env=self.env, cwd=self.tmp,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 60)
-        if proc.returncode != 0:
-            raise RuntimeError(f"avatarbot {' '.join(args)} failed: {out.decode()[-500:]}")
-        return out.decode()
+        code, out, _ = await avatarbot(self.env, *args, cwd=self.tmp, within_s=60, merged=True)
+        if code != 0:
+            raise RuntimeError(f"avatarbot {' '.join(args)} failed: {out[-500:]}")
+        return out
 
     async def wait_healthy(self) -> None:
         assert self.http is not None and self.bot is not None
