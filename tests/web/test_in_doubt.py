@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.core.errors import ProviderUnavailable
+from tests.process import run
 from tests.web.conftest import web_stack
 
 
@@ -33,17 +32,8 @@ async def test_an_a2e_booking_without_an_answer_is_counted_listed_and_warned_abo
 
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN"))}
     env["DATABASE_PATH"] = str(db)
-    listed = await _cli(tmp_path, env, "sessions", "list")
+    _, listed, _ = await run(env, "sessions", "list", cwd=tmp_path)
     assert f"{booking.session_id}  IN DOUBT discord:1" in listed
     assert "billed to operator" in listed
-    doctor = await _cli(tmp_path, env, "doctor")
+    _, doctor, _ = await run(env, "doctor", cwd=tmp_path)
     assert "warn database" in doctor and "1 vendor booking(s) in doubt" in doctor
-
-
-async def _cli(cwd: Path, env: dict[str, str], *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "avatarbot"), *args, env=env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    return out.decode()
