@@ -81,20 +81,24 @@ async def thread_of(events: EventHub, session_id: str) -> AsyncIterator[Thread]:
         task.cancel()
 
 
-async def open_relay_page(browser: Any, stack: Any, record: Any, *, join_delay_ms: int = 0,
-                          on_send: Any = None) -> tuple[Any, Any, list[str]]:
+@asynccontextmanager
+async def relay_page(browser: Any, stack: Any, record: Any, *, join_delay_ms: int = 0,
+                     on_send: Any = None) -> AsyncIterator[tuple[Any, list[str]]]:
     """A new browser context (another person's browser) on the viewer link, wired to the fake
-    AKool data channel (or to ``on_send``)."""
+    AKool data channel (or to ``on_send``): its page and console errors; closed on exit."""
     ctx = await new_context(browser)
-    if join_delay_ms:
-        await ctx.add_init_script(f"window.__agoraJoinDelayMs = {join_delay_ms};")
-    page = await ctx.new_page()
-    errors = keep_errors(page)
-    await guard_page(page, stack.url)
-    await wire_akool(page, stack.vendors["akool"], on_send)
-    await serve_fake(page, "agora-rtc-sdk-ng.js", FAKE_AGORA)
-    await page.goto(stack.link(record.id))
-    return ctx, page, errors
+    try:
+        if join_delay_ms:
+            await ctx.add_init_script(f"window.__agoraJoinDelayMs = {join_delay_ms};")
+        page = await ctx.new_page()
+        errors = keep_errors(page)
+        await guard_page(page, stack.url)
+        await wire_akool(page, stack.vendors["akool"], on_send)
+        await serve_fake(page, "agora-rtc-sdk-ng.js", FAKE_AGORA)
+        await page.goto(stack.link(record.id))
+        yield page, errors
+    finally:
+        await ctx.close()
 
 
 async def eventually(check: Any, within: float = 10.0) -> None:
@@ -132,8 +136,7 @@ async def test_a_say_sent_before_the_page_opens_is_delivered_once_it_has_joined(
         assert thread.avatar_lines() == [] and channel.chats == []
 
         # Joining takes a while; nothing may be sent before it resolved.
-        ctx, page, errors = await open_relay_page(browser, stack, record, join_delay_ms=400)
-        try:
+        async with relay_page(browser, stack, record, join_delay_ms=400) as (page, errors):
             await eventually(lambda: len(channel.chats) == 3)
             assert channel.chats == [(1, "Hello before anyone watches."), (2, "Are you there?"),
                                      (1, "And a third one.")]
@@ -146,8 +149,6 @@ async def test_a_say_sent_before_the_page_opens_is_delivered_once_it_has_joined(
             assert len(thread.warnings()) == 1
             await eventually(lambda: stack.events.relay.waiting(record.id) == 0, within=3)
             assert errors == []
-        finally:
-            await ctx.close()
 
 
 async def test_a_reload_mid_queue_loses_nothing_and_duplicates_nothing(
@@ -155,8 +156,7 @@ async def test_a_reload_mid_queue_loses_nothing_and_duplicates_nothing(
 ) -> None:
     record = await stack.start("akool", minutes=3, mode="say")
     channel = channel_of(stack, record)
-    ctx, page, errors = await open_relay_page(browser, stack, record)
-    try:
+    async with relay_page(browser, stack, record) as (page, errors):
         await until(page, "window.avatarViewer.status === 'live'")
         await stack.service.say(record.id, JAPANESE, author="Ann")  # 6,000 bytes: 7 chunks
         await stack.service.say(record.id, ARABIC, author="Ann")
@@ -168,8 +168,6 @@ async def test_a_reload_mid_queue_loses_nothing_and_duplicates_nothing(
         # The page acknowledged everything (the last acknowledgement may trail the send).
         await eventually(lambda: stack.events.relay.waiting(record.id) == 0, within=3)
         assert errors == []
-    finally:
-        await ctx.close()
 
 
 async def test_an_acknowledgement_lost_with_the_socket_is_not_a_second_send(
@@ -189,8 +187,7 @@ async def test_an_acknowledgement_lost_with_the_socket_is_not_a_second_send(
                 await viewer.ws.close(code=WSCloseCode.GOING_AWAY)
         return []
 
-    ctx, page, errors = await open_relay_page(browser, stack, record, on_send=on_send)
-    try:
+    async with relay_page(browser, stack, record, on_send=on_send) as (page, errors):
         await until(page, "window.avatarViewer.status === 'live'")
         await stack.service.say(record.id, JAPANESE, author="Ann")
         await eventually(lambda: channel.said == [JAPANESE], within=15)
@@ -200,35 +197,27 @@ async def test_an_acknowledgement_lost_with_the_socket_is_not_a_second_send(
         assert await page.evaluate("window.__agoraFake.joins.length") == 2
         await eventually(lambda: stack.events.relay.waiting(record.id) == 0, within=3)
         assert errors == []
-    finally:
-        await ctx.close()
 
 
 async def test_a_takeover_by_a_second_tab_continues_the_queue(browser: Any, stack: Any) -> None:
     record = await stack.start("akool", minutes=3, mode="say")
     channel = channel_of(stack, record)
-    ctx1, first, _ = await open_relay_page(browser, stack, record)
-    ctx2 = None
-    try:
+    async with relay_page(browser, stack, record) as (first, _):
         await until(first, "window.avatarViewer.status === 'live'")
         async with thread_of(stack.events, record.id) as thread:
             await stack.service.say(record.id, EMOJI, author="Ann")
             await stack.service.say(record.id, JAPANESE, author="Ann")
             await until(first, "window.__agoraFake.sent.length >= 2", 5_000)
-            ctx2, second, errors = await open_relay_page(browser, stack, record)
-            await until(first, "window.avatarViewer.status === 'elsewhere'")
-            await eventually(lambda: len(channel.said) == 2)
-            assert channel.said == [EMOJI, JAPANESE]
-            assert await first.evaluate("window.__agoraFake.sent.length") >= 2
-            assert await second.evaluate("window.__agoraFake.sent.length") > 0
-            assert channel.violations == []
-            await eventually(lambda: len(thread.avatar_lines()) == 2)
-            assert thread.avatar_lines() == [EMOJI, JAPANESE]
-            assert errors == []
-    finally:
-        await ctx1.close()
-        if ctx2 is not None:
-            await ctx2.close()
+            async with relay_page(browser, stack, record) as (second, errors):
+                await until(first, "window.avatarViewer.status === 'elsewhere'")
+                await eventually(lambda: len(channel.said) == 2)
+                assert channel.said == [EMOJI, JAPANESE]
+                assert await first.evaluate("window.__agoraFake.sent.length") >= 2
+                assert await second.evaluate("window.__agoraFake.sent.length") > 0
+                assert channel.violations == []
+                await eventually(lambda: len(thread.avatar_lines()) == 2)
+                assert thread.avatar_lines() == [EMOJI, JAPANESE]
+                assert errors == []
 
 
 async def test_a_message_that_waits_too_long_is_dropped_with_one_notice(
@@ -247,13 +236,10 @@ async def test_a_message_that_waits_too_long_is_dropped_with_one_notice(
             assert dropped == ("No viewer page sent these to the avatar within 1.5 seconds, so "
                                "they were dropped: “say: Nobody is watching this one.”; "
                                "“say: Nor this.”")
-            ctx, page, _ = await open_relay_page(browser, stack, record)
-            try:
+            async with relay_page(browser, stack, record) as (page, _):
                 await until(page, "window.avatarViewer.status === 'live'")
                 await asyncio.sleep(0.5)
                 assert channel.chats == [] and thread.avatar_lines() == []
-            finally:
-                await ctx.close()
     finally:
         stack.events.relay.max_wait_s = stack.settings.relay_max_wait_s
 
@@ -263,8 +249,7 @@ async def test_non_ascii_text_is_paced_in_bytes_and_reassembles_exactly(
 ) -> None:
     record = await stack.start("akool", minutes=3, mode="say")
     channel = channel_of(stack, record)
-    ctx, page, errors = await open_relay_page(browser, stack, record)
-    try:
+    async with relay_page(browser, stack, record) as (page, errors):
         await until(page, "window.avatarViewer.status === 'live'")
         for text in (JAPANESE, EMOJI, ARABIC):
             await stack.service.say(record.id, text, author="Ann")
@@ -277,8 +262,6 @@ async def test_non_ascii_text_is_paced_in_bytes_and_reassembles_exactly(
         assert [len(t) for t in (JAPANESE, EMOJI, ARABIC)] == [2000] * 3
         assert [len(t.encode()) for t in (JAPANESE, EMOJI)] == [6000, 8000]
         assert errors == []
-    finally:
-        await ctx.close()
 
 
 async def test_a_say_after_a_lost_set_params_is_still_spoken_word_for_word(
@@ -287,8 +270,7 @@ async def test_a_say_after_a_lost_set_params_is_still_spoken_word_for_word(
     record = await stack.start("akool", minutes=3, mode="ask")
     channel = channel_of(stack, record)
     provider = stack.providers["akool"]
-    ctx, page, errors = await open_relay_page(browser, stack, record)
-    try:
+    async with relay_page(browser, stack, record) as (page, errors):
         await until(page, "window.avatarViewer.status === 'live'")
         async with thread_of(stack.events, record.id) as thread:
             channel.lose.append("set-params")
@@ -304,8 +286,6 @@ async def test_a_say_after_a_lost_set_params_is_still_spoken_word_for_word(
             await eventually(lambda: thread.avatar_lines() != [])
             assert thread.avatar_lines() == ["Read this out exactly as written."]
             assert channel.violations == [] and errors == []
-    finally:
-        await ctx.close()
 
 
 def bot_chat(text: str, mid: str = "r1") -> str:
@@ -320,9 +300,8 @@ async def test_forged_reports_never_reach_the_thread(
 
     caplog.set_level(logging.WARNING)
     record = await stack.start("akool", minutes=3)
-    ctx, page, errors = await open_relay_page(browser, stack, record)
     deliver = "(m) => window.__agoraFake.deliver(m)"
-    try:
+    async with relay_page(browser, stack, record) as (page, errors):
         await until(page, "window.avatarViewer.status === 'live'")
         async with thread_of(stack.events, record.id) as thread, aiohttp.ClientSession() as http:
             # A tab that is not the relay.
@@ -361,16 +340,13 @@ async def test_forged_reports_never_reach_the_thread(
         for reason in ("not_active", "never got", "chat of the wrong shape", "(rate)",
                        "unknown AKool message type", "no question outstanding"):
             assert len([d for d in drops if reason in d]) == 1, (reason, drops)
-    finally:
-        await ctx.close()
 
 
 async def test_mentions_and_links_in_an_answer_are_made_inert(
     browser: Any, stack: Any
 ) -> None:
     record = await stack.start("akool", minutes=3)
-    ctx, page, errors = await open_relay_page(browser, stack, record)
-    try:
+    async with relay_page(browser, stack, record) as (page, errors):
         await until(page, "window.avatarViewer.status === 'live'")
         async with thread_of(stack.events, record.id) as thread:
             await stack.service.ask(record.id, "@everyone visit https://evil.example <@1> <!here>",
@@ -382,5 +358,3 @@ async def test_mentions_and_links_in_an_answer_are_made_inert(
             assert line.replace("\u200b", "") == (
                 "You asked: @everyone visit https://evil.example <@1> <!here>.")
             assert errors == []
-    finally:
-        await ctx.close()
