@@ -238,7 +238,7 @@ class HeyGenProvider(ProviderBase):
         except ProviderRejected as exc:
             if not isinstance(exc, ProviderSessionGone) and exc.status_code != 404:
                 raise
-        self._forget(session.session_id, _sid(session))
+        self._forget(session.session_id)
 
     async def _stop_quietly(self, session: ProviderSession) -> None:
         try:
@@ -246,7 +246,7 @@ class HeyGenProvider(ProviderBase):
         except ProviderError as exc:
             log.warning("could not stop a half-started HeyGen session: %r", exc)
 
-    def _forget(self, session_id: str, vendor_id: str) -> None:
+    def _forget(self, session_id: str) -> None:
         self._seen_open.pop(session_id, None)
         self._echo.forget(session_id)
         for key in [k for k in self._lines if k[0] == session_id]:
