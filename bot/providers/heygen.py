@@ -99,10 +99,10 @@ class HeyGenProvider(ProviderBase):
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
             max_text_chars=2000, max_knowledge_chars=20_000, status_interval_s=status_interval_s,
         )
-        self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
-            headers=self._key_headers, is_success=_is_success, error_for=_error_for,
+            headers={"X-Api-Key": api_key.get_secret_value()},
+            is_success=_is_success, error_for=_error_for,
             timeout_s=timeout_s, retry=retry,
         )
         self._lines: dict[tuple[str, str], list[str]] = {}  # (session, speaker) -> pieces
