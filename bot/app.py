@@ -308,9 +308,10 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
             started.append(group.create_task(
                 service.watch_other_writers(settings.store_watch_interval_s), name="store-watch"
             ))
-            started.append(group.create_task(
-                refill_playground(settings, services.store), name="playground-refill"
-            ))
+            if settings.playground_enabled:  # else each wake-up would only return
+                started.append(group.create_task(
+                    refill_playground(settings, services.store), name="playground-refill"
+                ))
             started += await _start_platforms(services, slack, stack, group)
             if ready is not None:
                 ready.set()

@@ -14,10 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.core.ports import SlackInstallStore
-
-# How long an event id is remembered; Slack's retries come within minutes (the same figure as
-# bot/storage/slack_installs.py's EVENT_MEMORY_S).
-EVENT_MEMORY_S = 3600
+from bot.storage.slack_installs import EVENT_MEMORY_S  # the database stores' figure, kept as one
 
 
 class RedisEventDedupe:

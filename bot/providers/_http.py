@@ -8,10 +8,10 @@ The timeout bounds the vendor, not the bot: waiting for a free connection in the
 pool has its own, longer bound (``POOL_WAIT_S``), so requests queued inside a busy process are not
 reported as "the vendor did not answer in time" (docs/backpressure.md).
 
-A call that is not idempotent (``idempotent=False``: ask, say) is retried only after a failure
-that proves the vendor never processed it (no connection made, 429, 503); a read timeout or a
-dropped connection after the request went out may mean it arrived, and sending it again would make
-the avatar speak twice.
+A call that is not idempotent (``idempotent=False``: ask, say) is retried only after an answer
+that says the vendor did not process it (429, 503); a read timeout or a dropped connection after
+the request went out may mean it arrived, and sending it again would make the avatar speak twice.
+Both rules are one mechanism: ``idempotent=False`` narrows ``retry_if``.
 """
 
 from __future__ import annotations
@@ -134,19 +134,12 @@ class VendorHTTP:
         """
 
         async def once() -> dict[str, Any]:
-            try:
-                return await self._once(method, path, json_body, params, headers)
-            except _MaybeSent as exc:
-                if not idempotent:
-                    exc.error.retryable = False
-                raise exc.error from None
-            except ProviderError as exc:
-                if not idempotent and exc.status_code not in _NOT_PROCESSED:
-                    exc.retryable = False
-                raise
+            return await self._once(method, path, json_body, params, headers)
 
         if not retry:
             return await once()
+        if not idempotent:
+            retry_if = _unprocessed if retry_if is None else _both(_unprocessed, retry_if)
         return await with_retry(once, self.retry, retry_if)
 
     async def _once(
@@ -173,14 +166,14 @@ class VendorHTTP:
             ) from None
         except httpx.TimeoutException:
             log.warning("%s %s timed out", self.provider, path)
-            raise _MaybeSent(ProviderUnavailable(
+            raise ProviderUnavailable(
                 self.provider, f"{self.display_name} did not answer in time; try again in a minute."
-            )) from None
+            ) from None
         except httpx.HTTPError as exc:
             log.warning("%s %s failed: %s", self.provider, path, type(exc).__name__)
-            raise _MaybeSent(ProviderUnavailable(
+            raise ProviderUnavailable(
                 self.provider, f"{self.display_name} cannot be reached right now; try again soon."
-            )) from None
+            ) from None
         body = _parse(resp)
         if resp.is_success and body is not None and self._is_success(body):
             return body
@@ -225,12 +218,18 @@ class VendorHTTP:
         )
 
 
-class _MaybeSent(Exception):
-    """Carries the error of a transport failure after the request may have reached the vendor."""
+def _unprocessed(exc: ProviderError) -> bool:
+    """The retry rule of a call that must not run twice: the vendor said it did not process it.
 
-    def __init__(self, error: ProviderError) -> None:
-        super().__init__(error.user_message)
-        self.error = error
+    A transport failure carries no status, so it is never retried here.
+    """
+    return exc.status_code in _NOT_PROCESSED
+
+
+def _both(
+    first: Callable[[ProviderError], bool], second: Callable[[ProviderError], bool]
+) -> Callable[[ProviderError], bool]:
+    return lambda exc: first(exc) and second(exc)
 
 
 def auth_error(provider: str, display_name: str, status: int, code: Any) -> ProviderAuthError:

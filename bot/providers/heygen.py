@@ -99,10 +99,10 @@ class HeyGenProvider(ProviderBase):
             keep_alive_interval_s=KEEP_ALIVE_S, lists_sessions=True, max_duration_s=3600,
             max_text_chars=2000, max_knowledge_chars=20_000, status_interval_s=status_interval_s,
         )
-        self._key_headers = {"X-Api-Key": api_key.get_secret_value()}
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
-            headers=self._key_headers, is_success=_is_success, error_for=_error_for,
+            headers={"X-Api-Key": api_key.get_secret_value()},
+            is_success=_is_success, error_for=_error_for,
             timeout_s=timeout_s, retry=retry,
         )
         self._lines: dict[tuple[str, str], list[str]] = {}  # (session, speaker) -> pieces
@@ -238,7 +238,7 @@ class HeyGenProvider(ProviderBase):
         except ProviderRejected as exc:
             if not isinstance(exc, ProviderSessionGone) and exc.status_code != 404:
                 raise
-        self._forget(session.session_id, _sid(session))
+        self._forget(session.session_id)
 
     async def _stop_quietly(self, session: ProviderSession) -> None:
         try:
@@ -246,7 +246,7 @@ class HeyGenProvider(ProviderBase):
         except ProviderError as exc:
             log.warning("could not stop a half-started HeyGen session: %r", exc)
 
-    def _forget(self, session_id: str, vendor_id: str) -> None:
+    def _forget(self, session_id: str) -> None:
         self._seen_open.pop(session_id, None)
         self._echo.forget(session_id)
         for key in [k for k in self._lines if k[0] == session_id]:

@@ -134,7 +134,6 @@ class LiveAvatarProvider(ProviderBase):
             is_success=lambda body: body.get("code") in (100, 1000),
             error_for=_error_for, timeout_s=timeout_s, retry=retry,
         )
-        self._timeout_s = timeout_s
         self._ws_http: aiohttp.ClientSession | None = None
         self._sockets: dict[str, _Socket] = {}  # our session id -> open socket
         self._vendor_ended: set[str] = set()  # sessions whose vendor end was reported
