@@ -85,6 +85,8 @@ async def _watch_pages(app: web.Application) -> AsyncIterator[None]:
 async def _watch_loop(app: web.Application) -> None:
     while True:
         await asyncio.sleep(WATCH_INTERVAL_S)
+        if not playground_state(app[WEB])[0]:
+            continue  # no playground sessions can start here: no need to read the store
         try:
             await end_abandoned(app)
         except Exception:
