@@ -180,7 +180,7 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         "can_interrupt": can_interrupt(ctx, record.provider),
         "media_timeout_s": ctx.settings.viewer_media_timeout_s,
         "operator_hint": OPERATOR_HINT if record.provider == "local" else None,
-        "playground": ctx.settings.playground_enabled and "local" in ctx.service.providers,
+        "playground": playground_on(ctx),
     }
 
 
@@ -211,6 +211,11 @@ OPERATOR_HINT = (
     "TURN_URLS and TURN_SHARED_SECRET; for testing with the browser on the same machine, set "
     "LOCAL_ALLOW_LOOPBACK=true."
 )
+
+
+def playground_on(ctx: WebContext) -> bool:
+    """Whether pages offer the playground (it is enabled and the local avatar runs)."""
+    return ctx.settings.playground_enabled and LOCAL in ctx.service.providers
 
 
 def max_text(ctx: WebContext, provider: str) -> int:
@@ -259,7 +264,7 @@ async def viewer_page(request: web.Request) -> web.Response:
             failed=record.state is SessionState.FAILED, reason=summary.reason,
             lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
             download=f"/v/{token}/transcript.txt",
-            playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
+            playground=playground_on(ctx),
             retention_h=ctx.settings.transcript_retention_h, card=card,
         )
     config = page_config(ctx, token, claims, record)
