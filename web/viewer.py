@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -100,13 +101,12 @@ async def session_for(
     With ``ended_ok``, a link past its own expiry still opens a session that has ended, during
     the transcript retention period after its end (its summary and transcript stay readable).
     """
-    claims = ctx.links.verify(token)
-    expired = False
-    if claims is None and ended_ok:
-        claims = ctx.links.verify(token, now=0)  # the signature is right; only the time is out
-        expired = True
+    # One verification: with ``ended_ok`` a link past its expiry passes it, and is told apart
+    # here (only an ended session may then be opened).
+    claims = ctx.links.verify(token, now=0 if ended_ok else None)
     if claims is None:
         return None
+    expired = ended_ok and claims.expires_at < time.time()
     try:
         record = await ctx.service.get(claims.session_id)
     except SessionNotFound:
