@@ -37,7 +37,7 @@ from bot.core.errors import (
 from bot.core.models import PLAYGROUND, Capabilities, SessionRecord, SessionState
 from bot.core.service import StartCommand, readable_text
 from web.context import WEB, WebContext
-from web.security import same_origin
+from web.security import client_ip, same_origin
 from web.viewer import session_for, too_many
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ async def _watch_pages(app: web.Application) -> AsyncIterator[None]:
 async def _watch_loop(app: web.Application) -> None:
     while True:
         await asyncio.sleep(WATCH_INTERVAL_S)
+        if not playground_state(app[WEB])[0]:
+            continue  # no playground sessions can start here: no need to read the store
         try:
             await end_abandoned(app)
         except Exception:
@@ -256,7 +258,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _refuse(request: web.Request) -> web.Response | None:
     """The answer for a playground call over its rate limit, else None; refuse other sites."""
     ctx = request.app[WEB]
-    if not ctx.buckets["playground"].allow(request.remote or "unknown"):
+    if not ctx.buckets["playground"].allow(client_ip(request)):
         return too_many(ctx, "playground", page=False)
     if not _same_origin(request):
         raise NotAllowed("Cross-site requests are refused.")
@@ -285,7 +287,7 @@ async def start(request: web.Request) -> web.Response:
         raise InvalidRequest(f"The knowledge text must be at most {max_knowledge} characters.")
     if knowledge is not None and not readable_text(knowledge):
         raise InvalidRequest("The knowledge text holds characters that are not valid Unicode.")
-    user, address = f"web:{browser}", request.remote or "unknown"
+    user, address = f"web:{browser}", client_ip(request)
     visitors = request.app[VISITORS]
     try:
         await _check_fair(ctx, user, address, visitors)

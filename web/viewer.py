@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from typing import Any, Literal
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -100,13 +101,12 @@ async def session_for(
     With ``ended_ok``, a link past its own expiry still opens a session that has ended, during
     the transcript retention period after its end (its summary and transcript stay readable).
     """
-    claims = ctx.links.verify(token)
-    expired = False
-    if claims is None and ended_ok:
-        claims = ctx.links.verify(token, now=0)  # the signature is right; only the time is out
-        expired = True
+    # One verification: with ``ended_ok`` a link past its expiry passes it, and is told apart
+    # here (only an ended session may then be opened).
+    claims = ctx.links.verify(token, now=0 if ended_ok else None)
     if claims is None:
         return None
+    expired = ended_ok and claims.expires_at < time.time()
     try:
         record = await ctx.service.get(claims.session_id)
     except SessionNotFound:
@@ -180,7 +180,7 @@ def page_config(ctx: WebContext, token: str, claims: LinkClaims,
         "can_interrupt": can_interrupt(ctx, record.provider),
         "media_timeout_s": ctx.settings.viewer_media_timeout_s,
         "operator_hint": OPERATOR_HINT if record.provider == "local" else None,
-        "playground": ctx.settings.playground_enabled and "local" in ctx.service.providers,
+        "playground": playground_on(ctx),
     }
 
 
@@ -211,6 +211,11 @@ OPERATOR_HINT = (
     "TURN_URLS and TURN_SHARED_SECRET; for testing with the browser on the same machine, set "
     "LOCAL_ALLOW_LOOPBACK=true."
 )
+
+
+def playground_on(ctx: WebContext) -> bool:
+    """Whether pages offer the playground (it is enabled and the local avatar runs)."""
+    return ctx.settings.playground_enabled and LOCAL in ctx.service.providers
 
 
 def max_text(ctx: WebContext, provider: str) -> int:
@@ -259,7 +264,7 @@ async def viewer_page(request: web.Request) -> web.Response:
             failed=record.state is SessionState.FAILED, reason=summary.reason,
             lines=[(speaker_label(record.avatar_name, li), li) for li in lines],
             download=f"/v/{token}/transcript.txt",
-            playground=ctx.settings.playground_enabled and "local" in ctx.service.providers,
+            playground=playground_on(ctx),
             retention_h=ctx.settings.transcript_retention_h, card=card,
         )
     config = page_config(ctx, token, claims, record)
