@@ -144,13 +144,17 @@ async def sessions_list(tenant: str | None, show_all: bool) -> None:
     """List open sessions (or all with --all)."""
     key = _tenant(tenant) if tenant else None
     states = None if show_all else [SessionState.PENDING, SessionState.LIVE, SessionState.ENDING]
-    records = await _with_store(lambda s: s.list_sessions(key, states, 100))
+
+    async def read(store: Any) -> tuple[list[Any], list[Any]]:
+        return (await store.list_sessions(key, states, 100),
+                await store.list_bookings(("in_doubt",)))
+
+    records, in_doubt = await _with_store(read)
     for r in records:
         click.echo(f"{r.id}  {r.state.value:<7} {r.tenant:<24} {r.provider:<7} "
                    f"{r.avatar_name:<16} {r.requested_s // 60:>3} min  reserved {r.reserved}")
     if not records:
         click.echo("no sessions")
-    in_doubt = await _with_store(lambda s: s.list_bookings(("in_doubt",)))
     if tenant:
         in_doubt = [b for b in in_doubt if b.tenant == key]
     for b in in_doubt:

@@ -12,13 +12,12 @@ at most ``MAX_LOOKUPS`` REST calls; the rest read as a neutral word ("someone", 
 from __future__ import annotations
 
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import discord
 
+from bot.platforms.name_cache import NameCache
 from bot.platforms.readable import discord_mention_ids, discord_readable
 
 if TYPE_CHECKING:
@@ -26,46 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["user", "role", "channel"]
-MAX_ENTRIES = 2048
-TTL_S = 600.0
 MAX_LOOKUPS = 8
 """REST look-ups one text may cause; Discord rate-limits these per route."""
-
-
-class NameCache:
-    """A bounded, expiring map of (kind, guild, id) -> name (None: looked up, not found).
-
-    Args:
-        max_entries: the most names kept; the least recently used go first.
-        ttl_s: how long a name (or a miss) is trusted before it is looked up again.
-    """
-
-    def __init__(self, max_entries: int = MAX_ENTRIES, ttl_s: float = TTL_S) -> None:
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._names: OrderedDict[tuple[Kind, int, int], tuple[float, str | None]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def get(self, kind: Kind, guild_id: int, ident: int) -> tuple[bool, str | None]:
-        """``(known, name)``: ``known`` is False when the id must be looked up."""
-        key = (kind, guild_id, ident)
-        entry = self._names.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            self._names.pop(key, None)
-            return False, None
-        self._names.move_to_end(key)
-        return True, entry[1]
-
-    def put(self, kind: Kind, guild_id: int, ident: int, name: str | None) -> None:
-        """Remember ``name`` (or that there is none) for ``ttl_s``."""
-        key = (kind, guild_id, ident)
-        self._names[key] = (time.monotonic() + self.ttl_s, name)
-        self._names.move_to_end(key)
-        while len(self._names) > self.max_entries:
-            self._names.popitem(last=False)
 
 
 class NameResolver:

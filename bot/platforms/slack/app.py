@@ -40,6 +40,7 @@ from bot.core.links import ViewerLinks
 from bot.core.ports import SlackInstallStore
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.name_cache import NameCache
 from bot.platforms.readable import slack_readable
 from bot.platforms.slack import commands, events
 from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
@@ -124,7 +125,7 @@ class SlackAdapter:
         self.relay = ThreadRelay(service, bindings, self.token_for, self.client, min_interval_s)
         self._single_team: str | None = None
         self._admins: dict[tuple[str, str], tuple[float, bool]] = {}
-        self._names: dict[str, tuple[float, str | None]] = {}
+        self._names = NameCache(max_entries=10_000, ttl_s=NAME_CACHE_S)
         self._file_noted: set[str] = set()
         # Event ids accepted by the HTTP handler lately, oldest first, and the dispatches still
         # running after their acknowledgement (kept here so none is garbage-collected).
@@ -210,9 +211,9 @@ class SlackAdapter:
         ids are unique across Slack (Grid ``W…`` ids across the whole org), so the cache is keyed
         by id alone.
         """
-        cached = self._names.get(user)
-        if cached and time.monotonic() - cached[0] < NAME_CACHE_S:
-            return cached[1]
+        known, cached = self._names.get("user", "", user)
+        if known:
+            return cached
         try:
             info = (await client.users_info(user=user)).get("user") or {}
         except SlackApiError as exc:
@@ -221,9 +222,7 @@ class SlackAdapter:
         profile = info.get("profile") or {}
         name = (profile.get("display_name") or profile.get("real_name")
                 or info.get("real_name") or info.get("name") or None)
-        if len(self._names) > 10_000:
-            self._names.clear()
-        self._names[user] = (time.monotonic(), name)
+        self._names.put("user", "", user, name)
         return name
 
     async def readable(self, client: AsyncWebClient, text: str | None) -> str:

@@ -45,7 +45,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             "slack", thread_key(event["channel"], event["thread_ts"]))
         if binding is None:
             return
-        owner = await _owner(adapter, binding)
+        # The relay knows the workspace of every session it posts for: the store is asked only
+        # for a session this worker has not bound or relayed (another worker started it).
+        owner = adapter.relay.owner(binding.session_id) or await _owner(adapter, binding)
         if owner is None:
             return
         team, enterprise = owner

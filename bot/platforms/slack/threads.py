@@ -219,6 +219,11 @@ class ThreadRelay:
         for event in pending.events if pending else ():
             self._dispatch(target, event)
 
+    def owner(self, session_id: str) -> tuple[str, str | None] | None:
+        """The (team id, enterprise id) a session's lines go to, if this relay knows (no I/O)."""
+        target = self._targets.get(session_id)
+        return (target.team, target.enterprise) if target is not None else None
+
     # ------------------------------------------------------------------ consuming
     async def _consume(self) -> None:
         # Local events only: with several workers each runs this relay (docs/scale-out.md), and
