@@ -42,14 +42,14 @@ from bot.core.rules import check_start
 from bot.storage import bookings as bookings_sql
 from bot.storage import secrets as sealed
 from bot.storage.activity import ActivityBuffer
+from bot.storage.common import OPEN_STATES, check_grant
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_GRANT = 10_000_000
-_OPEN = ("pending", "live", "ending")
+_OPEN = OPEN_STATES
 _JSON_FIELDS = ("handle", "viewer")
 _TIME_FIELDS = (
     "created_at", "started_at", "expires_at", "ending_at", "ended_at", "last_activity_at",
@@ -228,8 +228,7 @@ class SqliteStore:
     # --- ledger
     async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
         """Credit ``amount`` to the tenant (creating it if new)."""
-        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
-            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        check_grant(amount)
         return await self.write(lambda c: _grant(c, tenant, amount, actor, note))
 
     async def balance(self, tenant: str) -> Balance:
@@ -526,8 +525,7 @@ class SqliteStore:
         self, request_id: str, tenant: str, amount: int, actor: str
     ) -> tuple[Balance, bool]:
         """Grant once per platform request id; ``(balance, granted_now)``."""
-        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
-            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        check_grant(amount)
         return await self.write(lambda c: bookings_sql.grant_once(
             c, request_id, tenant, amount, actor, _grant, _balance,
         ))

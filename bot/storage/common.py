@@ -1,0 +1,45 @@
+"""What the SQLite and PostgreSQL stores share: limits, open states, Slack row keys, sealed data.
+
+One place, so the two backends cannot drift apart on a rule both must apply the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.core.errors import InvalidRequest
+from bot.core.ports import CredentialBox
+
+#: The largest single grant.
+MAX_GRANT = 10_000_000
+#: The states of a session that still holds a reservation.
+OPEN_STATES = ("pending", "live", "ending")
+# Slack redelivers an event for at most about an hour; ids older than this can go.
+EVENT_MEMORY_S = 3 * 3600
+
+
+def check_grant(amount: int) -> None:
+    """Refuse a grant that is not a whole number from 1 to ``MAX_GRANT``."""
+    if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
+        raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+
+
+def install_key(value: str | None) -> str:
+    """A Slack installation key part (enterprise, team, user) as stored: absent is ``''``."""
+    return value or ""
+
+
+def seal_data(box: CredentialBox, data: dict[str, Any]) -> str:
+    """A Slack row's data as stored: JSON sealed with ``box``."""
+    return box.seal(json.dumps(data))
+
+
+def open_data(box: CredentialBox, stored: Any) -> dict[str, Any] | None:
+    """A row's data: a sealed JSON string opened, a plain (older) JSON object as it is."""
+    if stored is None:
+        return None
+    if isinstance(stored, str):
+        data: dict[str, Any] = json.loads(box.open(stored))
+        return data
+    return dict(stored)
