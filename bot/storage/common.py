@@ -15,6 +15,8 @@ from bot.core.ports import CredentialBox
 MAX_GRANT = 10_000_000
 #: The states of a session that still holds a reservation.
 OPEN_STATES = ("pending", "live", "ending")
+#: The plain fields of a session that ``update_session`` may set.
+SESSION_FIELDS = frozenset({"mode", "knowledge", "last_activity_at", "avatar_name"})
 # Slack redelivers an event for at most about an hour; ids older than this can go.
 EVENT_MEMORY_S = 3 * 3600
 
@@ -23,6 +25,12 @@ def check_grant(amount: int) -> None:
     """Refuse a grant that is not a whole number from 1 to ``MAX_GRANT``."""
     if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
         raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+
+
+def check_session_fields(fields: dict[str, Any]) -> None:
+    """Refuse an update of no field or of one outside ``SESSION_FIELDS`` (a caller's bug)."""
+    if not fields or set(fields) - SESSION_FIELDS:
+        raise ValueError(f"cannot update {sorted(set(fields) - SESSION_FIELDS)}")
 
 
 def install_key(value: str | None) -> str:

@@ -53,6 +53,7 @@ from bot.storage.common import (
     EVENT_MEMORY_S,
     OPEN_STATES,
     check_grant,
+    check_session_fields,
     install_key,
     open_data,
     seal_data,
@@ -136,11 +137,9 @@ def _plain(value: Any) -> Any:
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """``UPDATE sessions SET … WHERE id = $n`` of a session's plain fields, and their values."""
-    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-    if not fields or set(fields) - allowed:
-        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    check_session_fields(fields)
     values = [_plain(v) for v in fields.values()]
-    # Column names come from ``allowed`` above, never from the caller's text.
+    # Column names come from ``SESSION_FIELDS``, never from the caller's text.
     assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
     return f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}", values
 

@@ -42,7 +42,7 @@ from bot.core.rules import check_start
 from bot.storage import bookings as bookings_sql
 from bot.storage import secrets as sealed
 from bot.storage.activity import ActivityBuffer
-from bot.storage.common import OPEN_STATES, check_grant
+from bot.storage.common import OPEN_STATES, check_grant, check_session_fields
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
@@ -71,9 +71,7 @@ def _row_to_session(row: sqlite3.Row) -> SessionRecord:
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """``SET`` text and values of an update of a session's plain fields."""
-    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-    if not fields or set(fields) - allowed:
-        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    check_session_fields(fields)
     values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
     return ", ".join(f"{k} = ?" for k in fields), values
 
