@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from bot.core.errors import InvalidRequest
+from bot.core.models import Limits
 from bot.core.ports import CredentialBox
 
 #: The largest single grant.
@@ -31,6 +32,27 @@ def check_session_fields(fields: dict[str, Any]) -> None:
     """Refuse an update of no field or of one outside ``SESSION_FIELDS`` (a caller's bug)."""
     if not fields or set(fields) - SESSION_FIELDS:
         raise ValueError(f"cannot update {sorted(set(fields) - SESSION_FIELDS)}")
+
+
+def merge_limits(current: Limits, changes: dict[str, Any], defaults: Limits) -> Limits:
+    """The limits after ``changes`` (a None value goes back to the default), checked.
+
+    The store writes ``None`` for a reset and the checked value otherwise; what this returns is
+    what a read gives afterwards, so no read follows the write.
+
+    Raises:
+        InvalidRequest: an unknown limit or a bad value.
+    """
+    unknown = set(changes) - set(Limits.model_fields)
+    if unknown:
+        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}.")
+    merged = current.model_dump() | {
+        k: getattr(defaults, k) if v is None else v for k, v in changes.items()
+    }
+    try:
+        return Limits.model_validate(merged)
+    except ValueError as exc:
+        raise InvalidRequest(f"Bad limit value: {exc}.") from None
 
 
 def install_key(value: str | None) -> str:

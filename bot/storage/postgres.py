@@ -34,7 +34,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bot.core.bookings import BilledTo, Booking, BookingState
-from bot.core.errors import InvalidRequest, SessionNotFound, StoreUnavailable, TenantNotFound
+from bot.core.errors import SessionNotFound, StoreUnavailable, TenantNotFound
 from bot.core.models import (
     Balance,
     ChatBinding,
@@ -55,6 +55,7 @@ from bot.storage.common import (
     check_grant,
     check_session_fields,
     install_key,
+    merge_limits,
     open_data,
     seal_data,
 )
@@ -804,21 +805,12 @@ async def _set_limits(c: Conn, tenant: str, changes: dict[str, Any], defaults: L
     row = await c.fetchrow("SELECT tenant FROM tenants WHERE tenant = $1 FOR UPDATE", tenant)
     if row is None:
         raise TenantNotFound(tenant)
-    unknown = set(changes) - set(Limits.model_fields)
-    if unknown:
-        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}.")
-    merged = (await _limits(c, tenant, defaults)).model_dump() | {
-        k: v for k, v in changes.items() if v is not None
-    }
-    try:
-        checked = Limits.model_validate(merged)
-    except ValueError as exc:
-        raise InvalidRequest(f"Bad limit value: {exc}.") from None
+    checked = merge_limits(await _limits(c, tenant, defaults), changes, defaults)
     for key, value in changes.items():
         stored = None if value is None else getattr(checked, key)
-        # ``key`` is one of Limits' fields (checked above), never free text.
+        # ``key`` is one of Limits' fields (checked by merge_limits), never free text.
         await c.execute(f"UPDATE tenants SET {key} = $1 WHERE tenant = $2", stored, tenant)
-    return await _limits(c, tenant, defaults)
+    return checked
 
 
 async def _balance(c: Conn, tenant: str, *, lock: bool = False) -> Balance:

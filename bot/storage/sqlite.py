@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from bot.core.bookings import BilledTo, Booking, BookingState
 from bot.core.errors import (
-    InvalidRequest,
     SessionNotFound,
     StoreFault,
     StoreUnavailable,
@@ -42,7 +41,12 @@ from bot.core.rules import check_start
 from bot.storage import bookings as bookings_sql
 from bot.storage import secrets as sealed
 from bot.storage.activity import ActivityBuffer
-from bot.storage.common import OPEN_STATES, check_grant, check_session_fields
+from bot.storage.common import (
+    OPEN_STATES,
+    check_grant,
+    check_session_fields,
+    merge_limits,
+)
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
@@ -603,22 +607,13 @@ def _set_limits(
 ) -> Limits:
     if _tenant_row(c, tenant) is None:
         raise TenantNotFound(tenant)
-    unknown = set(changes) - set(Limits.model_fields)
-    if unknown:
-        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}.")
-    merged = _limits(c, tenant, defaults).model_dump() | {
-        k: v for k, v in changes.items() if v is not None
-    }
-    try:
-        checked = Limits.model_validate(merged)
-    except ValueError as exc:
-        raise InvalidRequest(f"Bad limit value: {exc}.") from None
+    checked = merge_limits(_limits(c, tenant, defaults), changes, defaults)
     for key, value in changes.items():
         stored = None if value is None else getattr(checked, key)
         if isinstance(stored, list):
             stored = json.dumps(stored)
         c.execute(f"UPDATE tenants SET {key} = ? WHERE tenant = ?", (stored, tenant))
-    return _limits(c, tenant, defaults)
+    return checked
 
 
 def _balance(c: sqlite3.Connection, tenant: str) -> Balance:
