@@ -133,15 +133,13 @@ def grant_once(
     grant: Any, balance: Any,
 ) -> tuple[Balance, bool]:
     """Grant unless this request id was granted already; ``(balance, granted_now)``."""
-    seen = c.execute(
-        "SELECT 1 FROM grant_requests WHERE request_id = ?", (request_id,)
-    ).fetchone()
-    if seen is not None:
-        return balance(c, tenant), False
-    c.execute(
-        "INSERT INTO grant_requests VALUES (?, ?, ?, ?, ?)",
+    # The insert is the check (as on PostgreSQL): no row added means the id was granted before.
+    added = c.execute(
+        "INSERT OR IGNORE INTO grant_requests VALUES (?, ?, ?, ?, ?)",
         (request_id, tenant, amount, actor, _now()),
-    )
+    ).rowcount
+    if not added:
+        return balance(c, tenant), False
     return grant(c, tenant, amount, actor, f"request {request_id[:40]}"), True
 
 

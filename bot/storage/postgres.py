@@ -34,7 +34,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from bot.core.bookings import BilledTo, Booking, BookingState
-from bot.core.errors import InvalidRequest, SessionNotFound, StoreUnavailable, TenantNotFound
+from bot.core.errors import SessionNotFound, StoreUnavailable, TenantNotFound
 from bot.core.models import (
     Balance,
     ChatBinding,
@@ -49,6 +49,16 @@ from bot.core.models import (
 from bot.core.ports import CredentialBox
 from bot.core.rules import check_start
 from bot.storage.activity import ActivityBuffer
+from bot.storage.common import (
+    EVENT_MEMORY_S,
+    OPEN_STATES,
+    check_grant,
+    check_session_fields,
+    install_key,
+    merge_limits,
+    open_data,
+    seal_data,
+)
 from bot.storage.pg_migrations import apply_migrations
 from bot.storage.secrets import (
     CHECK_KEY,
@@ -61,11 +71,8 @@ from bot.storage.secrets import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_GRANT = 10_000_000
-_OPEN = ["pending", "live", "ending"]
+_OPEN = list(OPEN_STATES)
 _RETRIES = 5
-# Slack redelivers an event for at most about an hour; ids older than this can go.
-EVENT_MEMORY_S = 3 * 3600
 #: NOTIFY channel of session closes (ended or failed), heard by every worker's data_version.
 CLOSED_CHANNEL = "avatarbot_session_closed"
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -131,11 +138,9 @@ def _plain(value: Any) -> Any:
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """``UPDATE sessions SET … WHERE id = $n`` of a session's plain fields, and their values."""
-    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-    if not fields or set(fields) - allowed:
-        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    check_session_fields(fields)
     values = [_plain(v) for v in fields.values()]
-    # Column names come from ``allowed`` above, never from the caller's text.
+    # Column names come from ``SESSION_FIELDS``, never from the caller's text.
     assignments = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=1))
     return f"UPDATE sessions SET {assignments} WHERE id = ${len(values) + 1}", values
 
@@ -305,8 +310,7 @@ class PostgresStore:
     # --- ledger
     async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
         """Credit ``amount`` to the tenant (creating it if new)."""
-        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
-            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        check_grant(amount)
 
         async def body(c: Conn) -> Balance:
             await _ensure_tenant(c, tenant)
@@ -636,8 +640,7 @@ class PostgresStore:
         self, request_id: str, tenant: str, amount: int, actor: str
     ) -> tuple[Balance, bool]:
         """Grant once per platform request id; ``(balance, granted_now)``."""
-        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
-            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        check_grant(amount)
 
         async def body(c: Conn) -> tuple[Balance, bool]:
             # The insert is the check: a concurrent replay waits on the key, then finds it.
@@ -802,21 +805,12 @@ async def _set_limits(c: Conn, tenant: str, changes: dict[str, Any], defaults: L
     row = await c.fetchrow("SELECT tenant FROM tenants WHERE tenant = $1 FOR UPDATE", tenant)
     if row is None:
         raise TenantNotFound(tenant)
-    unknown = set(changes) - set(Limits.model_fields)
-    if unknown:
-        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}.")
-    merged = (await _limits(c, tenant, defaults)).model_dump() | {
-        k: v for k, v in changes.items() if v is not None
-    }
-    try:
-        checked = Limits.model_validate(merged)
-    except ValueError as exc:
-        raise InvalidRequest(f"Bad limit value: {exc}.") from None
+    checked = merge_limits(await _limits(c, tenant, defaults), changes, defaults)
     for key, value in changes.items():
         stored = None if value is None else getattr(checked, key)
-        # ``key`` is one of Limits' fields (checked above), never free text.
+        # ``key`` is one of Limits' fields (checked by merge_limits), never free text.
         await c.execute(f"UPDATE tenants SET {key} = $1 WHERE tenant = $2", stored, tenant)
-    return await _limits(c, tenant, defaults)
+    return checked
 
 
 async def _balance(c: Conn, tenant: str, *, lock: bool = False) -> Balance:
@@ -1100,20 +1094,6 @@ async def _mark_key(c: Conn, box: CredentialBox) -> None:
     )
 
 
-def _seal_data(box: CredentialBox, data: dict[str, Any]) -> str:
-    return box.seal(json.dumps(data))
-
-
-def _open_data(box: CredentialBox, stored: Any) -> dict[str, Any] | None:
-    """A row's data: a sealed JSON string opened, a plain (older) JSON object as it is."""
-    if stored is None:
-        return None
-    if isinstance(stored, str):
-        data: dict[str, Any] = json.loads(box.open(stored))
-        return data
-    return dict(stored)
-
-
 async def _reseal_rows(c: Conn, box: CredentialBox, *, plain_only: bool) -> int:
     """Seal the Slack rows' data with the current key (only the plain ones if ``plain_only``)."""
     count = 0
@@ -1124,17 +1104,13 @@ async def _reseal_rows(c: Conn, box: CredentialBox, *, plain_only: bool) -> int:
         match = " AND ".join(f"{k} = ${i}" for i, k in enumerate(keys, 2))
         for row in rows:
             value = row["data"]
-            sealed = box.reseal(value) if isinstance(value, str) else _seal_data(box, value)
+            sealed = box.reseal(value) if isinstance(value, str) else seal_data(box, value)
             await c.execute(f"UPDATE {table} SET data = $1 WHERE {match}",
                             sealed, *(row[k] for k in keys))
             count += 1
     if count:
         await _mark_key(c, box)
     return count
-
-
-def _key(value: str | None) -> str:
-    return value or ""
 
 
 def _when(epoch_s: float) -> datetime:
@@ -1173,15 +1149,15 @@ class PostgresSlackInstallStore:
         activate_tenant: str | None = None,
     ) -> None:
         """Insert or replace one user's installation; create and (re)activate a tenant with it."""
-        sealed = _seal_data(self._box, data)
+        sealed = seal_data(self._box, data)
 
         async def body(c: Conn) -> None:
             await c.execute(
                 "INSERT INTO slack_installations VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (client_id, enterprise_id, team_id, user_id) "
                 "DO UPDATE SET data = EXCLUDED.data, installed_at = EXCLUDED.installed_at",
-                client_id, _key(enterprise_id), _key(team_id), _key(user_id), sealed,
-                _when(installed_at),
+                client_id, install_key(enterprise_id), install_key(team_id),
+                install_key(user_id), sealed, _when(installed_at),
             )
             await _mark_key(c, self._box)
             if activate_tenant is not None:
@@ -1202,14 +1178,15 @@ class PostgresSlackInstallStore:
         installed_at: float,
     ) -> None:
         """Insert or replace the workspace's bot installation."""
-        sealed = _seal_data(self._box, data)
+        sealed = seal_data(self._box, data)
 
         async def body(c: Conn) -> None:
             await c.execute(
                 "INSERT INTO slack_bots VALUES ($1, $2, $3, $4, $5) "
                 "ON CONFLICT (client_id, enterprise_id, team_id) "
                 "DO UPDATE SET data = EXCLUDED.data, installed_at = EXCLUDED.installed_at",
-                client_id, _key(enterprise_id), _key(team_id), sealed, _when(installed_at),
+                client_id, install_key(enterprise_id), install_key(team_id), sealed,
+                _when(installed_at),
             )
             await _mark_key(c, self._box)
 
@@ -1224,15 +1201,15 @@ class PostgresSlackInstallStore:
         is_enterprise_install: bool = False,
     ) -> dict[str, Any] | None:
         """The bot row's data (an org-wide install is looked up with team ``''``)."""
-        team = "" if is_enterprise_install else _key(team_id)
+        team = "" if is_enterprise_install else install_key(team_id)
         stored = await self._store.read(
             lambda c: c.fetchval(
                 "SELECT data FROM slack_bots WHERE client_id = $1 AND enterprise_id = $2 "
                 "AND team_id = $3",
-                client_id, _key(enterprise_id), team,
+                client_id, install_key(enterprise_id), team,
             )
         )
-        return _open_data(self._box, stored)
+        return open_data(self._box, stored)
 
     async def find_installation(
         self,
@@ -1244,18 +1221,18 @@ class PostgresSlackInstallStore:
         is_enterprise_install: bool = False,
     ) -> dict[str, Any] | None:
         """The user's installation data, or the workspace's newest when ``user_id`` is None."""
-        team = "" if is_enterprise_install else _key(team_id)
+        team = "" if is_enterprise_install else install_key(team_id)
         sql = (
             "SELECT data FROM slack_installations WHERE client_id = $1 AND enterprise_id = $2 "
             "AND team_id = $3"
         )
-        args: list[str] = [client_id, _key(enterprise_id), team]
+        args: list[str] = [client_id, install_key(enterprise_id), team]
         if user_id is not None:
             sql += " AND user_id = $4"
             args.append(user_id)
         sql += " ORDER BY installed_at DESC LIMIT 1"
         stored = await self._store.read(lambda c: c.fetchval(sql, *args))
-        return _open_data(self._box, stored)
+        return open_data(self._box, stored)
 
     async def delete_bot(
         self, client_id: str, *, enterprise_id: str | None, team_id: str | None
@@ -1265,7 +1242,7 @@ class PostgresSlackInstallStore:
             lambda c: c.execute(
                 "DELETE FROM slack_bots WHERE client_id = $1 AND enterprise_id = $2 "
                 "AND team_id = $3",
-                client_id, _key(enterprise_id), _key(team_id),
+                client_id, install_key(enterprise_id), install_key(team_id),
             )
         )
 
@@ -1282,7 +1259,7 @@ class PostgresSlackInstallStore:
             "DELETE FROM slack_installations WHERE client_id = $1 AND enterprise_id = $2 "
             "AND team_id = $3"
         )
-        args: list[str] = [client_id, _key(enterprise_id), _key(team_id)]
+        args: list[str] = [client_id, install_key(enterprise_id), install_key(team_id)]
         if user_id is not None:
             sql += " AND user_id = $4"
             args.append(user_id)

@@ -9,32 +9,24 @@ its file and its transactions. slack-bolt's default stores would write JSON file
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
 from collections import OrderedDict
 from typing import Any
 
+from bot.storage.common import EVENT_MEMORY_S, install_key, open_data, seal_data
 from bot.storage.secrets import SecretBox, mark_key
 from bot.storage.sqlite import SqliteStore, _ensure_tenant
 
 log = logging.getLogger(__name__)
 
-# Slack redelivers an event for at most about an hour; ids older than this can go.
-EVENT_MEMORY_S = 3 * 3600
 #: Most event ids kept in memory. Slack retries a delivery three times, the last about five
 #: minutes after the first; at 50,000 ids that is covered up to ~160 events/s sustained, in
 #: ~6 MB. Older ids stay in the table for ``EVENT_MEMORY_S`` but are no longer consulted.
 EVENT_MEMORY_MAX = 50_000
 #: How long new ids wait before one batched write stores them (a crash forgets at most these).
 EVENT_FLUSH_S = 1.0
-
-
-def _key(value: str | None) -> str:
-    return value or ""
-
-
 
 
 class SqliteSlackInstallStore:
@@ -57,15 +49,6 @@ class SqliteSlackInstallStore:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_task: asyncio.Task[None] | None = None
 
-    def _seal(self, data: dict[str, Any]) -> str:
-        return self._box.seal(json.dumps(data))
-
-    def _data(self, row: sqlite3.Row | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        data: dict[str, Any] = json.loads(self._box.open(row[0]))
-        return data
-
     async def save_installation(
         self,
         client_id: str,
@@ -79,8 +62,8 @@ class SqliteSlackInstallStore:
     ) -> None:
         """Insert or replace one user's installation; create and (re)activate a tenant with it."""
         row = (
-            client_id, _key(enterprise_id), _key(team_id), _key(user_id), self._seal(data),
-            float(installed_at),
+            client_id, install_key(enterprise_id), install_key(team_id), install_key(user_id),
+            seal_data(self._box, data), float(installed_at),
         )
 
         def body(c: sqlite3.Connection) -> None:
@@ -102,7 +85,10 @@ class SqliteSlackInstallStore:
         installed_at: float,
     ) -> None:
         """Insert or replace the workspace's bot installation."""
-        row = (client_id, _key(enterprise_id), _key(team_id), self._seal(data), float(installed_at))
+        row = (
+            client_id, install_key(enterprise_id), install_key(team_id), seal_data(self._box, data),
+            float(installed_at),
+        )
 
         def body(c: sqlite3.Connection) -> None:
             c.execute("INSERT OR REPLACE INTO slack_bots VALUES (?, ?, ?, ?, ?)", row)
@@ -119,15 +105,15 @@ class SqliteSlackInstallStore:
         is_enterprise_install: bool = False,
     ) -> dict[str, Any] | None:
         """The bot row's data (an org-wide install is looked up with team ``''``)."""
-        team = "" if is_enterprise_install else _key(team_id)
-        args = (client_id, _key(enterprise_id), team)
+        team = "" if is_enterprise_install else install_key(team_id)
+        args = (client_id, install_key(enterprise_id), team)
         row = await self._store.run(
             lambda c: c.execute(
                 "SELECT data FROM slack_bots WHERE client_id = ? AND enterprise_id = ? "
                 "AND team_id = ?", args,
             ).fetchone()
         )
-        return self._data(row)
+        return open_data(self._box, row[0] if row else None)
 
     async def find_installation(
         self,
@@ -139,24 +125,24 @@ class SqliteSlackInstallStore:
         is_enterprise_install: bool = False,
     ) -> dict[str, Any] | None:
         """The user's installation data, or the workspace's newest when ``user_id`` is None."""
-        team = "" if is_enterprise_install else _key(team_id)
+        team = "" if is_enterprise_install else install_key(team_id)
         sql = (
             "SELECT data FROM slack_installations WHERE client_id = ? AND enterprise_id = ? "
             "AND team_id = ?"
         )
-        args: tuple[str, ...] = (client_id, _key(enterprise_id), team)
+        args: tuple[str, ...] = (client_id, install_key(enterprise_id), team)
         if user_id is not None:
             sql += " AND user_id = ?"
             args = (*args, user_id)
         sql += " ORDER BY installed_at DESC LIMIT 1"
         row = await self._store.run(lambda c: c.execute(sql, args).fetchone())
-        return self._data(row)
+        return open_data(self._box, row[0] if row else None)
 
     async def delete_bot(
         self, client_id: str, *, enterprise_id: str | None, team_id: str | None
     ) -> None:
         """Forget the workspace's bot installation."""
-        args = (client_id, _key(enterprise_id), _key(team_id))
+        args = (client_id, install_key(enterprise_id), install_key(team_id))
         await self._store.write(
             lambda c: c.execute(
                 "DELETE FROM slack_bots WHERE client_id = ? AND enterprise_id = ? AND team_id = ?",
@@ -177,7 +163,7 @@ class SqliteSlackInstallStore:
             "DELETE FROM slack_installations WHERE client_id = ? AND enterprise_id = ? "
             "AND team_id = ?"
         )
-        args: tuple[str, ...] = (client_id, _key(enterprise_id), _key(team_id))
+        args: tuple[str, ...] = (client_id, install_key(enterprise_id), install_key(team_id))
         if user_id is not None:
             sql += " AND user_id = ?"
             args = (*args, user_id)

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from bot.core.bookings import BilledTo, Booking, BookingState
 from bot.core.errors import (
-    InvalidRequest,
     SessionNotFound,
     StoreFault,
     StoreUnavailable,
@@ -42,14 +41,19 @@ from bot.core.rules import check_start
 from bot.storage import bookings as bookings_sql
 from bot.storage import secrets as sealed
 from bot.storage.activity import ActivityBuffer
+from bot.storage.common import (
+    OPEN_STATES,
+    check_grant,
+    check_session_fields,
+    merge_limits,
+)
 from bot.storage.migrations import apply_migrations
 from bot.storage.writer import SqliteWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MAX_GRANT = 10_000_000
-_OPEN = ("pending", "live", "ending")
+_OPEN = OPEN_STATES
 _JSON_FIELDS = ("handle", "viewer")
 _TIME_FIELDS = (
     "created_at", "started_at", "expires_at", "ending_at", "ended_at", "last_activity_at",
@@ -71,9 +75,7 @@ def _row_to_session(row: sqlite3.Row) -> SessionRecord:
 
 def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """``SET`` text and values of an update of a session's plain fields."""
-    allowed = {"mode", "knowledge", "last_activity_at", "avatar_name"}
-    if not fields or set(fields) - allowed:
-        raise ValueError(f"cannot update {sorted(set(fields) - allowed)}")
+    check_session_fields(fields)
     values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
     return ", ".join(f"{k} = ?" for k in fields), values
 
@@ -228,8 +230,7 @@ class SqliteStore:
     # --- ledger
     async def grant(self, tenant: str, amount: int, actor: str, note: str | None = None) -> Balance:
         """Credit ``amount`` to the tenant (creating it if new)."""
-        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
-            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        check_grant(amount)
         return await self.write(lambda c: _grant(c, tenant, amount, actor, note))
 
     async def balance(self, tenant: str) -> Balance:
@@ -526,8 +527,7 @@ class SqliteStore:
         self, request_id: str, tenant: str, amount: int, actor: str
     ) -> tuple[Balance, bool]:
         """Grant once per platform request id; ``(balance, granted_now)``."""
-        if not isinstance(amount, int) or amount <= 0 or amount > MAX_GRANT:
-            raise InvalidRequest(f"A grant must be a whole number from 1 to {MAX_GRANT:,}.")
+        check_grant(amount)
         return await self.write(lambda c: bookings_sql.grant_once(
             c, request_id, tenant, amount, actor, _grant, _balance,
         ))
@@ -607,22 +607,13 @@ def _set_limits(
 ) -> Limits:
     if _tenant_row(c, tenant) is None:
         raise TenantNotFound(tenant)
-    unknown = set(changes) - set(Limits.model_fields)
-    if unknown:
-        raise InvalidRequest(f"Unknown limit(s): {', '.join(sorted(unknown))}.")
-    merged = _limits(c, tenant, defaults).model_dump() | {
-        k: v for k, v in changes.items() if v is not None
-    }
-    try:
-        checked = Limits.model_validate(merged)
-    except ValueError as exc:
-        raise InvalidRequest(f"Bad limit value: {exc}.") from None
+    checked = merge_limits(_limits(c, tenant, defaults), changes, defaults)
     for key, value in changes.items():
         stored = None if value is None else getattr(checked, key)
         if isinstance(stored, list):
             stored = json.dumps(stored)
         c.execute(f"UPDATE tenants SET {key} = ? WHERE tenant = ?", (stored, tenant))
-    return _limits(c, tenant, defaults)
+    return checked
 
 
 def _balance(c: sqlite3.Connection, tenant: str) -> Balance:
