@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bot.core.ports import SlackInstallStore
-from bot.storage.slack_installs import EVENT_MEMORY_S  # the database stores' figure, kept as one
+from bot.storage.common import EVENT_MEMORY_S  # the database stores' figure, kept as one
 
 
 class RedisEventDedupe:
