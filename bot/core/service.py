@@ -490,7 +490,7 @@ class SessionService:
         See docs/architecture.md ("Stops from another process").
         """
         version = await self.store.data_version()
-        self._watched |= {r.id for r in await self.store.open_sessions()}
+        self._watched.update(await self.store.open_states())
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -503,9 +503,9 @@ class SessionService:
 
     async def notice_other_writers(self) -> list[str]:
         """Finish here the watched sessions another process closed; return their ids."""
-        open_ids = {r.id for r in await self.store.open_sessions()}
+        open_ids = (await self.store.open_states()).keys()
         gone = [sid for sid in self._watched if sid not in open_ids]
-        self._watched |= open_ids
+        self._watched.update(open_ids)
         for sid in gone:
             self._watched.discard(sid)
             await self._adopt_end(sid)
