@@ -28,13 +28,16 @@ import asyncio
 import logging
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from bot.core.errors import ProviderError, ProviderUnavailable
 from bot.core.models import ProviderSession, SessionRecord, SessionState, ViewerInfo, utcnow
 from bot.core.provider import AvatarProvider
+
+if TYPE_CHECKING:  # ports imports this module's models
+    from bot.core.ports import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -76,32 +79,6 @@ class Booking(BaseModel):
         )
 
 
-class BookingStore(Protocol):
-    """The part of ``SessionStore`` this module uses (see ``bot/core/ports.py``)."""
-
-    async def record_booking_intent(
-        self, session_id: str, deployment_id: str, provider: str, tenant: str
-    ) -> None:
-        """Write the intent."""
-
-    async def record_booking_answer(self, session_id: str, ps: ProviderSession) -> None:
-        """Write the answer."""
-
-    async def resolve_booking(self, session_id: str, state: BookingState, note: str) -> None:
-        """Mark refused or released."""
-
-    async def mark_booking_in_doubt(
-        self, session_id: str, charge: int, billed_to: BilledTo, note: str
-    ) -> None:
-        """Record in doubt."""
-
-    async def get_booking(self, session_id: str) -> Booking | None:
-        """One booking."""
-
-    async def list_bookings(self, states: tuple[BookingState, ...]) -> list[Booking]:
-        """Bookings by state."""
-
-
 def is_ambiguous(exc: BaseException) -> bool:
     """Whether a failed booking call may still have booked (no definite refusal came back)."""
     if isinstance(exc, ProviderUnavailable):
@@ -137,7 +114,7 @@ class BookingKeeper:
     """
 
     def __init__(
-        self, store: BookingStore, *, deployment_id: str = "default",
+        self, store: SessionStore, *, deployment_id: str = "default",
         billed_to: BilledTo = "operator", stop_timeout_s: float = 20.0,
         sweep_unknown: bool = False,
     ) -> None:

@@ -106,14 +106,6 @@ class SessionQueues:
                                               name=f"session-queue-{session_id}")
         return place
 
-    async def run(self, session_id: str, avatar: str, job: Callable[[], Awaitable[T]]) -> T:
-        """Queue ``job`` behind the session's earlier ones and return its result.
-
-        Raises:
-            SessionBusy: the session's queue is full; ``job`` was not queued.
-        """
-        return await self.reserve(session_id).run(avatar, job)
-
     async def _work(self, session_id: str, lane: _Lane) -> None:
         try:
             while lane.places:

@@ -138,11 +138,6 @@ class EventHub:
         """
         self._listeners.append(callback)
 
-    def unlisten(self, callback: Callable[[AnyEvent], None]) -> None:
-        """Stop calling ``callback``."""
-        if callback in self._listeners:
-            self._listeners.remove(callback)
-
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""
         self._fanout(event, remote=False)

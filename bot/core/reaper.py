@@ -191,7 +191,7 @@ class SessionReaper:
         to_sweep = await keeper.resolve_after_crash(self.service.providers, skip=others)
         # Resolving may have closed some (a booking in doubt closes its session): read again,
         # and tell the closes (the open-session counts and the threads follow the events).
-        still_open = {r.id for r in await self.service.store.open_sessions()}
+        still_open = await self.service.store.open_states()
         for record in records:
             if record.id not in still_open:
                 self.service.publish_state(await self.service.store.get_session(record.id))

@@ -490,7 +490,7 @@ class SessionService:
         See docs/architecture.md ("Stops from another process").
         """
         version = await self.store.data_version()
-        self._watched |= {r.id for r in await self.store.open_sessions()}
+        self._watched.update(await self.store.open_states())
         while True:
             await asyncio.sleep(interval_s)
             try:
@@ -503,9 +503,9 @@ class SessionService:
 
     async def notice_other_writers(self) -> list[str]:
         """Finish here the watched sessions another process closed; return their ids."""
-        open_ids = {r.id for r in await self.store.open_sessions()}
+        open_ids = (await self.store.open_states()).keys()
         gone = [sid for sid in self._watched if sid not in open_ids]
-        self._watched |= open_ids
+        self._watched.update(open_ids)
         for sid in gone:
             self._watched.discard(sid)
             await self._adopt_end(sid)
@@ -645,26 +645,25 @@ class SessionService:
         try:
             record = await self.live(session_id, tenant=tenant)
             mode, body = parse_prefix(text, record.mode)
-            await self._drive(session_id, mode, body, author, tenant, record, place)
+            await self._drive_in(place, record, mode, _clean_text(body), author)
         finally:
             place.drop()
         return mode
 
     async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
-                     tenant: TenantKey | None, record: SessionRecord | None = None,
-                     place: Place | None = None) -> None:
+                     tenant: TenantKey | None) -> None:
         # The message's place in the session's queue is taken before anything is awaited.
-        place = place or self.queues.reserve(session_id)
+        place = self.queues.reserve(session_id)
         try:
-            await self._drive_in(place, session_id, mode, text, author, tenant, record)
+            text = _clean_text(text)
+            record = await self.live(session_id, tenant=tenant)
+            await self._drive_in(place, record, mode, text, author)
         finally:
             place.drop()
 
-    async def _drive_in(self, place: Place, session_id: str, mode: Mode, text: str,
-                        author: str | None, tenant: TenantKey | None,
-                        record: SessionRecord | None) -> None:
-        text = _clean_text(text)
-        record = record or await self.live(session_id, tenant=tenant)
+    async def _drive_in(self, place: Place, record: SessionRecord, mode: Mode, text: str,
+                        author: str | None) -> None:
+        """Send a live session's cleaned message when its place in the queue comes up."""
         prov, ps = self._provider_session(record)
         _check_length(text, prov.capabilities)
         if not getattr(prov.capabilities, mode.value):
@@ -672,10 +671,10 @@ class SessionService:
         try:
             await place.run(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
         except ProviderSessionGone as exc:
-            await self._end_if_gone(session_id, exc)
+            await self._end_if_gone(record.id, exc)
             raise
         # In memory, stored in batches (no write transaction per message; issue 15).
-        self.store.note_activity(session_id, utcnow())
+        self.store.note_activity(record.id, utcnow())
 
     async def _deliver(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode, text: str,
                        author: str | None) -> None:
