@@ -322,6 +322,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
             service.stop_accepting()
             await service.drain_starts(settings.shutdown_start_wait_s)
             await _end_sessions(services)
+            # Messages still queued for a vendor are moot once their sessions ended.
+            await services.service.queues.aclose()
             for task in started:
                 task.cancel()
 
