@@ -144,7 +144,8 @@ def command_body(fake: FakeSlack, text: str, channel: str, user: str, key: str) 
         "token": "legacy", "team_id": TEAM, "team_domain": "bench", "channel_id": channel,
         "channel_name": channel.lower(), "user_id": user, "user_name": user.lower(),
         "command": "/avatar", "text": text, "api_app_id": "A0AVATAR",
-        "response_url": fake.response_url(key), "trigger_id": "1.2.3",
+        # A trigger id is single-use: the bot refuses a second command with the same one (replay).
+        "response_url": fake.response_url(key), "trigger_id": f"1.2.{key}",
     })
 
 
