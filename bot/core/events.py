@@ -126,17 +126,21 @@ class EventHub:
         # Messages for viewer pages to send into vendors' media rooms, per session.
         self.relay = RelayOutboxes(self)
         self._listeners: list[Callable[[AnyEvent], None]] = []
+        self._local_listeners: list[Callable[[AnyEvent], None]] = []
         self.bus: EventBus | None = None
 
-    def listen(self, callback: Callable[[AnyEvent], None]) -> None:
+    def listen(self, callback: Callable[[AnyEvent], None], *, remote: bool = True) -> None:
         """Call ``callback(event)`` synchronously on every event, before any queue sees it.
 
         For in-memory indexes that must never miss an event (gauges, the reaper's due times):
         a queue subscriber can fall behind and lose events, a listener cannot. Callbacks must
         be quick and must not raise. Events from other workers (``deliver_remote``) reach them
-        too, so counts kept this way cover the whole cluster.
+        too, so counts kept this way cover the whole cluster; ``remote=False`` leaves those out
+        (work done once per worker for its own events, like keeping transcript lines).
         """
         self._listeners.append(callback)
+        if not remote:
+            self._local_listeners.append(callback)
 
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""
@@ -150,6 +154,8 @@ class EventHub:
 
     def _fanout(self, event: AnyEvent, *, remote: bool) -> None:
         for listener in self._listeners:
+            if remote and listener in self._local_listeners:
+                continue
             try:
                 listener(event)
             except Exception:  # one broken index must not stop the others

@@ -10,7 +10,7 @@ rows, the link secret and rotation work the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,7 +32,7 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 46 methods, plus
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 47 methods, plus
     ``note_activity`` (not awaited):
 
     Tenants and limits
@@ -76,6 +76,7 @@ class SessionStore(Protocol):
 
     Transcripts (kept ``TRANSCRIPT_RETENTION_H`` hours)
         - ``add_transcript_line``: keep one final line of a session.
+        - ``add_transcript_lines``: keep several lines in one transaction (the service's batches).
         - ``transcript``: a session's kept lines, oldest first.
         - ``prune_transcripts``: forget lines older than a time.
 
@@ -242,6 +243,10 @@ class SessionStore(Protocol):
 
     async def add_transcript_line(self, line: TranscriptLine) -> None:
         """Keep one final transcript line."""
+        ...
+
+    async def add_transcript_lines(self, lines: Sequence[TranscriptLine]) -> None:
+        """Keep several final transcript lines in one transaction, in order."""
         ...
 
     async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:

@@ -31,7 +31,7 @@ from bot.core.errors import (
     SessionNotLive,
     UnknownProvider,
 )
-from bot.core.events import Ended, EventHub, StateChanged, Transcript
+from bot.core.events import AnyEvent, Ended, EventHub, StateChanged, Transcript
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -54,6 +54,11 @@ from bot.core.tenants import TenantKey
 log = logging.getLogger(__name__)
 
 AVATAR_CACHE_S = 300.0
+# Final transcript lines are written in batches, one transaction per this many seconds, instead
+# of one write transaction per thread message (issue 15). Reading a transcript writes what is
+# waiting first; a shutdown writes it too, so only a crash can lose the last batch.
+TRANSCRIPT_BATCH_S = 0.5
+TRANSCRIPT_BUFFER_MAX = 10_000  # lines waiting while the store is stuck; newer ones are dropped
 
 
 class StartCommand(BaseModel):
@@ -115,9 +120,12 @@ class SessionService:
         # ones whose end was already told here (bounded: oldest forgotten first).
         self._watched: set[str] = set()
         self._ended_here: dict[str, None] = {}
-        self._transcripts: asyncio.Queue[Any] | None = None
+        # Final lines published here, waiting for their batch (``keep_transcripts``).
+        self._lines: list[TranscriptLine] = []
+        self._lines_due = asyncio.Event()
+        self._lines_lock = asyncio.Lock()
         self._keeping = False
-        self._kept = asyncio.Event()
+        self.events.listen(self._note_line, remote=False)
         # Vendor bookings (bot/core/bookings.py): the calls in flight, and whether starts are
         # still accepted (a shutdown stops accepting them, then waits for these).
         self.bookings = bookings or BookingKeeper(store, stop_timeout_s=stop_timeout_s)
@@ -546,36 +554,47 @@ class SessionService:
         """Keep every final transcript line in the store (runs until cancelled).
 
         Only lines published by this worker: each worker keeps its own, so each is kept once.
+        They are noted as they are published (a hub listener, which never misses one) and
+        written in one transaction per ``TRANSCRIPT_BATCH_S``.
         """
-        async with self.events.subscribe(None, remote=False) as queue:
-            self._transcripts = queue
+        self._keeping = True
+        try:
+            while True:
+                await self._lines_due.wait()
+                await asyncio.sleep(TRANSCRIPT_BATCH_S)
+                await self._write_lines()
+        finally:
+            self._keeping = False
+            await self._write_lines()  # cancelled at shutdown: what waits is still written
+
+    def _note_line(self, event: AnyEvent) -> None:
+        if not (self._keeping and isinstance(event, Transcript) and event.final and event.text):
+            return
+        if len(self._lines) >= TRANSCRIPT_BUFFER_MAX:
+            log.warning("transcript lines are not being written; a line was not kept",
+                        extra={"session": event.session_id})
+            return
+        self._lines.append(TranscriptLine(
+            session_id=event.session_id, at=event.at, speaker=event.speaker, text=event.text,
+            author=event.author, intent=event.intent,
+        ))
+        self._lines_due.set()
+
+    async def _write_lines(self) -> None:
+        """Write the lines waiting (after any batch being written now, so order is kept)."""
+        async with self._lines_lock:
+            lines, self._lines = self._lines, []
+            self._lines_due.clear()
+            if not lines:
+                return
             try:
-                while True:
-                    event = await queue.get()
-                    self._keeping = True
-                    if isinstance(event, Transcript) and event.final and event.text:
-                        try:
-                            await self.store.add_transcript_line(TranscriptLine(
-                                session_id=event.session_id, at=event.at, speaker=event.speaker,
-                                text=event.text, author=event.author, intent=event.intent,
-                            ))
-                        except Exception:
-                            log.exception("could not keep a transcript line",
-                                          extra={"session": event.session_id})
-                    self._keeping = False
-                    if queue.empty():
-                        self._kept.set()
-            finally:
-                self._transcripts = None
-                self._keeping = False
+                await self.store.add_transcript_lines(lines)
+            except Exception:
+                log.exception("could not keep %d transcript line(s)", len(lines))
 
     async def transcript(self, session_id: str) -> list[TranscriptLine]:
         """A session's kept transcript, with the lines published so far written first."""
-        queue = self._transcripts
-        if queue is not None and (self._keeping or not queue.empty()):
-            self._kept.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kept.wait(), 2.0)
+        await self._write_lines()
         return await self.store.transcript(session_id)
 
     async def _retry_stop_later(self, record: SessionRecord, exc: BaseException) -> SessionRecord:

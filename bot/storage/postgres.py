@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -513,6 +513,18 @@ class PostgresStore:
                 line.intent,
             )
         )
+
+    async def add_transcript_lines(self, lines: Sequence[TranscriptLine]) -> None:
+        """Keep several final transcript lines in one transaction, in order."""
+        rows = [(line.session_id, _when(line.at), line.speaker, line.text, line.author,
+                 line.intent) for line in lines]
+        if rows:
+            await self.write(
+                lambda c: c.executemany(
+                    "INSERT INTO transcript_lines (session_id, at, speaker, text, author, intent) "
+                    "VALUES ($1, $2, $3, $4, $5, $6)", rows,
+                )
+            )
 
     async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:
         """The kept lines of a session, oldest first (the newest ``limit`` of them)."""

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -433,6 +433,18 @@ class SqliteStore:
                 (line.session_id, line.at, line.speaker, line.text, line.author, line.intent),
             )
         )
+
+    async def add_transcript_lines(self, lines: Sequence[TranscriptLine]) -> None:
+        """Keep several final transcript lines in one transaction, in order."""
+        rows = [(line.session_id, line.at, line.speaker, line.text, line.author, line.intent)
+                for line in lines]
+        if rows:
+            await self.write(
+                lambda c: c.executemany(
+                    "INSERT INTO transcript_lines (session_id, at, speaker, text, author, intent)"
+                    " VALUES (?, ?, ?, ?, ?, ?)", rows,
+                )
+            )
 
     async def transcript(self, session_id: str, limit: int = 1000) -> list[TranscriptLine]:
         """The kept lines of a session, oldest first (the newest ``limit`` of them)."""

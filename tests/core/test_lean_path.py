@@ -10,6 +10,7 @@ this run's PostgreSQL database (``tests/backends.py``); the vendor is the in-mem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 
 import httpx
@@ -244,3 +245,26 @@ async def test_shutdown_ends_every_session_a_bounded_number_at_a_time(tmp_path):
         assert await store.verify() == []
     finally:
         await store.close()
+
+
+async def test_transcript_lines_are_kept_in_order_and_the_last_batch_at_shutdown(service, store):
+    # Lines are written in batches (one transaction per TRANSCRIPT_BATCH_S, not per message):
+    # a reader still sees every line published so far, and stopping the keeper (a shutdown)
+    # writes what was waiting.
+    await store.grant(TENANT, 100, "admin")
+    live = await service.start(cmd())
+    keeper = asyncio.create_task(service.keep_transcripts())
+    await asyncio.sleep(0)  # the keeper runs
+    for i in range(5):
+        await service.ask(live.id, f"question {i}")
+    lines = await service.transcript(live.id)
+    assert [line.text for line in lines if line.speaker == "user"] == [
+        f"question {i}" for i in range(5)]
+    await service.ask(live.id, "last words")
+    keeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await keeper
+    kept = await store.transcript(live.id)  # the store itself, not through the service
+    assert [line.text for line in kept if line.speaker == "user"][-1] == "last words"
+    assert len(kept) == len({(line.at, line.speaker, line.text) for line in kept})  # once each
+
