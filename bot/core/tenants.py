@@ -15,6 +15,8 @@ from bot.core.models import NUMERIC_LIMITS, Balance, ChatBinding, Limits, Tenant
 from bot.core.ports import SessionStore
 
 TenantKey = TenantId | str
+# Thread bindings remembered by ``ChatBindings`` (a live session has one thread per platform).
+BINDINGS_REMEMBERED = 10_000
 
 
 class CreditsReport(BaseModel):
@@ -136,14 +138,35 @@ class ChatBindings:
 
     def __init__(self, store: SessionStore) -> None:
         self._store = store
+        # Thread -> binding, for bindings found or made here (most recently used last).
+        # A thread is bound once, when its session starts (both platforms open a new thread
+        # per session), so a binding never goes stale: every message of a thread after the
+        # first is routed with no store round trip (issue 15). Threads nobody bound are not
+        # remembered: another worker may bind them.
+        self._known: dict[tuple[str, str], ChatBinding] = {}
 
     async def bind(self, binding: ChatBinding) -> None:
         """Remember that a platform thread belongs to a session."""
         await self._store.bind_chat(binding)
+        self._remember(binding)
 
     async def for_thread(self, platform: str, thread_id: str) -> ChatBinding | None:
         """The binding of a platform thread, if it is a session's."""
-        return await self._store.binding_for_thread(platform, thread_id)
+        key = (platform, thread_id)
+        known = self._known.pop(key, None)
+        if known is None:
+            known = await self._store.binding_for_thread(platform, thread_id)
+            if known is None:
+                return None
+        self._remember(known)
+        return known
+
+    def _remember(self, binding: ChatBinding) -> None:
+        key = (binding.platform, binding.thread_id)
+        self._known.pop(key, None)
+        self._known[key] = binding
+        while len(self._known) > BINDINGS_REMEMBERED:
+            del self._known[next(iter(self._known))]
 
     async def for_session(self, session_id: str) -> list[ChatBinding]:
         """Every platform thread bound to a session."""

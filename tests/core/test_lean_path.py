@@ -268,3 +268,22 @@ async def test_transcript_lines_are_kept_in_order_and_the_last_batch_at_shutdown
     assert [line.text for line in kept if line.speaker == "user"][-1] == "last words"
     assert len(kept) == len({(line.at, line.speaker, line.text) for line in kept})  # once each
 
+
+async def test_thread_bindings_are_remembered_yet_a_thread_bound_elsewhere_is_found(service,
+                                                                                   store):
+    # Each worker remembers the thread bindings it made or found (no store read per message);
+    # a thread it found unbound is asked again, so a session another worker starts in it later
+    # still gets its messages.
+    await roomy(store)
+    here, elsewhere = ChatBindings(store), ChatBindings(store)
+    first = await service.start(cmd())
+    await here.bind(ChatBinding(session_id=first.id, platform="slack", channel_id="C1",
+                                thread_id="C1:1.0"))
+    assert (await here.for_thread("slack", "C1:1.0")).session_id == first.id
+    assert (await elsewhere.for_thread("slack", "C1:1.0")).session_id == first.id
+    assert await here.for_thread("slack", "C1:2.0") is None
+    second = await service.start(cmd())
+    await elsewhere.bind(ChatBinding(session_id=second.id, platform="slack", channel_id="C1",
+                                     thread_id="C1:2.0"))
+    assert (await here.for_thread("slack", "C1:2.0")).session_id == second.id
+    assert await here.for_thread("discord", "C1:2.0") is None  # per platform
