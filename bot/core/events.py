@@ -123,6 +123,8 @@ class EventHub:
         self._queue_size = queue_size
         self._subs: dict[str | None, set[asyncio.Queue[AnyEvent]]] = {}
         self._local_only: set[asyncio.Queue[AnyEvent]] = set()
+        # A subscriber's filter: its queue gets (and its task wakes for) only what it wants.
+        self._wants: dict[asyncio.Queue[AnyEvent], Callable[[AnyEvent], bool]] = {}
         # Messages for viewer pages to send into vendors' media rooms, per session.
         self.relay = RelayOutboxes(self)
         self._listeners: list[Callable[[AnyEvent], None]] = []
@@ -164,6 +166,9 @@ class EventHub:
             for queue in self._subs.get(key, ()):
                 if remote and queue in self._local_only:
                     continue
+                want = self._wants.get(queue)
+                if want is not None and not want(event):
+                    continue
                 if queue.full():
                     queue.get_nowait()
                     log.warning("slow event subscriber; dropped an event", extra={"session": key})
@@ -171,20 +176,26 @@ class EventHub:
 
     @asynccontextmanager
     async def subscribe(
-        self, session_id: str | None = None, *, remote: bool = True
+        self, session_id: str | None = None, *, remote: bool = True,
+        want: Callable[[AnyEvent], bool] | None = None,
     ) -> AsyncIterator[asyncio.Queue[AnyEvent]]:
         """Yield a queue receiving the session's events until the block exits.
 
-        ``remote=False`` leaves out events published by other workers.
+        ``remote=False`` leaves out events published by other workers; ``want`` (quick, must
+        not raise) leaves out the events it answers False for, so a subscriber that acts on a
+        few kinds of event is not woken for every thread message (issue 15).
         """
         queue: asyncio.Queue[AnyEvent] = asyncio.Queue(self._queue_size)
         self._subs.setdefault(session_id, set()).add(queue)
         if not remote:
             self._local_only.add(queue)
+        if want is not None:
+            self._wants[queue] = want
         try:
             yield queue
         finally:
             self._local_only.discard(queue)
+            self._wants.pop(queue, None)
             subs = self._subs.get(session_id)
             if subs is not None:
                 subs.discard(queue)

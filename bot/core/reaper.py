@@ -145,7 +145,7 @@ class SessionReaper:
 
     async def watch_vendor_ends(self) -> None:
         """End a session as soon as its provider reports that the vendor ended it."""
-        async with self.service.events.subscribe(None) as queue:
+        async with self.service.events.subscribe(None, want=_vendor_ended) as queue:
             while True:
                 event = await queue.get()
                 if isinstance(event, VendorEnded):
@@ -588,3 +588,7 @@ def _orphan(provider: str, vendor_id: str, caps: Capabilities) -> ProviderSessio
         session_id=f"orphan-{vendor_id}", provider=provider, provider_session_id=vendor_id,
         viewer=ViewerInfo(transport=caps.transport), expires_at=utcnow() + timedelta(seconds=1),
     )
+
+
+def _vendor_ended(event: AnyEvent) -> bool:
+    return isinstance(event, VendorEnded)
