@@ -228,7 +228,7 @@ class ThreadRelay:
     async def _consume(self) -> None:
         # Local events only: with several workers each runs this relay (docs/scale-out.md), and
         # each posts what was published on it, so a line reaches its thread once.
-        async with self._service.events.subscribe(None, remote=False) as queue:
+        async with self._service.events.subscribe(None, remote=False, want=_wanted) as queue:
             self._queue = queue
             self._ready.set()
             while True:
