@@ -34,3 +34,8 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs each request at INFO, which bot/providers/_http.py turns into a DEBUG line:
+    # unless the process logs at DEBUG, those records are not even made (one per thread
+    # message's vendor call; issue 15). Its warnings and errors still pass.
+    debugging = root.isEnabledFor(logging.DEBUG)
+    logging.getLogger("httpx").setLevel(logging.DEBUG if debugging else logging.WARNING)
