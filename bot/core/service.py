@@ -574,7 +574,8 @@ class SessionService:
             log.warning("transcript lines are not being written; a line was not kept",
                         extra={"session": event.session_id})
             return
-        self._lines.append(TranscriptLine(
+        # The event's fields were validated when it was made: no second validation here.
+        self._lines.append(TranscriptLine.model_construct(
             session_id=event.session_id, at=event.at, speaker=event.speaker, text=event.text,
             author=event.author, intent=event.intent,
         ))
