@@ -14,9 +14,11 @@ import contextlib
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from bot.app import Services, _end_sessions
-from bot.core.events import EventHub
+from bot.core.errors import SessionNotLive
+from bot.core.events import EventHub, Transcript
 from bot.core.links import ViewerLinks
 from bot.core.models import ChatBinding, ProviderSession, SessionState, utcnow
 from bot.core.reaper import SessionReaper
@@ -287,3 +289,30 @@ async def test_thread_bindings_are_remembered_yet_a_thread_bound_elsewhere_is_fo
                                      thread_id="C1:2.0"))
     assert (await here.for_thread("slack", "C1:2.0")).session_id == second.id
     assert await here.for_thread("discord", "C1:2.0") is None  # per platform
+
+
+async def test_a_message_sees_at_once_a_session_another_process_is_ending(tmp_path, hub, fake):
+    # SQLite: the thread-message path reads the session on a read-only connection of its own;
+    # what another connection (the CLI's `sessions stop`) committed is seen by the next read.
+    path = tmp_path / "bot.db"
+    store, other = await SqliteStore.open(path), None
+    try:
+        service = SessionService(store=store, providers={"fake": fake}, events=hub)
+        spoken: list[str] = []
+        hub.listen(lambda e: spoken.append(e.text) if isinstance(e, Transcript)
+                   and e.speaker == "avatar" else None)
+        await store.grant(TENANT, 100, "admin")
+        live = await service.start(cmd())
+        await service.say(live.id, "hello")
+        assert spoken == ["hello"]
+        other = await SqliteStore.open(path)
+        await other.begin_end(live.id, "stopped from the command line", utcnow())
+        with pytest.raises(SessionNotLive):
+            await service.say(live.id, "still there?")
+        assert spoken == ["hello"]  # the avatar never said it
+    finally:
+        if other is not None:
+            await other.close()
+        await store.close()
+    with pytest.raises(RuntimeError):  # a closed store refuses reads as before
+        await store.get_session(live.id)
