@@ -33,7 +33,7 @@ from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
-from bot.providers._http import POOL_WAIT_S
+from bot.providers._http import POOL_WAIT_S, CoalescingTransport
 from bot.settings import Settings
 from bot.storage import Backend, open_backend
 from bot.storage.secrets import SecretBox
@@ -142,9 +142,11 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
                 timeout=httpx.Timeout(settings.vendor_timeout_s, pool=POOL_WAIT_S),
                 # Each session has at most one vendor call in flight (its queue sends them in
                 # turn), so many sessions mean many calls at once: httpx's default pool of 100
-                # made the rest wait for a connection (docs/backpressure.md).
-                limits=httpx.Limits(max_connections=VENDOR_CONNECTIONS,
-                                    max_keepalive_connections=VENDOR_KEEPALIVE),
+                # made the rest wait for a connection (docs/backpressure.md). Each request is sent
+                # in one write, head and body together (bot/providers/_http.py).
+                transport=CoalescingTransport(limits=httpx.Limits(
+                    max_connections=VENDOR_CONNECTIONS, max_keepalive_connections=VENDOR_KEEPALIVE,
+                )),
             )
         )
         box = secret_box(settings)
