@@ -338,8 +338,11 @@ def build_slack(*, settings: Settings, service: SessionService, tenants: TenantS
     else:
         kwargs["client"] = adapter.client(adapter.bot_token)
     app = AsyncApp(**kwargs)
-    commands.register(app, adapter)
+    # Events first: Bolt tries each listener's matcher in turn (each builds its arguments), and
+    # thread messages are most of the traffic. Commands and actions never match an event
+    # listener (the catch-all included), so the order changes nothing else.
     events.register(app, adapter)
+    commands.register(app, adapter)
 
     @app.error
     async def on_error(error: Exception) -> None:
