@@ -42,6 +42,8 @@ async def whole_session(case: Case, errors: list[str]) -> None:
 
 async def test_no_key_or_token_appears_in_any_log_line_or_error(case: Case, caplog) -> None:
     caplog.set_level(logging.DEBUG)
+    # As with LOG_LEVEL=DEBUG: configure_logging lets httpx's request lines be made only then.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     errors: list[str] = []
     await whole_session(case, errors)
     secrets = [case.fake.api_key, *case.fake.issued_tokens()]
