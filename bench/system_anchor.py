@@ -2,9 +2,9 @@
 from ``/proc/<pid>/stat``. Not a benchmark on its own.
 
 * ``plain``: a bare aiohttp handler on ``POST /slack/events``: one Slack signature check
-  (slack-sdk's ``SignatureVerifier``), one SQLite read (thread -> vendor room, aiosqlite like the
-  bot) and one forward (an httpx POST to the fake vendor's ``ask``). It answers 200 before the
-  forward, as Slack wants events acknowledged at once.
+  (slack-sdk's ``SignatureVerifier``), one SQLite read (thread -> vendor room, through
+  aiosqlite's thread) and one forward (an httpx POST to the fake vendor's ``ask``). It answers
+  200 before the forward, as Slack wants events acknowledged at once.
 * ``bolt``: a slack-bolt "hello" ``AsyncApp`` served by its own aiohttp adapter
   (``AsyncApp.web_app``), whose ``message`` listener does the same read and forward (bolt acks
   events before running listeners).
