@@ -14,6 +14,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone, SessionNotFound
 from bot.core.events import AnyEvent, Ended, StateChanged, VendorEnded, Warning
 from bot.core.leases import GLOBAL_LEASE, LeaseManager, session_lease
@@ -120,9 +121,7 @@ class SessionReaper:
                     log.exception("reaper tick failed")
         finally:
             for task in (watcher, claimer):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             if self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.release(
