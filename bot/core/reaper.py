@@ -269,7 +269,12 @@ class SessionReaper:
         assert self.leases is not None
         records = await self.service.store.open_sessions()
         open_ids = {r.id for r in records}
+        ended = self._tended_here - open_ids
         self._tended_here &= open_ids
+        if ended:
+            # Nothing left to tend: stop renewing them (else each stays held, and renewed, for
+            # as long as this worker lives).
+            await self.leases.release(session_lease(s) for s in ended)
         records = await self._claim_and_take_over(records, now)
         for record in records:
             if not self.leases.holds(session_lease(record.id)):
