@@ -181,7 +181,17 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             transcript_retention_s=settings.transcript_retention_h * 3600,
             leases=cluster.leases if cluster is not None else None,
         )
-        links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
+        link_secret = await _link_secret(settings, store, box)
+        links = ViewerLinks(link_secret, settings.base_url)
+        if cluster is not None:
+            from bot.cluster.homes import RedisHomes, forward_key
+
+            cluster.homes = await stack.enter_async_context(RedisHomes(
+                cluster.client, prefix=settings.redis_prefix, worker_id=cluster.worker_id,
+                url=settings.advertised_url, key=forward_key(link_secret),
+                ttl_s=settings.lease_ttl_s,
+            ))
+            service.homes = cluster.homes
         await top_up_playground(settings, store)
         # Unwound before the database closes: the event ids still in memory reach the table.
         stack.push_async_callback(backend.installs.aclose)
@@ -340,6 +350,8 @@ def _build_web(
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
         shared_limiter=services.cluster.limiter if services.cluster is not None else None,
+        home_key=services.cluster.homes.key
+        if services.cluster is not None and services.cluster.homes is not None else None,
     )
     slack = None
     if settings.slack_enabled:

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="avatarbot:", min_length=1, max_length=64)
     # A dead worker's sessions are taken over within this plus one reaper tick.
     lease_ttl_s: float = Field(default=10.0, ge=1, le=120)
+    # How the other workers reach this one (docs/scale-out.md, "Sessions with a home"): local
+    # avatars and viewer-relayed vendors forward requests to the worker holding the session.
+    worker_url: AnyHttpUrl | None = None
 
     # --- the viewer relay (vendors reached through the page's media room: AKool)
     relay_max_wait_s: int = Field(default=120, ge=5, le=3600)
@@ -262,6 +265,18 @@ class Settings(BaseSettings):
         if self.public_url is not None:
             return str(self.public_url).rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def advertised_url(self) -> str:
+        """How the other workers reach this one: ``WORKER_URL``, else ``http://HOST:PORT``.
+
+        A wildcard ``HOST`` gives ``127.0.0.1`` (right for workers on one host only).
+        """
+        if self.worker_url is not None:
+            return str(self.worker_url).rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def pricing(self, provider: str) -> Pricing:
