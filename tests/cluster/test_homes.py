@@ -32,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from bot.app import Services, _build_web, build_services
 from bot.cluster.homes import HEADER, PATH, sign
+from bot.core.errors import Forwarded
 from bot.core.models import Mode
 from bot.core.service import StartCommand
 from bot.settings import Settings
@@ -289,6 +290,14 @@ async def test_relay_messages_queued_on_one_worker_reach_a_page_on_the_other_in_
 
         assert sent == ["one", "two", "three", "four", "five"]
         assert outbox_a.waiting(session_id) == 0 and outbox_b.queued(session_id) == []
+
+        # The home's refusal reaches whoever sent the message through B, in its own words.
+        outbox_a.max_queued = 0
+        with pytest.raises(Forwarded) as refused:
+            await b.services.service.say(session_id, "six")
+        assert refused.value.status == 429
+        assert "waiting to reach the avatar" in refused.value.user_message
+        assert outbox_a.queued(session_id) == []
 
 
 @pytest.fixture(autouse=True)
