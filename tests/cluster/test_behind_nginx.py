@@ -172,7 +172,9 @@ async def _scenario(slack, a2e, harness, http, workers, nginx, redis_client, pre
         await until(lambda s=session: lease_value(redis_client, prefix, s.id), 15,
                     f"a worker tends {session.id}")
         holders[session.id] = workers.by_lease(await lease_value(redis_client, prefix, session.id))
-    assert {w.name for w in holders.values() if w} == {"a", "b", "c"}  # starts spread evenly
+    # Each starter claims its session at once (a reaper tick elsewhere may beat it to it: nginx's
+    # log, not the leases, shows that the starts were spread).
+    assert all(holders.values())
 
     # --- a viewer per session, through nginx, and thread messages spread over the workers
     viewers = {s.id: await Viewer.open(http, s.viewer_url) for s in sessions}
@@ -284,6 +286,6 @@ def _spread_as_logged(log: list[tuple[str, str, int, str]], workers: Workers) ->
         if path.endswith(WS):
             sockets.setdefault(path, answered_by(upstream))
     assert sorted(sockets.values()) == ["a", "b", "c"]  # the three viewers: one per worker
-    posts = {answered_by(u) for _, path, _, u in log if path == "/slack/events"}
-    assert posts == {"a", "b", "c"}
+    posts = [answered_by(u) for _, path, _, u in log if path == "/slack/events"]
+    assert sorted(posts[:3]) == ["a", "b", "c"]  # the three starts (one after the other)
     assert all(status < 500 for _, _, status, _ in log), log
