@@ -7,8 +7,9 @@ messages: each viewer sees lines sent through the other workers. One worker is t
 mid-session. Its sessions' leases pass to the others within LEASE_TTL_S plus one reaper tick;
 thread messages sent meanwhile still reach the avatar (nginx skips the dead worker); the viewer
 it served reconnects through nginx and sees the session live. At the end every thread message
-reached the vendor (or its writer was told why not), every session is stopped through nginx with
-its vendor room left, and ``avatarbot ledger verify`` is clean on PostgreSQL.
+reached the vendor (or its writer was told why not) and is in the transcript a viewer downloads,
+every session is stopped through nginx with its vendor room left, and ``avatarbot ledger verify``
+is clean on PostgreSQL.
 
 Vendor sessions are A2E's, driven from the server: any worker can send a session's messages. (The
 local avatar and the page-driven vendors need forwarding to their owning worker; see
@@ -132,13 +133,13 @@ async def test_three_workers_behind_nginx_survive_a_killed_worker(
             reaper_interval_s=TICK_S, PUBLIC_URL=nginx.url, TRUSTED_PROXIES="127.0.0.1",
             DEFAULT_MAX_CONCURRENT="3", **fake_vendors(slack, a2e),
         )
-        await cli(env, "credits", "grant", "slack:T1", "500")
         workers = await stack.enter_async_context(Workers(env, tmp_path))
         # Discord joins here: DISCORD_TOKEN and DISCORD_SHARD_COUNT=2 in ``env`` (the fake
         # gateway of tests/fakes/discord.py), and DISCORD_SHARD_IDS per worker in ``extra``
         # ("0" for a, "1" for b); c runs without Discord.
         extra: dict[str, dict[str, str]] = {}
-        await workers.start(*ports, ports=ports, extra=extra)
+        await asyncio.gather(workers.start(*ports, ports=ports, extra=extra),
+                             cli(env, "credits", "grant", "slack:T1", "500"))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         harness = SlackHarness(slack, None, nginx.url, None)
         stack.push_async_callback(harness.http.close)
@@ -183,6 +184,9 @@ async def _scenario(slack, a2e, harness, http, workers, nginx, redis_client, pre
         for session in sessions:
             await thread_message(harness, session)
     await _lines_seen(sessions, viewers)
+    # The viewers showed them: each line is also in the transcript a viewer downloads, whichever
+    # worker wrote it.
+    await _kept(http, {s.viewer_url: list(s.sent) for s in sessions})
 
     # --- a worker dies mid-session; its sessions are taken over within the bound
     victim = holders[sessions[0].id]
@@ -239,6 +243,8 @@ async def _scenario(slack, a2e, harness, http, workers, nginx, redis_client, pre
                 "every viewer page sees its session end")
     for viewer in viewers.values():
         await viewer.close()
+    # The transcript each page offers to download has every line the avatar got, from every worker.
+    await _kept(http, {s.viewer_url: delivered(s) for s in sessions})
 
 
 async def _anchor(slack, channel: str) -> ApiCall:
@@ -259,6 +265,17 @@ async def _lines_seen(sessions: list[Session], viewers: dict[str, Viewer], last:
         viewer = viewers[session.id]
         await until(lambda v=viewer, w=wanted: all(t in v.user_lines() for t in w), 15,
                     f"the viewer of {session.channel} shows {wanted}")
+
+
+async def _kept(http: aiohttp.ClientSession, wanted: dict[str, list[str]]) -> None:
+    """Each session's transcript download (through nginx) has the ``wanted`` lines."""
+    for url, lines in wanted.items():
+        async def has_all(url: str = url, lines: list[str] = lines) -> bool:
+            async with http.get(url + "/transcript.txt") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            return all(f"asked: {line}" in text for line in lines)
+        await until(has_all, 15, f"the transcript at {url} keeps {lines}")
 
 
 async def _taken_over(orphans: list[Session], workers: Workers, redis_client, prefix) -> float:
