@@ -30,6 +30,7 @@ from tests.test_product import read_banner
 SCRUBBED = ("DISCORD_", "SLACK_", "A2E_", "AKOOL_", "LIVEAVATAR_", "HEYGEN_", "LLM_", "REDIS_",
             "DATABASE_")
 SECRET_KEY = "one-secret-for-every-worker-0123"
+BOOT_S = 120  # until a worker prints its banner
 
 
 def worker_env(*, pg_url: str, prefix: str, tmp_path: Path, lease_ttl_s: float,
@@ -102,7 +103,8 @@ class Workers:
             self.all[name] = worker = Worker(name, port, proc)
             started.append(worker)
         for worker in started:
-            worker.output.append(await read_banner(worker.proc))
+            # Generous: several workers import and connect at once on a machine that may be busy.
+            worker.output.append(await read_banner(worker.proc, within=BOOT_S))
             worker.drain = asyncio.create_task(self._keep(worker))
         return started
 
