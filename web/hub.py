@@ -19,7 +19,6 @@ made one at a time, so the page gets its messages in the outbox's order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
@@ -28,6 +27,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import AvatarBotError
 from bot.core.events import AnyEvent, Ended, Relay, StateChanged, Transcript, Warning
 from bot.core.relay import DropLog
@@ -363,9 +363,7 @@ class ViewerHub:
         if self._rooms.get(room.session_id) is room:
             del self._rooms[room.session_id]
         if room.pump is not None and room.pump is not asyncio.current_task():
-            room.pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await room.pump
+            await cancel_and_wait(room.pump)  # it may be in a Redis call (bot/compat/cancel.py)
 
     # ------------------------------------------------------------------ sending
     async def send(self, viewer: Viewer, message: dict[str, Any]) -> bool:

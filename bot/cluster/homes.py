@@ -27,6 +27,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import Forwarded, WorkerUnreachable
 from bot.core.leases import session_lease
 
@@ -99,9 +100,7 @@ class RedisHomes:
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await cancel_and_wait(self._refresher)  # it writes to Redis: see bot/compat/cancel.py
         if self._http is not None:
             await self._http.close()
         with contextlib.suppress(RedisError, OSError):
