@@ -362,9 +362,19 @@ async def _start_platforms(
     if settings.discord_token is not None:
         from bot.platforms.discord import build_discord_client
 
+        identify_gate = None
+        if services.cluster is not None and settings.discord_shards() is not None:
+            from bot.cluster.shared import RedisPacingGate
+            from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S
+
+            # The IDENTIFY buckets are the bot's, shared by every worker holding its shards.
+            identify_gate = RedisPacingGate(
+                services.cluster.client, prefix=settings.redis_prefix, name="discord-identify",
+                worker_id=services.cluster.worker_id, interval_s=IDENTIFY_INTERVAL_S,
+            )
         client = build_discord_client(
             settings=settings, service=services.service, tenants=services.tenants,
-            bindings=services.bindings, links=services.links,
+            bindings=services.bindings, links=services.links, identify_gate=identify_gate,
         )
         stack.push_async_callback(client.close)
         token = settings.discord_token.get_secret_value()

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from bot.cluster import RedisEventBus
+from bot.cluster import RedisEventBus, RedisPacingGate
 from bot.core.events import EventHub, Transcript
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.discord.client import AvatarBot, ShardedAvatarBot, build_discord_client
+from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S
 from bot.storage.postgres import PostgresStore
 from tests.backends import open_store
 from tests.cluster.conftest import REDIS_URL
@@ -79,7 +80,10 @@ async def workers(fake, pg_url, redis_client, prefix, tmp_path) -> AsyncIterator
                                      redis_prefix=prefix)
             client = build_discord_client(
                 settings=settings, service=service, tenants=TenantService(store),
-                bindings=ChatBindings(store), links=links, guild_ready_timeout=0.05)
+                bindings=ChatBindings(store), links=links, guild_ready_timeout=0.05,
+                identify_gate=RedisPacingGate(  # as bot/app.py wires it for workers
+                    redis_client, prefix=prefix, name="discord-identify",
+                    worker_id=f"worker-{name}", interval_s=IDENTIFY_INTERVAL_S))
             client.relay.edit_interval_s = 0.2
             task = asyncio.create_task(client.start(TOKEN))
             stack.push_async_callback(_stop, client, task)
@@ -178,3 +182,20 @@ async def test_a_session_on_shard_0_is_posted_by_worker_a_only(fake, workers) ->
                for m in fake.channel_messages(thread["id"])) == 1
     await a.client.service.stop(record.id, "done")
 
+
+
+async def test_workers_share_discords_identify_buckets(redis_client, prefix) -> None:
+    def gate(worker: str) -> RedisPacingGate:
+        return RedisPacingGate(redis_client, prefix=prefix, name="discord-identify",
+                               worker_id=worker, interval_s=2.0)
+
+    a, b = gate("a"), gate("b")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await a.wait(0)  # worker A identifies a shard of bucket 0
+    await b.wait(1)  # bucket 1 is free: B goes on at once, while A's bucket-0 pass still holds
+    assert await redis_client.get(f"{prefix}discord-identify:0") == b"a"
+    assert await redis_client.get(f"{prefix}discord-identify:1") == b"b"
+    await b.wait(0)  # bucket 0 again: B waits out A's interval
+    assert loop.time() - began >= 1.9
+    assert await redis_client.get(f"{prefix}discord-identify:0") == b"b"

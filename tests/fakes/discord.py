@@ -111,6 +111,7 @@ class FakeDiscord:
         self.token: str | None = None
         self.hide_threads = False  # leave threads out of GUILD_CREATE (an uncached thread)
         self.identifies: list[dict[str, Any]] = []
+        self.identified_at: list[float] = []  # time.monotonic() of each IDENTIFY
         self.rate_limits: list[tuple[str, str, float]] = []  # (method, path regex, retry_after)
         self.limited: list[Call] = []
         self.faults: list[tuple[str, str, int, int]] = []  # (method, path regex, status, code)
@@ -540,6 +541,7 @@ class FakeDiscord:
                 await ws.send_str(json.dumps({"op": 11}))
             elif op == 2:
                 self.identifies.append(msg["d"])
+                self.identified_at.append(time.monotonic())
                 await self._notify()
                 if self.reject_message_content and msg["d"].get("intents", 0) & MESSAGE_CONTENT:
                     await ws.close(code=4014, message=b"Disallowed intent(s).")

@@ -23,11 +23,13 @@ from discord import app_commands
 
 from bot.compat import discord_compat
 from bot.core.links import ViewerLinks
+from bot.core.pacing import LocalPacingGate, PacingGate
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.discord.commands import AvatarCommands, build_avatar_group, guild_tenant
 from bot.platforms.discord.errors import reply_error
 from bot.platforms.discord.names import NameResolver
+from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S, guild_shard, identify_bucket
 from bot.platforms.discord.threads import ThreadRelay, route_message
 from bot.settings import Settings
 
@@ -58,11 +60,6 @@ SHARDED_MESSAGE_CONTENT_HELP = (
     "Intents' (bots in 100 or more servers need Discord's approval for it), save, and restart "
     "avatarbot."
 )
-
-
-def guild_shard(guild_id: int, shard_count: int) -> int:
-    """The shard that gets ``guild_id``'s events (Discord's formula, docs/discord-sharding.md)."""
-    return (guild_id >> 22) % shard_count
 
 
 def bot_intents() -> discord.Intents:
@@ -226,16 +223,41 @@ class ShardedAvatarBot(AvatarBot, discord.AutoShardedClient):
     Args:
         shard_count: the bot's total number of shards (every worker's ``DISCORD_SHARD_COUNT``).
         shard_ids: the shards this process holds.
+        identify_gate: paces IDENTIFYs by Discord's buckets (``bot/platforms/discord/shards.py``);
+            the Redis one when several workers share the bot, else this process's own.
         (the others as for ``AvatarBot``)
     """
 
     def __init__(self, *, settings: Settings, service: SessionService, tenants: TenantService,
                  bindings: ChatBindings, links: ViewerLinks, shard_count: int,
-                 shard_ids: list[int], **options: Any) -> None:
+                 shard_ids: list[int], identify_gate: PacingGate | None = None,
+                 **options: Any) -> None:
         super().__init__(settings=settings, service=service, tenants=tenants, bindings=bindings,
                          links=links, shard_count=shard_count, shard_ids=list(shard_ids),
                          **options)
         self.held_shards = frozenset(shard_ids)
+        self.identify_gate: PacingGate = identify_gate or LocalPacingGate(IDENTIFY_INTERVAL_S)
+        self.max_concurrency = 1
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        """Read Discord's shard advice and IDENTIFY concurrency, then connect every shard."""
+        try:
+            recommended, _url, limits = await self.http.get_bot_gateway()
+        except discord.HTTPException as exc:
+            log.warning("GET /gateway/bot failed (%s); identifying one shard at a time",
+                        exc.status)
+        else:
+            self.max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
+            assert self.shard_count is not None  # set by __init__
+            if recommended > self.shard_count:
+                log.warning(
+                    "Discord recommends %d shards for this bot; DISCORD_SHARD_COUNT is %d "
+                    "(each shard can hold at most 2,500 servers)", recommended, self.shard_count)
+        await super().connect(reconnect=reconnect)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait for the shard's IDENTIFY bucket (instead of discord.py's flat 5 s sleep)."""
+        await self.identify_gate.wait(identify_bucket(shard_id or 0, self.max_concurrency))
 
     def holds_guild(self, guild_id: int) -> bool:
         """Whether ``guild_id``'s shard is one of this process's."""
@@ -245,7 +267,8 @@ class ShardedAvatarBot(AvatarBot, discord.AutoShardedClient):
 
 def build_discord_client(
     *, settings: Settings, service: SessionService, tenants: TenantService,
-    bindings: ChatBindings, links: ViewerLinks, **options: Any,
+    bindings: ChatBindings, links: ViewerLinks, identify_gate: PacingGate | None = None,
+    **options: Any,
 ) -> AvatarBot:
     """The Discord client the composition root starts with ``await client.start(token)``.
 
@@ -259,4 +282,4 @@ def build_discord_client(
     log.info("Discord: holding shard(s) %s of %d", ",".join(map(str, ids)), count)
     return ShardedAvatarBot(settings=settings, service=service, tenants=tenants,
                             bindings=bindings, links=links, shard_count=count, shard_ids=ids,
-                            **options)
+                            identify_gate=identify_gate, **options)
