@@ -101,10 +101,11 @@ async def _stop(client: AvatarBot, task: asyncio.Task[None]) -> None:
     await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
 
 
-async def start_in(fake: FakeDiscord, member: dict[str, Any], channel_id: int) -> dict[str, Any]:
+async def start_in(fake: FakeDiscord, member: dict[str, Any], channel_id: int,
+                   **options: Any) -> dict[str, Any]:
     """``/avatar start`` in a guild's channel; the session's thread (waited for)."""
-    pending = await fake.slash(member, "start", channel_id=str(channel_id), avatar="fake:ava-1",
-                               minutes=5)
+    options = {"avatar": "fake:ava-1", "minutes": 5} | options
+    pending = await fake.slash(member, "start", channel_id=str(channel_id), **options)
     assert (await callback(pending))["type"] == 5
     reply = await final_text(fake, pending)
     thread = await fake.wait_for(lambda: next(

@@ -179,3 +179,18 @@ async def test_the_fake_shards_as_discord_documents(fake2: FakeDiscord) -> None:
             got = await ws.receive_json()
             assert got["t"] == "MESSAGE_CREATE" and got["d"]["content"] == "on shard 1"
             assert got["d"]["guild_id"] == str(G1)
+
+
+async def test_a_sharded_client_asks_gateway_bot_once_and_warns_of_too_few_shards(
+    fake2: FakeDiscord, stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake2.recommended_shards = 4
+    # Only DISCORD_API_BASE set: the gateway URL comes from the same GET /gateway/bot.
+    client = _client(fake2, stack, tmp_path, discord_shard_count=1, discord_gateway_url=None)
+    task = await _run(client)
+    try:
+        assert len(fake2.calls_to("GET", r"^/gateway/bot$")) == 1
+        assert "Discord recommends 4 shards for this bot; DISCORD_SHARD_COUNT is 1" in caplog.text
+        assert [i["shard"] for i in fake2.identifies] == [[0, 1]]
+    finally:
+        await _close(client, task)

@@ -239,21 +239,24 @@ class ShardedAvatarBot(AvatarBot, discord.AutoShardedClient):
         self.identify_gate: PacingGate = identify_gate or LocalPacingGate(IDENTIFY_INTERVAL_S)
         self.max_concurrency = 1
 
-    async def connect(self, *, reconnect: bool = True) -> None:
-        """Read Discord's shard advice and IDENTIFY concurrency, then connect every shard."""
+    async def _resolve_gateway(self) -> None:
+        """Read Discord's shard advice and IDENTIFY concurrency (and the gateway, as unsharded)."""
         try:
-            recommended, _url, limits = await self.http.get_bot_gateway()
+            recommended, url, limits = await self.http.get_bot_gateway()
         except discord.HTTPException as exc:
             log.warning("GET /gateway/bot failed (%s); identifying one shard at a time",
                         exc.status)
-        else:
-            self.max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
-            assert self.shard_count is not None  # set by __init__
-            if recommended > self.shard_count:
-                log.warning(
-                    "Discord recommends %d shards for this bot; DISCORD_SHARD_COUNT is %d "
-                    "(each shard can hold at most 2,500 servers)", recommended, self.shard_count)
-        await super().connect(reconnect=reconnect)
+            await super()._resolve_gateway()
+            return
+        self.max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
+        assert self.shard_count is not None  # set by __init__
+        if recommended > self.shard_count:
+            log.warning(
+                "Discord recommends %d shards for this bot; DISCORD_SHARD_COUNT is %d "
+                "(each shard can hold at most 2,500 servers)", recommended, self.shard_count)
+        if self.settings.discord_gateway_url is None and \
+                str(self.settings.discord_api_base).rstrip("/") != DEFAULT_API_BASE:
+            discord_compat.set_gateway(_ws_url(url))
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         """Wait for the shard's IDENTIFY bucket (instead of discord.py's flat 5 s sleep)."""
