@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from bot.cluster import RedisEventBus, RedisPacingGate
+from bot.cluster import RedisEventBus, RedisLeases, RedisPacingGate
 from bot.core.events import EventHub, Transcript
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
 from bot.platforms.discord.client import AvatarBot, ShardedAvatarBot, build_discord_client
-from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S
+from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S, hold_shards, shard_lease
 from bot.storage.postgres import PostgresStore
 from tests.backends import open_store
 from tests.cluster.conftest import REDIS_URL
@@ -200,3 +200,21 @@ async def test_workers_share_discords_identify_buckets(redis_client, prefix) -> 
     await b.wait(0)  # bucket 0 again: B waits out A's interval
     assert loop.time() - began >= 1.9
     assert await redis_client.get(f"{prefix}discord-identify:0") == b"b"
+
+
+async def test_a_shard_given_to_two_workers_is_connected_by_one_only(
+    redis_client, prefix, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = RedisLeases(redis_client, prefix=prefix, ttl_s=10.0, worker_id="a")
+    b = RedisLeases(redis_client, prefix=prefix, ttl_s=10.0, worker_id="b")
+    await asyncio.wait_for(hold_shards(a, [0, 1], retry_s=0.05), 5)
+    # B was also given shard 1: it waits instead of connecting a second copy, and says why.
+    waiting = asyncio.create_task(hold_shards(b, [1], retry_s=0.05))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    assert "Discord shard(s) 1 are held by another worker" in caplog.text
+    assert "two workers have the same shard in DISCORD_SHARD_IDS" in caplog.text
+    # A stops (its leases released on the way out): B takes the shard and connects.
+    await a.release([shard_lease(0), shard_lease(1)])
+    await asyncio.wait_for(waiting, 5)
+    assert b.holds(shard_lease(1))
