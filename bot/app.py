@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.bookings import BookingKeeper
 from bot.core.events import EventHub
 from bot.core.ice import display_url
@@ -325,8 +326,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
             await _end_sessions(services)
             # Messages still queued for a vendor are moot once their sessions ended.
             await services.service.queues.aclose()
-            for task in started:
-                task.cancel()
+            # Again and again if need be: a task inside a Redis call can lose one cancellation.
+            await asyncio.gather(*(cancel_and_wait(task) for task in started))
 
 
 def _build_web(

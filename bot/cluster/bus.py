@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.events import EVENT_TYPES, AnyEvent, EventHub, Relay
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,7 @@ class RedisEventBus:
             self.hub.bus = None
         await self.flush()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
