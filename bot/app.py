@@ -41,6 +41,7 @@ from bot.storage.secrets import SecretBox
 
 if TYPE_CHECKING:
     from bot.cluster.wiring import Cluster
+    from bot.platforms.discord import AvatarBot
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -375,13 +376,24 @@ async def _start_platforms(
     if settings.discord_token is not None:
         from bot.platforms.discord import build_discord_client
 
+        identify_gate = None
+        if services.cluster is not None and settings.discord_shards() is not None:
+            from bot.cluster.shared import RedisPacingGate
+            from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S
+
+            # The IDENTIFY buckets are the bot's, shared by every worker holding its shards.
+            identify_gate = RedisPacingGate(
+                services.cluster.client, prefix=settings.redis_prefix, name="discord-identify",
+                worker_id=services.cluster.worker_id, interval_s=IDENTIFY_INTERVAL_S,
+            )
         client = build_discord_client(
             settings=settings, service=services.service, tenants=services.tenants,
-            bindings=services.bindings, links=services.links,
+            bindings=services.bindings, links=services.links, identify_gate=identify_gate,
         )
         stack.push_async_callback(client.close)
         token = settings.discord_token.get_secret_value()
-        started.append(group.create_task(_guard(client.start(token), "discord"), name="discord"))
+        started.append(group.create_task(
+            _guard(_run_discord(services, client, token), "discord"), name="discord"))
     if slack is not None and settings.slack_app_token is not None:
         from bot.platforms.slack import start_socket_mode
 
@@ -389,6 +401,17 @@ async def _start_platforms(
         handler = await start_socket_mode(slack, app_token)
         stack.push_async_callback(handler.aclose)
     return started
+
+
+async def _run_discord(services: Services, client: AvatarBot, token: str) -> None:
+    """Connect the Discord client; a worker of several first takes its shards' leases."""
+    shards = services.settings.discord_shards()
+    if services.cluster is not None and shards is not None:
+        from bot.platforms.discord.shards import hold_shards
+
+        await hold_shards(services.cluster.leases, shards[1],
+                          retry_s=services.settings.lease_ttl_s / 3)
+    await client.start(token)
 
 
 async def _guard(coro: object, name: str) -> None:
