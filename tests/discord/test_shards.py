@@ -194,3 +194,17 @@ async def test_a_sharded_client_asks_gateway_bot_once_and_warns_of_too_few_shard
         assert [i["shard"] for i in fake2.identifies] == [[0, 1]]
     finally:
         await _close(client, task)
+
+
+async def test_a_sharded_client_whose_gateway_bot_is_refused_still_connects_one_at_a_time(
+    fake2: FakeDiscord, stack: Stack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake2.fail("GET", r"^/gateway/bot$", status=403)  # e.g. a REST proxy that does not pass it
+    client = _client(fake2, stack, tmp_path, discord_shard_count=2)
+    task = await _run(client)
+    try:
+        assert "GET /gateway/bot failed (403); identifying one shard at a time" in caplog.text
+        assert sorted(i["shard"] for i in fake2.identifies) == [[0, 2], [1, 2]]
+        assert client.max_concurrency == 1
+    finally:
+        await _close(client, task)

@@ -154,7 +154,7 @@ class AvatarBot(discord.Client):
             return
         if str(self.settings.discord_api_base).rstrip("/") == DEFAULT_API_BASE:
             return
-        _shards, url, _limit = await self.http.get_bot_gateway()
+        _shards, url, _concurrency = await discord_compat.bot_gateway(self)
         discord_compat.set_gateway(_ws_url(url))
 
     async def close(self) -> None:
@@ -242,13 +242,13 @@ class ShardedAvatarBot(AvatarBot, discord.AutoShardedClient):
     async def _resolve_gateway(self) -> None:
         """Read Discord's shard advice and IDENTIFY concurrency (and the gateway, as unsharded)."""
         try:
-            recommended, url, limits = await self.http.get_bot_gateway()
-        except discord.HTTPException as exc:
+            recommended, url, concurrency = await discord_compat.bot_gateway(self)
+        except discord.DiscordException as exc:  # discord.py wraps its HTTPException in this
             log.warning("GET /gateway/bot failed (%s); identifying one shard at a time",
-                        exc.status)
+                        getattr(exc.__cause__, "status", type(exc).__name__))
             await super()._resolve_gateway()
             return
-        self.max_concurrency = max(1, int(limits.get("max_concurrency", 1)))
+        self.max_concurrency = max(1, concurrency)
         assert self.shard_count is not None  # set by __init__
         if recommended > self.shard_count:
             log.warning(
