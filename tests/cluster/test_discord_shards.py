@@ -218,3 +218,19 @@ async def test_a_shard_given_to_two_workers_is_connected_by_one_only(
     await a.release([shard_lease(0), shard_lease(1)])
     await asyncio.wait_for(waiting, 5)
     assert b.holds(shard_lease(1))
+
+
+async def test_a_standby_takes_all_its_shards_or_none(redis_client, prefix) -> None:
+    """A standby for shards 0-1 while A holds 0 and C holds 1: A dies, C lives on."""
+    a = RedisLeases(redis_client, prefix=prefix, ttl_s=10.0, worker_id="a")
+    c = RedisLeases(redis_client, prefix=prefix, ttl_s=10.0, worker_id="c")
+    standby = RedisLeases(redis_client, prefix=prefix, ttl_s=10.0, worker_id="standby")
+    await asyncio.wait_for(hold_shards(a, [0], retry_s=0.05), 5)
+    await asyncio.wait_for(hold_shards(c, [1], retry_s=0.05), 5)
+    waiting = asyncio.create_task(hold_shards(standby, [0, 1], retry_s=0.05))
+    await a.release([shard_lease(0)])  # A is gone; its restart must still get shard 0
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    assert not standby.holds(shard_lease(0))  # not kept while the standby waits for shard 1
+    await asyncio.wait_for(hold_shards(a, [0], retry_s=0.05), 5)
+    waiting.cancel()

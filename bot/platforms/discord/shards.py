@@ -54,15 +54,19 @@ async def hold_shards(leases: LeaseManager, shard_ids: Iterable[int], *,
     names = {shard_lease(i): i for i in shard_ids}
     last_warning = -math.inf
     while True:
-        missing = sorted(names[n] for n in set(names) - await leases.claim(names))
+        held = await leases.claim(names)
+        missing = sorted(names[n] for n in set(names) - held)
         if not missing:
             return
+        # All or none: a shard taken while waiting for another would be kept (renewed) without
+        # being connected, shutting out the worker that should connect it.
+        await leases.release(held)
         now = time.monotonic()
         if now - last_warning >= 60:
             last_warning = now
             log.warning(
                 "Discord shard(s) %s are held by another worker; waiting for them before "
-                "connecting. If that worker is running, two workers have the same shard in "
-                "DISCORD_SHARD_IDS: give each shard to exactly one worker.",
+                "connecting. Expected for a standby worker; otherwise two workers have the same "
+                "shard in DISCORD_SHARD_IDS: give each shard to exactly one worker.",
                 ",".join(map(str, missing)))
         await asyncio.sleep(retry_s)
