@@ -155,6 +155,11 @@ class Workers:
                     await worker.proc.wait()
 
 
+async def lease_of(redis: aioredis.Redis, prefix: str, name: str) -> str:
+    """The worker id holding the lease ``name`` ('' when none does)."""
+    return ((await redis.get(f"{prefix}lease:{name}")) or b"").decode()
+
+
 async def lease_value(redis: aioredis.Redis, prefix: str, session_id: str) -> str:
     """The worker id holding a session's lease ('' when none does)."""
-    return ((await redis.get(f"{prefix}lease:session:{session_id}")) or b"").decode()
+    return await lease_of(redis, prefix, f"session:{session_id}")

@@ -80,7 +80,8 @@ class Nginx:
 
     def access_log(self) -> list[tuple[str, str, int, str]]:
         """(method, path, status, upstream address) of each request answered so far."""
-        lines = (self.prefix / "access.log").read_text(encoding="utf-8").splitlines()
+        # The last piece is '' after a whole line, or a line nginx is still writing.
+        lines = (self.prefix / "access.log").read_text(encoding="utf-8").split("\n")[:-1]
         rows = []
         for line in lines:
             method, path, status, upstream = line.split(" ", 3)
