@@ -427,6 +427,13 @@ async def _shard_scenario(discord: FakeDiscord, a2e, cluster: Cluster, redis_cli
     alice = discord.add_member(discord.user("alice"), [], MEMBER_PERMS)
     threads = [await _discord_start(discord, a2e, alice, guild, channel)
                for guild, channel in GUILDS]
+
+    def starts(worker: Worker) -> int:  # what each worker's log says it started
+        return sum("session starting" in line for line in worker.output)
+
+    await until(lambda: starts(holder[0]) == starts(holder[1]) == 1, 15,
+                "each shard's holder logs the start in its guild")
+    assert starts(standby) == 0
     # A viewer page per session through nginx, each on a worker NOT holding the guild's shard
     # (G0's on b, G1's on the standby): the vendor's answers are published there.
     placed = {threads[0].session_id: workers["b"], threads[1].session_id: standby}
