@@ -309,11 +309,14 @@ class SessionReaper:
         assert self.leases is not None
         await self._release_done()
         stamp = now.timestamp()
-        if not self._indexed or time.monotonic() - self._last_rescan >= self.rescan_s:
-            await self._rescan(stamp)
-        else:
-            lapsed = await self.leases.lapsed("session:", self.takeover_batch)
-            await self._claim_left([n.removeprefix("session:") for n in lapsed], stamp)
+        try:
+            if not self._indexed or time.monotonic() - self._last_rescan >= self.rescan_s:
+                await self._rescan(stamp)
+            else:
+                lapsed = await self.leases.lapsed("session:", self.takeover_batch)
+                await self._claim_left([n.removeprefix("session:") for n in lapsed], stamp)
+        except Exception as exc:  # noqa: BLE001 - Redis away: what is held is still tended
+            log.warning("could not look for sessions to take over: %r", exc)
         await self._run_due(now)
         if await self.leases.claim([GLOBAL_LEASE]):
             await self.sweep_orphans()
@@ -321,8 +324,9 @@ class SessionReaper:
 
     async def _rescan(self, stamp: float) -> None:
         """Read which sessions are open (ids only) and claim those whose lease nobody holds."""
+        tended_before = set(self._tended_here)  # not those claimed while the query ran
         states = await self.service.store.open_states()
-        for session_id in self._tended_here - states.keys():
+        for session_id in (tended_before & self._tended_here) - states.keys():
             self._forget(session_id)  # ended without this worker hearing of it
         await self._release_done()
         await self._claim_left([s for s in states if s not in self._tended_here], stamp)
@@ -423,9 +427,10 @@ class SessionReaper:
         """
         self._heap, self._due, self._records = [], {}, {}
         stamp = now.timestamp()
+        tended_before = set(self._tended_here)
         records = await self.service.store.open_sessions()
         if self.leases is not None:
-            for session_id in self._tended_here - {r.id for r in records}:
+            for session_id in (tended_before & self._tended_here) - {r.id for r in records}:
                 self._forget(session_id)
             records = [r for r in records if r.id in self._tended_here]
             self._last_rescan = time.monotonic()
