@@ -318,7 +318,12 @@ class SessionReaper:
         except Exception as exc:  # noqa: BLE001 - Redis away: what is held is still tended
             log.warning("could not look for sessions to take over: %r", exc)
         await self._run_due(now)
-        if await self.leases.claim([GLOBAL_LEASE]):
+        try:
+            chores = bool(await self.leases.claim([GLOBAL_LEASE]))
+        except Exception as exc:  # noqa: BLE001 - the chores wait for Redis
+            log.warning("could not claim the global lease: %r", exc)
+            chores = False
+        if chores:
             await self.sweep_orphans()
             await self.prune_transcripts(now)
 

@@ -146,3 +146,63 @@ async def test_a_session_ended_on_another_worker_gives_its_lease_back(
         assert (await store.get_session(record.id)).state is SessionState.ENDED
     finally:
         await store.close()
+
+
+async def test_a_session_ended_elsewhere_unheard_is_dropped_at_the_rescan(
+    tmp_path, redis_client, prefix
+):
+    """No bus between the workers (an event lost in a reconnect): the periodic rescan finds
+    that a held session ended and gives its lease back."""
+    store = await open_store("sqlite", tmp_path / "lost.db")
+    try:
+        await store.grant(TENANT, 1000, "test")
+        fake = FakeProvider(EventHub())
+        service_a = SessionService(store=store, providers={"fake": fake}, events=EventHub())
+        service_b = SessionService(store=store, providers={"fake": fake}, events=EventHub())
+        leases_a = RedisLeases(redis_client, prefix=prefix, ttl_s=30, worker_id="a")
+        reaper_a = SessionReaper(service_a, leases=leases_a, idle_timeout_s=3600, rescan_s=0.5)
+        record = await service_a.start(
+            StartCommand(tenant=TENANT, user="u1", provider="fake", minutes=10))
+        await reaper_a.tick()
+        key = f"{prefix}lease:session:{record.id}"
+        assert await redis_client.get(key) == b"a"
+        await service_b.stop(record.id, "the host ended it")  # A hears nothing of it
+        await reaper_a.tick()
+        assert await redis_client.get(key) == b"a"  # not yet: nothing told A
+        await asyncio.sleep(0.6)
+        await reaper_a.tick()  # the rescan: no longer open
+        await reaper_a.tick()  # released
+        assert await redis_client.get(key) is None
+    finally:
+        await store.close()
+
+
+async def test_with_redis_away_a_held_session_still_ends_on_time(
+    tmp_path, redis_client, prefix
+):
+    """Redis stops answering: the sessions this worker holds are still tended from its index
+    (until its leases would have run out), so one that expires is ended and settled."""
+    rd = urlsplit(REDIS_URL)
+    store = await open_store("sqlite", tmp_path / "away.db")
+    try:
+        await store.grant(TENANT, 1000, "test")
+        fake = FakeProvider(EventHub())
+        service = SessionService(store=store, providers={"fake": fake}, events=EventHub())
+        async with CountingRelay(rd.hostname or "127.0.0.1", rd.port or 6379) as relay:
+            client = aioredis.Redis.from_url(through(REDIS_URL, relay), socket_timeout=2)
+            leases = RedisLeases(client, prefix=prefix, ttl_s=30, worker_id="a")
+            reaper = SessionReaper(service, leases=leases, idle_timeout_s=3600)
+            record = await service.start(
+                StartCommand(tenant=TENANT, user="u1", provider="fake", minutes=10))
+            await reaper.tick()
+            assert leases.holds(f"session:{record.id}")
+        # The relay is gone: every Redis call now fails.
+        try:
+            await reaper.tick(now=record.expires_at + timedelta(seconds=1))
+        finally:
+            await client.aclose()
+        final = await store.get_session(record.id)
+        assert final.state is SessionState.ENDED and final.end_reason == "time is up"
+        assert await store.verify() == []
+    finally:
+        await store.close()
