@@ -99,6 +99,10 @@ class SessionReaper:
         self._adopted: set[str] = set()
         # Ended sessions whose lease goes back at the next tick (the listener cannot await).
         self._to_release: set[str] = set()
+        # Sessions started here whose lease ``claim_own_starts`` is to claim (filled by a
+        # listener, which never misses an event the way a queue subscriber can).
+        self._to_claim: set[str] = set()
+        self._claim_wanted = asyncio.Event()
         self._last_rescan = float("-inf")
         self.service = service
         self.idle_timeout_s = idle_timeout_s
@@ -124,6 +128,8 @@ class SessionReaper:
         # need no fresh read: any state change drops it).
         self._records: dict[str, SessionRecord] = {}
         service.events.listen(self._on_event)
+        if leases is not None:
+            service.events.listen(self._on_local_event, remote=False)
 
     async def run(self, *, reconcile_first: bool = True) -> None:
         """Tick forever (until cancelled), after the startup reconciliation unless done already."""
@@ -150,22 +156,43 @@ class SessionReaper:
                         hand_over=True,
                     )
 
+    def _on_local_event(self, event: AnyEvent) -> None:
+        """A session this worker published a state of (it started it): claim its lease."""
+        if (
+            isinstance(event, StateChanged) and event.state.is_open
+            and event.session_id not in self._tended_here
+        ):
+            self._to_claim.add(event.session_id)
+            self._claim_wanted.set()
+
     async def claim_own_starts(self) -> None:
-        """With leases, claim a session's lease as soon as this worker starts it."""
+        """With leases, claim a session's lease as soon as this worker starts it.
+
+        Starts that arrive together are claimed in one call.
+        """
         if self.leases is None:
             return
-        async with self.service.events.subscribe(None, remote=False) as queue:
-            while True:
-                event = await queue.get()
-                if (
-                    isinstance(event, StateChanged) and event.state.is_open
-                    and event.session_id not in self._tended_here
-                ):
-                    try:
-                        if await self.leases.claim([session_lease(event.session_id)]):
-                            self._adopt(event.session_id, time.time(), left_behind=False)
-                    except Exception as exc:  # noqa: BLE001 - the rescan claims it
-                        log.warning("could not claim session %s: %r", event.session_id, exc)
+        while True:
+            await self._claim_wanted.wait()
+            self._claim_wanted.clear()
+            await self._claim_new()
+
+    async def _claim_new(self) -> None:
+        """Claim the leases of the sessions started here since the last call."""
+        assert self.leases is not None
+        wanted = [s for s in self._to_claim if s not in self._tended_here]
+        self._to_claim.clear()
+        if not wanted:
+            return
+        try:
+            held = await self.leases.claim(session_lease(s) for s in wanted)
+        except Exception as exc:  # noqa: BLE001 - the next tick tries again
+            log.warning("could not claim %d new session(s): %r", len(wanted), exc)
+            self._to_claim.update(wanted)
+            return
+        for session_id in wanted:
+            if session_lease(session_id) in held:
+                self._adopt(session_id, time.time(), left_behind=False)
 
     async def watch_vendor_ends(self) -> None:
         """End a session as soon as its provider reports that the vendor ended it."""
@@ -310,6 +337,7 @@ class SessionReaper:
         await self._release_done()
         stamp = now.timestamp()
         try:
+            await self._claim_new()  # also what a claim failed for meanwhile
             if not self._indexed or time.monotonic() - self._last_rescan >= self.rescan_s:
                 await self._rescan(stamp)
             else:

@@ -206,3 +206,37 @@ async def test_with_redis_away_a_held_session_still_ends_on_time(
         assert await store.verify() == []
     finally:
         await store.close()
+
+
+async def test_a_burst_of_starts_is_claimed_by_their_worker_without_a_tick(
+    tmp_path, redis_client, prefix
+):
+    """More starts at once than an event queue holds: each lease is still claimed by the worker
+    that started it (a listener never misses an event), in few calls, before any tick."""
+    store = await open_store("sqlite", tmp_path / "burst.db")
+    try:
+        await store.grant(TENANT, 10_000, "test")
+        await store.set_limits(TENANT, max_concurrent=40)
+        service = SessionService(store=store, providers={"fake": FakeProvider(EventHub())},
+                                 events=EventHub(queue_size=4))
+        leases = RedisLeases(redis_client, prefix=prefix, ttl_s=30, worker_id="a")
+        reaper = SessionReaper(service, leases=leases, idle_timeout_s=3600)
+        claimer = asyncio.create_task(reaper.claim_own_starts())
+        try:
+            records = await asyncio.gather(*(
+                service.start(StartCommand(tenant=TENANT, user=f"u{i}", provider="fake",
+                                           minutes=10))
+                for i in range(30)
+            ))
+            keys = [f"{prefix}lease:session:{r.id}" for r in records]
+            for _ in range(100):
+                if await redis_client.mget(keys) == [b"a"] * len(keys):
+                    break
+                await asyncio.sleep(0.02)
+            assert await redis_client.mget(keys) == [b"a"] * len(keys)
+            assert reaper.indexed == len(records)
+        finally:
+            claimer.cancel()
+            await asyncio.gather(claimer, return_exceptions=True)
+    finally:
+        await store.close()
