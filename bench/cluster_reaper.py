@@ -8,7 +8,10 @@ on one worker (the worst case for it) and times, at each level of live sessions:
 - the cluster tick (``SessionReaper`` with ``RedisLeases``): its due-time index, one Redis read of
   lapsed leases, one claim of the global lease;
 - what each cluster tick did before (read and validate every open session, then claim every
-  lease in one script), measured directly, for comparison.
+  lease in one script), measured directly, for comparison;
+- the rescan that replaced it, every ``rescan_s`` (60 s) instead of every tick: a second worker
+  holding nothing, ticking with ``rescan_s=0``, reads the open sessions' ids and tries to claim
+  every lease (all held by the first).
 
 Nothing falls due during the rounds (expiry and idle end are minutes away), so each figure is the
 fixed cost of a tick. Background lease renewal (one script for all held leases every third of
@@ -51,12 +54,41 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PER_TENANT = 50  # Limits.max_concurrent's highest value
 
 
-async def timed(call: Callable[[], Awaitable[Any]], rounds: int) -> list[float]:
+class LoopLag:
+    """The largest lateness of a 1 ms sleep: how long the loop was kept from running it."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def timed(
+    call: Callable[[], Awaitable[Any]], rounds: int, lags: list[float] | None = None
+) -> list[float]:
     out = []
     for _ in range(rounds):
-        t = time.perf_counter()
-        await call()
-        out.append((time.perf_counter() - t) * 1000)
+        with LoopLag() as lag:
+            await asyncio.sleep(0.002)  # the lag probe is running
+            t = time.perf_counter()
+            await call()
+            out.append((time.perf_counter() - t) * 1000)
+            await asyncio.sleep(0.002)
+        if lags is not None:
+            lags.append(lag.worst * 1000)
         await asyncio.sleep(0.01)
     return out
 
@@ -110,6 +142,10 @@ async def run(args: Any) -> None:
               f"{args.rounds} rounds, min/median/max in ms")
         solo = SessionReaper(service, orphan_sweep_s=10**6)
         worker = SessionReaper(service, leases=leases, orphan_sweep_s=10**6, rescan_s=10**6)
+        other = SessionReaper(
+            service, leases=RedisLeases(client, prefix=prefix, ttl_s=3600, worker_id="other"),
+            orphan_sweep_s=10**6, rescan_s=0,
+        )
         for level in levels:
             await grow(service, store, have, level)
             have = level
@@ -120,8 +156,11 @@ async def run(args: Any) -> None:
             assert worker.indexed == level and solo.indexed == level
             await solo.tick()
             await worker.tick()
-            one = await timed(solo.tick, args.rounds)
-            cluster = await timed(worker.tick, args.rounds)
+            one_lag: list[float] = []
+            cluster_lag: list[float] = []
+            rescan_lag: list[float] = []
+            one = await timed(solo.tick, args.rounds, one_lag)
+            cluster = await timed(worker.tick, args.rounds, cluster_lag)
             names = [session_lease(s) for s in await store.open_states()]
 
             async def old_tick_work(names: list[str] = names) -> None:
@@ -129,6 +168,8 @@ async def run(args: Any) -> None:
                 await leases.claim(names)
 
             old = await timed(old_tick_work, args.rounds)
+            rescan = await timed(other.tick, args.rounds, rescan_lag)
+            assert other.indexed == 0
             print(f"\n== {level} live sessions, all held by this worker")
             print("figure | anchor | avatarbot | ratio (medians)")
             print(f"reaper tick, nothing due | one process {cell(one)} | cluster {cell(cluster)} "
@@ -136,6 +177,12 @@ async def run(args: Any) -> None:
             print(f"cluster tick vs the old per-tick work (read every open session, claim every "
                   f"lease) | old work {cell(old)} | cluster tick {cell(cluster)} | "
                   f"x{statistics.median(cluster) / statistics.median(old):.3f}")
+            print(f"a rescan (every 60 s, not per tick) vs the old per-tick work | old work "
+                  f"{cell(old)} | rescan {cell(rescan)} | "
+                  f"x{statistics.median(rescan) / statistics.median(old):.3f}")
+            print(f"loop lag during a tick | one process {cell(one_lag)} | cluster "
+                  f"{cell(cluster_lag)}; rescan {cell(rescan_lag)} | "
+                  f"x{statistics.median(cluster_lag) / max(statistics.median(one_lag), 1e-3):.2f}")
             anchor = anchors.setdefault("cluster", statistics.median(cluster))
             print(f"cluster tick growth over {levels[0]} sessions | {anchor:.2f} | "
                   f"{statistics.median(cluster):.2f} | x{statistics.median(cluster) / anchor:.2f}")
