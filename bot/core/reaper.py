@@ -187,17 +187,17 @@ class SessionReaper:
         assert self.leases is not None
         wanted = [s for s in self._to_claim if s not in self._tended_here]
         self._to_claim.clear()
-        if not wanted:
-            return
-        try:
-            held = await self.leases.claim(session_lease(s) for s in wanted)
-        except Exception as exc:  # noqa: BLE001 - the next tick tries again
-            log.warning("could not claim %d new session(s): %r", len(wanted), exc)
-            self._to_claim.update(wanted)
-            return
-        for session_id in wanted:
-            if session_lease(session_id) in held:
-                self._adopt(session_id, time.time(), left_behind=False)
+        for at in range(0, len(wanted), CLAIM_BATCH):
+            batch = wanted[at:at + CLAIM_BATCH]
+            try:
+                held = await self.leases.claim(session_lease(s) for s in batch)
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.warning("could not claim %d new session(s): %r", len(batch), exc)
+                self._to_claim.update(wanted[at:])
+                return
+            for session_id in batch:
+                if session_lease(session_id) in held:
+                    self._adopt(session_id, time.time(), left_behind=False)
 
     async def watch_vendor_ends(self) -> None:
         """End a session as soon as its provider reports that the vendor ended it."""
