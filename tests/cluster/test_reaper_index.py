@@ -240,3 +240,48 @@ async def test_a_burst_of_starts_is_claimed_by_their_worker_without_a_tick(
             await asyncio.gather(claimer, return_exceptions=True)
     finally:
         await store.close()
+
+
+async def test_a_dead_workers_sessions_are_all_taken_over_from_the_lapsed_leases(
+    tmp_path, redis_client, prefix
+):
+    """A holds ten sessions and dies (stops renewing, releases nothing). B, past its first
+    rescan, finds them through the lapsed leases within the TTL plus a tick and ends each of
+    them once (they expired meanwhile)."""
+    ttl = 1.0
+    store = await open_store("sqlite", tmp_path / "dead.db")
+    try:
+        await store.grant(TENANT, 10_000, "test")
+        await store.set_limits(TENANT, max_concurrent=20)
+        fake = FakeProvider(EventHub())
+        service_a = SessionService(store=store, providers={"fake": fake}, events=EventHub())
+        service_b = SessionService(store=store, providers={"fake": fake}, events=EventHub())
+        leases_a = RedisLeases(redis_client, prefix=prefix, ttl_s=ttl, worker_id="a")
+        leases_b = RedisLeases(redis_client, prefix=prefix, ttl_s=ttl, worker_id="b")
+        reaper_a = SessionReaper(service_a, leases=leases_a, takeover_grace_s=0,
+                                 idle_timeout_s=3600)
+        reaper_b = SessionReaper(service_b, leases=leases_b, takeover_grace_s=0,
+                                 idle_timeout_s=3600)
+        records = [
+            await service_a.start(StartCommand(tenant=TENANT, user=f"u{i}", provider="fake",
+                                               minutes=10))
+            for i in range(10)
+        ]
+        await reaper_a.tick(now=records[0].created_at)  # A holds them all
+        async with leases_b:
+            await reaper_b.tick(now=records[0].created_at)  # B's first rescan: all held by A
+            assert reaper_b.indexed == 0
+            past = records[-1].expires_at + timedelta(seconds=1)
+            started = asyncio.get_running_loop().time()
+            while True:  # A is dead: B ticks on
+                await reaper_b.tick(now=past)
+                states = {(await store.get_session(r.id)).state for r in records}
+                if states == {SessionState.ENDED}:
+                    break
+                assert asyncio.get_running_loop().time() - started < ttl + 3, states
+                await asyncio.sleep(0.1)
+        # Each vendor session stopped exactly once: one worker tended each.
+        assert sorted(fake.called("stop")) == sorted(r.provider_session_id for r in records)
+        assert await store.verify() == []
+    finally:
+        await store.close()
