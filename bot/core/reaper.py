@@ -102,6 +102,9 @@ class SessionReaper:
         self._tended_here: set[str] = set()
         # Of those, the ones claimed from elsewhere and not read yet: maybe left by a dead worker.
         self._adopted: set[str] = set()
+        # Sessions dropped here because this worker's own lease ran out (a late renewal): taken
+        # again, they are not "left by a dead worker" (a local avatar rendered here must not end).
+        self._lost: set[str] = set()
         # Ended sessions whose lease goes back at the next tick (the listener cannot await).
         self._to_release: set[str] = set()
         # Sessions started here whose lease ``claim_own_starts`` is to claim (filled by a
@@ -317,6 +320,7 @@ class SessionReaper:
                 # Not renewed in time, or another worker has it: whoever holds it tends it (a
                 # lease that ran out is listed as lapsed and taken again, maybe by us).
                 self._forget(session_id, release=False)
+                self._lost.add(session_id)
                 continue
             cached = self._records.get(session_id)
             if cached is not None and self._fixed_due(cached) > stamp:
@@ -378,6 +382,7 @@ class SessionReaper:
             after = page[-1]
         for session_id in (tended_before & self._tended_here) - open_ids:
             self._forget(session_id)  # ended without this worker hearing of it
+        self._lost &= open_ids
         await self._release_done()
         self._indexed = True
         self._last_rescan = time.monotonic()
@@ -392,7 +397,8 @@ class SessionReaper:
             for session_id in batch:
                 if session_lease(session_id) in held and session_id not in self._tended_here:
                     # Due at once: read afresh this tick, taken over if left by a dead worker.
-                    self._adopt(session_id, stamp, left_behind=True)
+                    self._adopt(session_id, stamp, left_behind=session_id not in self._lost)
+                    self._lost.discard(session_id)
 
     def _adopt(self, session_id: str, due: float, *, left_behind: bool) -> None:
         """Tend a session whose lease this worker now holds, from ``due`` on."""
