@@ -125,18 +125,19 @@ class EventHub:
         self._local_only: set[asyncio.Queue[AnyEvent]] = set()
         # Messages for viewer pages to send into vendors' media rooms, per session.
         self.relay = RelayOutboxes(self)
-        self._listeners: list[Callable[[AnyEvent], None]] = []
+        # (callback, whether it hears other workers' events too)
+        self._listeners: list[tuple[Callable[[AnyEvent], None], bool]] = []
         self.bus: EventBus | None = None
 
-    def listen(self, callback: Callable[[AnyEvent], None]) -> None:
+    def listen(self, callback: Callable[[AnyEvent], None], *, remote: bool = True) -> None:
         """Call ``callback(event)`` synchronously on every event, before any queue sees it.
 
         For in-memory indexes that must never miss an event (gauges, the reaper's due times):
         a queue subscriber can fall behind and lose events, a listener cannot. Callbacks must
         be quick and must not raise. Events from other workers (``deliver_remote``) reach them
-        too, so counts kept this way cover the whole cluster.
+        too, so counts kept this way cover the whole cluster, unless ``remote=False``.
         """
-        self._listeners.append(callback)
+        self._listeners.append((callback, remote))
 
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""
@@ -155,7 +156,9 @@ class EventHub:
             self.relay.forget(event.session_id)
 
     def _fanout(self, event: AnyEvent, *, remote: bool) -> None:
-        for listener in self._listeners:
+        for listener, hears_remote in self._listeners:
+            if remote and not hears_remote:
+                continue
             try:
                 listener(event)
             except Exception:  # one broken index must not stop the others
