@@ -31,6 +31,12 @@ from bot.core.service import SessionService
 
 log = logging.getLogger(__name__)
 
+# Posted into a relay vendor's thread when its home worker died (messages may have waited there).
+RELAY_LOST_NOTICE = (
+    "The server passing messages to the avatar stopped and another took over: anything sent in "
+    "the last moments may not have reached it. If the avatar did not answer, send it again."
+)
+
 #: Longest run of reaper work between two yields to the event loop (issue 15: < 5 ms stalls).
 YIELD_AFTER_S = 0.002
 #: Most leases claimed in one Redis call by a rescan or a takeover (redis-py packs a call's
@@ -453,6 +459,7 @@ class SessionReaper:
                     await self._reconcile_one(record)
                     # What survived its worker (a vendor session) is tended from now on.
                     record = await self.service.store.get_session(session_id)
+                    self._notice_lost_relay(record)
                 self._adopted.discard(session_id)
             if record.state.is_open:
                 await self._tend(record, now)
@@ -470,6 +477,17 @@ class SessionReaper:
             self._schedule(session_id, self._next_due(record, stamp))
         else:
             self._forget(session_id)
+
+    def _notice_lost_relay(self, record: SessionRecord) -> None:
+        """Say so when a session relayed through the viewer page outlived its home worker.
+
+        Its messages waited in the dead worker's outbox for the page (docs/scale-out.md,
+        "Sessions with a home"); nobody can tell which, so the people are asked to resend.
+        """
+        prov = self.service.providers.get(record.provider)
+        if record.state is SessionState.LIVE and prov is not None \
+                and prov.capabilities.control == "viewer":
+            self.service.events.publish(Warning(session_id=record.id, text=RELAY_LOST_NOTICE))
 
     @property
     def indexed(self) -> int:
