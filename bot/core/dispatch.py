@@ -45,17 +45,31 @@ class Place:
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def run(self, avatar: str, job: Callable[[], Awaitable[T]]) -> T:
-        """Send ``job`` when this place's turn comes and return its result.
+        """Send ``job`` when this place's turn comes and return its result (``fill`` + ``wait``).
 
         The caller going away (a cancelled handler) does not take the job back once it runs:
         a message half-sent must finish; one not yet started is skipped.
+        """
+        self.fill(avatar, job)
+        return await self.wait()  # type: ignore[no-any-return]
+
+    def fill(self, avatar: str, job: Callable[[], Awaitable[Any]]) -> None:
+        """Put ``job`` in this place, at once: from now on it is queued (or ``SessionBusy``).
+
+        Split from ``wait`` so that a platform can acknowledge a message as soon as it is queued
+        and wait for the vendor afterwards (docs/backpressure.md).
         """
         if self._full is not None:
             raise SessionBusy(avatar, self._full)
         self.job = job
         self.filled.set()
-        result: T = await self.result
-        return result
+
+    async def wait(self) -> Any:
+        """The filled job's result, once its turn came and it ran.
+
+        Cancelling the wait gives the job up if it has not started.
+        """
+        return await self.result
 
     def drop(self) -> None:
         """Give the place up (the message was refused before being sent); idempotent."""

@@ -8,8 +8,11 @@ that port. Nothing is written to disk elsewhere (slack-bolt's defaults are JSON 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from slack_sdk.oauth.installation_store import Bot, Installation
@@ -19,6 +22,37 @@ from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from bot.core.ports import SlackInstallStore
 
 log = logging.getLogger(__name__)
+
+
+class _Lookups:
+    """The bot installations one request has looked up, while its checks run."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.found: dict[tuple[str | None, str | None, bool], dict[str, Any] | None] = {}
+
+
+_LOOKUPS: ContextVar[_Lookups | None] = ContextVar("slack_bot_lookups", default=None)
+
+
+@contextlib.contextmanager
+def one_lookup_per_request() -> Iterator[None]:
+    """Within this block, each bot installation is read from the store once.
+
+    The gate (``SlackAdapter.gate``) looks the workspace's installation up to refuse unknown
+    workspaces, and slack-bolt's ``authorize``, run inside the gate's ``next()``, asks for the
+    same row again: with this around ``next()`` the second ask is answered from the first
+    (issue 15: one installation read per event). Kept per request (a context variable, set and
+    reset by the request's own task) and only while the block runs, so nothing is cached
+    across requests.
+    """
+    lookups = _Lookups()
+    token = _LOOKUPS.set(lookups)
+    try:
+        yield
+    finally:
+        lookups.open = False  # tasks started inside (listeners) inherit it: they read afresh
+        _LOOKUPS.reset(token)
 
 
 class SlackInstallationStore(AsyncInstallationStore):
@@ -69,10 +103,17 @@ class SlackInstallationStore(AsyncInstallationStore):
         is_enterprise_install: bool | None = False,
     ) -> Bot | None:
         """The workspace's bot installation, if any."""
-        data = await self._installs.find_bot(
-            self.client_id, enterprise_id=enterprise_id, team_id=team_id,
-            is_enterprise_install=bool(is_enterprise_install),
-        )
+        key = (enterprise_id, team_id, bool(is_enterprise_install))
+        lookups = _LOOKUPS.get()
+        if lookups is not None and lookups.open and key in lookups.found:
+            data = lookups.found[key]
+        else:
+            data = await self._installs.find_bot(
+                self.client_id, enterprise_id=enterprise_id, team_id=team_id,
+                is_enterprise_install=bool(is_enterprise_install),
+            )
+            if lookups is not None and lookups.open:
+                lookups.found[key] = data
         return Bot(**data) if data is not None else None
 
     async def async_find_installation(
