@@ -24,6 +24,7 @@ from bot.platforms.discord.commands import AvatarCommands, build_avatar_group, g
 from bot.platforms.discord.errors import reply_error
 from bot.platforms.discord.names import NameResolver
 from bot.platforms.discord.threads import ThreadRelay, route_message
+from bot.platforms.intake import Intake
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ class AvatarBot(discord.Client):
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.relay = ThreadRelay(self)
         self.names = NameResolver(self)
+        # Thread messages' look-ups: bounded in number, in order per thread (docs/backpressure.md)
+        self.intake = Intake()
 
     # ------------------------------------------------------------------ lifecycle
     async def login(self, token: str) -> None:
