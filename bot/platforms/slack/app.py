@@ -23,7 +23,6 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
@@ -45,9 +44,12 @@ from bot.platforms.name_cache import NameCache
 from bot.platforms.readable import slack_readable
 from bot.platforms.slack import commands, events
 from bot.platforms.slack.installation_store import (
+    LOOKUPS_KEY,
+    BotLookups,
+    OneReadAuthorize,
     SlackInstallationStore,
     SlackOAuthStateStore,
-    one_lookup_per_request,
+    reading_through,
 )
 from bot.platforms.slack.threads import ThreadRelay, team_tenant
 from bot.settings import Settings
@@ -276,9 +278,11 @@ class SlackAdapter:
         """Refuse unknown workspaces (401) and drop Events API redeliveries (before authorize).
 
         The workspace's installation is read once for the gate and bolt's ``authorize`` after it
-        (``one_lookup_per_request``).
+        (``reading_through``).
         """
-        with one_lookup_per_request():
+        lookups = BotLookups()
+        context[LOOKUPS_KEY] = lookups  # for ``OneReadAuthorize``, the next middleware
+        with reading_through(lookups):
             return await self._gate(body, context, next)
 
     async def _gate(self, body: dict[str, Any], context: Any, next: Any) -> BoltResponse | None:  # noqa: A002
@@ -359,7 +363,7 @@ def build_slack(*, settings: Settings, service: SessionService, tenants: TenantS
         )
         # The stock authorize calls auth.test on every request; its cache is keyed by token,
         # and the store is asked first, so an uninstalled workspace is still refused.
-        kwargs["authorize"] = AsyncInstallationStoreAuthorize(
+        kwargs["authorize"] = OneReadAuthorize(
             logger=kwargs["logger"], installation_store=adapter.installations,
             client_id=settings.slack_client_id, client_secret=client_secret,
             cache_enabled=True, client=kwargs["client"], bot_only=True,
