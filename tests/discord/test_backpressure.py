@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 from bot.platforms.intake import Intake
-from tests.discord.conftest import TENANT, Bot, Stack, callback
+from tests.discord.conftest import TENANT, Bot, Stack, callback, final_text, is_ephemeral
 from tests.discord.test_session_flow import start_session
 from tests.fakes.discord import FakeDiscord
 
@@ -70,3 +70,16 @@ async def test_a_flood_on_one_thread_is_sent_in_order_or_refused_and_commands_st
     for reply in busy_replies():
         assert "Ava is still busy with 3 messages; wait a moment" in reply["content"]
     assert bot.intake.waiting() == 0
+
+
+async def test_a_command_waiting_on_a_slow_vendor_is_deferred_in_time_then_answered(
+    fake: FakeDiscord, stack: Stack, bot: Bot, admin: dict
+) -> None:
+    """``/avatar admin default-avatar`` names the avatar a bare start uses, which asks the
+    vendor for its list. A vendor slower than Discord's 3 s would have the person see "The
+    application did not respond": the command is deferred in time and its answer follows."""
+    stack.provider.list_delay = 3.5
+    pending = await fake.slash(admin, "default-avatar", group="admin")
+    first = await callback(pending)  # the fake refuses a first response after 3 s
+    assert first["type"] == 5 and is_ephemeral(first)  # "thinking…", only for the admin
+    assert "starts **Ava**" in await final_text(fake, pending)

@@ -20,6 +20,7 @@ from bot.compat import discord_compat
 from bot.core.links import ViewerLinks
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.discord.answers import guard
 from bot.platforms.discord.commands import AvatarCommands, build_avatar_group, guild_tenant
 from bot.platforms.discord.errors import reply_error
 from bot.platforms.discord.names import NameResolver
@@ -90,7 +91,7 @@ class AvatarBot(discord.Client):
         self.bindings = bindings
         self.links = links
         self.mention_mode = False
-        self.tree = app_commands.CommandTree(self)
+        self.tree = GuardedTree(self)
         self.commands = AvatarCommands(self)
         self.tree.add_command(build_avatar_group(self.commands))
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
@@ -180,6 +181,7 @@ class AvatarBot(discord.Client):
 
     async def on_stop_click(self, interaction: discord.Interaction, session_id: str) -> None:
         """The session message's Stop button was clicked (see ``views.StopButton``)."""
+        guard(interaction)
         try:
             text = await self.commands.stop_session(interaction, session_id)
             await interaction.edit_original_response(content=text)
@@ -192,6 +194,15 @@ class AvatarBot(discord.Client):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         await reply_error(interaction, error)
+
+
+class GuardedTree(app_commands.CommandTree[Any]):
+    """The command tree; every command is answered or deferred in time (``answers.guard``)."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Arm the interaction's deferral guard; every interaction may go on."""
+        guard(interaction)
+        return True
 
 
 def build_discord_client(
