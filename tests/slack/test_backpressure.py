@@ -157,3 +157,21 @@ async def test_a_flood_on_one_thread_is_all_acked_and_every_message_is_sent_in_o
 def _busy_notes(slack) -> list[dict]:
     return [c.params for c in slack.fake.called("chat.postEphemeral")
             if "still busy" in str(c.params.get("text"))]
+
+
+async def test_a_command_is_acked_even_when_its_checks_are_stalled_and_answers_later(
+        make_slack, fake_slack):
+    """A slash command whose checks wait (a fresh process asking Slack who the bot is, Slack
+    slow to answer) still gets its 200 in time; its answer follows through the response_url."""
+    first = await make_slack()
+    await start_session(first)
+    fake_slack.stalled["auth.test"] = asyncio.Event()
+    fresh = await make_slack()
+    answers = len(fake_slack.responses)
+    status, _ = await within(fresh.command("credits", key="late"))
+    assert status == 200
+    assert not fake_slack.stalled["auth.test"].is_set()  # answered while the check waited
+    fake_slack.stalled["auth.test"].set()
+    await eventually(lambda: _true(len(fake_slack.responses) > answers), within=10)
+    key, answer = fake_slack.responses[-1]
+    assert key == "late" and "credits available" in answer["text"]

@@ -433,10 +433,30 @@ def _events_handler(bolt_app: AsyncApp, adapter: SlackAdapter) -> Any:
         )
         event_id = _event_id(bolt_req.body)
         if event_id is None:
-            return await to_aiohttp_response(await bolt_app.async_dispatch(bolt_req))
+            return await _ack_request(bolt_app, adapter, bolt_req)
         return await _ack_event(bolt_app, adapter, bolt_req, event_id, request)
 
     return handle
+
+
+async def _ack_request(bolt_app: AsyncApp, adapter: SlackAdapter,
+                       bolt_req: AsyncBoltRequest) -> web.StreamResponse:
+    """Answer a slash command or an interaction within Slack's 3 s.
+
+    Their listeners acknowledge first, so bolt's answer normally comes at once; if the checks in
+    front of them (the gate, authorization) have not finished within ``ACK_BUDGET_S``, Slack
+    gets an empty 200 now and the listener goes on: what it has to say it says through the
+    command's ``response_url`` (docs/backpressure.md).
+    """
+    task = asyncio.create_task(bolt_app.async_dispatch(bolt_req))
+    adapter.background.add(task)
+    task.add_done_callback(adapter.background.discard)
+    done, _ = await asyncio.wait({task}, timeout=ACK_BUDGET_S)
+    if task in done:
+        return await to_aiohttp_response(task.result())
+    task.add_done_callback(_finished_late)
+    log.info("a Slack command or action acknowledged before its checks finished")
+    return web.Response(status=200)
 
 
 def _event_id(body: dict[str, Any]) -> str | None:
