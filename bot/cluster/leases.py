@@ -22,6 +22,8 @@ from types import TracebackType
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from bot.compat.cancel import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 # For each key: ours -> extend it; free -> take it; someone else's -> leave it. 1 = held.
@@ -75,6 +77,7 @@ class RedisLeases:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._renewer: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def claim(self, names: Iterable[str]) -> set[str]:
         """Take or renew each lease that is free or ours; return those now held."""
@@ -114,9 +117,11 @@ class RedisLeases:
             await self._release(keys=keys, args=[self.worker_id])
 
     async def renew_forever(self) -> None:
-        """Renew the leases held here every third of the TTL (runs until cancelled)."""
+        """Renew the leases held here every third of the TTL, until the context is left."""
         while True:
-            await asyncio.sleep(self.ttl_s / 3)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.ttl_s / 3)
+                return
             names = self.held()
             if not names:
                 continue
@@ -128,6 +133,7 @@ class RedisLeases:
                 log.warning("could not renew leases: %r", exc)
 
     async def __aenter__(self) -> RedisLeases:
+        self._stopping.clear()
         self._renewer = asyncio.create_task(self.renew_forever(), name="lease-renew")
         return self
 
@@ -136,8 +142,10 @@ class RedisLeases:
         tb: TracebackType | None,
     ) -> None:
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            # Stopped between renewals, not cancelled mid-call (see bot/compat/cancel.py).
+            self._stopping.set()
+            done, _ = await asyncio.wait({self._renewer}, timeout=self.ttl_s)
+            if not done:
+                await cancel_and_wait(self._renewer)
         with contextlib.suppress(RedisError, OSError):
             await self.release(list(self._deadlines))

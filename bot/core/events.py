@@ -145,8 +145,14 @@ class EventHub:
             self.bus.send(event)
 
     def deliver_remote(self, event: AnyEvent) -> None:
-        """Deliver an event another worker published (it is not sent on again)."""
+        """Deliver an event another worker published (it is not sent on again).
+
+        A session that ended elsewhere has its relay outbox here dropped as well (nothing is
+        sent into an ended session; this worker may have been its home).
+        """
         self._fanout(event, remote=True)
+        if isinstance(event, Ended):
+            self.relay.forget(event.session_id)
 
     def _fanout(self, event: AnyEvent, *, remote: bool) -> None:
         for listener in self._listeners:

@@ -14,6 +14,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone, SessionNotFound
 from bot.core.events import AnyEvent, Ended, StateChanged, VendorEnded, Warning
 from bot.core.leases import GLOBAL_LEASE, LeaseManager, session_lease
@@ -120,9 +121,7 @@ class SessionReaper:
                     log.exception("reaper tick failed")
         finally:
             for task in (watcher, claimer):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             if self.leases is not None:
                 with contextlib.suppress(Exception):
                     await self.leases.release(
@@ -270,7 +269,12 @@ class SessionReaper:
         assert self.leases is not None
         records = await self.service.store.open_sessions()
         open_ids = {r.id for r in records}
+        ended = self._tended_here - open_ids
         self._tended_here &= open_ids
+        if ended:
+            # Nothing left to tend: stop renewing them (else each stays held, and renewed, for
+            # as long as this worker lives).
+            await self.leases.release(session_lease(s) for s in ended)
         records = await self._claim_and_take_over(records, now)
         for record in records:
             if not self.leases.holds(session_lease(record.id)):

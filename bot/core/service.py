@@ -34,6 +34,7 @@ from bot.core.errors import (
     UnknownProvider,
 )
 from bot.core.events import Ended, EventHub, StateChanged, Transcript
+from bot.core.homes import HomeSignalling, SessionHomes, has_home
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -125,6 +126,9 @@ class SessionService:
         self._avatar_cache: dict[str, tuple[float, list[AvatarInfo]]] = {}
         # Each session's messages go to its vendor in turn, through a bounded queue.
         self.queues = SessionQueues(queue_limit)
+        # With several workers: where sessions that live in one worker's memory are handled
+        # (bot/core/homes.py); ``None`` for one process.
+        self.homes: SessionHomes | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         # Sessions this process watches for an end made by another process (the CLI), and the
         # ones whose end was already told here (bounded: oldest forgotten first).
@@ -730,7 +734,26 @@ class SessionService:
             session_id=ps.session_id, speaker="user", text=text, author=author,
             intent=mode.value,
         ))
+        home = await self.home_of(prov, ps.session_id)
+        if home is not None:
+            assert self.homes is not None
+            await self.homes.call(home, mode.value, ps.session_id, text=text)
+            return
+        await self.deliver_here(prov, ps, mode, text)
+
+    async def deliver_here(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode,
+                           text: str) -> None:
+        """Hand one message to the provider in this process (the session's home)."""
         await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+
+    async def home_of(self, prov: AvatarProvider, session_id: str) -> str | None:
+        """The address of the other worker that must handle this session, or ``None`` (here).
+
+        Only sessions kept in one worker's memory have a home (bot/core/homes.py).
+        """
+        if self.homes is None or not has_home(prov.capabilities):
+            return None
+        return await self.homes.home_of(session_id)
 
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""
@@ -739,6 +762,11 @@ class SessionService:
         if not prov.capabilities.interrupt:
             raise InvalidRequest(f"{prov.display_name} avatars cannot be interrupted.")
         try:
+            home = await self.home_of(prov, session_id)
+            if home is not None:
+                assert self.homes is not None
+                await self.homes.call(home, "interrupt", session_id)
+                return
             await prov.interrupt(ps)
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
@@ -765,6 +793,10 @@ class SessionService:
         await self.live(session_id, tenant=tenant)
         await self.store.set_session_fields(session_id, mode=mode.value)
 
+    def provider_session(self, record: SessionRecord) -> tuple[AvatarProvider, ProviderSession]:
+        """The provider of a live record and its provider session (``SessionNotLive`` if none)."""
+        return self._provider_session(record)
+
     def _provider_session(self, record: SessionRecord) -> tuple[AvatarProvider, ProviderSession]:
         ps = record.provider_session()
         if ps is None:
@@ -778,12 +810,30 @@ class SessionService:
         prov, ps = self._provider_session(record)
         if ps.viewer.transport != "webrtc" or not isinstance(prov, WebRTCSignalling):
             raise InvalidRequest("This session does not use WebRTC signalling.")
+        home = await self.home_of(prov, session_id)
+        if home is not None:  # another worker renders it and holds its peers
+            assert self.homes is not None
+            return HomeSignalling(self.homes, home), ps
         return prov, ps
 
     async def viewer_data(self, session_id: str, payload: Any) -> list[Transcript]:
-        """Decode a data message a viewer received from the vendor and publish its lines."""
+        """Decode a data message a viewer received from the vendor and publish its lines.
+
+        With several workers it is decoded on the session's home, where the provider keeps
+        what it sent (a confirmation or a reply is matched against that).
+        """
         record = await self.live(session_id)
         prov, ps = self._provider_session(record)
+        home = await self.home_of(prov, session_id)
+        if home is not None:
+            assert self.homes is not None
+            await self.homes.call(home, "data", session_id, payload=payload)
+            return []
+        return self.viewer_data_here(prov, ps, payload)
+
+    def viewer_data_here(self, prov: AvatarProvider, ps: ProviderSession,
+                         payload: Any) -> list[Transcript]:
+        """Decode a viewer's data message in this process and publish its lines."""
         # What a page reports is not trusted: mentions and links are made inert before posting.
         lines = [line.model_copy(update={"text": neutralise(line.text)})
                  for line in prov.decode_viewer_data(ps, payload)]

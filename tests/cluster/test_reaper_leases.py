@@ -151,3 +151,22 @@ async def test_a_new_worker_leaves_a_live_workers_booking_in_flight_alone(
     assert (await store.get_booking(record.id)).state == "booked"
     assert await store.list_bookings(("in_doubt",)) == []
     assert await store.verify() == []
+
+
+async def test_an_ended_sessions_lease_is_released_not_renewed_forever(
+    store, redis_client, prefix
+):
+    fake = FakeProvider(EventHub())
+    _, service, leases, reaper = worker(store, fake, redis_client, prefix, "a")
+    async with leases:
+        record = await start(service)
+        await reaper.tick(now=record.created_at)
+        key = f"{prefix}lease:session:{record.id}"
+        assert await redis_client.get(key) == b"a"
+        await service.stop(record.id, reason="user")
+        await reaper.tick(now=record.created_at)
+        # Released at once: not left in Redis, nor in what the renewer keeps extending.
+        assert await redis_client.get(key) is None
+        assert f"session:{record.id}" not in leases.held()
+        await asyncio.sleep(TTL)  # a few renewals later it is still gone
+        assert await redis_client.get(key) is None

@@ -162,6 +162,8 @@ class ThreadRelay:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._main: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        # session id -> whether its guild is on this process's shards (sharded clients only)
+        self._held: dict[str, bool] = {}
 
     def start(self) -> None:
         """Begin listening to the event hub."""
@@ -206,15 +208,37 @@ class ThreadRelay:
         else:
             return
         bindings = await self.bot.bindings.for_session(event.session_id)
+        if isinstance(event, Ended):
+            held = self._held.pop(event.session_id, None)
+        else:
+            held = self._held.get(event.session_id)
         for binding in bindings:
             if binding.platform != "discord":
                 continue
+            if held is None:
+                held = await self._holds(event.session_id)
+                if not isinstance(event, Ended):
+                    self._held[event.session_id] = held
+            if not held:
+                return  # another worker's shard holds the guild: that worker posts it
             thread_id = int(binding.thread_id)
             if isinstance(event, Ended):
                 await self._end(binding.channel_id, binding.message_id, thread_id, text,
                                 event.summary)
             else:
                 self._outbox(thread_id).push(text, standalone=standalone)
+
+    async def _holds(self, session_id: str) -> bool:
+        """Whether the session's guild is on this process's shards.
+
+        With shards split across workers every worker gets every session's events (the hub
+        across workers, docs/scale-out.md); only the one whose shard holds the guild posts.
+        """
+        if self.bot.shard_count is None:
+            return True
+        tenant = (await self.bot.service.get(session_id)).tenant
+        platform, _, guild = tenant.partition(":")
+        return platform == "discord" and guild.isdigit() and self.bot.holds_guild(int(guild))
 
     async def _end(self, channel_id: str, message_id: str | None, thread_id: int, text: str,
                    summary: SessionSummary) -> None:
@@ -308,7 +332,7 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         outcome = await _queue(bot, message)
     if outcome is None:
         return
-    if outcome == TEXT_ONLY:
+    if isinstance(outcome, str):  # TEXT_ONLY
         await _react(message, TEXT_ONLY)
         return
     try:
