@@ -12,6 +12,8 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -74,6 +76,19 @@ class StartCommand(BaseModel):
     def _tenant_key(cls, v: object) -> object:
         # Kept as its ``platform:id`` text: the form the store and every record use.
         return str(v) if isinstance(v, TenantId) else v
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A thread message in its session's queue (``SessionService.enqueue``).
+
+    ``mode`` is how it will be sent (ask or say); ``sent()`` waits until the vendor took it and
+    raises what the vendor answered instead. Cancelling ``sent()`` before the message's turn
+    takes it back out of the queue.
+    """
+
+    mode: Mode
+    sent: Callable[[], Awaitable[None]]
 
 
 class SessionService:
@@ -645,14 +660,29 @@ class SessionService:
     async def send(self, session_id: str, text: str, *, author: str | None = None,
                    tenant: TenantKey | None = None) -> Mode:
         """Route a thread message: ``!say``/``!ask`` prefixes override the session's mode once."""
+        queued = await self.enqueue(session_id, text, author=author, tenant=tenant)
+        await queued.sent()
+        return queued.mode
+
+    async def enqueue(self, session_id: str, text: str, *, author: str | None = None,
+                      tenant: TenantKey | None = None) -> Queued:
+        """``send``'s first half: check a thread message and put it in its session's queue.
+
+        Returns as soon as the message is queued, or raises its refusal (``SessionBusy`` for a
+        full queue, ``SessionNotLive``, too long ...). The caller then awaits ``Queued.sent()``,
+        which it must do: that is where the vendor's answer (or error) arrives. A platform
+        acknowledges between the two, so its acknowledgement never waits for the vendor
+        (docs/backpressure.md).
+        """
         place = self.queues.reserve(session_id)  # its turn is kept while the session is read
         try:
             record = await self.live(session_id, tenant=tenant)
             mode, body = parse_prefix(text, record.mode)
-            await self._drive_in(place, record, mode, _clean_text(body), author)
-        finally:
+            sent = self._queue_in(place, record, mode, _clean_text(body), author)
+        except BaseException:
             place.drop()
-        return mode
+            raise
+        return Queued(mode, sent)
 
     async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
                      tenant: TenantKey | None) -> None:
@@ -668,17 +698,30 @@ class SessionService:
     async def _drive_in(self, place: Place, record: SessionRecord, mode: Mode, text: str,
                         author: str | None) -> None:
         """Send a live session's cleaned message when its place in the queue comes up."""
+        await self._queue_in(place, record, mode, text, author)()
+
+    def _queue_in(self, place: Place, record: SessionRecord, mode: Mode, text: str,
+                  author: str | None) -> Callable[[], Awaitable[None]]:
+        """Check a live session's cleaned message and fill its place in the queue (no await).
+
+        Returns what waits for it to be sent.
+        """
         prov, ps = self._provider_session(record)
         _check_length(text, prov.capabilities)
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
-        try:
-            await place.run(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
-        except ProviderSessionGone as exc:
-            await self._end_if_gone(record.id, exc)
-            raise
-        # In memory, stored in batches (no write transaction per message; issue 15).
-        self.store.note_activity(record.id, utcnow())
+        place.fill(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
+
+        async def sent() -> None:
+            try:
+                await place.wait()
+            except ProviderSessionGone as exc:
+                await self._end_if_gone(record.id, exc)
+                raise
+            # In memory, stored in batches (no write transaction per message; issue 15).
+            self.store.note_activity(record.id, utcnow())
+
+        return sent
 
     async def _deliver(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode, text: str,
                        author: str | None) -> None:

@@ -26,11 +26,13 @@ from bot.core.links import ViewerLinks
 from bot.core.pacing import LocalPacingGate, PacingGate
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.discord.answers import guard
 from bot.platforms.discord.commands import AvatarCommands, build_avatar_group, guild_tenant
 from bot.platforms.discord.errors import reply_error
 from bot.platforms.discord.names import NameResolver
 from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S, guild_shard, identify_bucket
 from bot.platforms.discord.threads import ThreadRelay, route_message
+from bot.platforms.intake import Intake
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,12 +108,14 @@ class AvatarBot(discord.Client):
         self.bindings = bindings
         self.links = links
         self.mention_mode = False
-        self.tree = app_commands.CommandTree(self)
+        self.tree = GuardedTree(self)
         self.commands = AvatarCommands(self)
         self.tree.add_command(build_avatar_group(self.commands))
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.relay = ThreadRelay(self)
         self.names = NameResolver(self)
+        # Thread messages' look-ups: bounded in number, in order per thread (docs/backpressure.md)
+        self.intake = Intake()
 
     def holds_guild(self, guild_id: int) -> bool:
         """Whether this process's connection receives ``guild_id``'s events (always, unsharded)."""
@@ -203,6 +207,7 @@ class AvatarBot(discord.Client):
 
     async def on_stop_click(self, interaction: discord.Interaction, session_id: str) -> None:
         """The session message's Stop button was clicked (see ``views.StopButton``)."""
+        guard(interaction)
         try:
             text = await self.commands.stop_session(interaction, session_id)
             await interaction.edit_original_response(content=text)
@@ -215,6 +220,15 @@ class AvatarBot(discord.Client):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         await reply_error(interaction, error)
+
+
+class GuardedTree(app_commands.CommandTree[Any]):
+    """The command tree; every command is answered or deferred in time (``answers.guard``)."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """Arm the interaction's deferral guard; every interaction may go on."""
+        guard(interaction)
+        return True
 
 
 class ShardedAvatarBot(AvatarBot, discord.AutoShardedClient):
