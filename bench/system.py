@@ -820,6 +820,9 @@ async def run(args: argparse.Namespace) -> int:
             took, left = await bench.shutdown()
             print(f"\n-- shutdown with {live} live sessions, fake vendor 100 ms per stop: "
                   f"{took:.1f} s to exit, {left} vendor rooms left open")
+            for line in bench.bot_log().splitlines():
+                if "shutdown: " in line:  # the process's own account of its phases
+                    print(f"   {line.strip()}")
             verify = (await bench.cli("ledger", "verify")).strip()
             print(f"   ledger verify: {verify}")
 

@@ -331,13 +331,18 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
             log.info("shutting down")
             # No new starts; the ones in flight finish (bounded) so what they book is recorded
             # and, below, ended with the rest.
+            since = loop.time()
             service.stop_accepting()
             await service.drain_starts(settings.shutdown_start_wait_s)
-            await _end_sessions(services)
+            ended = await _end_sessions(services)
+            log.info("shutdown: %d session(s) ended in %.1f s", ended, loop.time() - since)
             # Messages still queued for a vendor are moot once their sessions ended.
             await services.service.queues.aclose()
             # Again and again if need be: a task inside a Redis call can lose one cancellation.
             await asyncio.gather(*(cancel_and_wait(task) for task in started))
+        # What the stack closes now: the chat relays' last posts (the end summaries), the web
+        # server, the Slack session.
+    log.info("shutdown: done in %.1f s", loop.time() - since)
 
 
 def _build_web(
@@ -424,8 +429,8 @@ async def _guard(coro: object, name: str) -> None:
         log.exception("%s stopped with an error", name)
 
 
-async def _end_sessions(services: Services) -> None:
-    """End sessions that cannot outlive the process, or all of them if so configured.
+async def _end_sessions(services: Services) -> int:
+    """End sessions that cannot outlive the process, or all of them if so configured; how many.
 
     At most ``SHUTDOWN_PARALLELISM`` at a time: one after the other, 500 sessions whose vendor
     takes 100 ms per stop took 108 s (issue 15), far beyond a service manager's stop timeout.
@@ -452,6 +457,7 @@ async def _end_sessions(services: Services) -> None:
         if services.settings.stop_sessions_on_shutdown or not survives:
             ending.append(end(record.id))
     await asyncio.gather(*ending)
+    return len(ending)
 
 
 def print_banner(settings: Settings) -> None:
