@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis.asyncio as aioredis
 
+from bench.looplag import LoopLag
 from bot.cluster import RedisLeases
 from bot.core.events import EventHub
 from bot.core.leases import session_lease
@@ -52,28 +53,6 @@ from tests.fakes.provider import FakeProvider
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PER_TENANT = 50  # Limits.max_concurrent's highest value
-
-
-class LoopLag:
-    """The largest lateness of a 1 ms sleep: how long the loop was kept from running it."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.001)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 async def timed(

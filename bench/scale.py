@@ -29,6 +29,7 @@ import aiohttp
 import httpx
 from aiohttp.test_utils import TestServer
 
+from bench.looplag import LoopLag
 from bench.workspaces import PER_WORKSPACE, prepare_tenant, team_of, workspaces_for
 from bot.app import Services, _end_sessions
 from bot.core.events import EventHub
@@ -49,28 +50,6 @@ def rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-class LoopLag:
-    """The largest lateness of a 1 ms sleep: how long the loop was kept from running it."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.001)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 class Bench:
