@@ -45,11 +45,17 @@ system-deps:
 # The tests also drive Debian's Chromium (never a downloaded browser), and run the store's
 # contract tests on PostgreSQL too: the local cluster is started here if it is installed but
 # stopped (idempotent: pg_isready first). Without a server those tests skip, and fail in CI.
-# The cluster tests need a real Redis (tests/cluster: they fail under CI=true without one).
+# The cluster tests need a real Redis (tests/cluster: they fail under CI=true without one), and
+# the several-workers test puts Debian's nginx in front of them: it runs its own nginx as a
+# foreground process on a free loopback port with a config of its own (the system service the
+# package sets up is not used). nginx is in /usr/sbin, which a non-root PATH may lack.
 test-system-deps: system-deps redis
 	@command -v chromium >/dev/null || { \
 	  echo "installing Debian packages: chromium"; \
 	  $(APT) update -qq && $(APT) install -y -qq chromium >/dev/null; }
+	@PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null || { \
+	  echo "installing Debian packages: nginx"; \
+	  $(APT) update -qq && $(APT) install -y -qq nginx >/dev/null; }
 	@if command -v pg_isready >/dev/null && [ -d /etc/postgresql ] \
 	    && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 	  echo "starting PostgreSQL"; \

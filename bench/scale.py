@@ -1,9 +1,9 @@
 """Issue 15's scale figures in one process: channel lookups, /healthz, /metrics, the reaper's
 loop stall, memory per session and shutdown, at growing numbers of live sessions.
 
-``bench/system.py`` measures the product from outside but needs one Slack workspace with every
-session, and a workspace may hold at most 50 (``Limits.max_concurrent``); this script spreads the
-sessions over workspaces of 50 and drives the real core, store, reaper and web app directly:
+``bench/system.py`` measures the product from outside; this script spreads the sessions over
+workspaces of 50 the same way (``bench/workspaces.py``: a workspace holds at most 50) and drives
+the real core, store, reaper and web app directly:
 the real ``SessionService`` on a real SQLite file, the Slack command's ``channel_session``, the
 web app over loopback HTTP, the composition root's ``_end_sessions``. The vendor is the test
 suite's in-memory fake provider (``tests/fakes/provider.py``), with a 100 ms stop at shutdown.
@@ -29,6 +29,8 @@ import aiohttp
 import httpx
 from aiohttp.test_utils import TestServer
 
+from bench.looplag import LoopLag
+from bench.workspaces import PER_WORKSPACE, prepare_tenant, team_of, workspaces_for
 from bot.app import Services, _end_sessions
 from bot.core.events import EventHub
 from bot.core.links import ViewerLinks
@@ -42,36 +44,12 @@ from bot.storage import SqliteSlackInstallStore, SqliteStore
 from tests.fakes.provider import FakeProvider
 from web.app import create_app
 
-PER_TENANT = 50  # Limits.max_concurrent's highest value
-
 
 def rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-class LoopLag:
-    """The largest lateness of a 1 ms sleep: how long the loop was kept from running it."""
-
-    def __init__(self) -> None:
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(0.001)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
-
-    def __enter__(self) -> LoopLag:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 class Bench:
@@ -105,11 +83,9 @@ class Bench:
     async def grow(self, total: int) -> None:
         while self.count < total:
             i = self.count
-            tenant = f"slack:T{i // PER_TENANT}"
-            if i % PER_TENANT == 0:
-                await self.store.grant(tenant, 10**7, "bench")
-                await self.store.set_limits(tenant, max_concurrent=PER_TENANT,
-                                            daily_user_credits=1_000_000)
+            tenant = f"slack:{team_of(i)}"
+            if i % PER_WORKSPACE == 0:
+                await prepare_tenant(self.store, tenant)
             record = await self.service.start(StartCommand(
                 tenant=tenant, user=f"U{i}", provider="fake", minutes=30))
             await self.store.bind_chat(ChatBinding(
@@ -121,7 +97,7 @@ class Bench:
         out = []
         for k in range(n):
             i = (k * 7919) % self.count
-            call = SimpleNamespace(adapter=self.adapter, tenant=f"slack:T{i // PER_TENANT}",
+            call = SimpleNamespace(adapter=self.adapter, tenant=f"slack:{team_of(i)}",
                                    channel=f"C{i}")
             t = time.perf_counter()
             await channel_session(call)  # type: ignore[arg-type]
@@ -200,8 +176,7 @@ async def run(args: Any) -> None:
                     "/metrics p50 ms": p50(await bench.get_ms("/metrics")),
                 }
                 tick_first, lag, idle = await bench.stall_ms()
-                print(f"\n== {level} live sessions ({(level + PER_TENANT - 1) // PER_TENANT} "
-                      f"workspaces)")
+                print(f"\n== {level} live sessions ({len(workspaces_for(level))} workspaces)")
                 print("figure | anchor (first level) | now | ratio")
                 for name, value in figures.items():
                     anchor = first.setdefault(name, value)

@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.bookings import BookingKeeper
 from bot.core.events import EventHub
 from bot.core.ice import display_url
@@ -40,6 +41,7 @@ from bot.storage.secrets import SecretBox
 
 if TYPE_CHECKING:
     from bot.cluster.wiring import Cluster
+    from bot.platforms.discord import AvatarBot
     from bot.platforms.slack import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -182,7 +184,17 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             transcript_retention_s=settings.transcript_retention_h * 3600,
             leases=cluster.leases if cluster is not None else None,
         )
-        links = ViewerLinks(await _link_secret(settings, store, box), settings.base_url)
+        link_secret = await _link_secret(settings, store, box)
+        links = ViewerLinks(link_secret, settings.base_url)
+        if cluster is not None:
+            from bot.cluster.homes import RedisHomes, forward_key
+
+            cluster.homes = await stack.enter_async_context(RedisHomes(
+                cluster.client, prefix=settings.redis_prefix, worker_id=cluster.worker_id,
+                url=settings.advertised_url, key=forward_key(link_secret),
+                ttl_s=settings.lease_ttl_s,
+            ))
+            service.homes = cluster.homes
         await top_up_playground(settings, store)
         # Unwound before the database closes: the event ids still in memory reach the table.
         stack.push_async_callback(backend.installs.aclose)
@@ -321,13 +333,18 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
             log.info("shutting down")
             # No new starts; the ones in flight finish (bounded) so what they book is recorded
             # and, below, ended with the rest.
+            since = loop.time()
             service.stop_accepting()
             await service.drain_starts(settings.shutdown_start_wait_s)
-            await _end_sessions(services)
+            ended = await _end_sessions(services)
+            log.info("shutdown: %d session(s) ended in %.1f s", ended, loop.time() - since)
             # Messages still queued for a vendor are moot once their sessions ended.
             await services.service.queues.aclose()
-            for task in started:
-                task.cancel()
+            # Again and again if need be: a task inside a Redis call can lose one cancellation.
+            await asyncio.gather(*(cancel_and_wait(task) for task in started))
+        # What the stack closes now: the chat relays' last posts (the end summaries), the web
+        # server, the Slack session.
+    log.info("shutdown: done in %.1f s", loop.time() - since)
 
 
 def _build_web(
@@ -341,6 +358,8 @@ def _build_web(
         service=services.service, links=services.links, settings=settings,
         status=component_status(settings),
         shared_limiter=services.cluster.limiter if services.cluster is not None else None,
+        home_key=services.cluster.homes.key
+        if services.cluster is not None and services.cluster.homes is not None else None,
     )
     slack = None
     if settings.slack_enabled:
@@ -364,13 +383,24 @@ async def _start_platforms(
     if settings.discord_token is not None:
         from bot.platforms.discord import build_discord_client
 
+        identify_gate = None
+        if services.cluster is not None and settings.discord_shards() is not None:
+            from bot.cluster.shared import RedisPacingGate
+            from bot.platforms.discord.shards import IDENTIFY_INTERVAL_S
+
+            # The IDENTIFY buckets are the bot's, shared by every worker holding its shards.
+            identify_gate = RedisPacingGate(
+                services.cluster.client, prefix=settings.redis_prefix, name="discord-identify",
+                worker_id=services.cluster.worker_id, interval_s=IDENTIFY_INTERVAL_S,
+            )
         client = build_discord_client(
             settings=settings, service=services.service, tenants=services.tenants,
-            bindings=services.bindings, links=services.links,
+            bindings=services.bindings, links=services.links, identify_gate=identify_gate,
         )
         stack.push_async_callback(client.close)
         token = settings.discord_token.get_secret_value()
-        started.append(group.create_task(_guard(client.start(token), "discord"), name="discord"))
+        started.append(group.create_task(
+            _guard(_run_discord(services, client, token), "discord"), name="discord"))
     if slack is not None and settings.slack_app_token is not None:
         from bot.platforms.slack import start_socket_mode
 
@@ -378,6 +408,17 @@ async def _start_platforms(
         handler = await start_socket_mode(slack, app_token)
         stack.push_async_callback(handler.aclose)
     return started
+
+
+async def _run_discord(services: Services, client: AvatarBot, token: str) -> None:
+    """Connect the Discord client; a worker of several first takes its shards' leases."""
+    shards = services.settings.discord_shards()
+    if services.cluster is not None and shards is not None:
+        from bot.platforms.discord.shards import hold_shards
+
+        await hold_shards(services.cluster.leases, shards[1],
+                          retry_s=services.settings.lease_ttl_s / 3)
+    await client.start(token)
 
 
 async def _guard(coro: object, name: str) -> None:
@@ -390,8 +431,8 @@ async def _guard(coro: object, name: str) -> None:
         log.exception("%s stopped with an error", name)
 
 
-async def _end_sessions(services: Services) -> None:
-    """End sessions that cannot outlive the process, or all of them if so configured.
+async def _end_sessions(services: Services) -> int:
+    """End sessions that cannot outlive the process, or all of them if so configured; how many.
 
     At most ``SHUTDOWN_PARALLELISM`` at a time: one after the other, 500 sessions whose vendor
     takes 100 ms per stop took 108 s (issue 15), far beyond a service manager's stop timeout.
@@ -418,6 +459,7 @@ async def _end_sessions(services: Services) -> None:
         if services.settings.stop_sessions_on_shutdown or not survives:
             ending.append(end(record.id))
     await asyncio.gather(*ending)
+    return len(ending)
 
 
 def print_banner(settings: Settings) -> None:

@@ -8,6 +8,7 @@ unwrapped only where they are sent.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -42,6 +43,33 @@ HEYGEN_V1_REFUSED = (
 _CONCURRENT = limit_bounds("max_concurrent")
 _MINUTES = limit_bounds("max_minutes")
 _DAILY = limit_bounds("daily_user_credits")
+
+
+def parse_shard_ids(text: str) -> list[int] | None:
+    """``0-1``, ``2,3`` or ``0-3,8``: the listed shard ids in order (None for an empty text).
+
+    Raises ValueError naming what is wrong (a part that is no number or range, a range that
+    runs backwards, a shard listed twice).
+    """
+    ids: list[int] = []
+    parts = [p.strip() for p in text.split(",")]
+    if parts == [""]:
+        return None
+    for part in parts:
+        m = re.fullmatch(r"(\d{1,6})(?:\s*-\s*(\d{1,6}))?", part)
+        if m is None:
+            raise ValueError(
+                f"{part!r} is not a shard id or range; write ids and ranges like 0-1 or 2,3"
+            )
+        first = int(m.group(1))
+        last = int(m.group(2)) if m.group(2) is not None else first
+        if last < first:
+            raise ValueError(f"{part!r}: the range runs backwards (write {last}-{first})")
+        for i in range(first, last + 1):
+            if i in ids:
+                raise ValueError(f"shard {i} is listed twice")
+            ids.append(i)
+    return ids
 
 
 class Settings(BaseSettings):
@@ -149,6 +177,9 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(default="avatarbot:", min_length=1, max_length=64)
     # A dead worker's sessions are taken over within this plus one reaper tick.
     lease_ttl_s: float = Field(default=10.0, ge=1, le=120)
+    # How the other workers reach this one (docs/scale-out.md, "Sessions with a home"): local
+    # avatars and viewer-relayed vendors forward requests to the worker holding the session.
+    worker_url: AnyHttpUrl | None = None
 
     # --- the viewer relay (vendors reached through the page's media room: AKool)
     relay_max_wait_s: int = Field(default=120, ge=5, le=3600)
@@ -178,6 +209,10 @@ class Settings(BaseSettings):
     discord_api_base: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
     discord_gateway_url: AnyUrl | None = None
     discord_guild_ids: IdList = Field(default_factory=list)
+    # Sharding (docs/discord-sharding.md): how many shards the bot has in all, and which of them
+    # this process holds (``0-1``, ``2,3``; default: all of them). Unset: one unsharded client.
+    discord_shard_count: int | None = Field(default=None, ge=1, le=100_000)
+    discord_shard_ids: Annotated[list[int] | None, NoDecode] = None
 
     # --- Slack
     slack_signing_secret: SecretStr | None = None
@@ -208,6 +243,43 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [part.strip() for part in v.split(",") if part.strip()]
         return v
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _shard_ranges(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return parse_shard_ids(v)
+        return v
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> Settings:
+        ids, count = self.discord_shard_ids, self.discord_shard_count
+        if ids is None:
+            return self
+        if count is None:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the bot's total "
+                             "number of shards)")
+        outside = [i for i in ids if not 0 <= i < count]
+        if outside:
+            raise ValueError(
+                f"DISCORD_SHARD_IDS: shard {outside[0]} does not exist; with "
+                f"DISCORD_SHARD_COUNT={count} the shards are 0-{count - 1}"
+            )
+        if len(ids) < count and self.redis_url is None:
+            raise ValueError(
+                "DISCORD_SHARD_IDS holds only some of the shards; the others run in other "
+                "workers, which needs REDIS_URL (and one DATABASE_URL) on every worker "
+                "(README, 'Running several workers')"
+            )
+        return self
+
+    def discord_shards(self) -> tuple[int, list[int]] | None:
+        """``(shard count, this process's shard ids)``, or None for one unsharded client."""
+        if self.discord_shard_count is None:
+            return None
+        ids = self.discord_shard_ids
+        return self.discord_shard_count, ids if ids is not None else list(
+            range(self.discord_shard_count))
 
     @field_validator("heygen_transport")
     @classmethod
@@ -262,6 +334,18 @@ class Settings(BaseSettings):
         if self.public_url is not None:
             return str(self.public_url).rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def advertised_url(self) -> str:
+        """How the other workers reach this one: ``WORKER_URL``, else ``http://HOST:PORT``.
+
+        A wildcard ``HOST`` gives ``127.0.0.1`` (right for workers on one host only).
+        """
+        if self.worker_url is not None:
+            return str(self.worker_url).rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
     def pricing(self, provider: str) -> Pricing:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.nginx import TEMPLATE, render
+
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("bot", "web", "templates", "tests", "bench")
 # Third-party bundles and generated files are not ours to cite from.
@@ -129,3 +131,14 @@ def test_the_adapters_cite_their_vendor_page() -> None:
     for vendor in ("a2e", "akool", "heygen"):
         text = _read(ROOT / f"bot/providers/{vendor}.py")
         assert f"docs/vendors/{vendor}.md" in docs_paths(text), vendor
+
+
+def test_the_readme_shows_the_nginx_config_the_several_workers_test_runs() -> None:
+    # The README's nginx example for several workers is docs/nginx.conf word for word, and
+    # tests/cluster/test_behind_nginx.py runs nginx with that file (its ports, no TLS).
+    readme = _read(ROOT / "README.md")
+    shown = re.findall(r"^```nginx\n(.*?)^```$", readme, re.MULTILINE | re.DOTALL)
+    assert shown == [_read(TEMPLATE)]
+    rendered = render(9000, [9001, 9002])
+    assert "listen 127.0.0.1:9000;" in rendered and "ssl" not in rendered
+    assert "server 127.0.0.1:9001;\n    server 127.0.0.1:9002;\n}" in rendered

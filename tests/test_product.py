@@ -112,9 +112,9 @@ async def test_run_serves_discord_slack_and_viewer_then_shuts_down_cleanly(
         assert secret not in log
 
 
-async def read_banner(proc) -> str:
+async def read_banner(proc, within: float = 30) -> str:
     lines = []
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(within):
         while not any("[" in line and "playground" in line for line in lines):
             line = (await proc.stdout.readline()).decode()
             assert line, "avatarbot run exited early:\n" + "".join(lines)

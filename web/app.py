@@ -17,6 +17,7 @@ from bot.core.errors import (
     AtCapacity,
     AvatarBotError,
     ConfigError,
+    Forwarded,
     InvalidRequest,
     LimitReached,
     NotAllowed,
@@ -26,6 +27,7 @@ from bot.core.errors import (
     StoreFault,
     StoreUnavailable,
     TenantNotFound,
+    WorkerUnreachable,
 )
 from bot.core.links import ViewerLinks
 from bot.core.models import ComponentStatus, SessionState
@@ -56,6 +58,7 @@ ERROR_STATUS: dict[type[AvatarBotError], int] = {
     AtCapacity: 503,  # this server is full (local-avatar caps): the same request works later
     StoreFault: 503,
     StoreUnavailable: 503,
+    WorkerUnreachable: 503,  # another worker holds the session and does not answer (cluster)
 }
 RETRY_AFTER_S = 30  # what a full server tells clients to wait (AtCapacity)
 # Seconds a client is asked to wait after a database fault (SQLite's busy timeout is 5 s).
@@ -63,7 +66,12 @@ STORE_RETRY_AFTER_S = 5
 
 
 def error_status(exc: AvatarBotError) -> int:
-    """The HTTP status for ``exc``: the entry of its nearest class in ``ERROR_STATUS``."""
+    """The HTTP status for ``exc``: the entry of its nearest class in ``ERROR_STATUS``.
+
+    An error a session's worker answered a forwarded call with keeps that worker's status.
+    """
+    if isinstance(exc, Forwarded):
+        return exc.status
     for cls in type(exc).__mro__:
         if cls in ERROR_STATUS:
             return ERROR_STATUS[cls]
@@ -103,6 +111,7 @@ def create_app(
     status: list[ComponentStatus],
     rate_limits: RateLimits | None = None,
     shared_limiter: SharedRateLimiter | None = None,
+    home_key: bytes | None = None,
 ) -> web.Application:
     """Build the web app: home and playground, viewer pages, WebSocket, signalling, metrics.
 
@@ -114,6 +123,8 @@ def create_app(
         rate_limits: per-IP limits (defaults suit production).
         shared_limiter: with several workers, a counter they share, capping each IP's total
             (``web/shared_limits.py``).
+        home_key: with several workers, the key other workers sign the calls they forward to
+            a session's home with (``web/internal.py``); ``None`` leaves that route out.
     """
     # Signalling bodies carry SDP; nothing we accept is larger than this.
     limits = rate_limits or RateLimits()
@@ -141,6 +152,10 @@ def create_app(
     app.router.add_get("/metrics", metrics_page)
     home.setup(app)
     viewer.setup(app)
+    if home_key is not None:
+        from web import internal
+
+        internal.setup(app, home_key)
     app.router.add_static("/static/", static_dir(), name="static", append_version=False)
     return app
 

@@ -9,19 +9,25 @@ credential, so only one tab holds the media at a time (the newest, or the one th
 back); what a displaced or closed tab held and did not send goes to the next relay tab. Sessions
 whose provider serves many viewers (the local avatar) keep every tab playing; the newest tab is
 still the one that relays.
+
+With several workers a relay session's outbox lives on its home worker (``bot/core/homes.py``):
+a page connected elsewhere has its presence, pulls, acknowledgements and releases run there
+(``web/internal.py``), woken by ``Relay`` events mirrored over the bus; pulls for one room are
+made one at a time, so the page gets its messages in the outbox's order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import AvatarBotError
 from bot.core.events import AnyEvent, Ended, Relay, StateChanged, Transcript, Warning
 from bot.core.relay import DropLog
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
 RELEASE_WAIT_S = 2.0  # how long a displaced relay tab has to finish a send under way
+HOME_RETRY_S = 1.0  # a relay call the session's home did not answer is tried again after this
+HOME_ATTEMPTS = 3
 
 
 class HubClosed(RuntimeError):
@@ -51,6 +59,8 @@ class Viewer:
     joined: bool = False
     # Displaced while relaying: what it holds goes to the next tab once it has let go.
     letting_go: bool = False
+    # The session lives in one worker's memory (several workers: its relay outbox is there).
+    homed: bool = False
 
 
 @dataclass(eq=False)
@@ -60,6 +70,8 @@ class _Room:
     viewers: dict[str, Viewer] = field(default_factory=dict)
     active: str | None = None
     pump: asyncio.Task[None] | None = None
+    # One pull at a time: the page gets what it is handed in the outbox's order.
+    handing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def event_message(event: AnyEvent) -> dict[str, Any] | None:
@@ -99,6 +111,7 @@ class ViewerHub:
         self._outboxes = service.events.relay
         self._outboxes.avatar_name = self._avatar_name
         self.drops = DropLog(log)
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ membership
     def count(self) -> int:
@@ -134,16 +147,17 @@ class ViewerHub:
 
     async def join(
         self, session_id: str, ws: web.WebSocketResponse, *, multi_viewer: bool,
-        take_over: bool = True,
+        take_over: bool = True, homed: bool = False,
     ) -> Viewer:
         """Add a page; it becomes the active viewer, and older tabs are told when displaced.
 
         ``take_over=False`` (a displaced tab reconnecting) joins without taking the media, unless
-        nobody holds it.
+        nobody holds it. ``homed``: the session lives in one worker's memory, so with several
+        workers its relay outbox may be on another one.
         """
         if self._closing:
             raise HubClosed("the viewer hub is closed")
-        viewer = Viewer(id=secrets.token_hex(8), session_id=session_id, ws=ws)
+        viewer = Viewer(id=secrets.token_hex(8), session_id=session_id, ws=ws, homed=homed)
         room = self._rooms.get(session_id)
         if room is None:
             room = _Room(session_id=session_id, multi_viewer=multi_viewer)
@@ -168,9 +182,9 @@ class ViewerHub:
             # The displaced tab may be sending right now: what it holds goes to the new relay
             # tab once it says it has let go (its acknowledgements arrive first), or after a
             # short wait.
-            self._stop_relaying(previous, let_go=True)
+            await self._stop_relaying(previous, let_go=True)
         if viewer.joined:
-            self._outboxes.set_present(room.session_id, True)
+            await self._set_present(viewer, True)
             await self._hand(room)
         if previous is None or room.multi_viewer:
             return
@@ -184,9 +198,9 @@ class ViewerHub:
         if room is None or room.viewers.pop(viewer.id, None) is None:
             return
         await self._drop_peer(viewer)
-        self._release(viewer)
+        await self._release(viewer)
         if room.active == viewer.id:
-            self._stop_relaying(viewer)
+            await self._stop_relaying(viewer)
             # The newest remaining tab inherits the relay; a single-credential tab must ask
             # for the media back itself (it may have been closed by its user on purpose).
             room.active = next(reversed(room.viewers), None) if room.multi_viewer else None
@@ -203,13 +217,13 @@ class ViewerHub:
             return
         if not joined:
             if room.active == viewer.id:
-                self._stop_relaying(viewer)
-            self._release(viewer)
+                await self._stop_relaying(viewer)
+            await self._release(viewer)
             viewer.joined = False
             return
         viewer.joined = True
         if room.active == viewer.id:
-            self._outboxes.set_present(room.session_id, True)
+            await self._set_present(viewer, True)
             await self._hand(room)
 
     async def relayed(self, viewer: Viewer, ids: list[str]) -> None:
@@ -217,39 +231,118 @@ class ViewerHub:
         room = self._rooms.get(viewer.session_id)
         if room is None:
             return
-        counted = self._outboxes.acked(viewer.session_id, viewer.id, ids)
+        counted = await self._acked(viewer, ids)
         if counted < len(ids):
             self.drops.drop(viewer.session_id, "acknowledgement of messages this tab never got")
         await self._hand(room)
 
-    def _stop_relaying(self, viewer: Viewer, *, let_go: bool = False) -> None:
-        self._outboxes.set_present(viewer.session_id, False)
+    async def _stop_relaying(self, viewer: Viewer, *, let_go: bool = False) -> None:
+        await self._set_present(viewer, False)
         if let_go and not viewer.ws.closed:
             viewer.letting_go = True
-            asyncio.get_running_loop().call_later(RELEASE_WAIT_S, self._release, viewer)
+            asyncio.get_running_loop().call_later(
+                RELEASE_WAIT_S, lambda: self._spawn(self._release(viewer)))
         else:
-            self._outboxes.release(viewer.session_id, viewer.id)
+            await self._release_held(viewer)
 
-    def _release(self, viewer: Viewer) -> None:
+    async def _release(self, viewer: Viewer) -> None:
         if viewer.letting_go:
             viewer.letting_go = False
-            self._outboxes.release(viewer.session_id, viewer.id)
+            await self._release_held(viewer)
 
     async def _hand(self, room: _Room) -> None:
         """Give the relay tab what the outbox has ready for it."""
-        target = room.viewers.get(room.active) if room.active else None
-        if target is None or not target.joined:
-            return
-        config = self._outboxes.config(room.session_id)
-        messages = self._outboxes.take(room.session_id, target.id)
-        if config is None or not messages:
-            return
-        sent = await self.send(target, {
-            "type": "relay", "config": config.as_json(),
-            "messages": [{"id": mid, "payload": payload} for mid, payload in messages],
-        })
+        async with room.handing:
+            target = room.viewers.get(room.active) if room.active else None
+            if target is None or not target.joined:
+                return
+            try:
+                config, messages = await self._take(target)
+            except AvatarBotError as exc:
+                # The home did not answer: the messages wait there; ask again shortly.
+                log.info("could not pull relay messages from the session's home: %s",
+                         exc.user_message, extra={"session": room.session_id})
+                asyncio.get_running_loop().call_later(
+                    HOME_RETRY_S, lambda: self._spawn(self._rehand(room)))
+                return
+            if config is None or not messages:
+                return
+            sent = await self.send(target, {
+                "type": "relay", "config": config,
+                "messages": [{"id": mid, "payload": payload} for mid, payload in messages],
+            })
         if not sent:
-            self._stop_relaying(target)
+            await self._stop_relaying(target)
+
+    async def _rehand(self, room: _Room) -> None:
+        if self._rooms.get(room.session_id) is room:
+            await self._hand(room)
+
+    # ------------------------------------------------------------------ the outbox, wherever
+    async def _at_home(self, viewer: Viewer, op: str, **fields: Any) -> dict[str, Any] | None:
+        """Run relay ``op`` on the session's home when that is another worker, else ``None``."""
+        homes = self._service.homes
+        if not viewer.homed or homes is None:
+            return None
+        home = await homes.home_of(viewer.session_id)
+        if home is None:
+            return None
+        return await homes.call(home, op, viewer.session_id, **fields)
+
+    async def _take(self, viewer: Viewer) -> tuple[dict[str, Any] | None,
+                                                   list[tuple[str, dict[str, Any]]]]:
+        answer = await self._at_home(viewer, "relay_take", page=viewer.id)
+        if answer is not None:
+            messages = [(str(m[0]), dict(m[1])) for m in answer.get("messages") or []]
+            return answer.get("config"), messages
+        config = self._outboxes.config(viewer.session_id)
+        taken = self._outboxes.take(viewer.session_id, viewer.id)
+        return (config.as_json() if config else None), taken
+
+    async def _acked(self, viewer: Viewer, ids: list[str]) -> int:
+        try:
+            answer = await self._at_home(viewer, "relay_acked", page=viewer.id, ids=ids)
+        except AvatarBotError as exc:
+            # Not lost: the messages stay held for this page; once it leaves they are handed
+            # again and the next page acknowledges them without sending them twice.
+            log.warning("the session's home did not take a relay acknowledgement: %s",
+                        exc.user_message, extra={"session": viewer.session_id})
+            return len(ids)
+        if answer is not None:
+            return int(answer.get("count") or 0)
+        return self._outboxes.acked(viewer.session_id, viewer.id, ids)
+
+    async def _set_present(self, viewer: Viewer, present: bool) -> None:
+        try:
+            if await self._at_home(viewer, "relay_present", present=present) is None:
+                self._outboxes.set_present(viewer.session_id, present)
+        except AvatarBotError as exc:  # only the "open the viewer link" notice depends on it
+            log.info("could not tell the session's home about its relay page: %s",
+                     exc.user_message, extra={"session": viewer.session_id})
+
+    async def _release_held(self, viewer: Viewer, attempts: int = HOME_ATTEMPTS) -> None:
+        """What ``viewer`` held and did not send goes back to the outbox.
+
+        A home that does not answer is asked again in the background (the release wakes the
+        outbox, so the next relay page then gets those messages).
+        """
+        try:
+            if await self._at_home(viewer, "relay_release", page=viewer.id) is None:
+                self._outboxes.release(viewer.session_id, viewer.id)
+        except AvatarBotError as exc:
+            log.warning("could not release a relay page's messages at the session's home: %s",
+                        exc.user_message, extra={"session": viewer.session_id})
+            if attempts > 1:
+                async def again() -> None:
+                    await asyncio.sleep(HOME_RETRY_S)
+                    await self._release_held(viewer, attempts - 1)
+
+                self._spawn(again())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _avatar_name(self, session_id: str) -> str | None:
         return (await self._service.get(session_id)).avatar_name
@@ -270,9 +363,7 @@ class ViewerHub:
         if self._rooms.get(room.session_id) is room:
             del self._rooms[room.session_id]
         if room.pump is not None and room.pump is not asyncio.current_task():
-            room.pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await room.pump
+            await cancel_and_wait(room.pump)  # it may be in a Redis call (bot/compat/cancel.py)
 
     # ------------------------------------------------------------------ sending
     async def send(self, viewer: Viewer, message: dict[str, Any]) -> bool:
@@ -327,6 +418,8 @@ class ViewerHub:
     async def close(self) -> None:
         """Close every page's socket and stop every room (idempotent)."""
         self._closing = True
+        for task in list(self._background):
+            task.cancel()
         rooms = list(self._rooms.values())
         await asyncio.gather(*(
             v.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

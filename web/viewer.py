@@ -36,6 +36,7 @@ from typing import Any, Literal
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.core.errors import AvatarBotError, SessionNotFound, StoreFault
+from bot.core.homes import has_home
 from bot.core.ice import minted_turn_server, public_ice_servers
 from bot.core.links import LinkClaims
 from bot.core.models import SessionRecord, SessionState, TranscriptLine, utcnow
@@ -218,6 +219,12 @@ def playground_on(ctx: WebContext) -> bool:
     return ctx.settings.playground_enabled and LOCAL in ctx.service.providers
 
 
+def homed(ctx: WebContext, provider: str) -> bool:
+    """Whether a provider's sessions live in one worker's memory (bot/core/homes.py)."""
+    prov = ctx.service.providers.get(provider)
+    return bool(prov is not None and has_home(prov.capabilities))
+
+
 def max_text(ctx: WebContext, provider: str) -> int:
     """The longest say/ask text the session's provider takes."""
     prov = ctx.service.providers.get(provider)
@@ -332,7 +339,7 @@ async def viewer_socket(request: web.Request) -> web.StreamResponse:
     try:
         viewer = await ctx.hub.join(
             record.id, ws, multi_viewer=multi_viewer(ctx, record.provider),
-            take_over=request.query.get("passive") != "1",
+            take_over=request.query.get("passive") != "1", homed=homed(ctx, record.provider),
         )
     except HubClosed:
         await ws.close(code=WSCloseCode.GOING_AWAY)

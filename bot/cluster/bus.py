@@ -7,8 +7,8 @@ session's channel anyway. Each message names the worker that sent it; a worker d
 
 Wire format (JSON): ``{"w": worker id, "type": event kind, "event": the event's JSON}``.
 
-Not mirrored: ``Relay`` wake-ups, because the relay outbox they point at lives in the process of
-the provider that filled it (docs/scale-out.md, "Not done yet").
+``Relay`` wake-ups are mirrored too: a relay page connected to another worker than the session's
+home pulls its messages from the home when woken (docs/scale-out.md, "Sessions with a home").
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from bot.core.events import EVENT_TYPES, AnyEvent, EventHub, Relay
+from bot.compat.cancel import cancel_and_wait
+from bot.core.events import EVENT_TYPES, AnyEvent, EventHub
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ class RedisEventBus:
 
     def send(self, event: AnyEvent) -> None:
         """Queue ``event`` for the other workers; never blocks (a full queue drops the oldest)."""
-        if isinstance(event, Relay):
-            return
         message = (
             f'{{"w":{self._worker_json},"type":"{event.kind}","event":{event.model_dump_json()}}}'
         )
@@ -91,9 +90,7 @@ class RedisEventBus:
             self.hub.bus = None
         await self.flush()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         if self._pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -18,6 +19,9 @@ from bot.cluster.leases import RedisLeases
 from bot.cluster.shared import RedisEventDedupe, RedisRateLimiter
 from bot.core.errors import ConfigError
 from bot.core.events import EventHub
+
+if TYPE_CHECKING:
+    from bot.cluster.homes import RedisHomes
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,8 @@ class Cluster:
     leases: RedisLeases
     dedupe: RedisEventDedupe
     limiter: RedisRateLimiter
+    # Set by the composition root once the link secret is known (it keys worker-to-worker calls).
+    homes: RedisHomes | None = None
 
 
 def new_worker_id() -> str:

@@ -8,6 +8,10 @@
 - Intents: after gateway close 4014 (Message Content not allowed) the client reconnects without
   that intent. discord.py has no public setter; IDENTIFY (``DiscordWebSocket.identify``) reads
   the connection state's private ``_intents``, so that object is changed in place.
+- ``GET /gateway/bot`` (the gateway URL behind a REST proxy, the recommended shard count and
+  IDENTIFY concurrency): discord.py calls it only inside its own connect and keeps the answer;
+  the client's HTTP layer (``Client.http``, an ``HTTPClient``) is not public API, so the one call
+  to its ``get_bot_gateway`` is here.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ FENCE = Fence("discord.py", TESTED, "bot/compat/discord_compat.py")
 FENCE.require(discord.http.Route, "BASE")
 FENCE.require(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY")
 FENCE.require_read(discord.gateway.DiscordWebSocket.identify, "_intents")
+FENCE.require(discord.http.HTTPClient, "get_bot_gateway", callable_=True)
 # The getter of the `intents` property (mypy sees a property as its return type, not an object).
 FENCE.require_read(getattr(vars(discord.Client).get("intents"), "fget", None), "_connection")
 
@@ -42,6 +47,12 @@ def set_api_base(url: str) -> None:
 def set_gateway(url: yarl.URL) -> None:
     """Connect every gateway of this process to ``url`` (a ws/wss URL)."""
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = url
+
+
+async def bot_gateway(client: discord.Client) -> tuple[int, str, int]:
+    """Discord's ``GET /gateway/bot``: recommended shards, gateway URL, IDENTIFY concurrency."""
+    shards, url, limit = await client.http.get_bot_gateway()
+    return shards, url, int(limit.get("max_concurrency", 1))
 
 
 def wants_message_content(client: discord.Client) -> bool:

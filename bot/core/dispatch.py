@@ -30,7 +30,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_LIMIT = 50
-__all__ = ["DEFAULT_QUEUE_LIMIT", "Place", "SessionBusy", "SessionQueues"]
+# Vendor calls being sent at once over all sessions. Under a backlog every session's worker
+# would otherwise send at once, and hundreds of answers arriving together keep the event loop
+# from the acknowledgements a platform owes (docs/backpressure.md); the rest wait their turn.
+DEFAULT_SENDING = 64
+__all__ = ["DEFAULT_QUEUE_LIMIT", "DEFAULT_SENDING", "Place", "SessionBusy", "SessionQueues"]
 
 
 class Place:
@@ -45,17 +49,31 @@ class Place:
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def run(self, avatar: str, job: Callable[[], Awaitable[T]]) -> T:
-        """Send ``job`` when this place's turn comes and return its result.
+        """Send ``job`` when this place's turn comes and return its result (``fill`` + ``wait``).
 
         The caller going away (a cancelled handler) does not take the job back once it runs:
         a message half-sent must finish; one not yet started is skipped.
+        """
+        self.fill(avatar, job)
+        return await self.wait()  # type: ignore[no-any-return]
+
+    def fill(self, avatar: str, job: Callable[[], Awaitable[Any]]) -> None:
+        """Put ``job`` in this place, at once: from now on it is queued (or ``SessionBusy``).
+
+        Split from ``wait`` so that a platform can acknowledge a message as soon as it is queued
+        and wait for the vendor afterwards (docs/backpressure.md).
         """
         if self._full is not None:
             raise SessionBusy(avatar, self._full)
         self.job = job
         self.filled.set()
-        result: T = await self.result
-        return result
+
+    async def wait(self) -> Any:
+        """The filled job's result, once its turn came and it ran.
+
+        Cancelling the wait gives the job up if it has not started.
+        """
+        return await self.result
 
     def drop(self) -> None:
         """Give the place up (the message was refused before being sent); idempotent."""
@@ -76,12 +94,16 @@ class SessionQueues:
 
     Args:
         limit: most messages one session may have queued or being sent; more are refused.
+        sending: most vendor calls being sent at once, over all sessions.
     """
 
-    def __init__(self, limit: int = DEFAULT_QUEUE_LIMIT) -> None:
+    def __init__(self, limit: int = DEFAULT_QUEUE_LIMIT, sending: int = DEFAULT_SENDING) -> None:
         if limit < 1:
             raise ValueError("a session queue must hold at least one message")
+        if sending < 1:
+            raise ValueError("at least one vendor call must be allowed at a time")
         self.limit = limit
+        self._sending = asyncio.Semaphore(sending)
         self._lanes: dict[str, _Lane] = {}
 
     def waiting(self, session_id: str) -> int:
@@ -111,24 +133,28 @@ class SessionQueues:
             while lane.places:
                 place = lane.places[0]
                 await place.filled.wait()
-                lane.places.popleft()
-                future, job = place.result, place.job
-                if future.done() or job is None:  # dropped, or its caller went away
+                if place.result.done() or place.job is None:  # dropped, or its caller went away
+                    lane.places.popleft()
                     continue
-                lane.running = True
-                try:
-                    result = await job()
-                except asyncio.CancelledError:
-                    future.cancel()
-                    raise
-                except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    if not future.done():
-                        future.set_exception(exc)
-                else:
-                    if not future.done():
-                        future.set_result(result)
-                finally:
-                    lane.running = False
+                async with self._sending:  # still counted as queued while it waits here
+                    lane.places.popleft()
+                    future, job = place.result, place.job
+                    if future.done() or job is None:
+                        continue
+                    lane.running = True
+                    try:
+                        result = await job()
+                    except asyncio.CancelledError:
+                        future.cancel()
+                        raise
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        if not future.done():
+                            future.set_exception(exc)
+                    else:
+                        if not future.done():
+                            future.set_result(result)
+                    finally:
+                        lane.running = False
         finally:
             for place in lane.places:
                 place.result.cancel()

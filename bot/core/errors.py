@@ -8,6 +8,8 @@ Each carries ``user_message``: a short text that is safe to show in a chat or on
 
     AvatarBotError
     ├── ConfigError
+    ├── WorkerUnreachable         the worker that holds a session does not answer (cluster)
+    ├── Forwarded                 an error the session's worker answered a forwarded call with
     ├── StoreUnavailable          the database cannot be opened: corrupt, unreadable, read-only
     ├── InvalidRequest            bad argument: duration, amount, avatar, mode ...
     │   └── UnknownProvider
@@ -42,6 +44,22 @@ class AvatarBotError(Exception):
 
 class ConfigError(AvatarBotError):
     """The configuration is missing or invalid."""
+
+
+class WorkerUnreachable(AvatarBotError):
+    """The worker that holds a session (renders it, or keeps its relay outbox) does not answer.
+
+    Several workers only (docs/scale-out.md): nothing was done; the same request may work once
+    that worker is back or another has taken the session over.
+    """
+
+
+class Forwarded(AvatarBotError):
+    """An error the session's worker answered a forwarded call with (``status``: its HTTP one)."""
+
+    def __init__(self, user_message: str, status: int) -> None:
+        super().__init__(user_message)
+        self.status = status
 
 
 class StoreUnavailable(AvatarBotError):

@@ -127,8 +127,8 @@ class EventHub:
         self._wants: dict[asyncio.Queue[AnyEvent], Callable[[AnyEvent], bool]] = {}
         # Messages for viewer pages to send into vendors' media rooms, per session.
         self.relay = RelayOutboxes(self)
-        self._listeners: list[Callable[[AnyEvent], None]] = []
-        self._local_listeners: list[Callable[[AnyEvent], None]] = []
+        # (callback, whether it hears other workers' events too)
+        self._listeners: list[tuple[Callable[[AnyEvent], None], bool]] = []
         self.bus: EventBus | None = None
 
     def listen(self, callback: Callable[[AnyEvent], None], *, remote: bool = True) -> None:
@@ -137,12 +137,9 @@ class EventHub:
         For in-memory indexes that must never miss an event (gauges, the reaper's due times):
         a queue subscriber can fall behind and lose events, a listener cannot. Callbacks must
         be quick and must not raise. Events from other workers (``deliver_remote``) reach them
-        too, so counts kept this way cover the whole cluster; ``remote=False`` leaves those out
-        (work done once per worker for its own events, like keeping transcript lines).
+        too, so counts kept this way cover the whole cluster, unless ``remote=False``.
         """
-        self._listeners.append(callback)
-        if not remote:
-            self._local_listeners.append(callback)
+        self._listeners.append((callback, remote))
 
     def publish(self, event: AnyEvent) -> None:
         """Deliver ``event`` to every subscriber of its session and to global subscribers."""
@@ -151,12 +148,18 @@ class EventHub:
             self.bus.send(event)
 
     def deliver_remote(self, event: AnyEvent) -> None:
-        """Deliver an event another worker published (it is not sent on again)."""
+        """Deliver an event another worker published (it is not sent on again).
+
+        A session that ended elsewhere has its relay outbox here dropped as well (nothing is
+        sent into an ended session; this worker may have been its home).
+        """
         self._fanout(event, remote=True)
+        if isinstance(event, Ended):
+            self.relay.forget(event.session_id)
 
     def _fanout(self, event: AnyEvent, *, remote: bool) -> None:
-        for listener in self._listeners:
-            if remote and listener in self._local_listeners:
+        for listener, hears_remote in self._listeners:
+            if remote and not hears_remote:
                 continue
             try:
                 listener(event)

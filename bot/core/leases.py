@@ -32,8 +32,20 @@ class LeaseManager(Protocol):
         """Whether the lease was ours at the last claim and has not run out since."""
         ...
 
-    async def release(self, names: Iterable[str]) -> None:
-        """Give up leases held here (others may take them at once)."""
+    async def release(self, names: Iterable[str], *, hand_over: bool = False) -> None:
+        """Give up leases held here (others may take them at once).
+
+        ``hand_over``: the work goes on elsewhere (this worker is leaving), so the leases are
+        listed by ``lapsed`` at once; without it the work is done (the session ended).
+        """
+        ...
+
+    async def lapsed(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` leases named ``prefix…`` that nobody holds but whose work is not done.
+
+        Those that ran out because their holder stopped renewing them (it died), and those
+        handed over. What the other workers should take over, without reading every session.
+        """
         ...
 
 
@@ -48,5 +60,9 @@ class SoleWorker:
         """Always."""
         return True
 
-    async def release(self, names: Iterable[str]) -> None:
+    async def release(self, names: Iterable[str], *, hand_over: bool = False) -> None:
         """Nothing to give up."""
+
+    async def lapsed(self, prefix: str, limit: int) -> list[str]:
+        """None: nothing is ever left behind by another worker."""
+        return []

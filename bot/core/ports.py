@@ -32,7 +32,7 @@ class SessionStore(Protocol):
 
     SQL lives only in ``bot/storage``; nothing else runs statements or holds a connection. A
     second backend is an added module there implementing this protocol (and
-    ``SlackInstallStore``), wired in ``bot/app.py``. The 47 methods, plus
+    ``SlackInstallStore``), wired in ``bot/app.py``. The 48 methods, plus
     ``note_activity`` (not awaited):
 
     Tenants and limits
@@ -68,6 +68,7 @@ class SessionStore(Protocol):
         - ``open_sessions``: every pending, live or ending session (of one tenant).
         - ``open_sessions_in``: a tenant's open sessions bound to one platform channel.
         - ``open_states``: the state of every open session, by id.
+        - ``open_session_ids``: open sessions' ids in id order, a page at a time.
 
     Chat bindings
         - ``bind_chat``: bind a platform thread to a session.
@@ -223,6 +224,13 @@ class SessionStore(Protocol):
 
     async def open_states(self) -> dict[str, SessionState]:
         """Every open session's state by id."""
+        ...
+
+    async def open_session_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` open sessions' ids greater than ``after``, in id order.
+
+        A page at a time, so reading every open session never holds the event loop for long.
+        """
         ...
 
     async def ping(self) -> None:

@@ -14,6 +14,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import AvatarBotError, ProviderError, ProviderSessionGone, SessionNotFound
 from bot.core.events import AnyEvent, Ended, StateChanged, VendorEnded, Warning
 from bot.core.leases import GLOBAL_LEASE, LeaseManager, session_lease
@@ -30,8 +31,19 @@ from bot.core.service import SessionService
 
 log = logging.getLogger(__name__)
 
+# Posted into a relay vendor's thread when its home worker died (messages may have waited there).
+RELAY_LOST_NOTICE = (
+    "The server passing messages to the avatar stopped and another took over: anything sent in "
+    "the last moments may not have reached it. If the avatar did not answer, send it again."
+)
+
 #: Longest run of reaper work between two yields to the event loop (issue 15: < 5 ms stalls).
 YIELD_AFTER_S = 0.002
+#: Most leases claimed in one Redis call by a rescan or a takeover (redis-py packs a call's
+#: arguments in Python: 250 keys took 1.5 ms of CPU, several ms of loop lag on a busy machine).
+CLAIM_BATCH = 100
+#: Open session ids read per query by the rescan.
+RESCAN_PAGE = 1000
 
 
 class SessionReaper:
@@ -60,6 +72,16 @@ class SessionReaper:
             chores (``bot/core/leases.py``); ``None`` for one process, which does everything.
         takeover_grace_s: with leases, a session opened less than this long ago whose lease is
             free is tended, not treated as left behind by a dead worker (its starter claims it).
+        rescan_s: with leases, how often every open session is read to find any whose lease
+            nobody took (a start whose worker died before claiming it, leases lost with Redis's
+            data). Leases that ran out are found each tick without reading the sessions.
+        takeover_batch: with leases, at most this many lapsed leases taken per tick.
+
+    With leases (several workers) the index holds only the sessions whose lease this worker
+    holds: those it starts, and those it takes over. Their changes reach it as events, local or
+    from the other workers through the bus (``bot/cluster/bus.py``); a lost remote event is
+    caught when the session's next duty falls due (each due session is read afresh) or by the
+    periodic rescan. See docs/scale-out.md.
     """
 
     def __init__(
@@ -75,11 +97,27 @@ class SessionReaper:
         prune_every_s: float = 600.0,
         leases: LeaseManager | None = None,
         takeover_grace_s: float = 30.0,
+        rescan_s: float = 60.0,
+        takeover_batch: int = 5000,
     ) -> None:
         self.leases = leases
         self.takeover_grace_s = takeover_grace_s
-        # Sessions this worker started or has tended under its lease since the last claim.
+        self.rescan_s = rescan_s
+        self.takeover_batch = takeover_batch
+        # With leases: the sessions this worker tends (it holds their lease), each in the index.
         self._tended_here: set[str] = set()
+        # Of those, the ones claimed from elsewhere and not read yet: maybe left by a dead worker.
+        self._adopted: set[str] = set()
+        # Sessions dropped here because this worker's own lease ran out (a late renewal): taken
+        # again, they are not "left by a dead worker" (a local avatar rendered here must not end).
+        self._lost: set[str] = set()
+        # Ended sessions whose lease goes back at the next tick (the listener cannot await).
+        self._to_release: set[str] = set()
+        # Sessions started here whose lease ``claim_own_starts`` is to claim (filled by a
+        # listener, which never misses an event the way a queue subscriber can).
+        self._to_claim: set[str] = set()
+        self._claim_wanted = asyncio.Event()
+        self._last_rescan = float("-inf")
         self.service = service
         self.idle_timeout_s = idle_timeout_s
         self.warn_before_end_s = warn_before_end_s
@@ -104,6 +142,8 @@ class SessionReaper:
         # need no fresh read: any state change drops it).
         self._records: dict[str, SessionRecord] = {}
         service.events.listen(self._on_event)
+        if leases is not None:
+            service.events.listen(self._on_local_event, remote=False)
 
     async def run(self, *, reconcile_first: bool = True) -> None:
         """Tick forever (until cancelled), after the startup reconciliation unless done already."""
@@ -120,28 +160,53 @@ class SessionReaper:
                     log.exception("reaper tick failed")
         finally:
             for task in (watcher, claimer):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
             if self.leases is not None:
                 with contextlib.suppress(Exception):
+                    await self._release_done()
+                    # The sessions go on: the other workers take them over at their next tick.
                     await self.leases.release(
-                        [GLOBAL_LEASE, *(session_lease(s) for s in self._tended_here)]
+                        [GLOBAL_LEASE, *(session_lease(s) for s in self._tended_here)],
+                        hand_over=True,
                     )
 
+    def _on_local_event(self, event: AnyEvent) -> None:
+        """A session this worker published a state of (it started it): claim its lease."""
+        if (
+            isinstance(event, StateChanged) and event.state.is_open
+            and event.session_id not in self._tended_here
+        ):
+            self._to_claim.add(event.session_id)
+            self._claim_wanted.set()
+
     async def claim_own_starts(self) -> None:
-        """With leases, claim a session's lease as soon as this worker starts it."""
+        """With leases, claim a session's lease as soon as this worker starts it.
+
+        Starts that arrive together are claimed in one call.
+        """
         if self.leases is None:
             return
-        async with self.service.events.subscribe(None, remote=False) as queue:
-            while True:
-                event = await queue.get()
-                if isinstance(event, StateChanged) and event.session_id not in self._tended_here:
-                    try:
-                        if await self.leases.claim([session_lease(event.session_id)]):
-                            self._tended_here.add(event.session_id)
-                    except Exception as exc:  # noqa: BLE001 - the next tick claims it
-                        log.warning("could not claim session %s: %r", event.session_id, exc)
+        while True:
+            await self._claim_wanted.wait()
+            self._claim_wanted.clear()
+            await self._claim_new()
+
+    async def _claim_new(self) -> None:
+        """Claim the leases of the sessions started here since the last call."""
+        assert self.leases is not None
+        wanted = [s for s in self._to_claim if s not in self._tended_here]
+        self._to_claim.clear()
+        for at in range(0, len(wanted), CLAIM_BATCH):
+            batch = wanted[at:at + CLAIM_BATCH]
+            try:
+                held = await self.leases.claim(session_lease(s) for s in batch)
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.warning("could not claim %d new session(s): %r", len(batch), exc)
+                self._to_claim.update(wanted[at:])
+                return
+            for session_id in batch:
+                if session_lease(session_id) in held:
+                    self._adopt(session_id, time.time(), left_behind=False)
 
     async def watch_vendor_ends(self) -> None:
         """End a session as soon as its provider reports that the vendor ended it."""
@@ -165,6 +230,10 @@ class SessionReaper:
             await self.service.vendor_ended(event.session_id, event.reason, at)
         except AvatarBotError as exc:
             log.warning("could not end session %s the vendor ended: %r", event.session_id, exc)
+        if self.leases is not None and event.session_id not in self._tended_here:
+            # Claimed for this end only (the worker that tended it is gone): not renewed on.
+            with contextlib.suppress(Exception):
+                await self.leases.release([session_lease(event.session_id)])
 
     # ------------------------------------------------------------------ startup
     async def reconcile(self) -> None:
@@ -240,6 +309,12 @@ class SessionReaper:
             return
         if not self._indexed:
             await self._rebuild(now)
+        await self._run_due(now)
+        await self.sweep_orphans()
+        await self.prune_transcripts(now)
+
+    async def _run_due(self, now: datetime) -> None:
+        """Tend the indexed sessions whose next duty is due at ``now``; file each anew."""
         stamp = now.timestamp()
         ran_since = time.perf_counter()
         while self._heap and self._heap[0][0] <= stamp:
@@ -247,6 +322,12 @@ class SessionReaper:
             if self._due.get(session_id) != due:
                 continue  # superseded by a later entry of the same session
             del self._due[session_id]
+            if self.leases is not None and not self.leases.holds(session_lease(session_id)):
+                # Not renewed in time, or another worker has it: whoever holds it tends it (a
+                # lease that ran out is listed as lapsed and taken again, maybe by us).
+                self._forget(session_id, release=False)
+                self._lost.add(session_id)
+                continue
             cached = self._records.get(session_id)
             if cached is not None and self._fixed_due(cached) > stamp:
                 # Only a keep-alive or a status poll is due: the snapshot has what they need.
@@ -258,59 +339,94 @@ class SessionReaper:
                 # serve requests in between so the reaper never stalls it for long.
                 await asyncio.sleep(0)
                 ran_since = time.perf_counter()
-        await self.sweep_orphans()
-        await self.prune_transcripts(now)
 
     async def _tick_cluster(self, now: datetime) -> None:
-        """One pass over the open sessions whose lease this worker holds (several workers).
+        """A tick with several workers: the due sessions among those this worker holds.
 
-        Leases decide who tends what, so this pass reads the open sessions each tick instead of
-        keeping the single-process due-time index (which assumes one process sees every change).
+        Per tick: one Redis read for leases that lapsed (a dead worker's, or handed over by one
+        leaving), one claim of the global lease, and the due sessions; not a read of every open
+        session (that is the rescan, every ``rescan_s``). A lease that lapsed is found at the
+        first tick after it ran out: a takeover within ``LEASE_TTL_S`` plus one tick.
         """
         assert self.leases is not None
-        records = await self.service.store.open_sessions()
-        open_ids = {r.id for r in records}
-        self._tended_here &= open_ids
-        records = await self._claim_and_take_over(records, now)
-        for record in records:
-            if not self.leases.holds(session_lease(record.id)):
-                continue  # the lease ran out during this tick: another worker may have it
-            try:
-                await self._tend(record, now)
-            except AvatarBotError as exc:
-                log.warning("reaper could not tend session %s: %r", record.id, exc)
-        for session_id in {*self._warned, *self._kept_alive, *self._status_asked} - open_ids:
-            self._forget(session_id)
-        if await self.leases.claim([GLOBAL_LEASE]):
+        await self._release_done()
+        stamp = now.timestamp()
+        try:
+            await self._claim_new()  # also what a claim failed for meanwhile
+            if not self._indexed or time.monotonic() - self._last_rescan >= self.rescan_s:
+                await self._rescan(stamp)
+            else:
+                lapsed = await self.leases.lapsed("session:", self.takeover_batch)
+                await self._claim_left([n.removeprefix("session:") for n in lapsed], stamp)
+        except Exception as exc:  # noqa: BLE001 - Redis away: what is held is still tended
+            log.warning("could not look for sessions to take over: %r", exc)
+        await self._run_due(now)
+        try:
+            chores = bool(await self.leases.claim([GLOBAL_LEASE]))
+        except Exception as exc:  # noqa: BLE001 - the chores wait for Redis
+            log.warning("could not claim the global lease: %r", exc)
+            chores = False
+        if chores:
             await self.sweep_orphans()
             await self.prune_transcripts(now)
 
-    async def _claim_and_take_over(
-        self, records: list[SessionRecord], now: datetime
-    ) -> list[SessionRecord]:
-        """The records whose lease this worker holds; those left by a dead worker reconciled."""
+    async def _rescan(self, stamp: float) -> None:
+        """Read which sessions are open (ids only) and claim those whose lease nobody holds.
+
+        A page of ids at a time (``RESCAN_PAGE``): at 5,000 sessions reading them all at once
+        held the loop for about 8 ms.
+        """
+        tended_before = set(self._tended_here)  # not those claimed while the pages are read
+        open_ids: set[str] = set()
+        after: str | None = None
+        while True:
+            page = await self.service.store.open_session_ids(after, RESCAN_PAGE)
+            open_ids.update(page)
+            await self._claim_left([s for s in page if s not in self._tended_here], stamp)
+            if len(page) < RESCAN_PAGE:
+                break
+            after = page[-1]
+        for session_id in (tended_before & self._tended_here) - open_ids:
+            self._forget(session_id)  # ended without this worker hearing of it
+        self._lost &= open_ids
+        await self._release_done()
+        self._indexed = True
+        self._last_rescan = time.monotonic()
+
+    async def _claim_left(self, session_ids: list[str], stamp: float) -> None:
+        """Claim the leases of these sessions; index those won that were not tended here."""
         assert self.leases is not None
-        held = await self.leases.claim(session_lease(r.id) for r in records)
-        mine = []
-        for record in records:
-            if session_lease(record.id) not in held:
-                self._tended_here.discard(record.id)
-                continue
-            age = (now - record.created_at).total_seconds()
-            if record.id not in self._tended_here and age > self.takeover_grace_s:
-                # Its lease was free: the worker that tended it stopped renewing (it died).
-                log.warning("taking over session %s from a worker that stopped", record.id)
-                self._tended_here.add(record.id)
-                try:
-                    await self._reconcile_one(record)
-                    # What survived its worker (a vendor session) is tended from now on.
-                    mine.append(await self.service.store.get_session(record.id))
-                except AvatarBotError:
-                    log.exception("could not take over session %s", record.id)
-                continue
-            self._tended_here.add(record.id)
-            mine.append(record)
-        return mine
+        for at in range(0, len(session_ids), CLAIM_BATCH):
+            # In batches: neither this loop nor Redis (one script at a time) is held up long.
+            batch = session_ids[at:at + CLAIM_BATCH]
+            held = await self.leases.claim(session_lease(s) for s in batch)
+            for session_id in batch:
+                if session_lease(session_id) in held and session_id not in self._tended_here:
+                    # Due at once: read afresh this tick, taken over if left by a dead worker.
+                    self._adopt(session_id, stamp, left_behind=session_id not in self._lost)
+                    self._lost.discard(session_id)
+
+    def _adopt(self, session_id: str, due: float, *, left_behind: bool) -> None:
+        """Tend a session whose lease this worker now holds, from ``due`` on."""
+        self._tended_here.add(session_id)
+        self._to_release.discard(session_id)
+        if left_behind:
+            self._adopted.add(session_id)
+        self._records.pop(session_id, None)
+        self._schedule(session_id, due)
+
+    async def _release_done(self) -> None:
+        """Give back the leases of sessions that ended (they are no longer renewed)."""
+        assert self.leases is not None
+        done = self._to_release - self._tended_here
+        self._to_release = set()
+        if not done:
+            return
+        try:
+            await self.leases.release(session_lease(s) for s in done)
+        except Exception as exc:  # noqa: BLE001 - tried again next tick
+            log.warning("could not release %d lease(s): %r", len(done), exc)
+            self._to_release |= done
 
     async def prune_transcripts(self, now: datetime | None = None, *, force: bool = False) -> int:
         """Forget transcript lines past the retention period; how many went."""
@@ -335,6 +451,16 @@ class SessionReaper:
         stamp = now.timestamp()
         try:
             record = await self.service.store.get_session(session_id)
+            if session_id in self._adopted:
+                age = (now - record.created_at).total_seconds()
+                if record.state.is_open and age > self.takeover_grace_s:
+                    # Its lease was free: the worker that tended it stopped renewing (it died).
+                    log.warning("taking over session %s from a worker that stopped", session_id)
+                    await self._reconcile_one(record)
+                    # What survived its worker (a vendor session) is tended from now on.
+                    record = await self.service.store.get_session(session_id)
+                    self._notice_lost_relay(record)
+                self._adopted.discard(session_id)
             if record.state.is_open:
                 await self._tend(record, now)
                 # Read again: tending may have ended it or set its next stop retry.
@@ -352,24 +478,48 @@ class SessionReaper:
         else:
             self._forget(session_id)
 
+    def _notice_lost_relay(self, record: SessionRecord) -> None:
+        """Say so when a session relayed through the viewer page outlived its home worker.
+
+        Its messages waited in the dead worker's outbox for the page (docs/scale-out.md,
+        "Sessions with a home"); nobody can tell which, so the people are asked to resend.
+        """
+        prov = self.service.providers.get(record.provider)
+        if record.state is SessionState.LIVE and prov is not None \
+                and prov.capabilities.control == "viewer":
+            self.service.events.publish(Warning(session_id=record.id, text=RELAY_LOST_NOTICE))
+
     @property
     def indexed(self) -> int:
         """How many sessions the index holds (each open session once)."""
         return len(self._due)
 
     async def _rebuild(self, now: datetime) -> None:
-        """Index every open session from the store (once: at startup or the first tick)."""
+        """Index every open session from the store (once: at startup or the first tick).
+
+        With leases, only those this worker holds (``reconcile`` claimed them).
+        """
         self._heap, self._due, self._records = [], {}, {}
         stamp = now.timestamp()
-        for record in await self.service.store.open_sessions():
+        tended_before = set(self._tended_here)
+        records = await self.service.store.open_sessions()
+        if self.leases is not None:
+            for session_id in (tended_before & self._tended_here) - {r.id for r in records}:
+                self._forget(session_id)
+            records = [r for r in records if r.id in self._tended_here]
+            self._last_rescan = time.monotonic()
+        for record in records:
             self._records[record.id] = record
             self._schedule(record.id, self._next_due(record, stamp, first=True))
         self._indexed = True
 
     def _on_event(self, event: AnyEvent) -> None:
-        """A session changed state: tend it at the next tick (or forget it once closed)."""
-        if self.leases is not None:
-            return  # several workers: each tick reads the sessions it holds (no index kept)
+        """A session changed state: tend it at the next tick (or forget it once closed).
+
+        With leases, only sessions tended here count; their events may come from any worker.
+        """
+        if self.leases is not None and event.session_id not in self._tended_here:
+            return
         if isinstance(event, Ended) or (
             isinstance(event, StateChanged) and not event.state.is_open
         ):
@@ -387,13 +537,21 @@ class SessionReaper:
         self._seq += 1
         heapq.heappush(self._heap, (due, self._seq, session_id))
 
-    def _forget(self, session_id: str) -> None:
-        """Drop the per-session bookkeeping of a session that is no longer open."""
+    def _forget(self, session_id: str, *, release: bool = True) -> None:
+        """Drop the per-session bookkeeping of a session that is no longer open (or tended here).
+
+        With leases, ``release`` gives its lease back at the next tick.
+        """
         self._due.pop(session_id, None)  # its heap entry is skipped when popped
         self._records.pop(session_id, None)
         self._warned.pop(session_id, None)
         self._kept_alive.pop(session_id, None)
         self._status_asked.pop(session_id, None)
+        self._adopted.discard(session_id)
+        if session_id in self._tended_here:
+            self._tended_here.discard(session_id)
+            if release:
+                self._to_release.add(session_id)
 
     def _next_due(self, record: SessionRecord, now: float, *, first: bool = False) -> float:
         """When the session next needs the reaper, as a POSIX time after ``now``.

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +34,7 @@ from bot.core.errors import (
     UnknownProvider,
 )
 from bot.core.events import AnyEvent, Ended, EventHub, StateChanged, Transcript
+from bot.core.homes import HomeSignalling, SessionHomes, has_home
 from bot.core.models import (
     AvatarInfo,
     Capabilities,
@@ -80,6 +83,19 @@ class StartCommand(BaseModel):
         return str(v) if isinstance(v, TenantId) else v
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A thread message in its session's queue (``SessionService.enqueue``).
+
+    ``mode`` is how it will be sent (ask or say); ``sent()`` waits until the vendor took it and
+    raises what the vendor answered instead. Cancelling ``sent()`` before the message's turn
+    takes it back out of the queue.
+    """
+
+    mode: Mode
+    sent: Callable[[], Awaitable[None]]
+
+
 class SessionService:
     """Start, drive and stop sessions across every provider.
 
@@ -115,6 +131,9 @@ class SessionService:
         self._avatar_cache: dict[str, tuple[float, list[AvatarInfo]]] = {}
         # Each session's messages go to its vendor in turn, through a bounded queue.
         self.queues = SessionQueues(queue_limit)
+        # With several workers: where sessions that live in one worker's memory are handled
+        # (bot/core/homes.py); ``None`` for one process.
+        self.homes: SessionHomes | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         # Sessions this process watches for an end made by another process (the CLI), and the
         # ones whose end was already told here (bounded: oldest forgotten first).
@@ -661,14 +680,29 @@ class SessionService:
     async def send(self, session_id: str, text: str, *, author: str | None = None,
                    tenant: TenantKey | None = None) -> Mode:
         """Route a thread message: ``!say``/``!ask`` prefixes override the session's mode once."""
+        queued = await self.enqueue(session_id, text, author=author, tenant=tenant)
+        await queued.sent()
+        return queued.mode
+
+    async def enqueue(self, session_id: str, text: str, *, author: str | None = None,
+                      tenant: TenantKey | None = None) -> Queued:
+        """``send``'s first half: check a thread message and put it in its session's queue.
+
+        Returns as soon as the message is queued, or raises its refusal (``SessionBusy`` for a
+        full queue, ``SessionNotLive``, too long ...). The caller then awaits ``Queued.sent()``,
+        which it must do: that is where the vendor's answer (or error) arrives. A platform
+        acknowledges between the two, so its acknowledgement never waits for the vendor
+        (docs/backpressure.md).
+        """
         place = self.queues.reserve(session_id)  # its turn is kept while the session is read
         try:
             record = await self.live(session_id, tenant=tenant)
             mode, body = parse_prefix(text, record.mode)
-            await self._drive_in(place, record, mode, _clean_text(body), author)
-        finally:
+            sent = self._queue_in(place, record, mode, _clean_text(body), author)
+        except BaseException:
             place.drop()
-        return mode
+            raise
+        return Queued(mode, sent)
 
     async def _drive(self, session_id: str, mode: Mode, text: str, author: str | None,
                      tenant: TenantKey | None) -> None:
@@ -684,17 +718,30 @@ class SessionService:
     async def _drive_in(self, place: Place, record: SessionRecord, mode: Mode, text: str,
                         author: str | None) -> None:
         """Send a live session's cleaned message when its place in the queue comes up."""
+        await self._queue_in(place, record, mode, text, author)()
+
+    def _queue_in(self, place: Place, record: SessionRecord, mode: Mode, text: str,
+                  author: str | None) -> Callable[[], Awaitable[None]]:
+        """Check a live session's cleaned message and fill its place in the queue (no await).
+
+        Returns what waits for it to be sent.
+        """
         prov, ps = self._provider_session(record)
         _check_length(text, prov.capabilities)
         if not getattr(prov.capabilities, mode.value):
             raise InvalidRequest(f"{prov.display_name} avatars cannot {mode.value}.")
-        try:
-            await place.run(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
-        except ProviderSessionGone as exc:
-            await self._end_if_gone(record.id, exc)
-            raise
-        # In memory, stored in batches (no write transaction per message; issue 15).
-        self.store.note_activity(record.id, utcnow())
+        place.fill(record.avatar_name, lambda: self._deliver(prov, ps, mode, text, author))
+
+        async def sent() -> None:
+            try:
+                await place.wait()
+            except ProviderSessionGone as exc:
+                await self._end_if_gone(record.id, exc)
+                raise
+            # In memory, stored in batches (no write transaction per message; issue 15).
+            self.store.note_activity(record.id, utcnow())
+
+        return sent
 
     async def _deliver(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode, text: str,
                        author: str | None) -> None:
@@ -707,7 +754,26 @@ class SessionService:
             session_id=ps.session_id, speaker="user", text=text, author=author,
             intent=mode.value,
         ))
+        home = await self.home_of(prov, ps.session_id)
+        if home is not None:
+            assert self.homes is not None
+            await self.homes.call(home, mode.value, ps.session_id, text=text)
+            return
+        await self.deliver_here(prov, ps, mode, text)
+
+    async def deliver_here(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode,
+                           text: str) -> None:
+        """Hand one message to the provider in this process (the session's home)."""
         await (prov.say(ps, text) if mode is Mode.SAY else prov.ask(ps, text))
+
+    async def home_of(self, prov: AvatarProvider, session_id: str) -> str | None:
+        """The address of the other worker that must handle this session, or ``None`` (here).
+
+        Only sessions kept in one worker's memory have a home (bot/core/homes.py).
+        """
+        if self.homes is None or not has_home(prov.capabilities):
+            return None
+        return await self.homes.home_of(session_id)
 
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""
@@ -716,6 +782,11 @@ class SessionService:
         if not prov.capabilities.interrupt:
             raise InvalidRequest(f"{prov.display_name} avatars cannot be interrupted.")
         try:
+            home = await self.home_of(prov, session_id)
+            if home is not None:
+                assert self.homes is not None
+                await self.homes.call(home, "interrupt", session_id)
+                return
             await prov.interrupt(ps)
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
@@ -742,6 +813,10 @@ class SessionService:
         await self.live(session_id, tenant=tenant)
         await self.store.set_session_fields(session_id, mode=mode.value)
 
+    def provider_session(self, record: SessionRecord) -> tuple[AvatarProvider, ProviderSession]:
+        """The provider of a live record and its provider session (``SessionNotLive`` if none)."""
+        return self._provider_session(record)
+
     def _provider_session(self, record: SessionRecord) -> tuple[AvatarProvider, ProviderSession]:
         ps = record.provider_session()
         if ps is None:
@@ -755,12 +830,30 @@ class SessionService:
         prov, ps = self._provider_session(record)
         if ps.viewer.transport != "webrtc" or not isinstance(prov, WebRTCSignalling):
             raise InvalidRequest("This session does not use WebRTC signalling.")
+        home = await self.home_of(prov, session_id)
+        if home is not None:  # another worker renders it and holds its peers
+            assert self.homes is not None
+            return HomeSignalling(self.homes, home), ps
         return prov, ps
 
     async def viewer_data(self, session_id: str, payload: Any) -> list[Transcript]:
-        """Decode a data message a viewer received from the vendor and publish its lines."""
+        """Decode a data message a viewer received from the vendor and publish its lines.
+
+        With several workers it is decoded on the session's home, where the provider keeps
+        what it sent (a confirmation or a reply is matched against that).
+        """
         record = await self.live(session_id)
         prov, ps = self._provider_session(record)
+        home = await self.home_of(prov, session_id)
+        if home is not None:
+            assert self.homes is not None
+            await self.homes.call(home, "data", session_id, payload=payload)
+            return []
+        return self.viewer_data_here(prov, ps, payload)
+
+    def viewer_data_here(self, prov: AvatarProvider, ps: ProviderSession,
+                         payload: Any) -> list[Transcript]:
+        """Decode a viewer's data message in this process and publish its lines."""
         # What a page reports is not trusted: mentions and links are made inert before posting.
         lines = [line.model_copy(update={"text": neutralise(line.text)})
                  for line in prov.decode_viewer_data(ps, payload)]

@@ -8,9 +8,10 @@ The timeout bounds the vendor, not the bot: waiting for a free connection in the
 pool has its own, longer bound (``POOL_WAIT_S``), so requests queued inside a busy process are not
 reported as "the vendor did not answer in time" (docs/backpressure.md).
 
-A call that is not idempotent (``idempotent=False``: ask, say) is retried only after an answer
-that says the vendor did not process it (429, 503); a read timeout or a dropped connection after
-the request went out may mean it arrived, and sending it again would make the avatar speak twice.
+A call that is not idempotent (``idempotent=False``: ask, say) is retried only when it never left
+(no connection could be made) or after an answer that says the vendor did not process it (429,
+503); a read timeout or a dropped connection after the request went out may mean it arrived, and
+sending it again would make the avatar speak twice.
 Both rules are one mechanism: ``idempotent=False`` narrows ``retry_if``.
 """
 
@@ -267,7 +268,7 @@ class VendorHTTP:
             )
         except _NOT_SENT as exc:
             log.warning("%s %s not sent: %s", self.provider, path, type(exc).__name__)
-            raise ProviderUnavailable(
+            raise _NotSent(
                 self.provider, f"{self.display_name} cannot be reached right now; try again soon."
             ) from None
         except httpx.TimeoutException:
@@ -324,12 +325,17 @@ class VendorHTTP:
         )
 
 
-def _unprocessed(exc: ProviderError) -> bool:
-    """The retry rule of a call that must not run twice: the vendor said it did not process it.
+class _NotSent(ProviderUnavailable):
+    """No connection to the vendor was made (or none was free): the request never left."""
 
-    A transport failure carries no status, so it is never retried here.
+
+def _unprocessed(exc: ProviderError) -> bool:
+    """The retry rule of a call that must not run twice: the vendor cannot have processed it.
+
+    Either it never left (no connection) or the vendor said so (429, 503). A timeout or a dropped
+    connection after sending is neither: it may have arrived.
     """
-    return exc.status_code in _NOT_PROCESSED
+    return isinstance(exc, _NotSent) or exc.status_code in _NOT_PROCESSED
 
 
 def _both(

@@ -13,13 +13,16 @@ on server calls, envelope ``{code: 100, message, data}`` (``create_token`` answe
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import (
     InvalidRequest,
     ProviderError,
@@ -47,6 +50,8 @@ _V1 = "/v1"
 KEEP_ALIVE_S = 60  # well inside HeyGen's 120 s idle timeout
 # How often the reaper asks ``streaming.list`` whether a live session is still open.
 STATUS_INTERVAL_S = 30.0
+# How long one ``streaming.list`` answer may serve the status polls of the account's sessions.
+LISTING_REUSE_S = 5.0
 _MAX_LINE_CHARS = 20_000
 # What people see in the startup banner and ``doctor`` while a HeyGen key is configured.
 LEGACY_NOTICE = (
@@ -108,6 +113,12 @@ class HeyGenProvider(ProviderBase):
         self._lines: dict[tuple[str, str], list[str]] = {}  # (session, speaker) -> pieces
         self._echo = EchoFilter()
         self._seen_open: dict[str, datetime] = {}  # session -> when HeyGen last had it open
+        # One listing shared by the status polls of all of this account's sessions (each
+        # provider instance is one API key): (asked at, monotonic; asked at, wall; the answer).
+        self._listing: tuple[float, datetime, asyncio.Task[list[str]]] | None = None
+        # Per session: a listing asked for before this (monotonic) cannot tell its status, since
+        # the session started after it, or an earlier poll already had that listing's answer.
+        self._listed_after: dict[str, float] = {}
 
     async def _post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return await self._api.call("POST", f"{_V1}/{path}", json_body=body, **kw)
@@ -169,6 +180,7 @@ class HeyGenProvider(ProviderBase):
             await self._stop_quietly(session)
             raise
         self._seen_open[request.session_id] = utcnow()
+        self._listed_after[request.session_id] = time.monotonic()
         return session
 
     def _new_body(self, request: StartRequest) -> dict[str, Any]:
@@ -248,16 +260,51 @@ class HeyGenProvider(ProviderBase):
 
     def _forget(self, session_id: str) -> None:
         self._seen_open.pop(session_id, None)
+        self._listed_after.pop(session_id, None)
         self._echo.forget(session_id)
         for key in [k for k in self._lines if k[0] == session_id]:
             del self._lines[key]
 
     async def status(self, session: ProviderSession) -> VendorStatus:
-        """Open while ``streaming.list`` (active sessions only) lists it; else HeyGen closed it."""
-        if _sid(session) in await self.list_open_sessions():
-            self._seen_open[session.session_id] = utcnow()
+        """Open while ``streaming.list`` (active sessions only) lists it; else HeyGen closed it.
+
+        HeyGen answers for one session only through the account's whole listing, so the polls
+        of all its sessions share one: a listing asked for within ``LISTING_REUSE_S`` (or still
+        in flight) answers every session that started before it was asked for and has not had
+        its answer yet. N sessions polled together cost one request, not N.
+        """
+        asked_mono, asked_wall, listed = await self._shared_listing(
+            self._listed_after.get(session.session_id, float("-inf"))
+        )
+        self._listed_after[session.session_id] = asked_mono
+        if _sid(session) in listed:
+            self._seen_open[session.session_id] = asked_wall
             return VendorStatus(open=True)
         return VendorStatus(open=False, reason=_CLOSED, ended_at=self._end_time(session))
+
+    async def _shared_listing(self, after: float) -> tuple[float, datetime, list[str]]:
+        """A listing asked for after ``after`` (monotonic), reused while recent, else a new one."""
+        now = time.monotonic()
+        shared = self._listing
+        if shared is None or shared[0] <= after or now - shared[0] > LISTING_REUSE_S:
+            task = asyncio.get_running_loop().create_task(self.list_open_sessions())
+            # A failed listing is not kept (the next poll asks again); its error is retrieved.
+            task.add_done_callback(self._drop_failed_listing)
+            shared = self._listing = (now, utcnow(), task)
+        asked_mono, asked_wall, task = shared
+        # Shielded: one poller cancelled does not cancel the listing the others wait for.
+        return asked_mono, asked_wall, await asyncio.shield(task)
+
+    async def aclose(self) -> None:
+        """Stop a listing still in flight (its pollers are gone with the reaper)."""
+        if self._listing is not None:
+            await cancel_and_wait(self._listing[2])
+            self._listing = None
+
+    def _drop_failed_listing(self, task: asyncio.Task[list[str]]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            if self._listing is not None and self._listing[2] is task:
+                self._listing = None
 
     async def list_open_sessions(self) -> list[str]:
         """Vendor ids of the account's active sessions (``streaming.list``)."""

@@ -438,6 +438,14 @@ class PostgresStore:
         ))
         return {r[0]: SessionState(r[1]) for r in rows}
 
+    async def open_session_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` open sessions' ids greater than ``after``, in id order."""
+        rows = await self.read(lambda c: c.fetch(
+            "SELECT id FROM sessions WHERE state = ANY($1::text[]) AND id > $2 "
+            "ORDER BY id LIMIT $3", _OPEN, after or "", max(1, int(limit)),
+        ))
+        return [r[0] for r in rows]
+
     async def ping(self) -> None:
         """One trivial statement on a pooled connection: raises when the server cannot answer."""
         await self.read(lambda c: c.fetchval("SELECT 1"))

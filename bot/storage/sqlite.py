@@ -379,6 +379,16 @@ class SqliteStore:
         )
         return {r[0]: SessionState(r[1]) for r in rows}
 
+    async def open_session_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` open sessions' ids greater than ``after``, in id order."""
+        rows = await self.run(
+            lambda c: c.execute(
+                "SELECT id FROM sessions WHERE state IN ('pending', 'live', 'ending') "
+                "AND id > ? ORDER BY id LIMIT ?", (after or "", max(1, int(limit))),
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
     async def ping(self) -> None:
         """One trivial statement through the writer: raises when the store cannot answer."""
         await self.run(lambda c: c.execute("SELECT 1").fetchone())

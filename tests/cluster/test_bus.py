@@ -67,7 +67,9 @@ async def test_ended_summary_survives_the_trip(redis_client, prefix):
     assert got[1].reason == "out of credits"
 
 
-async def test_local_only_subscribers_and_relay_wakeups_stay_local(redis_client, prefix):
+async def test_local_only_subscribers_stay_local_and_relay_wakeups_cross(redis_client, prefix):
+    # A relay page on another worker than the session's home is woken through the bus
+    # (docs/scale-out.md, "Sessions with a home").
     hub_a, hub_b = EventHub(), EventHub()
     async with (
         RedisEventBus(redis_client, hub_a, prefix=prefix, worker_id="a"),
@@ -75,12 +77,13 @@ async def test_local_only_subscribers_and_relay_wakeups_stay_local(redis_client,
         hub_b.subscribe(None, remote=False) as local_b, hub_b.subscribe(None) as all_b,
     ):
         hub_a.publish(Transcript(session_id="s1", speaker="avatar", text="from a"))
-        hub_a.publish(Relay(session_id="s1"))
+        hub_a.publish(Relay(session_id="s1", bytes_per_second=5000))
         hub_b.publish(Transcript(session_id="s1", speaker="avatar", text="from b"))
-        got_local, got_all = await drain(local_b, 1), await drain(all_b, 2)
+        got_local, got_all = await drain(local_b, 1), await drain(all_b, 3)
     assert [e.text for e in got_local] == ["from b"]
-    assert [getattr(e, "text", e.kind) for e in got_all] == ["from b", "from a"]
-    assert bus_b.received == 1
+    assert [getattr(e, "text", e.kind) for e in got_all] == ["from b", "from a", "relay"]
+    assert got_all[2].bytes_per_second == 5000
+    assert bus_b.received == 2
 
 
 async def test_malformed_messages_are_ignored(redis_client, prefix):

@@ -77,3 +77,25 @@ async def test_never_held_by_two_workers_at_once(redis_client, prefix):
         assert len(believers) <= 1, believers
         await asyncio.sleep(rng.uniform(0, 0.08))
     assert len(holders_seen) >= 2  # the lease really changed hands along the way
+
+
+async def test_lapsed_lists_what_ran_out_or_was_handed_over_not_what_is_held_or_done(
+    redis_client, prefix
+):
+    """What another worker should take over, found without looking at every lease."""
+    a = RedisLeases(redis_client, prefix=prefix, ttl_s=0.5, worker_id="a")
+    b = RedisLeases(redis_client, prefix=prefix, ttl_s=30, worker_id="b")
+    assert await a.claim(["session:dies", "session:leaves", "session:ends"]) == {
+        "session:dies", "session:leaves", "session:ends"}
+    assert await b.claim(["session:held", "global"]) == {"session:held", "global"}
+    assert await b.lapsed("session:", 100) == []  # all held: nothing to take
+    await a.release(["session:leaves"], hand_over=True)  # A leaves: listed at once
+    await a.release(["session:ends"])  # that session ended: nobody needs it
+    assert await b.lapsed("session:", 100) == ["session:leaves"]
+    await asyncio.sleep(0.8)  # A died: its last lease runs out
+    assert sorted(await b.lapsed("session:", 100)) == ["session:dies", "session:leaves"]
+    assert await b.lapsed("session:", 1) in (["session:dies"], ["session:leaves"])
+    # Taken again: no longer lapsed; B's own lease, renewed, never was.
+    assert await b.claim(["session:dies", "session:leaves"]) == {"session:dies", "session:leaves"}
+    assert await b.lapsed("session:", 100) == []
+    assert not await a.claim(["session:dies"])

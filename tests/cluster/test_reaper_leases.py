@@ -14,9 +14,9 @@ from datetime import timedelta
 import pytest
 
 from bot.cluster import RedisEventBus, RedisLeases
-from bot.core.events import EventHub
+from bot.core.events import EventHub, Warning
 from bot.core.models import SessionState
-from bot.core.reaper import SessionReaper
+from bot.core.reaper import RELAY_LOST_NOTICE, SessionReaper
 from bot.core.service import SessionService, StartCommand
 from bot.storage import SqliteStore
 from tests.fakes.provider import FakeProvider
@@ -151,3 +151,47 @@ async def test_a_new_worker_leaves_a_live_workers_booking_in_flight_alone(
     assert (await store.get_booking(record.id)).state == "booked"
     assert await store.list_bookings(("in_doubt",)) == []
     assert await store.verify() == []
+
+
+async def test_an_ended_sessions_lease_is_released_not_renewed_forever(
+    store, redis_client, prefix
+):
+    fake = FakeProvider(EventHub())
+    _, service, leases, reaper = worker(store, fake, redis_client, prefix, "a")
+    async with leases:
+        record = await start(service)
+        await reaper.tick(now=record.created_at)
+        key = f"{prefix}lease:session:{record.id}"
+        assert await redis_client.get(key) == b"a"
+        await service.stop(record.id, reason="user")
+        await reaper.tick(now=record.created_at)
+        # Released at once: not left in Redis, nor in what the renewer keeps extending.
+        assert await redis_client.get(key) is None
+        assert f"session:{record.id}" not in leases.held()
+        await asyncio.sleep(TTL)  # a few renewals later it is still gone
+        assert await redis_client.get(key) is None
+
+
+
+@pytest.mark.parametrize("control", ["viewer", "server"])
+async def test_a_relayed_session_taken_over_asks_people_to_resend(
+    store, redis_client, prefix, control
+):
+    """Messages waiting in a dead worker's relay outbox are gone: the thread is told, once."""
+    fake = FakeProvider(EventHub(), control=control)
+    _, service_a, _, reaper_a = worker(store, fake, redis_client, prefix, "a")
+    hub_b, _, _, reaper_b = worker(store, fake, redis_client, prefix, "b")
+    record = await start(service_a)
+    await reaper_a.tick(now=record.created_at)  # A holds it, then dies
+    later = record.created_at + timedelta(seconds=5)  # older than the takeover grace, not expired
+    async with hub_b.subscribe(record.id) as seen:
+        await wait_for_takeover(reaper_b, record.id, later, bound_s=TTL + 2)
+        await reaper_b.tick(now=later)
+        notices = []
+        while not seen.empty():
+            event = seen.get_nowait()
+            if isinstance(event, Warning) and event.text == RELAY_LOST_NOTICE:
+                notices.append(event)
+    # Only a session relayed through the page had messages waiting on A; it is still live.
+    assert len(notices) == (1 if control == "viewer" else 0)
+    assert (await store.get_session(record.id)).state is SessionState.LIVE

@@ -103,8 +103,9 @@ def test_loopback_wrapper_adds_127_0_0_1_only_while_held() -> None:
 @pytest.mark.parametrize(("owner", "name"), [
     (discord.http.Route, "BASE"),
     (discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY"),
+    (discord.http.HTTPClient, "get_bot_gateway"),
 ])
-def test_discord_without_its_endpoint_attributes_is_refused(
+def test_discord_without_its_endpoint_internals_is_refused(
     monkeypatch, reimport, owner: type, name: str
 ) -> None:
     monkeypatch.delattr(owner, name)

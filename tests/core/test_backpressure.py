@@ -16,7 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from bot.core.dispatch import SessionBusy
+from bot.core.dispatch import SessionBusy, SessionQueues
 from bot.core.events import EventHub, Transcript
 from bot.core.models import Pricing, SessionRecord
 from bot.core.retry import RetryPolicy
@@ -126,3 +126,26 @@ async def test_the_person_line_is_published_when_its_turn_comes(store, hub, a2e)
             lines = [e.text for e in drain(queue)
                      if isinstance(e, Transcript) and e.speaker == "user"]
     assert lines == ["q0", "q1", "q2"]
+
+
+async def test_a_backlog_over_many_sessions_sends_a_bounded_number_at_once_and_loses_none(
+        store, hub, fake):
+    """Every session has a message waiting and the vendor is slow: only ``sending`` calls are
+    out at a time (the rest wait their turn, counted as queued), and every one is sent."""
+    service = SessionService(store=store, providers={"fake": fake}, events=hub)
+    service.queues = SessionQueues(limit=2, sending=2)
+    await store.grant(TENANT, 1000, "admin")
+    await store.set_limits(TENANT, max_concurrent=6, daily_user_credits=1000)
+    records = [await service.start(cmd(user=f"u{i}")) for i in range(6)]
+    fake.talk_gate = asyncio.Event()  # the vendor holds every question it gets
+    sends = [asyncio.create_task(service.send(r.id, f"q{i}")) for i, r in enumerate(records)]
+    async with asyncio.timeout(10):
+        while len(fake.called("ask")) < 2:  # noqa: ASYNC110 - polling the fake's record
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert len(fake.called("ask")) == 2  # the other four wait for a free call
+    assert [service.queues.waiting(r.id) for r in records] == [1] * 6
+    fake.talk_gate.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(*sends)
+    assert sorted(fake.called("ask")) == [f"q{i}" for i in range(6)]

@@ -316,3 +316,20 @@ async def test_a_message_sees_at_once_a_session_another_process_is_ending(tmp_pa
         await store.close()
     with pytest.raises(RuntimeError):  # a closed store refuses reads as before
         await store.get_session(live.id)
+
+
+async def test_open_session_ids_come_a_page_at_a_time_in_order(store, service):
+    """What the cluster reaper's rescan reads: every open session once, closed ones never."""
+    await roomy(store)
+    records = [await service.start(cmd(user=f"u{i}")) for i in range(7)]
+    await service.stop(records[3].id, "done")
+    pages, after = [], None
+    while True:
+        page = await store.open_session_ids(after, 3)
+        pages.append(page)
+        if len(page) < 3:
+            break
+        after = page[-1]
+    ids = [i for page in pages for i in page]
+    assert ids == sorted(r.id for r in records if r.id != records[3].id)
+    assert [len(p) for p in pages] == [3, 3, 0]

@@ -4,6 +4,13 @@ It serves what discord.py 2.7 calls during login, command sync, interactions, me
 threads, and pushes gateway events (READY, GUILD_CREATE, INTERACTION_CREATE, MESSAGE_CREATE,
 THREAD_UPDATE, THREAD_DELETE) so that tests drive the real ``discord.Client``.
 
+Several guilds (``add_guild``) and sharding as Discord documents it (docs/discord-sharding.md):
+IDENTIFY may carry ``shard: [shard_id, num_shards]`` (an id outside ``0..num_shards-1`` gets
+close 4010, Invalid shard); a connection gets READY and GUILD_CREATE for, and every later event
+of, only the guilds whose shard ``(guild_id >> 22) % num_shards`` is its own; events of no guild
+go to shard 0. ``GET /gateway/bot`` answers ``url``, ``shards`` (``recommended_shards``) and
+``session_start_limit``.
+
 Discord facts it enforces: the 3-second interaction deadline (a late callback gets 404/10062),
 ``Content-Type: application/json`` exactly (discord.py only parses that), injected 429s with
 ``Retry-After``, and gateway close 4014 when the message-content intent is not allowed.
@@ -80,6 +87,11 @@ class FakeDiscord:
         self.channel_id = str(channel_id)
         self.everyone_role = self.guild_id
         self.roles: list[dict[str, Any]] = [self._role(self.everyone_role, "@everyone", 0)]
+        # guild id -> its roles; the first guild's list is ``roles``
+        self.guilds: dict[str, list[dict[str, Any]]] = {self.guild_id: self.roles}
+        self.recommended_shards = 1  # GET /gateway/bot "shards"
+        self.max_concurrency = 1  # GET /gateway/bot "session_start_limit.max_concurrency"
+        self.invalid_shards: list[list[int]] = []  # IDENTIFY shard values closed with 4010
         self.members: dict[str, dict[str, Any]] = {}
         self.channels: dict[str, dict[str, Any]] = {
             self.channel_id: {
@@ -99,12 +111,14 @@ class FakeDiscord:
         self.token: str | None = None
         self.hide_threads = False  # leave threads out of GUILD_CREATE (an uncached thread)
         self.identifies: list[dict[str, Any]] = []
+        self.identified_at: list[float] = []  # time.monotonic() of each IDENTIFY
         self.rate_limits: list[tuple[str, str, float]] = []  # (method, path regex, retry_after)
         self.limited: list[Call] = []
         self.faults: list[tuple[str, str, int, int]] = []  # (method, path regex, status, code)
         self.failed: list[Call] = []
         self._sockets: set[web.WebSocketResponse] = set()
-        self._seq = 0
+        self._seq: dict[web.WebSocketResponse, int] = {}
+        self._shard: dict[web.WebSocketResponse, tuple[int, int]] = {}
         self._ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -171,6 +185,24 @@ class FakeDiscord:
             await self.dispatch("GUILD_ROLE_CREATE", {"guild_id": self.guild_id, "role": role})
         return rid
 
+    def add_guild(self, guild_id: int, channel_id: int) -> str:
+        """Another guild the bot is in, with one text channel; returns the guild id.
+
+        Members are shared with the first guild; its roles are only ``@everyone``.
+        """
+        gid, cid = str(guild_id), str(channel_id)
+        self.guilds[gid] = [self._role(gid, "@everyone", 0)]
+        self.channels[cid] = {
+            "id": cid, "type": 0, "guild_id": gid, "name": "general", "position": 0,
+            "permission_overwrites": [], "nsfw": False, "parent_id": None,
+        }
+        return gid
+
+    def guild_of(self, channel_id: str) -> str:
+        """The guild a channel or thread belongs to."""
+        channel = self.channels.get(channel_id)
+        return channel["guild_id"] if channel is not None else self.guild_id
+
     def add_member(
         self, user: dict[str, Any], roles: list[str], perms: int = MEMBER_PERMS
     ) -> dict[str, Any]:
@@ -187,7 +219,8 @@ class FakeDiscord:
     ) -> dict[str, Any]:
         """Store and return a message object."""
         msg = {
-            "id": self.snowflake(), "channel_id": channel_id, "guild_id": self.guild_id,
+            "id": self.snowflake(), "channel_id": channel_id,
+            "guild_id": self.guild_of(channel_id),
             "author": author, "content": body.get("content") or "", "timestamp": _now_iso(),
             "edited_timestamp": None, "tts": False, "mention_everyone": False,
             "mentions": body.get("mentions", []), "mention_roles": [],
@@ -347,8 +380,11 @@ class FakeDiscord:
         })
 
     async def _gateway_info(self, call: Call) -> web.Response:
-        return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": {
-            "total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})
+        # Discord docs, "Get Gateway Bot": url, recommended shards, session_start_limit.
+        return _json({"url": self.gateway_url, "shards": self.recommended_shards,
+                      "session_start_limit": {"total": 1000, "remaining": 999,
+                                              "reset_after": 0,
+                                              "max_concurrency": self.max_concurrency}})
 
     async def _put_cmds(self, call: Call, app: str, guild: str | None) -> web.Response:
         out = [{**cmd, "id": self.snowflake(), "application_id": app, "version": "1",
@@ -445,7 +481,7 @@ class FakeDiscord:
             return _json({"message": "Unknown Message", "code": 10008}, 404)
         body = call.body or {}
         thread = {
-            "id": mid, "type": 11, "guild_id": self.guild_id, "parent_id": cid,
+            "id": mid, "type": 11, "guild_id": self.guild_of(cid), "parent_id": cid,
             "name": body.get("name", "thread"), "owner_id": self.bot_user["id"],
             "last_message_id": None, "rate_limit_per_user": body.get("rate_limit_per_user", 0),
             "message_count": 0, "member_count": 1, "flags": 0,
@@ -487,9 +523,9 @@ class FakeDiscord:
 
     async def _get_roles(self, call: Call, gid: str) -> web.Response:
         # GET /guilds/{guild.id}/roles: an array of role objects (Discord docs, resources/guild)
-        if gid != self.guild_id:
+        if gid not in self.guilds:
             return _json({"message": "Unknown Guild", "code": 10004}, 404)
-        return _json(self.roles)
+        return _json(self.guilds[gid])
 
     # ------------------------------------------------------------------ gateway
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
@@ -505,36 +541,68 @@ class FakeDiscord:
                 await ws.send_str(json.dumps({"op": 11}))
             elif op == 2:
                 self.identifies.append(msg["d"])
+                self.identified_at.append(time.monotonic())
                 await self._notify()
                 if self.reject_message_content and msg["d"].get("intents", 0) & MESSAGE_CONTENT:
                     await ws.close(code=4014, message=b"Disallowed intent(s).")
                     break
+                shard = msg["d"].get("shard", [0, 1])
+                if not (isinstance(shard, list) and len(shard) == 2 and shard[1] >= 1
+                        and 0 <= shard[0] < shard[1]):
+                    self.invalid_shards.append(shard)
+                    await self._notify()
+                    await ws.close(code=4010, message=b"Invalid shard.")
+                    break
+                self._shard[ws] = (shard[0], shard[1])
                 self._sockets.add(ws)
                 await self._send_ready(ws)
             elif op == 6:  # RESUME: tell the client to identify again
                 await ws.send_str(json.dumps({"op": 9, "d": False}))
         self._sockets.discard(ws)
+        self._shard.pop(ws, None)
+        self._seq.pop(ws, None)
         return ws
 
+    @staticmethod
+    def shard_of(guild_id: str | int, num_shards: int) -> int:
+        """Discord's formula: the shard that gets a guild's events."""
+        return (int(guild_id) >> 22) % num_shards
+
+    def shard_guilds(self, shard: tuple[int, int]) -> list[str]:
+        """The guilds whose events go to ``(shard_id, num_shards)``."""
+        return [g for g in self.guilds if self.shard_of(g, shard[1]) == shard[0]]
+
+    def connected_shards(self) -> list[tuple[int, int]]:
+        """``(shard_id, num_shards)`` of every identified connection."""
+        return sorted(self._shard[ws] for ws in self._sockets if ws in self._shard)
+
     async def _send_ready(self, ws: web.WebSocketResponse) -> None:
+        shard = self._shard[ws]
+        guilds = self.shard_guilds(shard)
         await self._send(ws, "READY", {
-            "v": 10, "user": self.bot_user, "guilds": [{"id": self.guild_id, "unavailable": True}],
+            "v": 10, "user": self.bot_user,
+            "guilds": [{"id": g, "unavailable": True} for g in guilds],
             "session_id": f"sess-{self.snowflake()}", "resume_gateway_url": self.gateway_url,
             "application": {"id": self.app_id, "flags": 0}, "private_channels": [],
-            "relationships": [], "shard": [0, 1],
+            "relationships": [], "shard": list(shard),
         })
-        await self._send(ws, "GUILD_CREATE", self.guild_payload())
+        for guild_id in guilds:
+            await self._send(ws, "GUILD_CREATE", self.guild_payload(guild_id))
         self._ready.set()
 
-    def guild_payload(self) -> dict[str, Any]:
-        """The GUILD_CREATE payload of the fake guild."""
+    def guild_payload(self, guild_id: str | None = None) -> dict[str, Any]:
+        """The GUILD_CREATE payload of a guild (the first one by default)."""
+        gid = guild_id or self.guild_id
         return {
-            "id": self.guild_id, "name": "Fake Guild", "icon": None, "owner_id": "1",
-            "roles": self.roles, "emojis": [], "stickers": [], "features": [],
+            "id": gid, "name": "Fake Guild" if gid == self.guild_id else f"Guild {gid}",
+            "icon": None, "owner_id": "1",
+            "roles": self.guilds[gid], "emojis": [], "stickers": [], "features": [],
             "member_count": len(self.members), "members": list(self.members.values()),
-            "channels": [c for c in self.channels.values() if c["type"] == 0],
+            "channels": [c for c in self.channels.values()
+                         if c["type"] == 0 and c["guild_id"] == gid],
             "threads": [] if self.hide_threads else [
-                t for t in self.threads() if not t["thread_metadata"]["archived"]],
+                t for t in self.threads()
+                if not t["thread_metadata"]["archived"] and t["guild_id"] == gid],
             "presences": [], "voice_states": [], "large": False, "unavailable": False,
             "joined_at": _now_iso(), "verification_level": 0, "default_message_notifications": 0,
             "explicit_content_filter": 0, "mfa_level": 0, "nsfw_level": 0, "premium_tier": 0,
@@ -543,13 +611,17 @@ class FakeDiscord:
         }
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: dict[str, Any]) -> None:
-        self._seq += 1
-        await ws.send_str(json.dumps({"op": 0, "t": event, "s": self._seq, "d": data}))
+        self._seq[ws] = seq = self._seq.get(ws, 0) + 1
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": seq, "d": data}))
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a gateway event to every connected (identified) client."""
+        """Send a gateway event to every connected client whose shard holds its guild."""
+        guild = data.get("guild_id") or (data.get("id") if event.startswith("GUILD_") else None)
         for ws in list(self._sockets):
-            if not ws.closed:
+            shard = self._shard.get(ws)
+            if ws.closed or shard is None:
+                continue
+            if self.shard_of(guild or 0, shard[1]) == shard[0]:
                 await self._send(ws, event, data)
 
     async def wait_ready(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -565,12 +637,13 @@ class FakeDiscord:
                           app_perms: int) -> dict[str, Any]:
         iid = self.snowflake()
         cid = channel_id or self.channel_id
+        gid = self.guild_of(cid)
         return {
             "id": iid, "application_id": self.app_id, "token": f"itok-{iid}", "version": 1,
-            "guild_id": self.guild_id, "channel_id": cid, "channel": self.channels[cid],
+            "guild_id": gid, "channel_id": cid, "channel": self.channels[cid],
             "member": member, "app_permissions": str(app_perms), "locale": "en-US",
             "guild_locale": "en-US", "entitlements": [], "authorizing_integration_owners": {
-                "0": self.guild_id}, "context": 0, "attachment_size_limit": 8 * 1024 * 1024,
+                "0": gid}, "context": 0, "attachment_size_limit": 8 * 1024 * 1024,
         }
 
     async def _send_interaction(self, payload: dict[str, Any]) -> PendingInteraction:
@@ -596,7 +669,7 @@ class FakeDiscord:
             inner = [{"name": group, "type": 2, "options": inner}]
         payload = self._interaction_base(member, channel_id, app_perms)
         payload.update(type=2, data={"id": self.snowflake(), "name": "avatar", "type": 1,
-                                     "options": inner, "guild_id": self.guild_id,
+                                     "options": inner, "guild_id": payload["guild_id"],
                                      "resolved": resolved or {}})
         return await self._send_interaction(payload)
 
@@ -649,7 +722,8 @@ class FakeDiscord:
         envelope = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
         assert envelope["t"] == "MESSAGE_CREATE", name
         msg: dict[str, Any] = copy.deepcopy(envelope["d"])
-        msg.update(id=self.snowflake(), channel_id=channel_id, guild_id=self.guild_id,
+        msg.update(id=self.snowflake(), channel_id=channel_id,
+                   guild_id=self.guild_of(channel_id),
                    timestamp=_now_iso(), **overrides)
         if member is not None:
             msg["author"] = member["user"]
@@ -669,7 +743,7 @@ class FakeDiscord:
         """Delete a thread (THREAD_DELETE)."""
         thread = self.channels.pop(thread_id)
         await self.dispatch("THREAD_DELETE", {
-            "id": thread_id, "guild_id": self.guild_id, "parent_id": thread["parent_id"],
+            "id": thread_id, "guild_id": thread["guild_id"], "parent_id": thread["parent_id"],
             "type": thread["type"]})
 
 

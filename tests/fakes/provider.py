@@ -40,6 +40,7 @@ class FakeProvider(ProviderBase):
         survives_restart: bool = True,
         lists_sessions: bool = True,
         keep_alive_interval_s: int | None = None,
+        control: str = "server",
     ) -> None:
         self.name = name
         self.display_name = name.title()
@@ -50,6 +51,7 @@ class FakeProvider(ProviderBase):
             lists_sessions=lists_sessions,
             survives_restart=survives_restart,
             keep_alive_interval_s=keep_alive_interval_s,
+            control=control,  # type: ignore[arg-type]
         )
         self.calls: list[tuple[str, Any]] = []
         self.open: dict[str, dict[str, Any]] = {}

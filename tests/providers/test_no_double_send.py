@@ -7,10 +7,15 @@ connection) are still retried, and so are the idempotent calls (stop, avatar lis
 
 from __future__ import annotations
 
+import logging
+import socket
+
+import httpx
 import pytest
 
 from bot.core.errors import ProviderUnavailable
-from tests.providers.conftest import Case
+from bot.core.events import EventHub
+from tests.providers.conftest import FAST_RETRY, Case, build
 
 # A2E speaks ``ask``/``speak`` over REST; HeyGen's ``streaming.task`` (chat/repeat) likewise.
 TALK_PATH = {"a2e": {"ask": "/ask", "say": "/speak"},
@@ -60,3 +65,21 @@ async def test_idempotent_calls_are_still_retried_after_a_timeout(case: Case):
     await case.provider.stop(ps)
     assert len(case.fake.calls(STOP_PATH[case.name])) == 2
     assert case.open_vendor_ids() == []
+
+
+@pytest.mark.parametrize("case", REST_TALKERS, indirect=True)
+async def test_a_talk_call_that_found_no_connection_is_retried(
+    case: Case, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+):
+    """Nothing left the process (connection refused): sending again cannot make it speak twice."""
+    ps = await case.start()
+    with socket.socket() as closed:  # a port nothing listens on: connect() is refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    unreachable = build(case.name, case.fake, http, EventHub(), base_url=f"http://127.0.0.1:{port}")
+    caplog.set_level(logging.WARNING, logger="bot.providers._http")
+    with pytest.raises(ProviderUnavailable) as err:
+        await unreachable.ask(ps, "Anyone there?")
+    assert "cannot be reached" in err.value.user_message
+    tries = [r for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(tries) == FAST_RETRY.attempts  # every attempt, not one

@@ -23,6 +23,7 @@ import pytest
 from bot.core.errors import ProviderSessionGone
 from bot.core.events import Ended, EventHub
 from bot.core.models import Pricing, SessionRecord, SessionState
+from bot.core.provider import SessionStatusSource
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService, StartCommand
 from bot.storage import SqliteStore
@@ -201,6 +202,35 @@ async def test_heygen_stream_closing_ends_the_session_and_keeps_our_window(tmp_p
         await assert_settled_at(
             w, record.id, last_open, noticed,
             "HeyGen closed the stream (idle timeout, credits or an error on HeyGen's side)")
+
+
+async def test_heygen_sessions_polled_together_share_one_listing(tmp_path: Path) -> None:
+    """HeyGen tells a session's status only through the account's listing: N live sessions
+    polled in one tick cost one ``streaming.list``, not N, and a closed one is still noticed."""
+    n = 6
+    async with world("heygen-livekit", tmp_path, max_concurrent=n) as w:
+        await w.store.grant(TENANT, 1000, "test")
+        await w.store.set_limits(TENANT, max_concurrent=n, daily_user_credits=100_000)
+        records = [await w.start() for _ in range(n)]
+        await w.reaper.sweep_orphans(force=True)  # the sweep's own listing, out of the count
+        listings = len(w.fake.calls("/streaming.list"))
+        await w.reaper.tick()  # every session's status, asked at each tick here
+        assert len(w.fake.calls("/streaming.list")) == listings + 1
+        await asyncio.sleep(0.1)
+        w.fake.end_session(records[0].provider_session_id)
+        await w.reaper.tick()  # a new poll: a new listing, which no longer has the first
+        assert len(w.fake.calls("/streaming.list")) == listings + 2
+        states = [(await w.service.get(r.id)).state for r in records]
+        assert states == [SessionState.ENDED] + [SessionState.LIVE] * (n - 1)
+        # Concurrent polls (not through the reaper) share the listing in flight too.
+        provider = w.service.providers["heygen"]
+        assert isinstance(provider, SessionStatusSource)
+        answers = await asyncio.gather(
+            *(provider.status(r.provider_session()) for r in  # type: ignore[arg-type]
+              [await w.service.get(r.id) for r in records[1:]])
+        )
+        assert [a.open for a in answers] == [True] * (n - 1)
+        assert len(w.fake.calls("/streaming.list")) == listings + 3
 
 
 async def test_heygen_task_on_a_closed_session_ends_it(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.platforms.intake import Intake
 from tests.slack.conftest import TEAM, eventually
 
 
@@ -100,3 +101,77 @@ async def test_a_full_session_queue_is_told_to_the_person_and_loses_nothing_acce
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_flood_on_one_thread_is_all_acked_and_every_message_is_sent_in_order_or_refused(
+        slack):
+    """Far more messages than the session's queue holds, into one thread, while the vendor is
+    held and with one look-up at a time through the intake: every delivery gets its 200, and
+    each message either reaches the vendor, in the order it was sent, or its writer is told
+    plainly that the avatar is busy. None vanishes."""
+    thread_ts = await start_session(slack)
+    provider = slack.stack.provider
+    slack.stack.service.queues.limit = 3
+    slack.adapter.intake = Intake(limit=1)  # the backlog waits for look-up slots too
+    provider.talk_gate = asyncio.Event()
+    writers = [f"UF{i:02d}" for i in range(24)]
+    for user in writers:
+        slack.fake.add_user(user)
+    texts = [f"flood {i}" for i in range(len(writers))]
+
+    # The first wave while the vendor holds the first question: sent one after another (so
+    # their order is the order Slack delivered them), each acknowledged before the next.
+    for text, user in zip(texts[:12], writers[:12], strict=True):
+        status, _ = await within(slack.thread_message(text, thread_ts, user=user))
+        assert status == 200
+    assert not provider.talk_gate.is_set()
+    await eventually(lambda: _true(len(_busy_notes(slack)) == 12 - 3), within=20)
+    provider.talk_gate.set()
+    # The second wave with the vendor answering: all at once.
+    statuses = await within(asyncio.gather(*(
+        slack.thread_message(text, thread_ts, user=user)
+        for text, user in zip(texts[12:], writers[12:], strict=True))))
+    assert [status for status, _ in statuses] == [200] * 12
+
+    def settled() -> bool:
+        asked, told = provider.called("ask"), {n["user"] for n in _busy_notes(slack)}
+        return all((text in asked) != (user in told) for text, user in zip(texts, writers,
+                                                                           strict=True))
+
+    await eventually(lambda: _true(settled()), within=20)
+    asked = provider.called("ask")
+    assert asked[:3] == texts[:3]  # the first wave: the queue's three, in order
+    assert len(asked) == len(set(asked))  # nothing sent twice
+    busy = {n["user"] for n in _busy_notes(slack)}
+    assert busy >= set(writers[3:12])
+    for note in _busy_notes(slack):
+        assert note["thread_ts"] == thread_ts
+        assert "Ava is still busy with 3 messages; wait a moment and send this again." in (
+            note["text"])
+    # every message that reached the vendor has its reaction; nothing else was said
+    await eventually(lambda: _true(len(slack.fake.called("reactions.add")) == len(asked)))
+    assert len(asked) + len(busy) == len(texts)
+    assert slack.adapter.intake.waiting() == 0 and not slack.adapter.turns
+
+
+def _busy_notes(slack) -> list[dict]:
+    return [c.params for c in slack.fake.called("chat.postEphemeral")
+            if "still busy" in str(c.params.get("text"))]
+
+
+async def test_a_command_is_acked_even_when_its_checks_are_stalled_and_answers_later(
+        make_slack, fake_slack):
+    """A slash command whose checks wait (a fresh process asking Slack who the bot is, Slack
+    slow to answer) still gets its 200 in time; its answer follows through the response_url."""
+    first = await make_slack()
+    await start_session(first)
+    fake_slack.stalled["auth.test"] = asyncio.Event()
+    fresh = await make_slack()
+    answers = len(fake_slack.responses)
+    status, _ = await within(fresh.command("credits", key="late"))
+    assert status == 200
+    assert not fake_slack.stalled["auth.test"].is_set()  # answered while the check waited
+    fake_slack.stalled["auth.test"].set()
+    await eventually(lambda: _true(len(fake_slack.responses) > answers), within=10)
+    key, answer = fake_slack.responses[-1]
+    assert key == "late" and "credits available" in answer["text"]

@@ -27,6 +27,7 @@ from bot.core.models import (
     limit_bounds,
 )
 from bot.core.service import StartCommand
+from bot.platforms.discord.answers import answer, defer
 from bot.platforms.discord.permissions import NEEDED_PERMISSIONS
 from bot.platforms.discord.views import session_view
 from bot.platforms.readable import discord_readable
@@ -108,7 +109,7 @@ class AvatarCommands:
             info = await asyncio.wait_for(self._precheck(cmd), PRECHECK_S)
         except TimeoutError:
             info = None  # never miss the deadline: the service checks everything again
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer(interaction)
         record = await self.service.start(cmd)
         try:
             url, thread = await self._post_session(interaction, channel, record, info)
@@ -252,8 +253,7 @@ class AvatarCommands:
             raise NotAllowed(
                 "Only the person who started this session or a server manager can stop it."
             )
-        if not interaction.response.is_done():
-            await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer(interaction)  # unless a button's guard did already
         summary = await self.service.stop(
             session_id, f"stopped by {interaction.user.display_name}", tenant=tenant
         )
@@ -269,7 +269,7 @@ class AvatarCommands:
     async def drive(self, interaction: discord.Interaction, mode: Mode, text: str) -> None:
         """``/avatar say`` and ``/avatar ask``."""
         record = await self.session_here(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer(interaction)
         method = self.service.say if mode is Mode.SAY else self.service.ask
         await method(record.id, await self.readable(interaction, text),
                      author=interaction.user.display_name,
@@ -290,14 +290,15 @@ class AvatarCommands:
         record = await self.session_here(interaction)
         parsed = Mode.parse(mode)
         await self.service.set_mode(record.id, parsed, tenant=tenant_of(interaction))
-        await interaction.response.send_message(
-            f"Messages in the thread now make {record.avatar_name} {parsed.value}.", ephemeral=True
+        await answer(
+            interaction,
+            f"Messages in the thread now make {record.avatar_name} {parsed.value}."
         )
 
     async def interrupt(self, interaction: discord.Interaction) -> None:
         """``/avatar interrupt``."""
         record = await self.session_here(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer(interaction)
         await self.service.interrupt(record.id, tenant=tenant_of(interaction))
         await interaction.edit_original_response(content=f"{record.avatar_name} stopped talking.")
 
@@ -307,15 +308,16 @@ class AvatarCommands:
         record = await self.service.live(record.id, tenant=tenant_of(interaction))
         assert record.expires_at is not None
         url = self.bot.links.url(record.id, record.expires_at.timestamp())
-        await interaction.response.send_message(
-            f"Viewer for {record.avatar_name}: {url}", ephemeral=True,
+        await answer(
+            interaction,
+            f"Viewer for {record.avatar_name}: {url}",
             view=session_view(record.id, url),
         )
 
     # ------------------------------------------------------------------ information
     async def avatars(self, interaction: discord.Interaction) -> None:
         """``/avatar avatars``."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer(interaction)
         found = await self.service.list_avatars()
         lines = [f"`{a.provider}:{a.id}` {a.name}" for a in found[:40]]
         await interaction.edit_original_response(
@@ -327,11 +329,11 @@ class AvatarCommands:
         """``/avatar credits``: the guild's balance and the caller's use today."""
         report = await self.tenants.credits(tenant_of(interaction), str(interaction.user.id))
         bal = report.balance
-        await interaction.response.send_message(
+        await answer(
+            interaction,
             f"This server has **{bal.available}** credits available ({bal.pending} reserved by "
             f"running sessions, {bal.settled} used of {bal.granted} granted). You used "
             f"{report.used_today_by_user} of your {report.daily_user_credits} daily credits today.",
-            ephemeral=True,
         )
 
     # ------------------------------------------------------------------ admin
@@ -345,8 +347,9 @@ class AvatarCommands:
             user_key(interaction.user.id), "/avatar admin grant",
             request_id=f"discord:{interaction.id}",
         )
-        await interaction.response.send_message(
-            f"Granted {amount} credits; {balance.available} available now.", ephemeral=True
+        await answer(
+            interaction,
+            f"Granted {amount} credits; {balance.available} available now."
         )
 
     async def limits(self, interaction: discord.Interaction, **changes: int | None) -> None:
@@ -360,10 +363,11 @@ class AvatarCommands:
             ) if wanted else self.tenants.limits(tenant)
         )
         roles = ", ".join(f"<@&{r}>" for r in limits.allowed_roles) or "everyone"
-        await interaction.response.send_message(
+        await answer(
+            interaction,
             f"Limits: {limits.max_concurrent} sessions at once, {limits.max_minutes} min each, "
             f"{limits.daily_user_credits} credits per person per day; who may start: {roles}.",
-            ephemeral=True, allowed_mentions=NO_MENTIONS,
+            allowed_mentions=NO_MENTIONS,
         )
 
     async def set_role(self, interaction: discord.Interaction, role: discord.Role,
@@ -375,8 +379,9 @@ class AvatarCommands:
         current = current | {str(role.id)} if allow else current - {str(role.id)}
         limits = await self.tenants.set_limits(tenant, allowed_roles=sorted(current))
         roles = ", ".join(f"<@&{r}>" for r in limits.allowed_roles) or "everyone"
-        await interaction.response.send_message(
-            f"Who may start sessions: {roles}.", ephemeral=True, allowed_mentions=NO_MENTIONS
+        await answer(
+            interaction,
+            f"Who may start sessions: {roles}.", allowed_mentions=NO_MENTIONS
         )
 
     async def default_avatar(self, interaction: discord.Interaction, avatar: str | None) -> None:
@@ -392,7 +397,7 @@ class AvatarCommands:
             text = (
                 f"`/avatar start` with no avatar now starts **{chosen.name}** ({chosen.provider})."
             )
-        await interaction.response.send_message(text, ephemeral=True)
+        await answer(interaction, text)
 
     async def sessions(self, interaction: discord.Interaction) -> None:
         """``/avatar admin sessions``: the guild's open sessions."""
@@ -403,8 +408,9 @@ class AvatarCommands:
             f"{r.seconds_left() // 60} min left"
             for r in running
         ]
-        await interaction.response.send_message(
-            "\n".join(lines) or "No session is running.", ephemeral=True,
+        await answer(
+            interaction,
+            "\n".join(lines) or "No session is running.",
             allowed_mentions=NO_MENTIONS,
         )
 

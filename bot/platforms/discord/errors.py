@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.core.errors import AvatarBotError
+from bot.platforms.discord.answers import settled
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def user_text(exc: BaseException) -> str:
 async def reply_error(interaction: discord.Interaction, exc: BaseException) -> None:
     """Answer ``interaction`` ephemerally with the text for ``exc``, however far it got."""
     text = user_text(exc)
+    await settled(interaction)  # a deferral the guard started comes first
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(

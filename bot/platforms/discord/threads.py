@@ -22,6 +22,7 @@ import discord
 
 from bot.core.events import AnyEvent, Ended, Transcript, Warning
 from bot.core.models import SessionSummary
+from bot.core.service import Queued
 from bot.core.transcripts import transcript_filename, transcript_text
 from bot.platforms.discord.commands import guild_tenant
 from bot.platforms.discord.errors import user_text
@@ -161,6 +162,8 @@ class ThreadRelay:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._main: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
+        # session id -> whether its guild is on this process's shards (sharded clients only)
+        self._held: dict[str, bool] = {}
 
     def start(self) -> None:
         """Begin listening to the event hub."""
@@ -205,15 +208,37 @@ class ThreadRelay:
         else:
             return
         bindings = await self.bot.bindings.for_session(event.session_id)
+        if isinstance(event, Ended):
+            held = self._held.pop(event.session_id, None)
+        else:
+            held = self._held.get(event.session_id)
         for binding in bindings:
             if binding.platform != "discord":
                 continue
+            if held is None:
+                held = await self._holds(event.session_id)
+                if not isinstance(event, Ended):
+                    self._held[event.session_id] = held
+            if not held:
+                return  # another worker's shard holds the guild: that worker posts it
             thread_id = int(binding.thread_id)
             if isinstance(event, Ended):
                 await self._end(binding.channel_id, binding.message_id, thread_id, text,
                                 event.summary)
             else:
                 self._outbox(thread_id).push(text, standalone=standalone)
+
+    async def _holds(self, session_id: str) -> bool:
+        """Whether the session's guild is on this process's shards.
+
+        With shards split across workers every worker gets every session's events (the hub
+        across workers, docs/scale-out.md); only the one whose shard holds the guild posts.
+        """
+        if self.bot.shard_count is None:
+            return True
+        tenant = (await self.bot.service.get(session_id)).tenant
+        platform, _, guild = tenant.partition(":")
+        return platform == "discord" and guild.isdigit() and self.bot.holds_guild(int(guild))
 
     async def _end(self, channel_id: str, message_id: str | None, thread_id: int, text: str,
                    summary: SessionSummary) -> None:
@@ -299,14 +324,42 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         return
     if message.type.value not in DISCORD_PEOPLE_TYPES:
         return  # checked before any look-up: system messages cost nothing
+    # Its turn in the thread, taken before anything is awaited (discord.py starts one task per
+    # gateway event, in the gateway's order): at most ``LOOKUPS_IN_FLIGHT`` messages are looked
+    # up at a time, a thread's in the order they came, and the wait for the vendor comes after
+    # (docs/backpressure.md).
+    async with bot.intake.arrive(str(message.channel.id)):
+        outcome = await _queue(bot, message)
+    if outcome is None:
+        return
+    if isinstance(outcome, str):  # TEXT_ONLY
+        await _react(message, TEXT_ONLY)
+        return
+    try:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert isinstance(outcome, Queued)
+        await outcome.sent()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one reply, as for commands
+        await _reply(message, user_text(exc))
+        return
+    await _react(message, ACCEPTED)
+
+
+async def _queue(bot: AvatarBot, message: discord.Message) -> Queued | BaseException | str | None:
+    """A thread message's look-ups, then its place in the session's queue (no vendor wait).
+
+    Returns the queued message, the refusal to reply with, ``TEXT_ONLY`` (react so), or None.
+    """
+    assert message.guild is not None
     binding = await bot.bindings.for_thread("discord", str(message.channel.id))
     if binding is None:
-        return
+        return None
     text = message.content
     if bot.mention_mode:
         # Without the message-content intent only messages that mention the bot carry text.
         if bot.user is None or not any(u.id == bot.user.id for u in message.mentions):
-            return
+            return None
         text = _MENTION.sub("", text)
     readable = await bot.names.readable(message.guild, text, message.mentions)
     verdict = discord_forwardable(
@@ -314,20 +367,17 @@ async def route_message(bot: AvatarBot, message: discord.Message) -> None:
         has_stickers=bool(message.stickers), is_forward=_is_forward(message),
     )
     if verdict == "ignore":
-        return
+        return None
     if verdict == "react":
-        await _react(message, TEXT_ONLY)
-        return
+        return TEXT_ONLY
     bot.relay.new_turn(message.channel.id)
     try:
-        await bot.service.send(
+        return await bot.service.enqueue(
             binding.session_id, readable, author=message.author.display_name,
             tenant=guild_tenant(message.guild.id),
         )
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one reply, as for commands
-        await _reply(message, user_text(exc))
-        return
-    await _react(message, ACCEPTED)
+    except Exception as exc:  # noqa: BLE001 - replied to after the turn
+        return exc
 
 
 def _is_forward(message: discord.Message) -> bool:

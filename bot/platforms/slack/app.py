@@ -23,7 +23,6 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
@@ -40,10 +39,18 @@ from bot.core.links import ViewerLinks
 from bot.core.ports import SlackInstallStore
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
+from bot.platforms.intake import Intake, Turn
 from bot.platforms.name_cache import NameCache
 from bot.platforms.readable import slack_readable
 from bot.platforms.slack import commands, events
-from bot.platforms.slack.installation_store import SlackInstallationStore, SlackOAuthStateStore
+from bot.platforms.slack.installation_store import (
+    LOOKUPS_KEY,
+    BotLookups,
+    OneReadAuthorize,
+    SlackInstallationStore,
+    SlackOAuthStateStore,
+    reading_through,
+)
 from bot.platforms.slack.threads import ThreadRelay, team_tenant
 from bot.settings import Settings
 
@@ -131,6 +138,23 @@ class SlackAdapter:
         # running after their acknowledgement (kept here so none is garbage-collected).
         self.accepted_events: dict[str, None] = {}
         self.background: set[asyncio.Task[Any]] = set()
+        # Thread messages' look-ups: bounded in number, in arrival order per thread; the turn
+        # each message took on arrival, until its listener claims it (docs/backpressure.md).
+        self.intake = Intake()
+        self.turns: dict[str, Turn] = {}
+
+    def claim_turn(self, event_id: object) -> Turn | None:
+        """The intake turn the HTTP handler took for this event on arrival, if any."""
+        return self.turns.pop(event_id, None) if isinstance(event_id, str) else None
+
+    def unclaimed(self, event_id: str, turn: Turn) -> None:
+        """Give up an event's turn if no listener claimed it (the gate refused, a duplicate).
+
+        Called once the dispatch is over, after its listener (if any) started and claimed it.
+        """
+        if self.turns.get(event_id) is turn:
+            del self.turns[event_id]
+            turn.finish()
 
     # ------------------------------------------------------------------ clients and tokens
     def client(self, token: str | None = None) -> AsyncWebClient:
@@ -251,7 +275,17 @@ class SlackAdapter:
 
     # ------------------------------------------------------------------ bolt middleware
     async def gate(self, body: dict[str, Any], context: Any, next: Any) -> BoltResponse | None:  # noqa: A002
-        """Refuse unknown workspaces (401) and drop Events API redeliveries (before authorize)."""
+        """Refuse unknown workspaces (401) and drop Events API redeliveries (before authorize).
+
+        The workspace's installation is read once for the gate and bolt's ``authorize`` after it
+        (``reading_through``).
+        """
+        lookups = BotLookups()
+        context[LOOKUPS_KEY] = lookups  # for ``OneReadAuthorize``, the next middleware
+        with reading_through(lookups):
+            return await self._gate(body, context, next)
+
+    async def _gate(self, body: dict[str, Any], context: Any, next: Any) -> BoltResponse | None:  # noqa: A002
         kind = body.get("type")
         if kind in ("url_verification", "ssl_check") or body.get("ssl_check"):
             await next()
@@ -329,7 +363,7 @@ def build_slack(*, settings: Settings, service: SessionService, tenants: TenantS
         )
         # The stock authorize calls auth.test on every request; its cache is keyed by token,
         # and the store is asked first, so an uninstalled workspace is still refused.
-        kwargs["authorize"] = AsyncInstallationStoreAuthorize(
+        kwargs["authorize"] = OneReadAuthorize(
             logger=kwargs["logger"], installation_store=adapter.installations,
             client_id=settings.slack_client_id, client_secret=client_secret,
             cache_enabled=True, client=kwargs["client"], bot_only=True,
@@ -402,10 +436,30 @@ def _events_handler(bolt_app: AsyncApp, adapter: SlackAdapter) -> Any:
         )
         event_id = _event_id(bolt_req.body)
         if event_id is None:
-            return await to_aiohttp_response(await bolt_app.async_dispatch(bolt_req))
+            return await _ack_request(bolt_app, adapter, bolt_req)
         return await _ack_event(bolt_app, adapter, bolt_req, event_id, request)
 
     return handle
+
+
+async def _ack_request(bolt_app: AsyncApp, adapter: SlackAdapter,
+                       bolt_req: AsyncBoltRequest) -> web.StreamResponse:
+    """Answer a slash command or an interaction within Slack's 3 s.
+
+    Their listeners acknowledge first, so bolt's answer normally comes at once; if the checks in
+    front of them (the gate, authorization) have not finished within ``ACK_BUDGET_S``, Slack
+    gets an empty 200 now and the listener goes on: what it has to say it says through the
+    command's ``response_url`` (docs/backpressure.md).
+    """
+    task = asyncio.create_task(bolt_app.async_dispatch(bolt_req))
+    adapter.background.add(task)
+    task.add_done_callback(adapter.background.discard)
+    done, _ = await asyncio.wait({task}, timeout=ACK_BUDGET_S)
+    if task in done:
+        return await to_aiohttp_response(task.result())
+    task.add_done_callback(_finished_late)
+    log.info("a Slack command or action acknowledged before its checks finished")
+    return web.Response(status=200)
 
 
 def _event_id(body: dict[str, Any]) -> str | None:
@@ -424,6 +478,7 @@ async def _ack_event(bolt_app: AsyncApp, adapter: SlackAdapter, bolt_req: AsyncB
     and dropped. Otherwise the event is dispatched; if its checks have not answered within
     ``ACK_BUDGET_S`` (a backlog in front of the store), Slack gets its 200 now and the dispatch
     goes on, so the event is handled exactly once and never redelivered because we were slow.
+    When every look-up slot of the intake is taken (a backlog already), the 200 goes at once.
     """
     if request.headers.get("X-Slack-Retry-Num") and event_id in adapter.accepted_events:
         log.info("Slack redelivered event %s; already accepted", event_id)
@@ -431,15 +486,39 @@ async def _ack_event(bolt_app: AsyncApp, adapter: SlackAdapter, bolt_req: AsyncB
     adapter.accepted_events[event_id] = None
     while len(adapter.accepted_events) > EVENTS_REMEMBERED:
         adapter.accepted_events.pop(next(iter(adapter.accepted_events)))
-    task = asyncio.create_task(bolt_app.async_dispatch(bolt_req))
+    # A thread message takes its turn now, in the order Slack delivered it (no await before).
+    key = events.conversation_key(bolt_req.body)
+    turn = None
+    if key is not None and event_id not in adapter.turns:
+        turn = adapter.turns[event_id] = adapter.intake.arrive(key)
+    # Every look-up slot taken: there is a backlog, the checks will not answer sooner than
+    # it drains, and waiting only keeps Slack's connection open: the 200 goes now.
+    backlog = adapter.intake.slots.locked()
+    task = asyncio.create_task(_dispatch(bolt_app, adapter, bolt_req, event_id, turn))
     adapter.background.add(task)
     task.add_done_callback(adapter.background.discard)
-    done, _ = await asyncio.wait({task}, timeout=ACK_BUDGET_S)
+    done, _ = (set(), None) if backlog else await asyncio.wait({task}, timeout=ACK_BUDGET_S)
     if task in done:
         return await to_aiohttp_response(task.result())
     task.add_done_callback(_finished_late)
     log.info("Slack event %s acknowledged before its checks finished", event_id)
     return web.Response(status=200)
+
+
+async def _dispatch(bolt_app: AsyncApp, adapter: SlackAdapter, bolt_req: AsyncBoltRequest,
+                    event_id: str, turn: Turn | None) -> BoltResponse:
+    """Run an event through bolt (its checks; then bolt starts its listener).
+
+    The checks hold one of the intake's look-up slots while they read the store.
+    """
+    try:
+        async with adapter.intake.slots:
+            return await bolt_app.async_dispatch(bolt_req)
+    finally:
+        if turn is not None:
+            # Bolt started the listener's task before returning; ``call_soon`` runs after that
+            # task's first step, where the listener claims its turn (``SlackAdapter.claim_turn``).
+            asyncio.get_running_loop().call_soon(adapter.unclaimed, event_id, turn)
 
 
 def _finished_late(task: asyncio.Task[BoltResponse]) -> None:

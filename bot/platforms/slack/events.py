@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.errors import AvatarBotError, InvalidRequest, SessionNotFound
 from bot.core.models import ChatBinding, TenantId
+from bot.core.service import Queued
 from bot.platforms.readable import slack_forwardable
 from bot.platforms.slack.errors import error_text
 from bot.platforms.slack.threads import is_person_thread_reply, team_tenant, thread_key
@@ -33,45 +34,38 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     """Add the message and uninstall listeners to ``app``."""
 
     @app.event("message")
-    async def on_message(event: dict[str, Any], context: Any, client: AsyncWebClient) -> None:
+    async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any,
+                         client: AsyncWebClient) -> None:
+        # Claimed before anything is awaited: the turn the HTTP handler took on arrival.
+        turn = adapter.claim_turn(body.get("event_id"))
         # Every message event lands here (edits, deletes and bots' posts too) so that each is
         # acknowledged; Slack redelivers unacknowledged events. Only people's replies count.
-        if not is_person_thread_reply(event):
+        key = conversation_key(body)
+        if key is None:
+            if turn is not None:
+                turn.finish()
             return
-        # The session that owns the thread decides, not the installation Bolt authorized: in a
-        # Slack Connect channel Slack lists one installation per event, possibly the other
-        # organisation's (docs/platform-payloads.md, "Slack Connect").
-        binding = await adapter.bindings.for_thread(
-            "slack", thread_key(event["channel"], event["thread_ts"]))
-        if binding is None:
+        if turn is None:  # not through the HTTP handler (Socket Mode): its turn starts now
+            turn = adapter.intake.arrive(key)
+        # The look-ups and the queueing hold one of the intake's slots, in the thread's order;
+        # the wait for the vendor and the answers to Slack come after, without it.
+        async with turn:
+            outcome = await _queue(adapter, event, context, client)
+        if outcome is None:
             return
-        # The relay knows the workspace of every session it posts for: the store is asked only
-        # for a session this worker has not bound or relayed (another worker started it).
-        owner = adapter.relay.owner(binding.session_id) or await _owner(adapter, binding)
-        if owner is None:
-            return
-        team, enterprise = owner
-        if (team, enterprise) != (context.team_id, context.enterprise_id):
-            token = await adapter.token_for(team, enterprise)
-            client = adapter.client(token) if token is not None else client
-        text = await adapter.readable(client, event.get("text"))
-        verdict = slack_forwardable(event.get("subtype"), bool(text),
-                                    has_files=bool(event.get("files")),
-                                    is_bot=bool(event.get("bot_id")))
-        if verdict == "ignore":
-            return
-        if verdict == "note":
-            # An upload with nothing typed: said once per session, privately, never a warning.
-            if adapter.first_file_note(binding.session_id):
-                await _tell(client, event, FILES_NOTE)
-            return
+        client, queued = outcome
         try:
-            mode = await adapter.service.send(binding.session_id, text, author=event.get("user"),
-                                              tenant=team_tenant(team))
+            if isinstance(queued, BaseException):
+                raise queued
+            if queued is FILES_NOTE:
+                await _tell(client, event, FILES_NOTE)
+                return
+            assert isinstance(queued, Queued)
+            await queued.sent()
         except Exception as exc:  # noqa: BLE001 - told to the writer, privately
             await _tell(client, event, error_text(exc))
             return
-        await _react(client, event, REACTIONS[mode.value])
+        await _react(client, event, REACTIONS[queued.mode.value])
 
     @app.event("app_uninstalled")
     async def on_uninstalled(context: Any) -> None:
@@ -94,6 +88,60 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         # Registered last: any other subscribed event is acknowledged (Slack would redeliver an
         # unhandled one, answered 404, and eventually turn the subscription off).
         log.debug("Slack event %s ignored", event.get("type"))
+
+
+def conversation_key(body: dict[str, Any]) -> str | None:
+    """The thread of an Events API body's message when it is a person's thread reply, else None.
+
+    Only such replies are heard by the avatar (``is_person_thread_reply``).
+    """
+    event = body.get("event")
+    if body.get("type") != "event_callback" or not isinstance(event, dict):
+        return None
+    if event.get("type") != "message" or not is_person_thread_reply(event):
+        return None
+    return f"{body.get('team_id')}:{thread_key(str(event.get('channel')), str(event['thread_ts']))}"
+
+
+async def _queue(adapter: SlackAdapter, event: dict[str, Any], context: Any,
+                 client: AsyncWebClient
+                 ) -> tuple[AsyncWebClient, Queued | BaseException | str] | None:
+    """A thread reply's look-ups, then its place in the session's queue (no vendor wait).
+
+    Returns the client to answer with and what to answer about: the queued message, the refusal
+    to tell the writer, or ``FILES_NOTE``; None when there is nothing to say.
+    """
+    # The session that owns the thread decides, not the installation Bolt authorized: in a
+    # Slack Connect channel Slack lists one installation per event, possibly the other
+    # organisation's (docs/platform-payloads.md, "Slack Connect").
+    binding = await adapter.bindings.for_thread(
+        "slack", thread_key(event["channel"], event["thread_ts"]))
+    if binding is None:
+        return None
+    # The relay knows the workspace of every session it posts for: the store is asked only
+    # for a session this worker has not bound or relayed (another worker started it).
+    owner = adapter.relay.owner(binding.session_id) or await _owner(adapter, binding)
+    if owner is None:
+        return None
+    team, enterprise = owner
+    if (team, enterprise) != (context.team_id, context.enterprise_id):
+        token = await adapter.token_for(team, enterprise)
+        client = adapter.client(token) if token is not None else client
+    text = await adapter.readable(client, event.get("text"))
+    verdict = slack_forwardable(event.get("subtype"), bool(text),
+                                has_files=bool(event.get("files")),
+                                is_bot=bool(event.get("bot_id")))
+    if verdict == "ignore":
+        return None
+    if verdict == "note":
+        # An upload with nothing typed: said once per session, privately, never a warning.
+        return (client, FILES_NOTE) if adapter.first_file_note(binding.session_id) else None
+    try:
+        queued = await adapter.service.enqueue(binding.session_id, text,
+                                               author=event.get("user"), tenant=team_tenant(team))
+    except Exception as exc:  # noqa: BLE001 - told to the writer, privately, after the turn
+        return client, exc
+    return client, queued
 
 
 async def _uninstall(adapter: SlackAdapter, team: str | None, enterprise: str | None,

@@ -8,10 +8,15 @@ that port. Nothing is written to disk elsewhere (slack-bolt's defaults are JSON 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.authorization.async_authorize import AsyncInstallationStoreAuthorize
 from slack_sdk.oauth.installation_store import Bot, Installation
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
@@ -19,6 +24,46 @@ from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from bot.core.ports import SlackInstallStore
 
 log = logging.getLogger(__name__)
+
+
+class BotLookups:
+    """The bot installations one request has read, by the row they were read from."""
+
+    def __init__(self) -> None:
+        self.found: dict[tuple[str, str], dict[str, Any] | None] = {}
+
+
+_LOOKUPS: ContextVar[BotLookups | None] = ContextVar("slack_bot_lookups", default=None)
+LOOKUPS_KEY = "avatarbot_bot_lookups"  # where the gate leaves a request's lookups in its context
+
+
+@contextlib.contextmanager
+def reading_through(lookups: BotLookups) -> Iterator[None]:
+    """Within this block, a bot installation already in ``lookups`` is not read again.
+
+    The gate (``SlackAdapter.gate``) reads the workspace's installation to refuse unknown
+    workspaces, and slack-bolt's ``authorize`` (a separate middleware, run after it) reads the
+    same row: both run inside this block with the request's own ``lookups`` (kept in its bolt
+    context), so the row is read once per request (issue 15). A context variable set and reset
+    by the running task: nothing is cached across requests.
+    """
+    token = _LOOKUPS.set(lookups)
+    try:
+        yield
+    finally:
+        _LOOKUPS.reset(token)
+
+
+class OneReadAuthorize(AsyncInstallationStoreAuthorize):
+    """slack-bolt's installation-store ``authorize``, reading through the gate's lookups."""
+
+    async def __call__(self, *, context: Any, **kwargs: Any) -> AuthorizeResult | None:
+        """Authorize as slack-bolt does; the installation the gate read is not read again."""
+        lookups = context.get(LOOKUPS_KEY) if context is not None else None
+        if not isinstance(lookups, BotLookups):
+            return await super().__call__(context=context, **kwargs)
+        with reading_through(lookups):
+            return await super().__call__(context=context, **kwargs)
 
 
 class SlackInstallationStore(AsyncInstallationStore):
@@ -69,10 +114,18 @@ class SlackInstallationStore(AsyncInstallationStore):
         is_enterprise_install: bool | None = False,
     ) -> Bot | None:
         """The workspace's bot installation, if any."""
-        data = await self._installs.find_bot(
-            self.client_id, enterprise_id=enterprise_id, team_id=team_id,
-            is_enterprise_install=bool(is_enterprise_install),
-        )
+        # The row asked for: an org-wide install's has no team (as the store keys it).
+        key = (enterprise_id or "", "" if is_enterprise_install else team_id or "")
+        lookups = _LOOKUPS.get()
+        if lookups is not None and key in lookups.found:
+            data = lookups.found[key]
+        else:
+            data = await self._installs.find_bot(
+                self.client_id, enterprise_id=enterprise_id, team_id=team_id,
+                is_enterprise_install=bool(is_enterprise_install),
+            )
+            if lookups is not None:
+                lookups.found[key] = data
         return Bot(**data) if data is not None else None
 
     async def async_find_installation(
