@@ -26,6 +26,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from bot.compat import httpx_compat
 from bot.core.errors import (
     ProviderAuthError,
     ProviderError,
@@ -77,25 +78,22 @@ class CoalescingTransport(httpx.AsyncHTTPTransport):
     HTTP/1.1, errors (a failed write is raised by the read that sends it, as the same httpx
     write error).
 
-    The one private use (``tests/providers/test_coalescing.py`` holds it): httpx keeps its
-    httpcore pool in ``_pool``, which is replaced here by a pool built with httpcore's public
-    ``network_backend`` option. Without that attribute the transport stays plain httpx.
+    The one private use, the pool inside httpx's transport, is fenced in
+    ``bot/compat/httpx_compat.py``: the pool is replaced by one built with httpcore's public
+    ``network_backend`` option.
     """
 
     def __init__(self, *, limits: httpx.Limits,
                  network: httpcore.AsyncNetworkBackend | None = None) -> None:
         """``network``: the sockets under the coalescing (httpcore's anyio backend by default)."""
         super().__init__(limits=limits)
-        if isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            self._pool = httpcore.AsyncConnectionPool(
-                ssl_context=httpx.create_ssl_context(),
-                max_connections=limits.max_connections,
-                max_keepalive_connections=limits.max_keepalive_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                network_backend=_CoalescingBackend(network or httpcore.AnyIOBackend()),
-            )
-        else:  # pragma: no cover - a future httpx without ``_pool``
-            log.warning("httpx has no _pool: vendor requests are sent in two writes")
+        httpx_compat.replace_pool(self, httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_CoalescingBackend(network or httpcore.AnyIOBackend()),
+        ))
 
 
 class _CoalescingBackend(httpcore.AsyncNetworkBackend):

@@ -155,11 +155,3 @@ async def test_a_vendor_that_hangs_up_gives_httpx_usual_error(serve) -> None:
     async with client() as http:
         with pytest.raises(httpx.HTTPError):
             await http.post(url + "/ask", json={"text": "anyone?"})
-
-
-def test_the_private_pool_it_replaces_is_still_there() -> None:
-    # The fence of the one private use: httpx keeps its httpcore pool in ``_pool``. If an httpx
-    # upgrade moves it, this fails (the transport would quietly fall back to two writes; the
-    # first test shows the replaced pool is the one used).
-    plain = httpx.AsyncHTTPTransport()
-    assert isinstance(getattr(plain, "_pool", None), httpcore.AsyncConnectionPool)
