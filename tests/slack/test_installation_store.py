@@ -3,6 +3,7 @@ event ids."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -127,3 +128,21 @@ async def test_a_redelivery_to_another_postgres_worker_is_dropped_at_once(pg_url
     finally:
         await second.close()
         await first.close()
+
+
+async def test_a_found_bot_is_remembered_briefly_and_forgotten_at_once_when_changed_here(stack):
+    """The gate reads the bot on every request: from memory, within its bound of staleness."""
+    here = SlackInstallationStore(stack.installs, client_id="c1", remember_s=0.3)
+    elsewhere = SlackInstallationStore(stack.installs, client_id="c1")  # another worker
+    # Not installed yet: a miss is not remembered, so an install made elsewhere is seen at once.
+    assert await here.async_find_bot(enterprise_id=None, team_id="T9") is None
+    await elsewhere.async_save(installation("U1", "xoxb-1", time.time()))
+    assert (await here.async_find_bot(enterprise_id=None, team_id="T9")).bot_token == "xoxb-1"
+    # A reinstall elsewhere: this worker answers from memory until its bound, then reads again.
+    await elsewhere.async_save(installation("U1", "xoxb-2", time.time()))
+    assert (await here.async_find_bot(enterprise_id=None, team_id="T9")).bot_token == "xoxb-1"
+    await asyncio.sleep(0.35)
+    assert (await here.async_find_bot(enterprise_id=None, team_id="T9")).bot_token == "xoxb-2"
+    # An uninstall handled here is seen here at once.
+    await here.async_delete_all(enterprise_id=None, team_id="T9")
+    assert await here.async_find_bot(enterprise_id=None, team_id="T9") is None

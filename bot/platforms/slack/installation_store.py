@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -24,6 +25,12 @@ from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 from bot.core.ports import SlackInstallStore
 
 log = logging.getLogger(__name__)
+
+# How long a bot installation read from the store answers again from memory. The gate reads it
+# on every request (issue 15: a store read and a decryption each); changes made by this process
+# clear it at once, a reinstall or uninstall made on another worker is seen within this time.
+BOT_MEMORY_S = 10.0
+BOT_MEMORY_MAX = 10_000
 
 
 class BotLookups:
@@ -76,9 +83,13 @@ class SlackInstallationStore(AsyncInstallationStore):
         client_id: the Slack app's client id (rows are kept per app).
     """
 
-    def __init__(self, installs: SlackInstallStore, client_id: str) -> None:
+    def __init__(self, installs: SlackInstallStore, client_id: str,
+                 remember_s: float = BOT_MEMORY_S) -> None:
         self._installs = installs
         self.client_id = client_id
+        self._remember_s = remember_s
+        # Bot installations found lately, by row: read and decrypted once, not on every event.
+        self._found: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
     @property
     def logger(self) -> logging.Logger:
@@ -101,6 +112,7 @@ class SlackInstallationStore(AsyncInstallationStore):
         """Save a bot installation (skipped when it carries no bot token)."""
         if bot.bot_token is None:
             return
+        self._found.clear()
         await self._installs.save_bot(
             self.client_id, enterprise_id=bot.enterprise_id, team_id=bot.team_id,
             data=dict(bot.__dict__), installed_at=float(bot.installed_at),
@@ -120,13 +132,33 @@ class SlackInstallationStore(AsyncInstallationStore):
         if lookups is not None and key in lookups.found:
             data = lookups.found[key]
         else:
-            data = await self._installs.find_bot(
-                self.client_id, enterprise_id=enterprise_id, team_id=team_id,
-                is_enterprise_install=bool(is_enterprise_install),
-            )
+            data = await self._read_bot(key, enterprise_id, team_id, bool(is_enterprise_install))
             if lookups is not None:
                 lookups.found[key] = data
         return Bot(**data) if data is not None else None
+
+    async def _read_bot(self, key: tuple[str, str], enterprise_id: str | None,
+                        team_id: str | None, is_enterprise_install: bool) -> dict[str, Any] | None:
+        """The bot row, from memory if found within ``remember_s``.
+
+        Only rows that exist are remembered: a workspace installed on another worker is served
+        at once.
+        """
+        now = time.monotonic()
+        found = self._found.get(key)
+        if found is not None and now - found[0] < self._remember_s:
+            return found[1]
+        data = await self._installs.find_bot(
+            self.client_id, enterprise_id=enterprise_id, team_id=team_id,
+            is_enterprise_install=is_enterprise_install,
+        )
+        if data is None:
+            self._found.pop(key, None)
+        else:
+            if len(self._found) >= BOT_MEMORY_MAX:
+                self._found.clear()
+            self._found[key] = (now, data)
+        return data
 
     async def async_find_installation(
         self,
@@ -160,6 +192,7 @@ class SlackInstallationStore(AsyncInstallationStore):
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
         """Forget the workspace's bot token."""
+        self._found.clear()
         await self._installs.delete_bot(
             self.client_id, enterprise_id=enterprise_id, team_id=team_id
         )
@@ -168,6 +201,7 @@ class SlackInstallationStore(AsyncInstallationStore):
         self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
     ) -> None:
         """Forget one user's installation, or every installation of the workspace."""
+        self._found.clear()
         await self._installs.delete_installations(
             self.client_id, enterprise_id=enterprise_id, team_id=team_id, user_id=user_id
         )
