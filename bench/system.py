@@ -584,6 +584,14 @@ class Bench:
                 times.append(self.slack.response_at[key] - t0)
         return times
 
+    async def background_cpu(self, pid: int | None, window_s: float = 5.0) -> float:
+        """Milliseconds of CPU per second ``pid`` uses while no message is sent."""
+        if pid is None:
+            return float("nan")
+        before = cpu_s(pid)
+        await asyncio.sleep(window_s)
+        return (cpu_s(pid) - before) * 1000 / window_s
+
     async def wait_idle(self, pid: int, limit_s: float) -> float:
         """Wait (at most ``limit_s``) until ``pid`` uses under 10% of a core over 1 s; seconds."""
         t0 = time.monotonic()
@@ -678,6 +686,11 @@ async def run(args: argparse.Namespace) -> int:
                 await bench.ramp_to(n)
                 print(f"\n-- {n} live sessions (ramp {time.monotonic() - t_ramp:.1f} s)")
                 fig: dict[str, list[float]] = {}
+                # What each process spends with no message coming (the bot's reaper, vendor
+                # status polls, flushes): the raw CPU per message below includes it, spread
+                # over the messages of a phase; the net row takes it out.
+                for name in ("plain", "bolt", "avatarbot"):
+                    fig[f"{name}.bg"] = [await bench.background_cpu(bench.targets[name].pid)]
                 for r in range(args.rounds):
                     rot = order[r % 4:] + order[:r % 4]  # interleaved, a different order each round
                     for name in rot:
@@ -736,6 +749,11 @@ async def run(args: argparse.Namespace) -> int:
                      fig["avatarbot.added99"], "ms"),
                     ("cpu per message [vs plain]", fig["plain.cpu"], fig["avatarbot.cpu"], "ms"),
                     ("cpu per message [vs bolt]", fig["bolt.cpu"], fig["avatarbot.cpu"], "ms"),
+                    ("background CPU with no messages [vs bolt]", fig["bolt.bg"],
+                     fig["avatarbot.bg"], "ms/s"),
+                    ("cpu per message net of background [vs bolt]",
+                     [c - fig["bolt.bg"][0] / rate for c in fig["bolt.cpu"]],
+                     [c - fig["avatarbot.bg"][0] / rate for c in fig["avatarbot.cpu"]], "ms"),
                     ("messages lost at 20/s [vs bolt]", fig["bolt.lost"], fig["avatarbot.lost"],
                      "count"),
                     ("start-to-link median", None, fig["start_link"], "ms"),
