@@ -115,6 +115,14 @@ async def test_closing_sends_the_summaries_of_sessions_ended_just_before(slack):
     assert slack.fake.called("chat.update")
 
 
+async def test_closing_says_how_many_posts_it_could_not_send_in_time(make_slack, caplog):
+    slack = await make_slack(min_interval_s=5.0)  # a workspace's pace, slowed: posts queue up
+    sid, ts = await start(slack)
+    await slack.stack.service.stop(sid, "the server shut down")  # the summary, the anchor's edit
+    await slack.adapter.relay.aclose(drain_timeout_s=0.2)
+    assert "Slack post(s) not sent" in caplog.text
+
+
 async def test_the_end_summary_attaches_the_transcript(slack):
     keeper = asyncio.create_task(slack.stack.service.keep_transcripts())
     try:

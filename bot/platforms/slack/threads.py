@@ -85,6 +85,12 @@ class _Pending:
     events: list[AnyEvent] = field(default_factory=list)
 
 
+# How long a stopping process goes on posting what is queued (the end summaries). A workspace
+# takes about one call a second, so this covers the summaries of a few sessions per workspace;
+# a mass shutdown's hundreds would take minutes, past any service manager's patience.
+SHUTDOWN_DRAIN_S = 3.0
+
+
 class Outbox:
     """The throttled sender of one workspace."""
 
@@ -112,6 +118,10 @@ class Outbox:
     async def drained(self) -> None:
         """Wait until everything queued has been sent."""
         await self._idle.wait()
+
+    def pending(self) -> int:
+        """Calls queued and not sent yet."""
+        return sum(len(queue) for queue in self._queues.values())
 
     def _take(self) -> Post:
         key = next(iter(self._queues))
@@ -183,7 +193,7 @@ class ThreadRelay:
             self._task = asyncio.create_task(self._consume(), name="slack-thread-relay")
             await self._ready.wait()
 
-    async def aclose(self, drain_timeout_s: float = 5.0) -> None:
+    async def aclose(self, drain_timeout_s: float = SHUTDOWN_DRAIN_S) -> None:
         """Send what is queued (for at most ``drain_timeout_s``), then stop (idempotent)."""
         if self._task is None:
             return
@@ -194,6 +204,11 @@ class ThreadRelay:
                     await asyncio.sleep(0.01)
                 for outbox in list(self._outboxes.values()):
                     await outbox.drained()
+        unsent = sum(outbox.pending() for outbox in self._outboxes.values())
+        unsent += self._queue.qsize() if self._queue is not None else 0
+        if unsent:
+            log.warning("shutdown: %d Slack post(s) not sent (a workspace takes about one a "
+                        "second), end summaries among them", unsent)
         tasks = [self._task, *(o.task for o in self._outboxes.values())]
         self._task, self._outboxes = None, {}
         self._ready.clear()
