@@ -207,11 +207,13 @@ class ThreadRelay:
             text, standalone = summary_text(event.summary), True
         else:
             return
-        bindings = await self.bot.bindings.for_session(event.session_id)
         if isinstance(event, Ended):
             held = self._held.pop(event.session_id, None)
         else:
             held = self._held.get(event.session_id)
+        if held is False:
+            return  # known to be another worker's shard: no need to read its bindings
+        bindings = await self.bot.bindings.for_session(event.session_id)
         for binding in bindings:
             if binding.platform != "discord":
                 continue
