@@ -592,6 +592,32 @@ class Bench:
         await asyncio.sleep(window_s)
         return (cpu_s(pid) - before) * 1000 / window_s
 
+    @contextlib.asynccontextmanager
+    async def profiled(self, target: Target, name: str) -> Any:
+        """With ``--profile DIR``: py-spy samples the bot meanwhile, into ``DIR/<name>.txt``.
+
+        Collapsed stacks (one ``frame;frame;... count`` line each, for flamegraph tools or
+        ``sort``); ``--nonblocking`` so the sampling does not pause the process it measures.
+        """
+        if self.args.profile is None or target.name != "avatarbot" or target.pid is None:
+            yield
+            return
+        out = Path(self.args.profile) / f"{name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        spy = await asyncio.create_subprocess_exec(
+            "py-spy", "record", "--pid", str(target.pid), "--rate", "500", "--format", "raw",
+            "--nonblocking", "--output", str(out), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        await asyncio.sleep(0.5)  # attached before the phase starts
+        try:
+            yield
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(spy.wait(), 30)
+            except TimeoutError:
+                spy.kill()
+
     async def wait_idle(self, pid: int, limit_s: float) -> float:
         """Wait (at most ``limit_s``) until ``pid`` uses under 10% of a core over 1 s; seconds."""
         t0 = time.monotonic()
@@ -690,12 +716,14 @@ async def run(args: argparse.Namespace) -> int:
                 # status polls, flushes): the raw CPU per message below includes it, spread
                 # over the messages of a phase; the net row takes it out.
                 for name in ("plain", "bolt", "avatarbot"):
-                    fig[f"{name}.bg"] = [await bench.background_cpu(bench.targets[name].pid)]
+                    async with bench.profiled(bench.targets[name], f"L{n}-idle"):
+                        fig[f"{name}.bg"] = [await bench.background_cpu(bench.targets[name].pid)]
                 for r in range(args.rounds):
                     rot = order[r % 4:] + order[:r % 4]  # interleaved, a different order each round
                     for name in rot:
-                        phase, _ = await bench.paced(bench.targets[name], msgs, rate,
-                                                     f"L{n}R{r}", drain_s=20)
+                        async with bench.profiled(bench.targets[name], f"L{n}-R{r}"):
+                            phase, _ = await bench.paced(bench.targets[name], msgs, rate,
+                                                         f"L{n}R{r}", drain_s=20)
                         p50, p99 = pct(phase.latencies, .5) * 1000, pct(phase.latencies, .99) * 1000
                         fig.setdefault(f"{name}.p50", []).append(p50)
                         fig.setdefault(f"{name}.p99", []).append(p99)
@@ -903,6 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", default=None, help="live session levels, e.g. 10,500")
     parser.add_argument("--big", action="store_true", help="add 5,000 live sessions (slow)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small, under a minute")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="py-spy (on PATH) samples the bot in each idle and message phase "
+                             "into DIR (collapsed stacks); the CPU figures then include its cost")
     args = parser.parse_args(argv)
     args.sessions_given = args.sessions is not None
     args.sessions = args.sessions or "10,500"

@@ -82,13 +82,32 @@ class SessionStatusSource(Protocol):
     """Optional capability: ask the vendor whether one of its sessions is still open.
 
     Providers whose vendor can end a session on its own without telling us by an event
-    implement it (AKool's session detail, HeyGen's session list, A2E's room expiry); the reaper
-    calls it for live sessions at most every ``capabilities.status_interval_s`` seconds. Raise a
+    implement it (AKool's session detail, HeyGen's session list); the reaper calls it for live
+    sessions at most every ``capabilities.status_interval_s`` seconds. Raise a
     ``ProviderError`` when the vendor cannot be asked: the session is then left as it is.
+    A vendor whose own end is known in advance implements ``PlannedVendorEnd`` instead.
     """
 
     async def status(self, session: ProviderSession) -> VendorStatus:
         """Whether the vendor still holds ``session`` open, and if not since when and why."""
+        ...
+
+
+@runtime_checkable
+class PlannedVendorEnd(Protocol):
+    """Optional capability: the vendor ends a session on its own at a time known at the start.
+
+    A2E releases a room when the token it handed out expires. The reaper files that time in its
+    index like the session's own expiry and ends the session there, so nothing is asked or
+    computed for the session before then (a poll every few seconds cost 100 checks a second at
+    500 sessions, issue 15). Pure and synchronous: it reads only ``session``.
+    """
+
+    def planned_end(self, session: ProviderSession) -> VendorStatus | None:
+        """The vendor's own end of ``session`` (closed, ``ended_at`` set) if it comes before ours.
+
+        None when the vendor set no end of its own, or one that is not before ours.
+        """
         ...
 
 

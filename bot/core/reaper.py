@@ -23,10 +23,11 @@ from bot.core.models import (
     ProviderSession,
     SessionRecord,
     SessionState,
+    VendorStatus,
     ViewerInfo,
     utcnow,
 )
-from bot.core.provider import SessionStatusSource
+from bot.core.provider import AvatarProvider, PlannedVendorEnd, SessionStatusSource
 from bot.core.service import SessionService
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,13 @@ class SessionReaper:
     """Periodic upkeep of open sessions, from an index of what is due next.
 
     Each open session has one entry in a heap keyed by the time its next duty falls due (expiry,
-    the end warning, the idle warning and end, a keep-alive, a vendor status poll, a stop retry,
-    the pending timeout). A tick pops only the entries that are due, reads those sessions afresh
-    and tends them, then files each under its next due time. The heap is built from the store
-    once (the first tick, or ``reconcile`` at startup) and a session enters it when the service
-    publishes its state; activity only moves a due time later, which the popped session's fresh
-    read finds. Scanning and validating every open session each tick blocked the loop for
-    12–24 ms at 500 sessions (issue 15).
+    the vendor's own planned end, the end warning, the idle warning and end, a keep-alive, a
+    vendor status poll, a stop retry, the pending timeout). A tick pops only the entries that
+    are due, reads those sessions afresh and tends them, then files each under its next due
+    time. The heap is built from the store once (the first tick, or ``reconcile`` at startup)
+    and a session enters it when the service publishes its state; activity only moves a due
+    time later, which the popped session's fresh read finds. Scanning and validating every
+    open session each tick blocked the loop for 12–24 ms at 500 sessions (issue 15).
 
     Args:
         service: the session service whose sessions are kept.
@@ -137,6 +138,11 @@ class SessionReaper:
         self._heap: list[tuple[float, int, str]] = []
         self._due: dict[str, float] = {}
         self._seq = 0
+        # Per session: the vendor's own planned end, if its provider has one (computed once).
+        self._planned: dict[str, VendorStatus | None] = {}
+        # Per provider name: whether it is polled for status (a runtime protocol check costs
+        # ~10 µs, too much to repeat for every session at every due time).
+        self._polled: dict[str, bool] = {}
         self._indexed = False
         # The last snapshot of each indexed session (for keep-alives and status polls, which
         # need no fresh read: any state change drops it).
@@ -489,6 +495,10 @@ class SessionReaper:
                 and prov.capabilities.control == "viewer":
             self.service.events.publish(Warning(session_id=record.id, text=RELAY_LOST_NOTICE))
 
+    def due_at(self, session_id: str) -> float | None:
+        """When the reaper next tends a session (a POSIX time), or None when it is not indexed."""
+        return self._due.get(session_id)
+
     @property
     def indexed(self) -> int:
         """How many sessions the index holds (each open session once)."""
@@ -547,6 +557,7 @@ class SessionReaper:
         self._warned.pop(session_id, None)
         self._kept_alive.pop(session_id, None)
         self._status_asked.pop(session_id, None)
+        self._planned.pop(session_id, None)
         self._adopted.discard(session_id)
         if session_id in self._tended_here:
             self._tended_here.discard(session_id)
@@ -580,10 +591,31 @@ class SessionReaper:
             if keep is not None:
                 due = min(due, wall + keep - (mono - self._kept_alive.get(record.id, 0.0)))
             status = prov.capabilities.status_interval_s
-            if status is not None and isinstance(prov, SessionStatusSource):
+            if status is not None and self._is_polled(prov):
                 asked = self._status_asked.get(record.id, float("-inf"))
                 due = min(due, wall + status - (mono - asked))
         return due
+
+    def _is_polled(self, prov: AvatarProvider) -> bool:
+        """Whether the reaper asks ``prov`` about its sessions (``SessionStatusSource``)."""
+        polled = self._polled.get(prov.name)
+        if polled is None:
+            polled = self._polled[prov.name] = (
+                prov.capabilities.status_interval_s is not None
+                and isinstance(prov, SessionStatusSource))
+        return polled
+
+    def _planned_end(self, record: SessionRecord) -> VendorStatus | None:
+        """The vendor's own end of a live session, known in advance (``PlannedVendorEnd``)."""
+        if record.id in self._planned:
+            return self._planned[record.id]
+        prov = self.service.providers.get(record.provider)
+        ps = record.provider_session()
+        end = (prov.planned_end(ps) if isinstance(prov, PlannedVendorEnd) and ps is not None
+               else None)
+        if ps is not None:  # a vendor session's handle does not change once it is live
+            self._planned[record.id] = end
+        return end
 
     def _fixed_due(self, record: SessionRecord) -> float:
         """The earliest of a session's duties that a fresh read must judge.
@@ -604,6 +636,9 @@ class SessionReaper:
         candidates.append(idle_end)
         if f"idle@{record.last_activity_at.isoformat()}" not in warned:
             candidates.append(idle_end - 60)
+        planned = self._planned_end(record)
+        if planned is not None and planned.ended_at is not None:
+            candidates.append(planned.ended_at.timestamp())
         return min(candidates)
 
     async def _tend(self, record: SessionRecord, now: datetime) -> None:
@@ -621,8 +656,12 @@ class SessionReaper:
         assert record.expires_at is not None
         left = (record.expires_at - now).total_seconds()
         idle = (now - record.last_activity_at).total_seconds()
+        planned = self._planned_end(record)
         if left <= 0:
             await self.service.stop(record.id, "time is up")
+        elif planned is not None and planned.ended_at is not None and planned.ended_at <= now:
+            await self.service.vendor_ended(
+                record.id, planned.reason or "the vendor ended the session", planned.ended_at)
         elif await self._vendor_ended_it(record):
             return
         elif idle >= self.idle_timeout_s:
@@ -675,11 +714,11 @@ class SessionReaper:
         The vendor is asked at most every ``capabilities.status_interval_s`` seconds.
         """
         prov = self.service.providers.get(record.provider)
-        ps = record.provider_session()
-        if prov is None or ps is None or not isinstance(prov, SessionStatusSource):
+        if prov is None or not self._is_polled(prov):
             return False
+        ps = record.provider_session()
         interval = prov.capabilities.status_interval_s
-        if interval is None:
+        if ps is None or interval is None or not isinstance(prov, SessionStatusSource):
             return False
         if time.monotonic() - self._status_asked.get(record.id, float("-inf")) < interval:
             return False

@@ -45,7 +45,6 @@ MAX_KNOWLEDGE_CHARS = 5000  # set-qa-context refuses longer text [A2E-qa]
 # The room is "released after" the token's expiry [A2E-tok]; an expiry this much before our
 # own end of the session means A2E gave a shorter window than we asked for.
 EXPIRY_SLACK_S = 5.0
-STATUS_INTERVAL_S = 5.0  # the check is local (the expiry we were given): no vendor call
 _MAX_ANSWER_CHARS = 20_000
 
 
@@ -93,7 +92,6 @@ class A2EProvider(ProviderBase):
         self.capabilities = Capabilities(
             transport="agora", control="server", interrupt=False, pricing=pricing,
             max_duration_s=3600, max_text_chars=2000, max_knowledge_chars=MAX_KNOWLEDGE_CHARS,
-            status_interval_s=STATUS_INTERVAL_S,
         )
         self._api = VendorHTTP(
             provider=self.name, display_name=self.display_name, http=http, base_url=base_url,
@@ -202,17 +200,16 @@ class A2EProvider(ProviderBase):
                 exc.ended_at, exc.reason = expiry, _EXPIRED
             raise
 
-    async def status(self, session: ProviderSession) -> VendorStatus:
-        """Closed once the room's token expiry passed, if A2E set it before our own end.
+    def planned_end(self, session: ProviderSession) -> VendorStatus | None:
+        """The room's release at the token's expiry, if A2E set it before our own end.
 
         A2E releases the room at ``expire_epoch_timestamp`` [A2E-tok] and has no call that says
         whether a room is still open; a room gone earlier shows on the next ``ask``/``speak``.
+        Known from the start, so the reaper files it in its index and asks nothing before.
         """
         expiry = _vendor_expiry(session)
-        if expiry is None or expiry > utcnow():
-            return VendorStatus(open=True)
-        if expiry >= session.expires_at - timedelta(seconds=EXPIRY_SLACK_S):
-            return VendorStatus(open=True)  # our own window ends here too: "time is up"
+        if expiry is None or expiry >= session.expires_at - timedelta(seconds=EXPIRY_SLACK_S):
+            return None  # no end of A2E's own, or ours comes first: "time is up"
         return VendorStatus(open=False, reason=_EXPIRED, ended_at=expiry)
 
     def decode_viewer_data(self, session: ProviderSession, payload: Any) -> list[Transcript]:

@@ -138,6 +138,27 @@ async def test_a2e_room_released_at_its_expiry_ends_within_one_tick(tmp_path: Pa
         assert room.left  # we still leave, so A2E refunds what it can
 
 
+@pytest.mark.parametrize("grant_s", [30, None])
+async def test_a2e_sessions_are_tended_at_their_room_expiry_not_polled(
+        tmp_path: Path, grant_s: int | None) -> None:
+    """A2E's room end is known at the start: the reaper files it in its index and does nothing
+    for the session before then (a poll every 5 s was 100 checks a second at 500 sessions)."""
+    async with world("a2e", tmp_path, grant_s=grant_s or 3600) as w:
+        record = await w.start(minutes=2)
+        room = w.fake.rooms[record.provider_session_id]
+        await w.reaper.tick()  # builds the index
+        due = w.reaper.due_at(record.id)
+        assert due is not None and record.expires_at is not None
+        if grant_s:  # A2E releases the room after 30 s: that is the session's next duty
+            assert abs(due - room.expires_at) < 0.01
+        else:  # A2E's room outlasts our 2 minutes: our own expiry comes first
+            assert abs(due - record.expires_at.timestamp()) < 0.01
+        for _ in range(3):
+            await w.reaper.tick()
+        assert w.reaper.due_at(record.id) == due
+        assert (await w.service.get(record.id)).state is SessionState.LIVE
+
+
 async def test_a2e_asking_a_released_room_ends_the_session_and_says_so(tmp_path: Path) -> None:
     async with world("a2e", tmp_path) as w:
         record = await w.start()
