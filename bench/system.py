@@ -594,15 +594,17 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def profiled(self, target: Target, name: str) -> Any:
-        """With ``--profile DIR``: py-spy samples the bot meanwhile, into ``DIR/<name>.txt``.
+        """With ``--profile DIR``: py-spy samples the target meanwhile, into ``DIR``.
+
+        One file per target and phase (``<target>-<name>.txt``).
 
         Collapsed stacks (one ``frame;frame;... count`` line each, for flamegraph tools or
         ``sort``); ``--nonblocking`` so the sampling does not pause the process it measures.
         """
-        if self.args.profile is None or target.name != "avatarbot" or target.pid is None:
+        if self.args.profile is None or target.pid is None:
             yield
             return
-        out = Path(self.args.profile) / f"{name}.txt"
+        out = Path(self.args.profile) / f"{target.name}-{name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         spy = await asyncio.create_subprocess_exec(
             "py-spy", "record", "--pid", str(target.pid), "--rate", "500", "--format", "raw",
@@ -932,8 +934,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", action="store_true", help="add 5,000 live sessions (slow)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small, under a minute")
     parser.add_argument("--profile", metavar="DIR", default=None,
-                        help="py-spy (on PATH) samples the bot in each idle and message phase "
-                             "into DIR (collapsed stacks); the CPU figures then include its cost")
+                        help="py-spy (on PATH) samples the bot and the anchors in each idle "
+                             "and message phase into DIR (collapsed stacks); the CPU figures "
+                             "then include its cost")
     args = parser.parse_args(argv)
     args.sessions_given = args.sessions is not None
     args.sessions = args.sessions or "10,500"

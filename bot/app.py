@@ -34,7 +34,7 @@ from bot.core.provider import AvatarProvider
 from bot.core.reaper import SessionReaper
 from bot.core.service import SessionService
 from bot.core.tenants import ChatBindings, TenantService
-from bot.providers._http import POOL_WAIT_S, CoalescingTransport
+from bot.providers._http import vendor_client
 from bot.settings import Settings
 from bot.storage import Backend, open_backend
 from bot.storage.secrets import SecretBox
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 # Connections to vendors from the one shared client (docs/backpressure.md).
 VENDOR_CONNECTIONS = 512
-VENDOR_KEEPALIVE = 128
 
 
 @dataclass
@@ -139,18 +138,13 @@ def _slack_detail(settings: Settings) -> str:
 async def build_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the shared services; everything closes when the block exits."""
     async with AsyncExitStack() as stack:
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(
-                timeout=httpx.Timeout(settings.vendor_timeout_s, pool=POOL_WAIT_S),
-                # Each session has at most one vendor call in flight (its queue sends them in
-                # turn), so many sessions mean many calls at once: httpx's default pool of 100
-                # made the rest wait for a connection (docs/backpressure.md). Each request is sent
-                # in one write, head and body together (bot/providers/_http.py).
-                transport=CoalescingTransport(limits=httpx.Limits(
-                    max_connections=VENDOR_CONNECTIONS, max_keepalive_connections=VENDOR_KEEPALIVE,
-                )),
-            )
-        )
+        http = await stack.enter_async_context(vendor_client(
+            timeout_s=settings.vendor_timeout_s,
+            # Each session has at most one vendor call in flight (its queue sends them in
+            # turn), so many sessions mean many calls at once: a pool of 100 made the rest wait
+            # for a connection (docs/backpressure.md).
+            max_connections=VENDOR_CONNECTIONS,
+        ))
         box = secret_box(settings)
         backend = await open_database(settings, box)
         stack.push_async_callback(backend.close)

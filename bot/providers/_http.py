@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpcore
+import aiohttp
 import httpx
 
-from bot.compat import httpx_compat
 from bot.core.errors import (
     ProviderAuthError,
     ProviderError,
@@ -63,105 +62,105 @@ class _RequestLinesAtDebug(logging.Filter):
 if not any(isinstance(f, _RequestLinesAtDebug) for f in logging.getLogger("httpx").filters):
     logging.getLogger("httpx").addFilter(_RequestLinesAtDebug())
 
-# A request's writes held back are sent at once when they reach this size (large uploads).
-COALESCE_MAX = 64 * 1024
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's client interface over aiohttp's connections: the transport of vendor calls.
 
+    httpx's own transport (httpcore on anyio) cost about 1 ms of CPU per vendor call in
+    ``bench/system.py``, two thirds of it below httpx's client layer; aiohttp's client, already
+    the bot's for Slack, does the same exchange for about a third of that (issue 15, figures in
+    bench/README.md). Adapters keep httpx's API (``VendorHTTP`` and the tests' clients alike);
+    only what crosses the wire changes.
 
-class CoalescingTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport, sending each HTTP/1.1 request in one write.
+    httpx-aiohttp (PyPI) does this too, but maps every ``aiohttp.ClientConnectionError`` to
+    ``httpx.ConnectTimeout``, which would tell ``VendorHTTP`` that a request cut off after it
+    was sent never left, and ``ask`` would be sent twice. Here the mapping keeps httpx's
+    meaning: ``ConnectError``/``ConnectTimeout``/``PoolTimeout`` only when nothing was sent.
 
-    httpcore writes a request's head and its body separately: two ``send`` calls and, with
-    ``TCP_NODELAY``, two packets (two TLS records on HTTPS), each of which wakes the other end.
-    Here a connection holds what is written to it until it next reads (the response) or holds
-    ``COALESCE_MAX`` bytes, then sends it in one write, as aiohttp's client does (issue 15: one
-    syscall and one packet less per vendor call). Nothing else changes: pooling, timeouts, TLS,
-    HTTP/1.1, errors (a failed write is raised by the read that sends it, as the same httpx
-    write error).
+    Timeouts come from the request as httpx sets them: ``pool`` bounds the wait for a free
+    connection (with connecting), ``connect`` the TCP/TLS connect, ``read`` each wait for the
+    vendor's bytes. The body is read whole here (vendor answers are small JSON).
 
-    The one private use, the pool inside httpx's transport, is fenced in
-    ``bot/compat/httpx_compat.py``: the pool is replaced by one built with httpcore's public
-    ``network_backend`` option.
+    Args:
+        max_connections: connections open at once (across hosts).
+        verify: TLS verification as httpx takes it (True: certifi's CA bundle, like httpx).
+        keepalive_s: how long an idle connection is kept.
     """
 
-    def __init__(self, *, limits: httpx.Limits,
-                 network: httpcore.AsyncNetworkBackend | None = None) -> None:
-        """``network``: the sockets under the coalescing (httpcore's anyio backend by default)."""
-        super().__init__(limits=limits)
-        httpx_compat.replace_pool(self, httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_CoalescingBackend(network or httpcore.AnyIOBackend()),
-        ))
+    def __init__(self, *, max_connections: int = 100, verify: ssl.SSLContext | bool = True,
+                 keepalive_s: float = 15.0) -> None:
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else (
+            httpx.create_ssl_context(verify=verify))
+        self._limit = max_connections
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
 
+    def _client(self) -> aiohttp.ClientSession:
+        # Made at the first request: an aiohttp session belongs to the running loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limit, ssl=self._ssl,
+                                               keepalive_timeout=self._keepalive_s),
+                cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies, as before
+                auto_decompress=False,  # httpx decodes by Content-Encoding
+            )
+        return self._session
 
-class _CoalescingBackend(httpcore.AsyncNetworkBackend):
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
-        self._inner = inner
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None,
-                          ) -> httpcore.AsyncNetworkStream:
-        return _CoalescingStream(await self._inner.connect_tcp(
-            host, port, timeout=timeout, local_address=local_address,
-            socket_options=socket_options,
-        ))
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-                                  socket_options: Iterable[Any] | None = None,
-                                  ) -> httpcore.AsyncNetworkStream:
-        return _CoalescingStream(await self._inner.connect_unix_socket(
-            path, timeout=timeout, socket_options=socket_options,
-        ))
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _CoalescingStream(httpcore.AsyncNetworkStream):
-    """A connection that sends what was written when it is next read (or holds a lot)."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._held: list[bytes] = []
-        self._size = 0
-        self._timeout: float | None = None
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109 - httpcore's interface
-        if not buffer:
-            return
-        self._held.append(buffer)
-        self._size += len(buffer)
-        self._timeout = timeout
-        if self._size >= COALESCE_MAX:
-            await self._send()
-
-    async def _send(self) -> None:
-        if self._held:
-            data = b"".join(self._held)
-            self._held.clear()
-            self._size = 0
-            await self._inner.write(data, self._timeout)
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 - httpcore's interface
-        await self._send()
-        return await self._inner.read(max_bytes, timeout)
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read its whole answer; aiohttp errors become httpx's."""
+        timeout = request.extensions.get("timeout", {})
+        body = await request.aread()
+        try:
+            async with self._client().request(
+                request.method, str(request.url),
+                # As written (``raw`` keeps the names' case, as httpx's transport sends them).
+                headers=[(k.decode("latin-1"), v.decode("latin-1"))
+                         for k, v in request.headers.raw],
+                data=body or None,
+                allow_redirects=False,  # httpx follows redirects itself when asked to
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"), sock_read=timeout.get("read"),
+                ),
+            ) as resp:
+                content = await resp.read()
+                status, headers, reason = resp.status, resp.raw_headers, resp.reason
+        except aiohttp.ConnectionTimeoutError as exc:  # no free connection, or connect too slow
+            raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
+        except aiohttp.ClientConnectorError as exc:  # refused, unreachable, DNS: never sent
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+        except aiohttp.ServerDisconnectedError as exc:  # it may have arrived
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        except aiohttp.InvalidURL as exc:
+            raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+        except (aiohttp.ClientError, OSError) as exc:  # cut off after sending: it may have arrived
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if reason:
+            extensions["reason_phrase"] = reason.encode("latin-1", "replace")
+        return httpx.Response(status, headers=list(headers), content=content, request=request,
+                              extensions=extensions)
 
     async def aclose(self) -> None:
-        self._held.clear()
-        self._size = 0
-        await self._inner.aclose()
+        """Close the connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # noqa: ASYNC109 - httpcore's interface
-        await self._send()
-        return _CoalescingStream(
-            await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+def vendor_client(*, timeout_s: float, max_connections: int = 100,
+                  verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    """The httpx client that vendor calls share (built by the composition root).
+
+    ``AiohttpTransport`` underneath; ``timeout_s`` bounds the vendor, and waiting for a free
+    connection has its own, longer bound (``POOL_WAIT_S``).
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s, pool=POOL_WAIT_S),
+        transport=AiohttpTransport(max_connections=max_connections, verify=verify),
+    )
 
 
 # Maps (HTTP status, parsed JSON object or {}) to a typed error, or None to use the defaults.

@@ -20,7 +20,6 @@ import aioice.ice
 import discord
 import discord.gateway
 import discord.http
-import httpx
 import pytest
 from aiortc import RTCRtpSender
 
@@ -29,7 +28,6 @@ from bot.compat import (
     aioice_compat,
     aiortc_compat,
     discord_compat,
-    httpx_compat,
 )
 
 
@@ -57,7 +55,7 @@ def _says(exc: pytest.ExceptionInfo[IncompatibleLibrary], library: str, tested: 
 
 def test_the_installed_libraries_pass_their_fences() -> None:
     # the versions pinned in pyproject.toml are the ones the fences were written against
-    for module in (aiortc_compat, aioice_compat, discord_compat, httpx_compat):
+    for module in (aiortc_compat, aioice_compat, discord_compat):
         assert importlib.reload(module).FENCE.tested
 
 
@@ -154,13 +152,3 @@ def test_the_fenced_internals_are_named_only_in_bot_compat() -> None:
         for hit in FENCED.findall(path.read_text(encoding="utf-8"))
     ]
     assert outside == []
-
-
-def test_httpx_whose_transport_no_longer_uses_its_pool_is_refused(monkeypatch, reimport) -> None:
-    async def handle_async_request(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> None:
-        raise NotImplementedError  # a future httpx that sends through something else
-
-    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", handle_async_request)
-    with pytest.raises(IncompatibleLibrary, match="_pool") as exc:
-        reimport(httpx_compat)
-    _says(exc, "httpx", httpx_compat.TESTED, "httpx_compat")

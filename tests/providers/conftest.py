@@ -18,6 +18,7 @@ from bot.core.events import AnyEvent, EventHub, Transcript
 from bot.core.models import Pricing, ProviderSession, StartRequest
 from bot.core.provider import AvatarProvider
 from bot.core.retry import RetryPolicy
+from bot.providers._http import vendor_client
 from bot.providers.a2e import A2EProvider
 from bot.providers.akool import AKoolProvider
 from bot.providers.heygen import HeyGenProvider
@@ -191,7 +192,9 @@ _TLS = ssl.create_default_context()  # loading the CA store is slow: once per te
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(verify=_TLS) as client:
+    # The product's vendor client (its aiohttp transport), so every contract test crosses the
+    # same wire code as the bot does.
+    async with vendor_client(timeout_s=TIMEOUT_S, verify=_TLS) as client:
         yield client
 
 
