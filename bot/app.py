@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 import signal
@@ -321,6 +322,12 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
                     refill_playground(settings, services.store), name="playground-refill"
                 ))
             started += await _start_platforms(services, slack, stack, group)
+            # What exists now lives as long as the process (modules, the app, its clients): out
+            # of the cyclic collector's sight, its full collections walk only what came after.
+            # A full collection of the startup heap held the loop for 40-60 ms (issue 15,
+            # bench/README.md Run E).
+            gc.collect()
+            gc.freeze()
             if ready is not None:
                 ready.set()
             await stopping.wait()
