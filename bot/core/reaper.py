@@ -142,7 +142,7 @@ class SessionReaper:
         self._planned: dict[str, VendorStatus | None] = {}
         # Per provider name: whether it is polled for status (a runtime protocol check costs
         # ~10 µs, too much to repeat for every session at every due time).
-        self._polled: dict[str, bool] = {}
+        self._polled: dict[str, SessionStatusSource | None] = {}
         self._indexed = False
         # The last snapshot of each indexed session (for keep-alives and status polls, which
         # need no fresh read: any state change drops it).
@@ -591,19 +591,21 @@ class SessionReaper:
             if keep is not None:
                 due = min(due, wall + keep - (mono - self._kept_alive.get(record.id, 0.0)))
             status = prov.capabilities.status_interval_s
-            if status is not None and self._is_polled(prov):
+            if status is not None and self._status_source(prov) is not None:
                 asked = self._status_asked.get(record.id, float("-inf"))
                 due = min(due, wall + status - (mono - asked))
         return due
 
-    def _is_polled(self, prov: AvatarProvider) -> bool:
-        """Whether the reaper asks ``prov`` about its sessions (``SessionStatusSource``)."""
-        polled = self._polled.get(prov.name)
-        if polled is None:
-            polled = self._polled[prov.name] = (
-                prov.capabilities.status_interval_s is not None
-                and isinstance(prov, SessionStatusSource))
-        return polled
+    def _status_source(self, prov: AvatarProvider) -> SessionStatusSource | None:
+        """``prov`` if the reaper asks it about its sessions, else None (judged once).
+
+        Asked: a ``SessionStatusSource`` with a ``status_interval_s``.
+        """
+        if prov.name not in self._polled:
+            source = prov if isinstance(prov, SessionStatusSource) else None
+            asked = prov.capabilities.status_interval_s is not None
+            self._polled[prov.name] = source if asked else None
+        return self._polled[prov.name]
 
     def _planned_end(self, record: SessionRecord) -> VendorStatus | None:
         """The vendor's own end of a live session, known in advance (``PlannedVendorEnd``)."""
@@ -714,17 +716,16 @@ class SessionReaper:
         The vendor is asked at most every ``capabilities.status_interval_s`` seconds.
         """
         prov = self.service.providers.get(record.provider)
-        if prov is None or not self._is_polled(prov):
-            return False
+        source = self._status_source(prov) if prov is not None else None
         ps = record.provider_session()
-        interval = prov.capabilities.status_interval_s
-        if ps is None or interval is None or not isinstance(prov, SessionStatusSource):
+        if prov is None or source is None or ps is None:
             return False
+        interval = prov.capabilities.status_interval_s or 0.0  # set: ``_status_source``
         if time.monotonic() - self._status_asked.get(record.id, float("-inf")) < interval:
             return False
         self._status_asked[record.id] = time.monotonic()
         try:
-            status = await prov.status(ps)
+            status = await source.status(ps)
         except ProviderSessionGone as exc:
             await self.service.vendor_ended(record.id, exc.reason, exc.ended_at)
             return True
