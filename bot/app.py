@@ -187,7 +187,7 @@ async def build_services(settings: Settings) -> AsyncIterator[Services]:
             cluster.homes = await stack.enter_async_context(RedisHomes(
                 cluster.client, prefix=settings.redis_prefix, worker_id=cluster.worker_id,
                 url=settings.advertised_url, key=forward_key(link_secret),
-                ttl_s=settings.lease_ttl_s,
+                ttl_s=settings.lease_ttl_s, leases=cluster.leases,
             ))
             service.homes = cluster.homes
         await top_up_playground(settings, store)

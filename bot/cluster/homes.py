@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from bot.compat.cancel import cancel_and_wait
 from bot.core.errors import Forwarded, WorkerUnreachable
-from bot.core.leases import session_lease
+from bot.core.leases import LeaseManager, session_lease
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,11 @@ class RedisHomes:
     """
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, worker_id: str, url: str,
-                 key: bytes, ttl_s: float = 10.0) -> None:
+                 key: bytes, ttl_s: float = 10.0, leases: LeaseManager | None = None) -> None:
         self.client = client
+        # This worker's leases: a session whose lease it holds is at home here, asked of
+        # nobody (each message of a homed session asks; usually the answer is "here").
+        self.leases = leases
         self.prefix = prefix
         self.worker_id = worker_id
         self.url = url.rstrip("/")
@@ -120,6 +123,8 @@ class RedisHomes:
 
     async def home_of(self, session_id: str) -> str | None:
         """The home's address when another worker holds the session's lease, else ``None``."""
+        if self.leases is not None and self.leases.holds(session_lease(session_id)):
+            return None  # held here, surely: ``holds`` ends before the lease's Redis key does
         lease = f"{self.prefix}lease:{session_lease(session_id)}"
         try:
             holder = await self.client.get(lease)
