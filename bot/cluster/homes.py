@@ -48,8 +48,11 @@ def forward_key(link_secret: bytes) -> bytes:
 def sign(key: bytes, body: bytes, now: float | None = None) -> str:
     """The ``X-Avatarbot-Worker`` header value for ``body``."""
     stamp = str(int(now if now is not None else time.time()))
-    mac = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"{stamp}.{mac}"
+    return f"{stamp}.{_mac(key, stamp, body)}"
+
+
+def _mac(key: bytes, stamp: str, body: bytes) -> str:
+    return hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 def verify(key: bytes, header: str | None, body: bytes, now: float | None = None) -> bool:
@@ -61,8 +64,7 @@ def verify(key: bytes, header: str | None, body: bytes, now: float | None = None
         return False
     if abs((now if now is not None else time.time()) - int(stamp)) > MAX_SKEW_S:
         return False
-    expected = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, mac)
+    return hmac.compare_digest(_mac(key, stamp, body), mac)
 
 
 class RedisHomes:
