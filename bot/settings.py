@@ -55,6 +55,7 @@ def parse_shard_ids(text: str) -> list[int] | None:
     parts = [p.strip() for p in text.split(",")]
     if parts == [""]:
         return None
+    seen: set[int] = set()  # a set: a list would make 0-99999 quadratic at start-up
     for part in parts:
         m = re.fullmatch(r"(\d{1,6})(?:\s*-\s*(\d{1,6}))?", part)
         if m is None:
@@ -66,8 +67,9 @@ def parse_shard_ids(text: str) -> list[int] | None:
         if last < first:
             raise ValueError(f"{part!r}: the range runs backwards (write {last}-{first})")
         for i in range(first, last + 1):
-            if i in ids:
+            if i in seen:
                 raise ValueError(f"shard {i} is listed twice")
+            seen.add(i)
             ids.append(i)
     return ids
 
