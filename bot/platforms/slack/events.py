@@ -39,13 +39,12 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         # Claimed before anything is awaited: the turn the HTTP handler took on arrival.
         turn = adapter.claim_turn(body.get("event_id"))
         # Every message event lands here (edits, deletes and bots' posts too) so that each is
-        # acknowledged; Slack redelivers unacknowledged events. Only people's replies count.
-        key = conversation_key(body)
-        if key is None:
-            if turn is not None:
-                turn.finish()
-            return
+        # acknowledged; Slack redelivers unacknowledged events. Only people's replies count:
+        # the HTTP handler took a turn only for those (``conversation_key``).
         if turn is None:  # not through the HTTP handler (Socket Mode): its turn starts now
+            key = conversation_key(body)
+            if key is None:
+                return
             turn = adapter.intake.arrive(key)
         # The look-ups and the queueing hold one of the intake's slots, in the thread's order;
         # the wait for the vendor and the answers to Slack come after, without it.
