@@ -22,11 +22,10 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from bot.core.errors import SessionBusy
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_LIMIT = 50
@@ -38,24 +37,15 @@ __all__ = ["DEFAULT_QUEUE_LIMIT", "DEFAULT_SENDING", "Place", "SessionBusy", "Se
 
 
 class Place:
-    """A message's place in its session's queue; ``run`` fills it, ``drop`` gives it up."""
+    """A message's place in its session's queue; ``fill`` fills it, ``drop`` gives it up."""
 
     def __init__(self, *, full: int | None = None) -> None:
-        self._full = full  # the queue was full (this many ahead): ``run`` refuses
+        self._full = full  # the queue was full (this many ahead): ``fill`` refuses
         # What the lane's worker reads: the job, whether the place was filled (or dropped), and
         # where the result goes.
         self.job: Callable[[], Awaitable[Any]] | None = None
         self.filled = asyncio.Event()
         self.result: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-    async def run(self, avatar: str, job: Callable[[], Awaitable[T]]) -> T:
-        """Send ``job`` when this place's turn comes and return its result (``fill`` + ``wait``).
-
-        The caller going away (a cancelled handler) does not take the job back once it runs:
-        a message half-sent must finish; one not yet started is skipped.
-        """
-        self.fill(avatar, job)
-        return await self.wait()  # type: ignore[no-any-return]
 
     def fill(self, avatar: str, job: Callable[[], Awaitable[Any]]) -> None:
         """Put ``job`` in this place, at once: from now on it is queued (or ``SessionBusy``).
@@ -114,7 +104,7 @@ class SessionQueues:
     def reserve(self, session_id: str) -> Place:
         """Take the next place in the session's queue, at once (no await).
 
-        When the queue is full the place is a refusal: its ``run`` raises ``SessionBusy`` (named
+        When the queue is full the place is a refusal: its ``fill`` raises ``SessionBusy`` (named
         after the avatar, which the caller knows by then).
         """
         lane = self._lanes.setdefault(session_id, _Lane())
