@@ -754,12 +754,8 @@ class SessionService:
             session_id=ps.session_id, speaker="user", text=text, author=author,
             intent=mode.value,
         ))
-        home = await self.home_of(prov, ps.session_id)
-        if home is not None:
-            assert self.homes is not None
-            await self.homes.call(home, mode.value, ps.session_id, text=text)
-            return
-        await self.deliver_here(prov, ps, mode, text)
+        if not await self._sent_home(prov, ps.session_id, mode.value, text=text):
+            await self.deliver_here(prov, ps, mode, text)
 
     async def deliver_here(self, prov: AvatarProvider, ps: ProviderSession, mode: Mode,
                            text: str) -> None:
@@ -775,6 +771,16 @@ class SessionService:
             return None
         return await self.homes.home_of(session_id)
 
+    async def _sent_home(self, prov: AvatarProvider, session_id: str, op: str,
+                         **fields: Any) -> bool:
+        """Hand ``op`` to the session's home worker when it has one elsewhere; whether it did."""
+        home = await self.home_of(prov, session_id)
+        if home is None:
+            return False
+        assert self.homes is not None
+        await self.homes.call(home, op, session_id, **fields)
+        return True
+
     async def interrupt(self, session_id: str, *, tenant: TenantKey | None = None) -> None:
         """Stop the avatar's current speech."""
         record = await self.live(session_id, tenant=tenant)
@@ -782,12 +788,8 @@ class SessionService:
         if not prov.capabilities.interrupt:
             raise InvalidRequest(f"{prov.display_name} avatars cannot be interrupted.")
         try:
-            home = await self.home_of(prov, session_id)
-            if home is not None:
-                assert self.homes is not None
-                await self.homes.call(home, "interrupt", session_id)
-                return
-            await prov.interrupt(ps)
+            if not await self._sent_home(prov, session_id, "interrupt"):
+                await prov.interrupt(ps)
         except ProviderSessionGone as exc:
             await self._end_if_gone(session_id, exc)
             raise
@@ -844,10 +846,7 @@ class SessionService:
         """
         record = await self.live(session_id)
         prov, ps = self._provider_session(record)
-        home = await self.home_of(prov, session_id)
-        if home is not None:
-            assert self.homes is not None
-            await self.homes.call(home, "data", session_id, payload=payload)
+        if await self._sent_home(prov, session_id, "data", payload=payload):
             return []
         return self.viewer_data_here(prov, ps, payload)
 
